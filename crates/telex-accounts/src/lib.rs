@@ -1,0 +1,313 @@
+//! Tenants, accounts and sessions: the rules for creating them, checking passwords and issuing
+//! and verifying session tokens, over the replicated state in `telex-raft`.
+//!
+//! Password hashing is CPU-heavy: it runs on the blocking pool behind a semaphore, so a login
+//! storm neither blocks the async runtime nor queues without bound.
+//! This crate knows nothing about gRPC or XMPP; gateways call it.
+
+pub mod scram;
+mod token;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use telex_raft::{reads, Groups};
+use telex_types::records::{AccountRecord, ScramKeys, TenantRecord, TokenRecord};
+use telex_types::{Command, Domain, ErrorCode, TelexError, UnixMillis, UserJid, META_GROUP};
+use tokio::sync::Semaphore;
+
+pub use token::SessionToken;
+
+/// Longest password accepted; bounds the hashing work one request can cause.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Longest device (resource) name.
+pub const MAX_DEVICE_BYTES: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct AccountsConfig {
+    pub scram_iterations: u32,
+    pub token_ttl: Duration,
+    /// Password hashes computed at once; the rest wait up to `hash_wait`.
+    pub hash_concurrency: usize,
+    pub hash_wait: Duration,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            scram_iterations: 4096,
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            hash_concurrency: 2,
+            hash_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Who a valid session token belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub jid: UserJid,
+    pub device: String,
+    pub token_id: String,
+    pub expires_at: UnixMillis,
+}
+
+/// A token just issued by [`Accounts::login`].
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub token: String,
+    pub principal: Principal,
+}
+
+pub struct Accounts {
+    groups: Arc<Groups>,
+    config: AccountsConfig,
+    hashing: Arc<Semaphore>,
+}
+
+pub fn now_ms() -> UnixMillis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Accounts {
+    pub fn new(groups: Arc<Groups>, config: AccountsConfig) -> Self {
+        let hashing = Arc::new(Semaphore::new(config.hash_concurrency.max(1)));
+        Accounts { groups, config, hashing }
+    }
+
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.groups
+    }
+
+    /// Runs CPU-heavy work on the blocking pool, at most `hash_concurrency` at once.
+    async fn hash<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, TelexError> {
+        let permit = tokio::time::timeout(self.config.hash_wait, self.hashing.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                metrics::counter!("telex_accounts_hash_rejected_total").increment(1);
+                TelexError::new(ErrorCode::ResourceExhausted, "too many password checks in progress; retry shortly")
+            })?
+            .map_err(|_| TelexError::unavailable("server is shutting down"))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| TelexError::internal(format!("hashing task failed: {e}")))
+    }
+
+    // ---- tenants ----
+
+    pub async fn add_tenant(&self, domain: &str) -> Result<TenantRecord, TelexError> {
+        let domain = Domain::parse(domain)?;
+        let at = now_ms();
+        self.groups.write(META_GROUP, Command::CreateTenant { domain: domain.clone(), at }).await?.into_result()?;
+        Ok(TenantRecord { domain, created_at: at })
+    }
+
+    /// Creates the tenant unless it exists. For bootstrap.
+    pub async fn ensure_tenant(&self, domain: &str) -> Result<(), TelexError> {
+        match self.add_tenant(domain).await {
+            Err(e) if e.code == ErrorCode::AlreadyExists => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, TelexError> {
+        reads::tenants(self.groups.store())
+    }
+
+    fn require_tenant(&self, domain: &Domain) -> Result<(), TelexError> {
+        match reads::tenant(self.groups.store(), domain)? {
+            Some(_) => Ok(()),
+            None => Err(TelexError::not_found(format!("no such tenant {domain}"))),
+        }
+    }
+
+    // ---- accounts ----
+
+    pub async fn add_user(&self, jid: &str, password: &str) -> Result<AccountRecord, TelexError> {
+        let jid = UserJid::parse(jid)?;
+        check_password(password)?;
+        self.require_tenant(jid.domain())?;
+        let shard = self.groups.shard_of(&jid);
+        if reads::account(self.groups.store(), shard, &jid)?.is_some() {
+            return Err(TelexError::exists(format!("user {jid} already exists")));
+        }
+        let credentials = self.derive(password).await?;
+        let at = now_ms();
+        self.groups.write(shard, Command::CreateAccount { jid: jid.clone(), credentials, at }).await?.into_result()?;
+        self.account(&jid)
+    }
+
+    async fn derive(&self, password: &str) -> Result<telex_types::records::Credentials, TelexError> {
+        let (password, iterations) = (password.to_string(), self.config.scram_iterations);
+        self.hash(move || scram::new_credentials(&password, iterations)).await
+    }
+
+    fn account(&self, jid: &UserJid) -> Result<AccountRecord, TelexError> {
+        reads::account(self.groups.store(), self.groups.shard_of(jid), jid)?
+            .ok_or_else(|| TelexError::not_found(format!("no such user {jid}")))
+    }
+
+    /// Looks up a user, checking that the tenant exists first so the error names what is missing.
+    pub fn user(&self, jid: &str) -> Result<AccountRecord, TelexError> {
+        let jid = UserJid::parse(jid)?;
+        self.require_tenant(jid.domain())?;
+        self.account(&jid)
+    }
+
+    /// Every account of a tenant, in name order, gathered from all shards.
+    pub fn users(&self, domain: &str) -> Result<Vec<AccountRecord>, TelexError> {
+        let domain = Domain::parse(domain)?;
+        self.require_tenant(&domain)?;
+        let mut all = Vec::new();
+        for shard in telex_types::shard::shard_groups(self.groups.shards()) {
+            all.extend(reads::accounts(self.groups.store(), shard, &domain)?);
+        }
+        all.sort_by(|a, b| a.jid.cmp(&b.jid));
+        Ok(all)
+    }
+
+    pub async fn remove_user(&self, jid: &str) -> Result<(), TelexError> {
+        let jid = UserJid::parse(jid)?;
+        self.require_tenant(jid.domain())?;
+        let shard = self.groups.shard_of(&jid);
+        self.groups.write(shard, Command::RemoveAccount { jid }).await?.into_result().map(|_| ())
+    }
+
+    /// Disabling also revokes every session token of the user.
+    pub async fn set_disabled(&self, jid: &str, disabled: bool) -> Result<AccountRecord, TelexError> {
+        let jid = UserJid::parse(jid)?;
+        self.require_tenant(jid.domain())?;
+        let shard = self.groups.shard_of(&jid);
+        self.groups.write(shard, Command::SetDisabled { jid: jid.clone(), disabled }).await?.into_result()?;
+        self.account(&jid)
+    }
+
+    /// Replaces the password; every session opened with the old one is revoked.
+    pub async fn set_password(&self, jid: &str, password: &str) -> Result<AccountRecord, TelexError> {
+        let jid = UserJid::parse(jid)?;
+        check_password(password)?;
+        self.require_tenant(jid.domain())?;
+        self.account(&jid)?;
+        let credentials = self.derive(password).await?;
+        let shard = self.groups.shard_of(&jid);
+        let cmd = Command::SetCredentials { jid: jid.clone(), credentials, at: now_ms() };
+        self.groups.write(shard, cmd).await?.into_result()?;
+        self.account(&jid)
+    }
+
+    pub async fn revoke_tokens(&self, jid: &str) -> Result<u64, TelexError> {
+        let jid = UserJid::parse(jid)?;
+        self.require_tenant(jid.domain())?;
+        self.account(&jid)?;
+        let shard = self.groups.shard_of(&jid);
+        self.groups.write(shard, Command::RevokeAllTokens { jid }).await?.into_result()
+    }
+
+    // ---- sessions ----
+
+    /// Checks a password and issues a session token. A wrong password, an unknown user and an
+    /// unknown tenant all get the same answer, after the same amount of hashing.
+    pub async fn login(&self, jid: &str, password: &str, device: &str) -> Result<Issued, TelexError> {
+        let started = std::time::Instant::now();
+        let result = self.login_inner(jid, password, device).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.code == ErrorCode::Unauthenticated => "bad_credentials",
+            Err(_) => "error",
+        };
+        metrics::counter!("telex_accounts_logins_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("telex_accounts_login_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn login_inner(&self, jid: &str, password: &str, device: &str) -> Result<Issued, TelexError> {
+        let jid = UserJid::parse(jid)?;
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(TelexError::bad_credentials());
+        }
+        let device = device_name(device)?;
+        let shard = self.groups.shard_of(&jid);
+        let tenant_known = reads::tenant(self.groups.store(), jid.domain())?.is_some();
+        let account = if tenant_known { reads::account(self.groups.store(), shard, &jid)? } else { None };
+        let keys = match &account {
+            Some(a) => a.credentials.sha256.clone(),
+            // Same work for an unknown user, so timing does not reveal who exists.
+            None => ScramKeys {
+                salt: vec![0; 16],
+                iterations: self.config.scram_iterations,
+                stored_key: vec![0; 32],
+                server_key: Vec::new(),
+            },
+        };
+        let pw = password.to_string();
+        let ok = self.hash(move || scram::verify(scram::Hash::Sha256, &pw, &keys)).await?;
+        let Some(account) = account.filter(|_| ok) else {
+            return Err(TelexError::bad_credentials());
+        };
+        if account.disabled {
+            return Err(TelexError::new(ErrorCode::PermissionDenied, format!("account {jid} is disabled")));
+        }
+        let now = now_ms();
+        let (token, secret_hash) = SessionToken::generate(&jid);
+        let record = TokenRecord {
+            id: token.id.clone(),
+            secret_hash,
+            device: device.clone(),
+            issued_at: now,
+            expires_at: now + self.config.token_ttl.as_millis() as u64,
+        };
+        let expires_at = record.expires_at;
+        self.groups.write(shard, Command::IssueToken { jid: jid.clone(), token: record }).await?.into_result()?;
+        Ok(Issued {
+            token: token.encode(),
+            principal: Principal { jid, device, token_id: token.id, expires_at },
+        })
+    }
+
+    /// Who a session token belongs to, if it is valid, unexpired and unrevoked.
+    pub fn verify_token(&self, token: &str) -> Result<Principal, TelexError> {
+        let invalid = || TelexError::new(ErrorCode::Unauthenticated, "invalid, expired or revoked session token");
+        let token = SessionToken::decode(token).ok_or_else(invalid)?;
+        let shard = self.groups.shard_of(&token.jid);
+        let record = reads::token(self.groups.store(), shard, &token.jid, &token.id)?.ok_or_else(invalid)?;
+        if !token.matches(&record.secret_hash) || record.expires_at <= now_ms() {
+            return Err(invalid());
+        }
+        Ok(Principal { jid: token.jid, device: record.device, token_id: record.id, expires_at: record.expires_at })
+    }
+
+    /// Revokes one token (logout).
+    pub async fn revoke(&self, principal: &Principal) -> Result<(), TelexError> {
+        let shard = self.groups.shard_of(&principal.jid);
+        let cmd = Command::RevokeToken { jid: principal.jid.clone(), token_id: principal.token_id.clone() };
+        self.groups.write(shard, cmd).await?.into_result().map(|_| ())
+    }
+}
+
+fn check_password(password: &str) -> Result<(), TelexError> {
+    if password.is_empty() {
+        return Err(TelexError::invalid("password must not be empty"));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(TelexError::invalid(format!("password longer than {MAX_PASSWORD_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+/// A valid device name, or a fresh one when none is given.
+fn device_name(device: &str) -> Result<String, TelexError> {
+    if device.is_empty() {
+        use rand::Rng;
+        return Ok(format!("telex-{:08x}", rand::thread_rng().gen::<u32>()));
+    }
+    if device.len() > MAX_DEVICE_BYTES {
+        return Err(TelexError::invalid(format!("device name longer than {MAX_DEVICE_BYTES} bytes")));
+    }
+    if device.chars().any(|c| c.is_control()) {
+        return Err(TelexError::invalid("device name contains control characters"));
+    }
+    Ok(device.to_string())
+}

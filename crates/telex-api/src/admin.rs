@@ -1,0 +1,110 @@
+use std::sync::Arc;
+
+use telex_accounts::Accounts;
+use telex_proto::v1 as pb;
+use telex_proto::v1::admin_server::Admin;
+use telex_types::records::{AccountRecord, TenantRecord};
+use tonic::{Request, Response, Status};
+
+use crate::status::to_status;
+
+/// `telex.v1.Admin`, served on the admin listener only.
+pub struct AdminService {
+    accounts: Arc<Accounts>,
+}
+
+impl AdminService {
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        AdminService { accounts }
+    }
+}
+
+fn tenant(t: TenantRecord) -> pb::Tenant {
+    pb::Tenant { domain: t.domain.to_string(), created_at_ms: t.created_at }
+}
+
+fn user(a: AccountRecord) -> pb::User {
+    pb::User {
+        jid: a.jid.to_string(),
+        disabled: a.disabled,
+        created_at_ms: a.created_at,
+        password_changed_at_ms: a.password_changed_at,
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn add_tenant(&self, r: Request<pb::AddTenantRequest>) -> Reply<pb::Tenant> {
+        let t = self.accounts.add_tenant(&r.into_inner().domain).await.map_err(to_status)?;
+        tracing::info!(tenant = %t.domain, "tenant added");
+        Ok(Response::new(tenant(t)))
+    }
+
+    async fn list_tenants(&self, _: Request<pb::ListTenantsRequest>) -> Reply<pb::ListTenantsResponse> {
+        let tenants = self.accounts.tenants().map_err(to_status)?;
+        Ok(Response::new(pb::ListTenantsResponse { tenants: tenants.into_iter().map(tenant).collect() }))
+    }
+
+    async fn add_user(&self, r: Request<pb::AddUserRequest>) -> Reply<pb::User> {
+        let r = r.into_inner();
+        let a = self.accounts.add_user(&r.jid, &r.password).await.map_err(to_status)?;
+        tracing::info!(user = %a.jid, "user added");
+        Ok(Response::new(user(a)))
+    }
+
+    async fn list_users(&self, r: Request<pb::ListUsersRequest>) -> Reply<pb::ListUsersResponse> {
+        let users = self.accounts.users(&r.into_inner().domain).map_err(to_status)?;
+        Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(user).collect() }))
+    }
+
+    async fn remove_user(&self, r: Request<pb::UserRef>) -> Reply<pb::RemoveUserResponse> {
+        let jid = r.into_inner().jid;
+        self.accounts.remove_user(&jid).await.map_err(to_status)?;
+        tracing::info!(user = %jid, "user removed");
+        Ok(Response::new(pb::RemoveUserResponse {}))
+    }
+
+    async fn set_user_disabled(&self, r: Request<pb::SetUserDisabledRequest>) -> Reply<pb::User> {
+        let r = r.into_inner();
+        let a = self.accounts.set_disabled(&r.jid, r.disabled).await.map_err(to_status)?;
+        tracing::info!(user = %a.jid, disabled = a.disabled, "user disabled flag set");
+        Ok(Response::new(user(a)))
+    }
+
+    async fn set_password(&self, r: Request<pb::SetPasswordRequest>) -> Reply<pb::User> {
+        let r = r.into_inner();
+        let a = self.accounts.set_password(&r.jid, &r.password).await.map_err(to_status)?;
+        tracing::info!(user = %a.jid, "password changed");
+        Ok(Response::new(user(a)))
+    }
+
+    async fn revoke_tokens(&self, r: Request<pb::UserRef>) -> Reply<pb::RevokeTokensResponse> {
+        let revoked = self.accounts.revoke_tokens(&r.into_inner().jid).await.map_err(to_status)?;
+        Ok(Response::new(pb::RevokeTokensResponse { revoked }))
+    }
+
+    async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusResponse> {
+        let groups = self.accounts.groups();
+        let status = groups
+            .status()
+            .into_iter()
+            .map(|g| pb::GroupStatus {
+                group: g.group,
+                role: g.role.to_string(),
+                leader: g.leader.unwrap_or(0),
+                term: g.term,
+                last_log_index: g.last_log_index,
+                applied_index: g.applied_index,
+                snapshot_index: g.snapshot_index,
+            })
+            .collect();
+        Ok(Response::new(pb::NodeStatusResponse {
+            node_id: groups.node_id(),
+            shards: groups.shards(),
+            groups: status,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}

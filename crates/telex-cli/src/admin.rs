@@ -1,0 +1,219 @@
+//! `telex tenant …`, `telex user …`, `telex status`: the admin API.
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use telex_proto::v1 as pb;
+use telex_proto::v1::admin_client::AdminClient;
+use tonic::transport::Channel;
+
+use crate::output::{connect, emit, status_line, when};
+use crate::{Cli, CliResult};
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCmd {
+    /// Create a tenant.
+    Add { domain: String },
+    /// List tenants.
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct PasswordArg {
+    /// The password (or set TELEX_PASSWORD).
+    #[arg(long, env = "TELEX_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl PasswordArg {
+    pub fn get(&self) -> Result<String, String> {
+        self.password.clone().ok_or_else(|| "a password is required: pass --password or set TELEX_PASSWORD".into())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Create a user.
+    Add {
+        jid: String,
+        #[command(flatten)]
+        password: PasswordArg,
+    },
+    /// List the users of a tenant.
+    List { domain: String },
+    /// Show one user.
+    Show { jid: String },
+    /// Delete a user and revoke their sessions.
+    Remove { jid: String },
+    /// Stop a user from logging in and revoke their sessions.
+    Disable { jid: String },
+    /// Allow a disabled user to log in again.
+    Enable { jid: String },
+    /// Set a new password; revokes existing sessions.
+    Passwd {
+        jid: String,
+        #[command(flatten)]
+        password: PasswordArg,
+    },
+    /// Revoke every session token of a user.
+    RevokeTokens { jid: String },
+}
+
+async fn client(cli: &Cli) -> Result<AdminClient<Channel>, String> {
+    Ok(AdminClient::new(connect(&cli.admin).await?))
+}
+
+#[derive(Serialize)]
+struct TenantOut {
+    domain: String,
+    created_at_ms: u64,
+}
+
+#[derive(Serialize)]
+struct UserOut {
+    jid: String,
+    disabled: bool,
+    created_at_ms: u64,
+    password_changed_at_ms: u64,
+}
+
+impl From<pb::User> for UserOut {
+    fn from(u: pb::User) -> Self {
+        UserOut {
+            jid: u.jid,
+            disabled: u.disabled,
+            created_at_ms: u.created_at_ms,
+            password_changed_at_ms: u.password_changed_at_ms,
+        }
+    }
+}
+
+fn user_line(u: &UserOut) -> String {
+    let state = if u.disabled { "disabled" } else { "active" };
+    format!("{:<40} {:<8} created {}", u.jid, state, when(u.created_at_ms))
+}
+
+pub async fn tenant(cli: &Cli, cmd: &TenantCmd) -> CliResult {
+    let mut c = client(cli).await?;
+    match cmd {
+        TenantCmd::Add { domain } => {
+            let t = c.add_tenant(pb::AddTenantRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
+            let out = TenantOut { domain: t.domain, created_at_ms: t.created_at_ms };
+            emit(cli.json, &out, || format!("tenant {} added", out.domain));
+        }
+        TenantCmd::List => {
+            let list = c.list_tenants(pb::ListTenantsRequest {}).await.map_err(status_line)?.into_inner();
+            let out: Vec<TenantOut> =
+                list.tenants.into_iter().map(|t| TenantOut { domain: t.domain, created_at_ms: t.created_at_ms }).collect();
+            emit(cli.json, &out, || {
+                out.iter().map(|t| format!("{:<40} created {}", t.domain, when(t.created_at_ms))).collect::<Vec<_>>().join("\n")
+            });
+        }
+    }
+    Ok(())
+}
+
+pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
+    let mut c = client(cli).await?;
+    let show = |u: pb::User, verb: &str| {
+        let out = UserOut::from(u);
+        let verb = verb.to_string();
+        emit(cli.json, &out, || format!("user {} {verb}", out.jid));
+    };
+    match cmd {
+        UserCmd::Add { jid, password } => {
+            let req = pb::AddUserRequest { jid: jid.clone(), password: password.get()? };
+            show(c.add_user(req).await.map_err(status_line)?.into_inner(), "added");
+        }
+        UserCmd::List { domain } => {
+            let list = c.list_users(pb::ListUsersRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
+            let out: Vec<UserOut> = list.users.into_iter().map(UserOut::from).collect();
+            emit(cli.json, &out, || out.iter().map(user_line).collect::<Vec<_>>().join("\n"));
+        }
+        UserCmd::Show { jid } => {
+            // There is no single-user RPC yet; list the tenant and pick the user.
+            let domain = jid.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+            let list = c.list_users(pb::ListUsersRequest { domain }).await.map_err(status_line)?.into_inner();
+            let wanted = jid.to_lowercase();
+            let u = list.users.into_iter().find(|u| u.jid == wanted).ok_or_else(|| format!("not found: no such user {jid}"))?;
+            let out = UserOut::from(u);
+            emit(cli.json, &out, || user_line(&out));
+        }
+        UserCmd::Remove { jid } => {
+            c.remove_user(pb::UserRef { jid: jid.clone() }).await.map_err(status_line)?;
+            emit(cli.json, &serde_json::json!({ "removed": jid }), || format!("user {jid} removed"));
+        }
+        UserCmd::Disable { jid } | UserCmd::Enable { jid } => {
+            let disabled = matches!(cmd, UserCmd::Disable { .. });
+            let req = pb::SetUserDisabledRequest { jid: jid.clone(), disabled };
+            let u = c.set_user_disabled(req).await.map_err(status_line)?.into_inner();
+            show(u, if disabled { "disabled" } else { "enabled" });
+        }
+        UserCmd::Passwd { jid, password } => {
+            let req = pb::SetPasswordRequest { jid: jid.clone(), password: password.get()? };
+            show(c.set_password(req).await.map_err(status_line)?.into_inner(), "password changed");
+        }
+        UserCmd::RevokeTokens { jid } => {
+            let r = c.revoke_tokens(pb::UserRef { jid: jid.clone() }).await.map_err(status_line)?.into_inner();
+            emit(cli.json, &serde_json::json!({ "jid": jid, "revoked": r.revoked }), || {
+                format!("{} session token(s) of {jid} revoked", r.revoked)
+            });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct GroupOut {
+    group: u32,
+    role: String,
+    leader: u64,
+    term: u64,
+    last_log_index: u64,
+    applied_index: u64,
+    snapshot_index: u64,
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    node_id: u64,
+    shards: u32,
+    version: String,
+    groups: Vec<GroupOut>,
+}
+
+pub async fn status(cli: &Cli) -> CliResult {
+    let s = client(cli).await?.node_status(pb::NodeStatusRequest {}).await.map_err(status_line)?.into_inner();
+    let out = StatusOut {
+        node_id: s.node_id,
+        shards: s.shards,
+        version: s.version,
+        groups: s
+            .groups
+            .into_iter()
+            .map(|g| GroupOut {
+                group: g.group,
+                role: g.role,
+                leader: g.leader,
+                term: g.term,
+                last_log_index: g.last_log_index,
+                applied_index: g.applied_index,
+                snapshot_index: g.snapshot_index,
+            })
+            .collect(),
+    };
+    emit(cli.json, &out, || {
+        let mut lines = vec![
+            format!("node {}  telex {}  shards {}", out.node_id, out.version, out.shards),
+            format!("{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10}", "group", "role", "leader", "term", "last_log", "applied", "snapshot"),
+        ];
+        for g in &out.groups {
+            let name = if g.group == 0 { "meta".to_string() } else { g.group.to_string() };
+            lines.push(format!(
+                "{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10}",
+                name, g.role, g.leader, g.term, g.last_log_index, g.applied_index, g.snapshot_index
+            ));
+        }
+        lines.join("\n")
+    });
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `telex`: administer a Telex node (`--admin`) and use it as a client (`--server`).
+//!
+//! Output is for people by default and JSON with `--json`. Any failure prints one line,
+//! `telex: <reason>`, and exits non-zero.
+
+mod admin;
+mod output;
+mod session;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "telex", version, about = "Telex command-line tool")]
+pub struct Cli {
+    /// Admin API address.
+    #[arg(long, global = true, env = "TELEX_ADMIN", default_value = "127.0.0.1:7402")]
+    admin: String,
+    /// Client API address.
+    #[arg(long, global = true, env = "TELEX_SERVER", default_value = "127.0.0.1:7400")]
+    server: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Manage tenants (domains).
+    #[command(subcommand)]
+    Tenant(admin::TenantCmd),
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(admin::UserCmd),
+    /// Show this node's Raft groups.
+    Status,
+    /// Log in and print a session token.
+    Login(session::LoginArgs),
+    /// Show who a session token belongs to.
+    Whoami(session::TokenArgs),
+    /// Revoke a session token.
+    Logout(session::TokenArgs),
+}
+
+pub type CliResult = Result<(), String>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Tenant(cmd) => admin::tenant(&cli, cmd).await,
+            Command::User(cmd) => admin::user(&cli, cmd).await,
+            Command::Status => admin::status(&cli).await,
+            Command::Login(args) => session::login(&cli, args).await,
+            Command::Whoami(args) => session::whoami(&cli, args).await,
+            Command::Logout(args) => session::logout(&cli, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("telex: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `telexd`: runs one Telex node. Flags override the config file; see `telexd --help`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use telex_node::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser, Debug)]
+#[command(name = "telexd", version, about = "Telex instant-messaging server node")]
+struct Args {
+    /// TOML configuration file (see telex.example.toml).
+    #[arg(long, env = "TELEX_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./telex-data].
+    #[arg(long, env = "TELEX_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Client gRPC listener [default: 127.0.0.1:7400].
+    #[arg(long, env = "TELEX_CLIENT_ADDR")]
+    client_addr: Option<SocketAddr>,
+    /// Node-to-node listener [default: 127.0.0.1:7401].
+    #[arg(long, env = "TELEX_NODE_ADDR")]
+    node_addr: Option<SocketAddr>,
+    /// Admin gRPC listener [default: 127.0.0.1:7402]. Keep it off public interfaces.
+    #[arg(long, env = "TELEX_ADMIN_ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// HTTP listener for /healthz, /readyz, /metrics [default: 127.0.0.1:7480].
+    #[arg(long, env = "TELEX_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// This node's id [default: 1].
+    #[arg(long, env = "TELEX_NODE_ID")]
+    node_id: Option<u64>,
+    /// Number of shards, for a new cluster [default: 64].
+    #[arg(long, env = "TELEX_SHARDS")]
+    shards: Option<u32>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "TELEX_LOG_FORMAT")]
+    log_format: Option<String>,
+}
+
+fn load(args: Args) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("config file {}: {e}", path.display()))?;
+            Config::from_toml(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.client_addr {
+        config.listen.client = v;
+    }
+    if let Some(v) = args.node_addr {
+        config.listen.node = v;
+    }
+    if let Some(v) = args.admin_addr {
+        config.listen.admin = v;
+    }
+    if let Some(v) = args.http_addr {
+        config.listen.http = v;
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = v;
+    }
+    if let Some(v) = args.shards {
+        config.raft.shards = v;
+    }
+    if let Some(v) = args.log_format {
+        config.log.format = v;
+    }
+    config.validate().map_err(|e| format!("invalid configuration: {e}"))?;
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let config = match load(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("telexd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telex_node::telemetry::init_logging(&config.log.format, &config.log.filter);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("telex").build();
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("telexd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        telex_node::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("telexd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM or SIGINT starts a clean shutdown.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,204 @@
+//! The node's typed configuration: a TOML file (every field optional), then command-line flags
+//! and `TELEX_*` variables on top (see `telexd --help`). `telex.example.toml` at the repository
+//! root lists every field with its default; a test keeps the two in sync.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's id in the cluster; unique, never reused.
+    pub node_id: u64,
+    /// Where the node keeps its RocksDB and lock file.
+    pub data_dir: PathBuf,
+    /// Tenant created on first start when non-empty.
+    pub bootstrap_tenant: String,
+    pub listen: Listen,
+    pub raft: Raft,
+    pub auth: Auth,
+    pub storage: Storage,
+    pub log: Log,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// Client gRPC API.
+    pub client: SocketAddr,
+    /// Node-to-node gRPC (Raft).
+    pub node: SocketAddr,
+    /// Admin gRPC API. Keep it on loopback unless it is firewalled.
+    pub admin: SocketAddr,
+    /// HTTP: /healthz, /readyz, /metrics.
+    pub http: SocketAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Raft {
+    /// Number of shard groups. Fixed when the cluster is created.
+    pub shards: u32,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Entries applied between two snapshots of a group.
+    pub snapshot_after_entries: u64,
+    /// How long a write waits for commit before it is refused as unavailable.
+    pub write_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// PBKDF2 iterations for new SCRAM credentials (at least 4096).
+    pub scram_iterations: u32,
+    /// Lifetime of a session token.
+    pub token_ttl_secs: u64,
+    /// Password hashes computed in parallel.
+    pub hash_concurrency: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    pub block_cache_mb: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// "text" or "json".
+    pub format: String,
+    /// A tracing filter such as "info" or "telex_raft=debug,info"; RUST_LOG wins when set.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("./telex-data"),
+            bootstrap_tenant: "localhost".into(),
+            listen: Listen::default(),
+            raft: Raft::default(),
+            auth: Auth::default(),
+            storage: Storage::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        Listen { client: at(7400), node: at(7401), admin: at(7402), http: at(7480) }
+    }
+}
+
+impl Default for Raft {
+    fn default() -> Self {
+        Raft {
+            shards: 64,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_after_entries: 20_000,
+            write_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth { scram_iterations: 4096, token_ttl_secs: 30 * 24 * 3600, hash_concurrency: 2 }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { block_cache_mb: 64 }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { format: "text".into(), filter: "info".into() }
+    }
+}
+
+impl Config {
+    /// Parses a TOML document; errors name the offending field.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense. The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let r = &self.raft;
+        if self.node_id == 0 {
+            return Err("node_id: must be at least 1".into());
+        }
+        if !(1..=4096).contains(&r.shards) {
+            return Err(format!("raft.shards: {} is out of range 1..=4096", r.shards));
+        }
+        if r.heartbeat_ms == 0 || r.heartbeat_ms >= r.election_timeout_min_ms {
+            return Err("raft.heartbeat_ms: must be above 0 and below raft.election_timeout_min_ms".into());
+        }
+        if r.election_timeout_min_ms >= r.election_timeout_max_ms {
+            return Err("raft.election_timeout_min_ms: must be below raft.election_timeout_max_ms".into());
+        }
+        if r.snapshot_after_entries == 0 {
+            return Err("raft.snapshot_after_entries: must be at least 1".into());
+        }
+        if r.write_timeout_ms == 0 {
+            return Err("raft.write_timeout_ms: must be at least 1".into());
+        }
+        if self.auth.scram_iterations < 4096 {
+            return Err(format!("auth.scram_iterations: {} is below the minimum of 4096", self.auth.scram_iterations));
+        }
+        if self.auth.hash_concurrency == 0 {
+            return Err("auth.hash_concurrency: must be at least 1".into());
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err("auth.token_ttl_secs: must be at least 1".into());
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(format!("log.format: {:?} is not \"text\" or \"json\"", self.log.format));
+        }
+        if !self.bootstrap_tenant.is_empty() {
+            telex_types::Domain::parse(&self.bootstrap_tenant).map_err(|e| format!("bootstrap_tenant: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../telex.example.toml");
+
+    #[test]
+    fn example_file_lists_every_field_with_its_default() {
+        let example: toml::Value = toml::from_str(EXAMPLE).expect("example parses");
+        let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+        assert_eq!(example, defaults, "telex.example.toml and Config::default() differ");
+        Config::from_toml(EXAMPLE).unwrap().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_and_invalid_fields_are_named() {
+        let err = Config::from_toml("[raft]\nshardz = 3\n").unwrap_err();
+        assert!(err.contains("shardz"), "{err}");
+        let err = Config::from_toml("[raft]\nshards = \"many\"\n").unwrap_err();
+        assert!(err.contains("shards"), "{err}");
+        let bad = Config::from_toml("[raft]\nshards = 0\n").unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("raft.shards"));
+        let bad = Config::from_toml("[auth]\nscram_iterations = 10\n").unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("auth.scram_iterations"));
+    }
+}

@@ -1,0 +1,38 @@
+//! The HTTP listener: liveness, readiness and Prometheus metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use telex_raft::Groups;
+
+#[derive(Clone)]
+pub(crate) struct HttpState {
+    pub groups: Arc<Groups>,
+    /// Set once start-up (leaders elected, bootstrap tenant present) is complete.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub(crate) fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { crate::telemetry::prometheus().render() }))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
+    if !s.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into());
+    }
+    let leaderless: Vec<String> =
+        s.groups.status().iter().filter(|g| g.leader.is_none()).map(|g| g.group.to_string()).collect();
+    if leaderless.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("groups without a leader: {}\n", leaderless.join(",")))
+    }
+}

@@ -1,0 +1,13 @@
+//! A Telex node: wiring of storage, Raft groups, accounts and the listeners, as one library call.
+//!
+//! `run(config, shutdown)` serves until `shutdown` is cancelled, then drains and returns; the
+//! `telexd` binary only parses flags, sets up logging and signals, and calls it. Tests start
+//! real nodes in-process the same way, with port 0 listeners.
+
+pub mod config;
+mod http;
+mod node;
+pub mod telemetry;
+
+pub use config::Config;
+pub use node::{run, start, Addrs, RunningNode};

@@ -1,0 +1,221 @@
+//! Start-up, serving and shutdown of one node.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use telex_accounts::{Accounts, AccountsConfig};
+use telex_api::{AdminService, ClientService};
+use telex_proto::v1::admin_server::AdminServer;
+use telex_proto::v1::client_server::ClientServer;
+use telex_proto::v1::node_server::NodeServer;
+use telex_raft::service::NodeService;
+use telex_raft::{Groups, GroupsConfig};
+use telex_store::{Store, StoreOptions};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::http::{router, HttpState};
+use crate::Config;
+
+/// The addresses a node actually listens on (differs from the config with port 0).
+#[derive(Clone, Debug, Serialize)]
+pub struct Addrs {
+    pub client: SocketAddr,
+    pub node: SocketAddr,
+    pub admin: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// A started node. Dropping it does not stop it: cancel the shutdown token, then `wait`.
+pub struct RunningNode {
+    pub addrs: Addrs,
+    pub accounts: Arc<Accounts>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningNode {
+    /// Waits until the node has shut down.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("node task panicked")?
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then drains and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+/// Opens storage, binds every listener and starts serving. Returns once the listeners are bound;
+/// readiness (leaders elected, bootstrap done) follows shortly and shows on `/readyz`.
+pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<RunningNode> {
+    config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let _ = crate::telemetry::prometheus();
+
+    let data_dir = config.data_dir.clone();
+    let store_opts = StoreOptions { block_cache_bytes: config.storage.block_cache_mb << 20 };
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_opts))
+        .await
+        .context("store open task")??;
+
+    let client_l = bind("clients", config.listen.client).await?;
+    let node_l = bind("nodes", config.listen.node).await?;
+    let admin_l = bind("admin", config.listen.admin).await?;
+    let http_l = bind("http", config.listen.http).await?;
+    let addrs = Addrs {
+        client: client_l.local_addr()?,
+        node: node_l.local_addr()?,
+        admin: admin_l.local_addr()?,
+        http: http_l.local_addr()?,
+    };
+    write_addrs(&config.data_dir, &addrs)?;
+
+    let r = &config.raft;
+    let groups = Groups::start(
+        store,
+        GroupsConfig {
+            node_id: config.node_id,
+            node_addr: addrs.node.to_string(),
+            shards: r.shards,
+            heartbeat_ms: r.heartbeat_ms,
+            election_timeout_min_ms: r.election_timeout_min_ms,
+            election_timeout_max_ms: r.election_timeout_max_ms,
+            snapshot_after_entries: r.snapshot_after_entries,
+            write_timeout: Duration::from_millis(r.write_timeout_ms),
+        },
+    )
+    .await?;
+    groups.bootstrap_single_node().await?;
+    let accounts = Arc::new(Accounts::new(
+        groups.clone(),
+        AccountsConfig {
+            scram_iterations: config.auth.scram_iterations,
+            token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+            hash_concurrency: config.auth.hash_concurrency,
+            ..AccountsConfig::default()
+        },
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let tracker = TaskTracker::new();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let stop = shutdown.clone();
+    let svc = health_service.clone();
+    let client = ClientServer::new(ClientService::new(accounts.clone()));
+    tracker.spawn(async move {
+        let serve = Server::builder().add_service(svc).add_service(client);
+        if let Err(e) = serve.serve_with_incoming_shutdown(TcpListenerStream::new(client_l), stop.cancelled()).await {
+            tracing::error!(error = %e, "client listener failed");
+        }
+    });
+    let stop = shutdown.clone();
+    let svc = health_service.clone();
+    let admin = AdminServer::new(AdminService::new(accounts.clone()));
+    tracker.spawn(async move {
+        let serve = Server::builder().add_service(svc).add_service(admin);
+        if let Err(e) = serve.serve_with_incoming_shutdown(TcpListenerStream::new(admin_l), stop.cancelled()).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    let stop = shutdown.clone();
+    let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
+    tracker.spawn(async move {
+        let serve = Server::builder().add_service(health_service).add_service(node);
+        if let Err(e) = serve.serve_with_incoming_shutdown(TcpListenerStream::new(node_l), stop.cancelled()).await {
+            tracing::error!(error = %e, "node listener failed");
+        }
+    });
+    let stop = shutdown.clone();
+    let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });
+    tracker.spawn(async move {
+        if let Err(e) = axum::serve(http_l, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(error = %e, "http listener failed");
+        }
+    });
+    tracker.spawn(upkeep(groups.clone(), shutdown.clone()));
+    tracker.close();
+
+    tracing::info!(node_id = config.node_id, client = %addrs.client, node = %addrs.node, admin = %addrs.admin,
+        http = %addrs.http, data_dir = %config.data_dir.display(), shards = config.raft.shards, "telexd listening");
+
+    let task = tokio::spawn({
+        let (groups, accounts) = (groups.clone(), accounts.clone());
+        let tenant = config.bootstrap_tenant.clone();
+        async move {
+            tokio::select! {
+                r = become_ready(&groups, &accounts, &tenant) => match r {
+                    Ok(()) => {
+                        ready.store(true, Ordering::Release);
+                        for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
+                            health.set_service_status(name, ServingStatus::Serving).await;
+                        }
+                        tracing::info!("telexd ready");
+                    }
+                    Err(e) => tracing::error!(error = %e, "start-up did not complete; /readyz stays unready"),
+                },
+                _ = shutdown.cancelled() => {}
+            }
+            shutdown.cancelled().await;
+            tracing::info!("shutting down");
+            for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
+                health.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+                tracing::warn!("listeners did not drain within 10s");
+            }
+            groups.shutdown().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+    });
+    Ok(RunningNode { addrs, accounts, task })
+}
+
+async fn become_ready(groups: &Groups, accounts: &Accounts, tenant: &str) -> anyhow::Result<()> {
+    while !groups.wait_for_leaders(Duration::from_secs(10)).await {
+        tracing::warn!("still waiting for every raft group to elect a leader");
+    }
+    if !tenant.is_empty() {
+        accounts.ensure_tenant(tenant).await.with_context(|| format!("creating bootstrap tenant {tenant}"))?;
+    }
+    Ok(())
+}
+
+/// Periodic housekeeping: metric upkeep and Raft gauges.
+async fn upkeep(groups: Arc<Groups>, shutdown: CancellationToken) {
+    let prometheus = crate::telemetry::prometheus();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        prometheus.run_upkeep();
+        let status = groups.status();
+        let leading = status.iter().filter(|g| g.role == "leader").count();
+        let leaderless = status.iter().filter(|g| g.leader.is_none()).count();
+        metrics::gauge!("telex_raft_groups_leading").set(leading as f64);
+        metrics::gauge!("telex_raft_groups_leaderless").set(leaderless as f64);
+    }
+}
+
+/// Writes the bound addresses to `<data_dir>/listen.json` (atomically), for scripts and tests.
+fn write_addrs(dir: &Path, addrs: &Addrs) -> anyhow::Result<()> {
+    let tmp = dir.join("listen.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(addrs)?)?;
+    std::fs::rename(&tmp, dir.join("listen.json"))?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Compiles proto/telex/v1 with protox (pure Rust), so building needs no system `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files: Vec<_> = ["admin", "client", "node"]
+        .iter()
+        .map(|f| root.join(format!("telex/v1/{f}.proto")))
+        .collect();
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let fds = protox::compile(&files, [&root])?;
+    tonic_prost_build::configure().compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,242 @@
+//! What each command does to a group's state: pure logic over a transactional view, so it is
+//! unit-tested without RocksDB or openraft.
+
+use std::collections::BTreeMap;
+
+use telex_types::records::{AccountRecord, TenantRecord};
+use telex_types::wire::{decode, encode};
+use telex_types::{Command, ErrorCode, Response, TelexError};
+
+use crate::schema;
+
+/// Read access to the committed state a batch of commands starts from.
+pub trait BaseRead {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+}
+
+/// Pending writes over a base: reads see earlier writes of the same batch.
+pub struct Txn<'a> {
+    base: &'a dyn BaseRead,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Txn<'a> {
+    pub fn new(base: &'a dyn BaseRead) -> Self {
+        Txn { base, pending: BTreeMap::new() }
+    }
+
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(key),
+        }
+    }
+
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            self.base.scan_prefix(prefix)?.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let end = schema::prefix_end(prefix);
+        for (k, v) in self.pending.range(prefix.to_vec()..end) {
+            merged.insert(k.clone(), v.clone());
+        }
+        Ok(merged.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect())
+    }
+
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.pending.insert(key, Some(value));
+    }
+
+    pub fn delete(&mut self, key: Vec<u8>) {
+        self.pending.insert(key, None);
+    }
+
+    /// The writes to make, in key order: `None` deletes.
+    pub fn into_writes(self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.pending
+    }
+}
+
+/// Applies one command. `Err` means the state could not be read (a storage failure); a refused
+/// command is `Ok(Response::Refused(..))`.
+pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
+    let refused = |code, msg: String| Ok(Response::Refused(TelexError::new(code, msg)));
+    match cmd {
+        Command::CreateTenant { domain, at } => {
+            let key = schema::tenant(&domain);
+            if txn.get(&key)?.is_some() {
+                return refused(ErrorCode::AlreadyExists, format!("tenant {domain} already exists"));
+            }
+            txn.put(key, encode(&TenantRecord { domain, created_at: at }));
+            Ok(Response::Done)
+        }
+        Command::CreateAccount { jid, credentials, at } => {
+            let key = schema::account(&jid);
+            if txn.get(&key)?.is_some() {
+                return refused(ErrorCode::AlreadyExists, format!("user {jid} already exists"));
+            }
+            let rec = AccountRecord { jid, credentials, disabled: false, created_at: at, password_changed_at: at };
+            txn.put(key, encode(&rec));
+            Ok(Response::Done)
+        }
+        Command::RemoveAccount { jid } => {
+            let key = schema::account(&jid);
+            if txn.get(&key)?.is_none() {
+                return refused(ErrorCode::NotFound, format!("no such user {jid}"));
+            }
+            txn.delete(key);
+            revoke_all(txn, &jid)?;
+            Ok(Response::Done)
+        }
+        Command::SetDisabled { jid, disabled } => {
+            let Some(mut rec) = account(txn, &jid)? else {
+                return refused(ErrorCode::NotFound, format!("no such user {jid}"));
+            };
+            rec.disabled = disabled;
+            txn.put(schema::account(&jid), encode(&rec));
+            if disabled {
+                revoke_all(txn, &jid)?;
+            }
+            Ok(Response::Done)
+        }
+        Command::SetCredentials { jid, credentials, at } => {
+            let Some(mut rec) = account(txn, &jid)? else {
+                return refused(ErrorCode::NotFound, format!("no such user {jid}"));
+            };
+            rec.credentials = credentials;
+            rec.password_changed_at = at;
+            txn.put(schema::account(&jid), encode(&rec));
+            // A new password ends every session opened with the old one.
+            revoke_all(txn, &jid)?;
+            Ok(Response::Done)
+        }
+        Command::IssueToken { jid, token } => {
+            match account(txn, &jid)? {
+                Some(rec) if !rec.disabled => {}
+                // Removed or disabled between the password check and now.
+                _ => return Ok(Response::Refused(TelexError::bad_credentials())),
+            }
+            txn.put(schema::token(&jid, &token.id), encode(&token));
+            Ok(Response::Done)
+        }
+        Command::RevokeToken { jid, token_id } => {
+            let key = schema::token(&jid, &token_id);
+            let existed = txn.get(&key)?.is_some();
+            txn.delete(key);
+            Ok(Response::Changed(existed as u64))
+        }
+        Command::RevokeAllTokens { jid } => Ok(Response::Changed(revoke_all(txn, &jid)?)),
+    }
+}
+
+fn account(txn: &Txn<'_>, jid: &telex_types::UserJid) -> Result<Option<AccountRecord>, String> {
+    match txn.get(&schema::account(jid))? {
+        Some(bytes) => decode(&bytes).map(Some).map_err(|e| e.message),
+        None => Ok(None),
+    }
+}
+
+fn revoke_all(txn: &mut Txn<'_>, jid: &telex_types::UserJid) -> Result<u64, String> {
+    let tokens = txn.scan_prefix(&schema::tokens_of(jid))?;
+    let n = tokens.len() as u64;
+    for (k, _) in tokens {
+        txn.delete(k);
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telex_types::records::{Credentials, ScramKeys, TokenRecord};
+    use telex_types::{Domain, UserJid};
+
+    #[derive(Default)]
+    struct Mem(BTreeMap<Vec<u8>, Vec<u8>>);
+
+    impl BaseRead for Mem {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.get(key).cloned())
+        }
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+            Ok(self.0.range(prefix.to_vec()..schema::prefix_end(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        }
+    }
+
+    impl Mem {
+        fn run(&mut self, cmd: Command) -> Response {
+            let mut txn = Txn::new(self);
+            let r = apply(cmd, &mut txn).unwrap();
+            for (k, v) in txn.into_writes() {
+                match v {
+                    Some(v) => self.0.insert(k, v),
+                    None => self.0.remove(&k),
+                };
+            }
+            r
+        }
+    }
+
+    fn creds() -> Credentials {
+        let k = ScramKeys { salt: vec![1], iterations: 4096, stored_key: vec![2], server_key: vec![3] };
+        Credentials { sha256: k.clone(), sha1: k }
+    }
+
+    fn token(id: &str) -> TokenRecord {
+        TokenRecord { id: id.into(), secret_hash: [0; 32], device: "d".into(), issued_at: 1, expires_at: 2 }
+    }
+
+    fn code(r: Response) -> Option<ErrorCode> {
+        match r {
+            Response::Refused(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn tenants_are_created_once() {
+        let mut m = Mem::default();
+        let d = Domain::parse("acme.example").unwrap();
+        assert_eq!(m.run(Command::CreateTenant { domain: d.clone(), at: 1 }), Response::Done);
+        assert_eq!(code(m.run(Command::CreateTenant { domain: d, at: 2 })), Some(ErrorCode::AlreadyExists));
+    }
+
+    #[test]
+    fn account_lifecycle_revokes_tokens() {
+        let mut m = Mem::default();
+        let alice = UserJid::parse("alice@acme.example").unwrap();
+        let bob = UserJid::parse("bob@acme.example").unwrap();
+        assert_eq!(m.run(Command::CreateAccount { jid: alice.clone(), credentials: creds(), at: 1 }), Response::Done);
+        assert_eq!(
+            code(m.run(Command::CreateAccount { jid: alice.clone(), credentials: creds(), at: 1 })),
+            Some(ErrorCode::AlreadyExists)
+        );
+        assert_eq!(code(m.run(Command::IssueToken { jid: bob.clone(), token: token("b") })), Some(ErrorCode::Unauthenticated));
+        assert_eq!(m.run(Command::IssueToken { jid: alice.clone(), token: token("a1") }), Response::Done);
+        assert_eq!(m.run(Command::IssueToken { jid: alice.clone(), token: token("a2") }), Response::Done);
+        assert_eq!(m.run(Command::RevokeToken { jid: alice.clone(), token_id: "a1".into() }), Response::Changed(1));
+        assert_eq!(m.run(Command::RevokeToken { jid: alice.clone(), token_id: "a1".into() }), Response::Changed(0));
+        // Disabling revokes the remaining token and blocks new ones.
+        assert_eq!(m.run(Command::SetDisabled { jid: alice.clone(), disabled: true }), Response::Done);
+        assert!(m.0.keys().all(|k| !k.starts_with(b"k/")));
+        assert_eq!(code(m.run(Command::IssueToken { jid: alice.clone(), token: token("a3") })), Some(ErrorCode::Unauthenticated));
+        assert_eq!(m.run(Command::SetDisabled { jid: alice.clone(), disabled: false }), Response::Done);
+        assert_eq!(m.run(Command::IssueToken { jid: alice.clone(), token: token("a4") }), Response::Done);
+        assert_eq!(m.run(Command::RevokeAllTokens { jid: alice.clone() }), Response::Changed(1));
+        assert_eq!(m.run(Command::RemoveAccount { jid: alice.clone() }), Response::Done);
+        assert_eq!(code(m.run(Command::RemoveAccount { jid: alice })), Some(ErrorCode::NotFound));
+        assert_eq!(code(m.run(Command::SetDisabled { jid: bob, disabled: true })), Some(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_writes() {
+        let m = Mem::default();
+        let alice = UserJid::parse("alice@x.example").unwrap();
+        let mut txn = Txn::new(&m);
+        apply(Command::CreateAccount { jid: alice.clone(), credentials: creds(), at: 1 }, &mut txn).unwrap();
+        apply(Command::IssueToken { jid: alice.clone(), token: token("t") }, &mut txn).unwrap();
+        let r = apply(Command::RemoveAccount { jid: alice }, &mut txn).unwrap();
+        assert_eq!(r, Response::Done);
+        assert!(txn.into_writes().values().all(|v| v.is_none()), "account and token both deleted");
+    }
+}

@@ -1,0 +1,25 @@
+//! Replication: openraft groups whose logs and state machines live in the node's one store.
+//!
+//! A node runs the meta group (group 0) and S shard groups (1..=S). Each group is a full
+//! `openraft::Raft` with its own [`LogStore`] and [`StateMachine`], all over one
+//! `telex_store::Store`, so every log append of every group shares the store's group commit.
+//! Applying a batch of entries writes the state changes and the applied log id in one atomic
+//! batch. The node-to-node transport (`network`, `service`) carries Raft RPCs for all groups.
+//!
+//! This crate knows nothing about clients, sessions or gRPC services other than `Node`.
+
+pub mod apply;
+mod codec;
+mod log_store;
+pub mod network;
+pub mod reads;
+mod registry;
+pub mod schema;
+pub mod service;
+mod state_machine;
+mod types;
+
+pub use log_store::LogStore;
+pub use registry::{GroupInfo, Groups, GroupsConfig, WriteError};
+pub use state_machine::StateMachine;
+pub use types::{NodeId, Raft, TypeConfig};

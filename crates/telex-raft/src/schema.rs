@@ -1,0 +1,40 @@
+//! Layout of application keys inside a group's state range (the group prefix is added by the
+//! state machine). Strings never contain `\0`, so it separates key parts.
+
+use telex_types::{Domain, UserJid};
+
+pub fn tenant(domain: &Domain) -> Vec<u8> {
+    [b"t/", domain.as_str().as_bytes()].concat()
+}
+
+pub const TENANTS: &[u8] = b"t/";
+
+pub fn account(jid: &UserJid) -> Vec<u8> {
+    [b"u/", jid.domain().as_str().as_bytes(), b"\0", jid.local().as_bytes()].concat()
+}
+
+/// Prefix of all accounts of one tenant in a shard.
+pub fn accounts_of(domain: &Domain) -> Vec<u8> {
+    [b"u/", domain.as_str().as_bytes(), b"\0"].concat()
+}
+
+pub fn token(jid: &UserJid, token_id: &str) -> Vec<u8> {
+    [tokens_of(jid).as_slice(), token_id.as_bytes()].concat()
+}
+
+/// Prefix of all tokens of one user.
+pub fn tokens_of(jid: &UserJid) -> Vec<u8> {
+    [b"k/", jid.domain().as_str().as_bytes(), b"\0", jid.local().as_bytes(), b"\0"].concat()
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; prefix.len() + 1]
+}

@@ -1,0 +1,194 @@
+//! The state machine of one group: applies commands to the group's key range in the shared store.
+//!
+//! **Invariant:** the state changes of a batch of entries, the last applied log id and the last
+//! membership are written in one atomic batch. They are not fsynced on their own: the log is
+//! durable, so a crash re-applies from the last applied id; `LogStore::purge` syncs before it
+//! drops the entries that would be needed for that.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StoredMembership,
+};
+use telex_store::{group_key, group_range, Batch, Cf, Durability, Store};
+use telex_types::{GroupId, Response};
+
+use crate::apply::{apply, BaseRead, Txn};
+use crate::codec::{decode, encode, io_err, read_err, write_err};
+use crate::schema::prefix_end;
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
+
+type Membership = StoredMembership<NodeId, openraft::BasicNode>;
+type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
+
+const APPLIED: &[u8] = b"applied";
+const MEMBERSHIP: &[u8] = b"membership";
+const SNAP_META: &[u8] = b"snap_meta";
+const SNAP_DATA: &[u8] = b"snap_data";
+
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+    group: GroupId,
+}
+
+/// The committed state of one group, as the base of an apply transaction.
+struct GroupBase<'a> {
+    store: &'a Store,
+    group: GroupId,
+}
+
+impl BaseRead for GroupBase<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        self.store.get(Cf::State, &group_key(self.group, key)).map_err(|e| e.to_string())
+    }
+
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let from = group_key(self.group, prefix);
+        let to = prefix_end(&from);
+        let rows = self.store.scan(Cf::State, &from, &to, usize::MAX).map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|(k, v)| (k[4..].to_vec(), v)).collect())
+    }
+}
+
+impl StateMachine {
+    pub fn new(store: Arc<Store>, group: GroupId) -> Self {
+        StateMachine { store, group }
+    }
+
+    fn raft_key(&self, name: &[u8]) -> Vec<u8> {
+        group_key(self.group, name)
+    }
+
+    fn get_raft<T: serde::de::DeserializeOwned>(&self, name: &[u8]) -> Result<Option<T>, StorageError> {
+        match self.store.get(Cf::Raft, &self.raft_key(name)).map_err(read_err)? {
+            Some(b) => Ok(Some(decode(&b, ErrorSubject::StateMachine)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let subject = || ErrorSubject::Snapshot(None);
+        let (meta, data) = {
+            let view = self.store.read_view();
+            let get = |name: &[u8]| view.get(Cf::Raft, &self.raft_key(name)).map_err(read_err);
+            let applied: Option<LogId> = match get(APPLIED)? {
+                Some(b) => decode(&b, subject())?,
+                None => None,
+            };
+            let membership: Membership = match get(MEMBERSHIP)? {
+                Some(b) => decode(&b, subject())?,
+                None => Membership::default(),
+            };
+            let range = group_range(self.group);
+            let rows = view.scan(Cf::State, &range.start, &range.end, usize::MAX).map_err(read_err)?;
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> = rows.into_iter().map(|(k, v)| (k[4..].to_vec(), v)).collect();
+            let snapshot_id = match applied {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, now_nanos()),
+                None => format!("0-0-{}", now_nanos()),
+            };
+            let meta = Meta { last_log_id: applied, last_membership: membership, snapshot_id };
+            (meta, encode(&pairs))
+        };
+        let mut b = Batch::new();
+        b.put(Cf::Raft, self.raft_key(SNAP_META), encode(&meta));
+        b.put(Cf::Raft, self.raft_key(SNAP_DATA), data.clone());
+        self.store.write(b, Durability::Buffered).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+        metrics::counter!("telex_raft_snapshots_built_total").increment(1);
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let applied = self.get_raft::<Option<LogId>>(APPLIED)?.flatten();
+        let membership = self.get_raft(MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let base = GroupBase { store: &self.store, group: self.group };
+        let mut txn = Txn::new(&base);
+        let mut responses = Vec::new();
+        let mut last: Option<LogId> = None;
+        let mut membership: Option<Membership> = None;
+        for entry in entries {
+            last = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Response::Done),
+                EntryPayload::Normal(cmd) => {
+                    let r = apply(cmd, &mut txn).map_err(|e| io_err(ErrorSubject::Apply(entry.log_id), ErrorVerb::Read, e))?;
+                    responses.push(r);
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    responses.push(Response::Done);
+                }
+            }
+        }
+        let Some(last) = last else { return Ok(responses) };
+        let mut b = Batch::new();
+        for (k, v) in txn.into_writes() {
+            let key = group_key(self.group, &k);
+            match v {
+                Some(v) => b.put(Cf::State, key, v),
+                None => b.delete(Cf::State, key),
+            }
+        }
+        b.put(Cf::Raft, self.raft_key(APPLIED), encode(&Some(last)));
+        if let Some(m) = membership {
+            b.put(Cf::Raft, self.raft_key(MEMBERSHIP), encode(&m));
+        }
+        self.store.write(b, Durability::Buffered).map_err(write_err)?;
+        metrics::counter!("telex_raft_applied_entries_total").increment(responses.len() as u64);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(&data, subject())?;
+        let range = group_range(self.group);
+        let mut b = Batch::new();
+        b.delete_range(Cf::State, range.start, range.end);
+        for (k, v) in pairs {
+            b.put(Cf::State, group_key(self.group, &k), v);
+        }
+        b.put(Cf::Raft, self.raft_key(APPLIED), encode(&meta.last_log_id));
+        b.put(Cf::Raft, self.raft_key(MEMBERSHIP), encode(&meta.last_membership));
+        b.put(Cf::Raft, self.raft_key(SNAP_META), encode(meta));
+        b.put(Cf::Raft, self.raft_key(SNAP_DATA), data);
+        self.store.write(b, Durability::Synced).map_err(|e| io_err(subject(), ErrorVerb::Write, e))?;
+        metrics::counter!("telex_raft_snapshots_installed_total").increment(1);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(meta) = self.get_raft::<Meta>(SNAP_META)? else { return Ok(None) };
+        let data = self.store.get(Cf::Raft, &self.raft_key(SNAP_DATA)).map_err(read_err)?.unwrap_or_default();
+        Ok(Some(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}

@@ -1,0 +1,59 @@
+//! Commands proposed to Raft groups and their deterministic responses.
+//!
+//! Everything a command needs (timestamps, salts, token ids) is decided by the proposer before it
+//! is proposed, so that every replica applies it to the same result.
+
+use serde::{Deserialize, Serialize};
+
+use crate::records::{Credentials, TokenRecord};
+use crate::{Domain, TelexError, UnixMillis, UserJid};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Meta group.
+    CreateTenant { domain: Domain, at: UnixMillis },
+    /// Shard groups, below: all keyed by the user, who must live on the group's shard.
+    CreateAccount { jid: UserJid, credentials: Credentials, at: UnixMillis },
+    RemoveAccount { jid: UserJid },
+    SetDisabled { jid: UserJid, disabled: bool },
+    SetCredentials { jid: UserJid, credentials: Credentials, at: UnixMillis },
+    IssueToken { jid: UserJid, token: TokenRecord },
+    RevokeToken { jid: UserJid, token_id: String },
+    RevokeAllTokens { jid: UserJid },
+}
+
+impl Command {
+    /// Short name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateTenant { .. } => "create_tenant",
+            Command::CreateAccount { .. } => "create_account",
+            Command::RemoveAccount { .. } => "remove_account",
+            Command::SetDisabled { .. } => "set_disabled",
+            Command::SetCredentials { .. } => "set_credentials",
+            Command::IssueToken { .. } => "issue_token",
+            Command::RevokeToken { .. } => "revoke_token",
+            Command::RevokeAllTokens { .. } => "revoke_all_tokens",
+        }
+    }
+}
+
+/// The outcome of applying one command. A refusal is a normal, replicated outcome (for example
+/// "already exists"), not a storage failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Done,
+    /// How many records the command changed (revocations).
+    Changed(u64),
+    Refused(TelexError),
+}
+
+impl Response {
+    pub fn into_result(self) -> Result<u64, TelexError> {
+        match self {
+            Response::Done => Ok(1),
+            Response::Changed(n) => Ok(n),
+            Response::Refused(e) => Err(e),
+        }
+    }
+}
