@@ -67,7 +67,7 @@ pub fn derive(hash: Hash, password: &str, salt: Vec<u8>, iterations: u32) -> Scr
 /// Fresh credentials with random salts. CPU-heavy.
 pub fn new_credentials(password: &str, iterations: u32) -> Credentials {
     use rand::RngCore;
-    let mut salt = |n| {
+    let salt = |n| {
         let mut s = vec![0u8; n];
         rand::thread_rng().fill_bytes(&mut s);
         s

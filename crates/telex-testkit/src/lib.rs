@@ -147,8 +147,8 @@ impl Telexd {
         let out = Command::new(bin("telex"))
             .args(["--admin", &self.addrs.admin.to_string(), "--server", &self.addrs.client.to_string()])
             .args(args)
-            .envs(env.iter().copied())
             .env_remove("TELEX_PASSWORD")
+            .envs(env.iter().copied())
             .output()
             .expect("run telex");
         CliOutput::from(out)

@@ -71,7 +71,8 @@ fn health_metrics_and_clean_shutdown() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for addr in [node.admin_url(), node.client_url()] {
         rt.block_on(async {
-            let mut h = tonic_health::pb::health_client::HealthClient::connect(addr).await.unwrap();
+            let channel = tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap();
+            let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
             let r = h
                 .check(tonic_health::pb::HealthCheckRequest { service: "".into() })
                 .await
