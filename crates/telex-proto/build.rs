@@ -2,10 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files: Vec<_> = ["admin", "client", "node"]
-        .iter()
-        .map(|f| root.join(format!("telex/v1/{f}.proto")))
-        .collect();
+    let files: Vec<_> = ["admin", "client", "node"].iter().map(|f| root.join(format!("telex/v1/{f}.proto"))).collect();
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

@@ -261,10 +261,7 @@ impl Accounts {
         };
         let expires_at = record.expires_at;
         self.groups.write(shard, Command::IssueToken { jid: jid.clone(), token: record }).await?.into_result()?;
-        Ok(Issued {
-            token: token.encode(),
-            principal: Principal { jid, device, token_id: token.id, expires_at },
-        })
+        Ok(Issued { token: token.encode(), principal: Principal { jid, device, token_id: token.id, expires_at } })
     }
 
     /// Who a session token belongs to, if it is valid, unexpired and unrevoked.

@@ -103,10 +103,7 @@ mod tests {
             "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
         let auth1 = "n=user,r=fyko+d2lbbFgONRv9qkxdawL,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096,c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j";
-        assert_eq!(
-            server_signature(Hash::Sha1, "pencil", "QSXCR+Q6sek8bf92", auth1),
-            "rmF9pqV8S7suAoZWja4dJRkFsKQ="
-        );
+        assert_eq!(server_signature(Hash::Sha1, "pencil", "QSXCR+Q6sek8bf92", auth1), "rmF9pqV8S7suAoZWja4dJRkFsKQ=");
     }
 
     #[test]

@@ -96,16 +96,23 @@ pub async fn tenant(cli: &Cli, cmd: &TenantCmd) -> CliResult {
     let mut c = client(cli).await?;
     match cmd {
         TenantCmd::Add { domain } => {
-            let t = c.add_tenant(pb::AddTenantRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
+            let t =
+                c.add_tenant(pb::AddTenantRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
             let out = TenantOut { domain: t.domain, created_at_ms: t.created_at_ms };
             emit(cli.json, &out, || format!("tenant {} added", out.domain));
         }
         TenantCmd::List => {
             let list = c.list_tenants(pb::ListTenantsRequest {}).await.map_err(status_line)?.into_inner();
-            let out: Vec<TenantOut> =
-                list.tenants.into_iter().map(|t| TenantOut { domain: t.domain, created_at_ms: t.created_at_ms }).collect();
+            let out: Vec<TenantOut> = list
+                .tenants
+                .into_iter()
+                .map(|t| TenantOut { domain: t.domain, created_at_ms: t.created_at_ms })
+                .collect();
             emit(cli.json, &out, || {
-                out.iter().map(|t| format!("{:<40} created {}", t.domain, when(t.created_at_ms))).collect::<Vec<_>>().join("\n")
+                out.iter()
+                    .map(|t| format!("{:<40} created {}", t.domain, when(t.created_at_ms)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             });
         }
     }
@@ -125,7 +132,8 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
             show(c.add_user(req).await.map_err(status_line)?.into_inner(), "added");
         }
         UserCmd::List { domain } => {
-            let list = c.list_users(pb::ListUsersRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
+            let list =
+                c.list_users(pb::ListUsersRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
             let out: Vec<UserOut> = list.users.into_iter().map(UserOut::from).collect();
             emit(cli.json, &out, || out.iter().map(user_line).collect::<Vec<_>>().join("\n"));
         }
@@ -134,7 +142,11 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
             let domain = jid.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
             let list = c.list_users(pb::ListUsersRequest { domain }).await.map_err(status_line)?.into_inner();
             let wanted = jid.to_lowercase();
-            let u = list.users.into_iter().find(|u| u.jid == wanted).ok_or_else(|| format!("not found: no such user {jid}"))?;
+            let u = list
+                .users
+                .into_iter()
+                .find(|u| u.jid == wanted)
+                .ok_or_else(|| format!("not found: no such user {jid}"))?;
             let out = UserOut::from(u);
             emit(cli.json, &out, || user_line(&out));
         }
@@ -204,7 +216,10 @@ pub async fn status(cli: &Cli) -> CliResult {
     emit(cli.json, &out, || {
         let mut lines = vec![
             format!("node {}  telex {}  shards {}", out.node_id, out.version, out.shards),
-            format!("{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10}", "group", "role", "leader", "term", "last_log", "applied", "snapshot"),
+            format!(
+                "{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10}",
+                "group", "role", "leader", "term", "last_log", "applied", "snapshot"
+            ),
         ];
         for g in &out.groups {
             let name = if g.group == 0 { "meta".to_string() } else { g.group.to_string() };

@@ -50,7 +50,8 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
 
 fn authed<T>(msg: T, token: &str) -> Result<tonic::Request<T>, String> {
     let mut req = tonic::Request::new(msg);
-    let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token contains invalid characters")?;
+    let value =
+        MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token contains invalid characters")?;
     req.metadata_mut().insert("authorization", value);
     Ok(req)
 }

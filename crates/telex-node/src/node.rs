@@ -66,9 +66,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let data_dir = config.data_dir.clone();
     let store_opts = StoreOptions { block_cache_bytes: config.storage.block_cache_mb << 20 };
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_opts))
-        .await
-        .context("store open task")??;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_opts)).await.context("store open task")??;
 
     let client_l = bind("clients", config.listen.client).await?;
     let node_l = bind("nodes", config.listen.node).await?;

@@ -39,7 +39,8 @@ fn creds() -> Credentials {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let tmp = tempfile::Builder::new().prefix("telex-bench").tempdir_in(args.dir.clone().unwrap_or("/var/tmp".into()))?;
+    let tmp =
+        tempfile::Builder::new().prefix("telex-bench").tempdir_in(args.dir.clone().unwrap_or("/var/tmp".into()))?;
     let store = Store::open(tmp.path(), &StoreOptions::default())?;
     let groups = Groups::start(store, GroupsConfig { shards: args.shards, ..GroupsConfig::default() }).await?;
     groups.bootstrap_single_node().await?;

@@ -7,12 +7,14 @@ use telex_types::records::{AccountRecord, TenantRecord};
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, ErrorCode, Response, TelexError};
 
+use telex_store::KeyValue;
+
 use crate::schema;
 
 /// Read access to the committed state a batch of commands starts from.
 pub trait BaseRead {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String>;
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, String>;
 }
 
 /// Pending writes over a base: reads see earlier writes of the same batch.
@@ -33,7 +35,7 @@ impl<'a> Txn<'a> {
         }
     }
 
-    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
         let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             self.base.scan_prefix(prefix)?.into_iter().map(|(k, v)| (k, Some(v))).collect();
         let end = schema::prefix_end(prefix);
@@ -158,7 +160,7 @@ mod tests {
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
             Ok(self.0.get(key).cloned())
         }
-        fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
             Ok(self.0.range(prefix.to_vec()..schema::prefix_end(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect())
         }
     }
@@ -211,7 +213,10 @@ mod tests {
             code(m.run(Command::CreateAccount { jid: alice.clone(), credentials: creds(), at: 1 })),
             Some(ErrorCode::AlreadyExists)
         );
-        assert_eq!(code(m.run(Command::IssueToken { jid: bob.clone(), token: token("b") })), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            code(m.run(Command::IssueToken { jid: bob.clone(), token: token("b") })),
+            Some(ErrorCode::Unauthenticated)
+        );
         assert_eq!(m.run(Command::IssueToken { jid: alice.clone(), token: token("a1") }), Response::Done);
         assert_eq!(m.run(Command::IssueToken { jid: alice.clone(), token: token("a2") }), Response::Done);
         assert_eq!(m.run(Command::RevokeToken { jid: alice.clone(), token_id: "a1".into() }), Response::Changed(1));
@@ -219,7 +224,10 @@ mod tests {
         // Disabling revokes the remaining token and blocks new ones.
         assert_eq!(m.run(Command::SetDisabled { jid: alice.clone(), disabled: true }), Response::Done);
         assert!(m.0.keys().all(|k| !k.starts_with(b"k/")));
-        assert_eq!(code(m.run(Command::IssueToken { jid: alice.clone(), token: token("a3") })), Some(ErrorCode::Unauthenticated));
+        assert_eq!(
+            code(m.run(Command::IssueToken { jid: alice.clone(), token: token("a3") })),
+            Some(ErrorCode::Unauthenticated)
+        );
         assert_eq!(m.run(Command::SetDisabled { jid: alice.clone(), disabled: false }), Response::Done);
         assert_eq!(m.run(Command::IssueToken { jid: alice.clone(), token: token("a4") }), Response::Done);
         assert_eq!(m.run(Command::RevokeAllTokens { jid: alice.clone() }), Response::Changed(1));

@@ -68,10 +68,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_meta("purged")?;
-        let last = self
-            .store
-            .last_in(Cf::Log, &self.log_key(0), &group_key(self.group + 1, b""))
-            .map_err(read_err)?;
+        let last = self.store.last_in(Cf::Log, &self.log_key(0), &group_key(self.group + 1, b"")).map_err(read_err)?;
         let last_log_id = match last {
             Some((_, v)) => Some(decode::<Entry>(&v, ErrorSubject::Logs)?.log_id),
             None => last_purged_log_id,
@@ -86,23 +83,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut b = Batch::new();
         b.put(Cf::Raft, self.meta_key("vote"), encode(vote));
-        self.store
-            .write(b, Durability::Synced)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+        self.store.write(b, Durability::Synced).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
         self.get_meta("vote")
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let mut b = Batch::new();
-        b.put(Cf::Raft, self.meta_key("committed"), encode(&committed));
-        self.store.write(b, Durability::Buffered).map_err(write_err)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>("committed")?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -116,9 +101,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             b.put(Cf::Log, self.log_key(entry.log_id.index), encode(&entry));
             n += 1;
         }
-        self.store
-            .write(b, Durability::Buffered)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.store.write(b, Durability::Buffered).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         metrics::counter!("telex_raft_log_appended_entries_total").increment(n);
         self.store.sync_then(move |r| callback.log_io_completed(r));
         Ok(())
@@ -127,9 +110,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut b = Batch::new();
         b.delete_range(Cf::Log, self.log_key(log_id.index), group_key(self.group + 1, b""));
-        self.store
-            .write(b, Durability::Synced)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        self.store.write(b, Durability::Synced).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -139,8 +120,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = Batch::new();
         b.put(Cf::Raft, self.meta_key("purged"), encode(&log_id));
         b.delete_range(Cf::Log, self.log_key(0), self.log_key(log_id.index + 1));
-        self.store
-            .write(b, Durability::Synced)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
+        self.store.write(b, Durability::Synced).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }
 }

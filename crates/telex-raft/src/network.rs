@@ -56,11 +56,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        Connection {
-            channel: self.shared.channel(&node.addr),
-            group: self.group,
-            target,
-        }
+        Connection { channel: self.shared.channel(&node.addr), group: self.group, target }
     }
 }
 

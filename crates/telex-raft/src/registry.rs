@@ -154,9 +154,7 @@ impl Groups {
     /// Proposes `cmd` to `group` and waits until it is committed (durable on a majority) and
     /// applied here.
     pub async fn write(&self, group: GroupId, cmd: Command) -> Result<Response, WriteError> {
-        let raft = self
-            .raft(group)
-            .ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
-    StoredMembership,
+    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
 };
-use telex_store::{group_key, group_range, Batch, Cf, Durability, Store};
+use telex_store::{group_key, group_range, Batch, Cf, Durability, KeyValue, Store};
 use telex_types::{GroupId, Response};
 
 use crate::apply::{apply, BaseRead, Txn};
@@ -46,7 +45,7 @@ impl BaseRead for GroupBase<'_> {
         self.store.get(Cf::State, &group_key(self.group, key)).map_err(|e| e.to_string())
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, String> {
         let from = group_key(self.group, prefix);
         let to = prefix_end(&from);
         let rows = self.store.scan(Cf::State, &from, &to, usize::MAX).map_err(|e| e.to_string())?;
@@ -87,7 +86,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             let range = group_range(self.group);
             let rows = view.scan(Cf::State, &range.start, &range.end, usize::MAX).map_err(read_err)?;
-            let pairs: Vec<(Vec<u8>, Vec<u8>)> = rows.into_iter().map(|(k, v)| (k[4..].to_vec(), v)).collect();
+            let pairs: Vec<KeyValue> = rows.into_iter().map(|(k, v)| (k[4..].to_vec(), v)).collect();
             let snapshot_id = match applied {
                 Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, now_nanos()),
                 None => format!("0-0-{}", now_nanos()),
@@ -132,7 +131,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             match entry.payload {
                 EntryPayload::Blank => responses.push(Response::Done),
                 EntryPayload::Normal(cmd) => {
-                    let r = apply(cmd, &mut txn).map_err(|e| io_err(ErrorSubject::Apply(entry.log_id), ErrorVerb::Read, e))?;
+                    let r = apply(cmd, &mut txn)
+                        .map_err(|e| io_err(ErrorSubject::Apply(entry.log_id), ErrorVerb::Read, e))?;
                     responses.push(r);
                 }
                 EntryPayload::Membership(m) => {
@@ -170,7 +170,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(&mut self, meta: &Meta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
-        let pairs: Vec<(Vec<u8>, Vec<u8>)> = decode(&data, subject())?;
+        let pairs: Vec<KeyValue> = decode(&data, subject())?;
         let range = group_range(self.group);
         let mut b = Batch::new();
         b.delete_range(Cf::State, range.start, range.end);

@@ -12,8 +12,11 @@ mod store;
 mod syncer;
 
 pub use batch::Batch;
-pub use keys::{group_prefix, group_range, group_key};
+pub use keys::{group_key, group_prefix, group_range};
 pub use store::{Cf, Durability, ReadView, Store, StoreOptions};
+
+/// A key and its value, as scans return them.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// Storage failures. All are fatal for the operation; none are retryable by the caller.
 #[derive(Debug, thiserror::Error)]

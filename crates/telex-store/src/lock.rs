@@ -27,9 +27,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
             };
             return Err(StoreError::Locked { dir: dir.display().to_string(), holder });
         }
-        Err(TryLockError::Error(source)) => {
-            return Err(StoreError::Dir { dir: dir.display().to_string(), source })
-        }
+        Err(TryLockError::Error(source)) => return Err(StoreError::Dir { dir: dir.display().to_string(), source }),
     }
     let pid = std::process::id().to_string();
     let write = file.set_len(0).and_then(|_| file.rewind()).and_then(|_| file.write_all(pid.as_bytes()));

@@ -2,11 +2,14 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::{BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options, ReadOptions, WriteBatch, WriteOptions};
+use rocksdb::{
+    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded, Options, ReadOptions,
+    WriteBatch, WriteOptions,
+};
 
 use crate::batch::Op;
 use crate::syncer::Syncer;
-use crate::{Batch, StoreError};
+use crate::{Batch, KeyValue, StoreError};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
@@ -62,8 +65,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, taking an exclusive lock on it.
     pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Arc<Store>, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::Dir { dir: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { dir: dir.display().to_string(), source })?;
         let lock = crate::lock::lock_dir(dir)?;
 
         let mut db_opts = Options::default();
@@ -71,6 +73,9 @@ impl Store {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(4);
+        // WAL records stay in RocksDB's buffer until the group-commit thread flushes and syncs
+        // them: one write(2) and one fsync per batch instead of a write(2) per put.
+        db_opts.set_manual_wal_flush(true);
         let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
         let cfs = Cf::ALL.iter().map(|cf| {
             let mut o = Options::default();
@@ -102,9 +107,10 @@ impl Store {
                 Op::DeleteRange(cf, from, to) => wb.delete_range_cf(&self.cf(cf), from, to),
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(durability == Durability::Synced);
-        self.db.write_opt(wb, &wo)?;
+        self.db.write_opt(wb, &WriteOptions::default())?;
+        if durability == Durability::Synced {
+            self.db.flush_wal(true)?;
+        }
         Ok(())
     }
 
@@ -120,12 +126,12 @@ impl Store {
     }
 
     /// Key-value pairs in `[from, to)`, in key order, at most `limit`.
-    pub fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         scan_with(&self.db, &self.cf(cf), ReadOptions::default(), from, to, limit)
     }
 
     /// The last key-value pair in `[from, to)`.
-    pub fn last_in(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn last_in(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         let mut ro = ReadOptions::default();
         ro.set_iterate_lower_bound(from.to_vec());
         ro.set_iterate_upper_bound(to.to_vec());
@@ -154,7 +160,7 @@ impl ReadView<'_> {
         Ok(self.snap.get_cf(&self.store.cf(cf), key)?)
     }
 
-    pub fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         let mut ro = ReadOptions::default();
         ro.set_snapshot(&self.snap);
         scan_with(&self.store.db, &self.store.cf(cf), ro, from, to, limit)
@@ -168,7 +174,7 @@ fn scan_with(
     from: &[u8],
     to: &[u8],
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Vec<KeyValue>, StoreError> {
     ro.set_iterate_lower_bound(from.to_vec());
     ro.set_iterate_upper_bound(to.to_vec());
     let mut out = Vec::new();

@@ -57,11 +57,14 @@ fn bad_input_gets_a_clear_one_line_error() {
     node.cli(&["tenant", "add", "localhost"]).failure("already exists: tenant localhost already exists");
     node.cli(&["user", "add", "no-at-sign", "--password", "x"]).failure("invalid argument: invalid JID");
     node.cli(&["user", "add", "a b@localhost", "--password", "x"]).failure("invalid argument");
-    node.cli(&["user", "add", "alice@nowhere.example", "--password", "x"]).failure("not found: no such tenant nowhere.example");
+    node.cli(&["user", "add", "alice@nowhere.example", "--password", "x"])
+        .failure("not found: no such tenant nowhere.example");
     node.cli(&["user", "add", "alice@localhost"]).failure("a password is required");
-    node.cli(&["user", "add", "alice@localhost", "--password", ""]).failure("invalid argument: password must not be empty");
+    node.cli(&["user", "add", "alice@localhost", "--password", ""])
+        .failure("invalid argument: password must not be empty");
     node.cli(&["user", "add", "alice@localhost", "--password", "x"]).success();
-    node.cli(&["user", "add", "Alice@LOCALHOST", "--password", "x"]).failure("already exists: user alice@localhost already exists");
+    node.cli(&["user", "add", "Alice@LOCALHOST", "--password", "x"])
+        .failure("already exists: user alice@localhost already exists");
     node.cli(&["user", "remove", "nobody@localhost"]).failure("not found: no such user nobody@localhost");
     node.cli(&["user", "disable", "nobody@localhost"]).failure("not found");
     node.cli(&["user", "list", "nowhere.example"]).failure("not found: no such tenant");

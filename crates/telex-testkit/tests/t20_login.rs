@@ -9,7 +9,8 @@ fn login_accepts_only_right_credentials_and_tokens_are_revocable() {
     let node = Telexd::start(&dir, &["--shards", "4"]);
     node.cli(&["user", "add", "alice@localhost", "--password", "correct horse"]).success();
 
-    let login = |user: &str, pw: &str| node.cli(&["--json", "login", "--user", user, "--password", pw, "--device", "laptop"]);
+    let login =
+        |user: &str, pw: &str| node.cli(&["--json", "login", "--user", user, "--password", pw, "--device", "laptop"]);
 
     let ok = login("alice@localhost", "correct horse").json();
     let token = ok["token"].as_str().unwrap().to_string();

@@ -73,11 +73,7 @@ fn health_metrics_and_clean_shutdown() {
         rt.block_on(async {
             let channel = tonic::transport::Channel::from_shared(addr).unwrap().connect().await.unwrap();
             let mut h = tonic_health::pb::health_client::HealthClient::new(channel);
-            let r = h
-                .check(tonic_health::pb::HealthCheckRequest { service: "".into() })
-                .await
-                .unwrap()
-                .into_inner();
+            let r = h.check(tonic_health::pb::HealthCheckRequest { service: "".into() }).await.unwrap().into_inner();
             assert_eq!(r.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
         });
     }

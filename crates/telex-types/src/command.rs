@@ -11,15 +11,39 @@ use crate::{Domain, TelexError, UnixMillis, UserJid};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Meta group.
-    CreateTenant { domain: Domain, at: UnixMillis },
+    CreateTenant {
+        domain: Domain,
+        at: UnixMillis,
+    },
     /// Shard groups, below: all keyed by the user, who must live on the group's shard.
-    CreateAccount { jid: UserJid, credentials: Credentials, at: UnixMillis },
-    RemoveAccount { jid: UserJid },
-    SetDisabled { jid: UserJid, disabled: bool },
-    SetCredentials { jid: UserJid, credentials: Credentials, at: UnixMillis },
-    IssueToken { jid: UserJid, token: TokenRecord },
-    RevokeToken { jid: UserJid, token_id: String },
-    RevokeAllTokens { jid: UserJid },
+    CreateAccount {
+        jid: UserJid,
+        credentials: Credentials,
+        at: UnixMillis,
+    },
+    RemoveAccount {
+        jid: UserJid,
+    },
+    SetDisabled {
+        jid: UserJid,
+        disabled: bool,
+    },
+    SetCredentials {
+        jid: UserJid,
+        credentials: Credentials,
+        at: UnixMillis,
+    },
+    IssueToken {
+        jid: UserJid,
+        token: TokenRecord,
+    },
+    RevokeToken {
+        jid: UserJid,
+        token_id: String,
+    },
+    RevokeAllTokens {
+        jid: UserJid,
+    },
 }
 
 impl Command {

@@ -24,9 +24,7 @@ impl Domain {
             return Err(TelexError::invalid("invalid domain: empty"));
         }
         if d.len() > MAX_DOMAIN {
-            return Err(TelexError::invalid(format!(
-                "invalid domain {raw:?}: longer than {MAX_DOMAIN} bytes"
-            )));
+            return Err(TelexError::invalid(format!("invalid domain {raw:?}: longer than {MAX_DOMAIN} bytes")));
         }
         for label in d.split('.') {
             if label.is_empty() || label.len() > MAX_LABEL {
@@ -70,17 +68,13 @@ impl UserJid {
     /// Parses a bare JID. A resource (`/device`) is refused here: accounts are per user.
     pub fn parse(raw: &str) -> Result<UserJid, TelexError> {
         let Some((local, domain)) = raw.split_once('@') else {
-            return Err(TelexError::invalid(format!(
-                "invalid JID {raw:?}: expected user@domain"
-            )));
+            return Err(TelexError::invalid(format!("invalid JID {raw:?}: expected user@domain")));
         };
         if domain.contains('/') {
-            return Err(TelexError::invalid(format!(
-                "invalid JID {raw:?}: a user JID has no resource"
-            )));
+            return Err(TelexError::invalid(format!("invalid JID {raw:?}: a user JID has no resource")));
         }
-        let domain = Domain::parse(domain)
-            .map_err(|e| TelexError::invalid(format!("invalid JID {raw:?}: {}", e.message)))?;
+        let domain =
+            Domain::parse(domain).map_err(|e| TelexError::invalid(format!("invalid JID {raw:?}: {}", e.message)))?;
         Self::new(local, domain).map_err(|e| TelexError::invalid(format!("invalid JID {raw:?}: {}", e.message)))
     }
 
@@ -92,10 +86,7 @@ impl UserJid {
         if local.len() > MAX_LOCAL {
             return Err(TelexError::invalid(format!("user name longer than {MAX_LOCAL} bytes")));
         }
-        if let Some(c) = local
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c))
-        {
+        if let Some(c) = local.chars().find(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c)) {
             return Err(TelexError::invalid(format!("user name contains {c:?}, which is not allowed")));
         }
         Ok(UserJid { local, domain })

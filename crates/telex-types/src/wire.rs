@@ -18,8 +18,9 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, TelexError> {
     match bytes.split_first() {
-        Some((&VERSION, rest)) => bincode::deserialize(rest)
-            .map_err(|e| TelexError::internal(format!("corrupt record: {e}"))),
+        Some((&VERSION, rest)) => {
+            bincode::deserialize(rest).map_err(|e| TelexError::internal(format!("corrupt record: {e}")))
+        }
         Some((v, _)) => Err(TelexError::internal(format!("record has unknown format version {v}"))),
         None => Err(TelexError::internal("corrupt record: empty")),
     }
@@ -33,7 +34,9 @@ mod tests {
     #[test]
     fn version_one_commands_still_decode() {
         // Bytes written by version 1; must keep decoding as long as old logs may exist.
-        let old: &[u8] = &[1, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 108, 111, 99, 97, 108, 104, 111, 115, 116, 42, 0, 0, 0, 0, 0, 0, 0];
+        let old: &[u8] = &[
+            1, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 108, 111, 99, 97, 108, 104, 111, 115, 116, 42, 0, 0, 0, 0, 0, 0, 0,
+        ];
         let cmd: Command = decode(old).unwrap();
         assert_eq!(cmd, Command::CreateTenant { domain: Domain::parse("localhost").unwrap(), at: 42 });
         assert_eq!(encode(&cmd), old);
