@@ -98,6 +98,7 @@ impl Admin for AdminService {
                 last_log_index: g.last_log_index,
                 applied_index: g.applied_index,
                 snapshot_index: g.snapshot_index,
+                purged_index: g.purged_index,
             })
             .collect();
         Ok(Response::new(pb::NodeStatusResponse {

@@ -183,6 +183,7 @@ struct GroupOut {
     last_log_index: u64,
     applied_index: u64,
     snapshot_index: u64,
+    purged_index: u64,
 }
 
 #[derive(Serialize)]
@@ -210,6 +211,7 @@ pub async fn status(cli: &Cli) -> CliResult {
                 last_log_index: g.last_log_index,
                 applied_index: g.applied_index,
                 snapshot_index: g.snapshot_index,
+                purged_index: g.purged_index,
             })
             .collect(),
     };
@@ -217,15 +219,15 @@ pub async fn status(cli: &Cli) -> CliResult {
         let mut lines = vec![
             format!("node {}  telex {}  shards {}", out.node_id, out.version, out.shards),
             format!(
-                "{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10}",
-                "group", "role", "leader", "term", "last_log", "applied", "snapshot"
+                "{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
+                "group", "role", "leader", "term", "last_log", "applied", "snapshot", "purged"
             ),
         ];
         for g in &out.groups {
             let name = if g.group == 0 { "meta".to_string() } else { g.group.to_string() };
             lines.push(format!(
-                "{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10}",
-                name, g.role, g.leader, g.term, g.last_log_index, g.applied_index, g.snapshot_index
+                "{:<6} {:<10} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10}",
+                name, g.role, g.leader, g.term, g.last_log_index, g.applied_index, g.snapshot_index, g.purged_index
             ));
         }
         lines.join("\n")

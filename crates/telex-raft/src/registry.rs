@@ -73,6 +73,7 @@ pub struct GroupInfo {
     pub last_log_index: u64,
     pub applied_index: u64,
     pub snapshot_index: u64,
+    pub purged_index: u64,
 }
 
 pub struct Groups {
@@ -208,6 +209,7 @@ impl Groups {
                     last_log_index: m.last_log_index.unwrap_or(0),
                     applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
                     snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+                    purged_index: m.purged.map(|l| l.index).unwrap_or(0),
                 }
             })
             .collect()
