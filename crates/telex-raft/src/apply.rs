@@ -128,7 +128,38 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             Ok(Response::Changed(existed as u64))
         }
         Command::RevokeAllTokens { jid } => Ok(Response::Changed(revoke_all(txn, &jid)?)),
+        Command::AppendArchive { owner, message } => {
+            let dedup = schema::archive_dedup(&owner, &message.from, &message.client_id);
+            if let Some(pos) = txn.get(&dedup)? {
+                return Ok(Response::Appended { position: decode_u64(&pos)?, duplicate: true });
+            }
+            let head_key = schema::archive_head(&owner);
+            let position = match txn.get(&head_key)? {
+                Some(v) => decode_u64(&v)? + 1,
+                None => 1,
+            };
+            txn.put(schema::archive_entry(&owner, position), encode(&message));
+            txn.put(head_key, position.to_be_bytes().to_vec());
+            txn.put(dedup, position.to_be_bytes().to_vec());
+            Ok(Response::Appended { position, duplicate: false })
+        }
+        Command::SetCursor { owner, device, position } => {
+            let key = schema::cursor(&owner, &device);
+            let old = match txn.get(&key)? {
+                Some(v) => decode_u64(&v)?,
+                None => 0,
+            };
+            if position > old {
+                txn.put(key, position.to_be_bytes().to_vec());
+            }
+            Ok(Response::Changed(u64::from(position > old)))
+        }
     }
+}
+
+fn decode_u64(bytes: &[u8]) -> Result<u64, String> {
+    let arr: [u8; 8] = bytes.try_into().map_err(|_| format!("corrupt counter of {} bytes", bytes.len()))?;
+    Ok(u64::from_be_bytes(arr))
 }
 
 fn account(txn: &Txn<'_>, jid: &telex_types::UserJid) -> Result<Option<AccountRecord>, String> {
@@ -234,6 +265,50 @@ mod tests {
         assert_eq!(m.run(Command::RemoveAccount { jid: alice.clone() }), Response::Done);
         assert_eq!(code(m.run(Command::RemoveAccount { jid: alice })), Some(ErrorCode::NotFound));
         assert_eq!(code(m.run(Command::SetDisabled { jid: bob, disabled: true })), Some(ErrorCode::NotFound));
+    }
+
+    fn msg(from: &UserJid, to: &UserJid, client_id: &str) -> telex_types::records::ArchivedMessage {
+        telex_types::records::ArchivedMessage {
+            server_id: format!("s-{client_id}"),
+            from: from.clone(),
+            to: to.clone(),
+            from_device: "laptop".into(),
+            client_id: client_id.into(),
+            body: "hi".into(),
+            sent_at: 1,
+        }
+    }
+
+    #[test]
+    fn archive_appends_in_order_and_retries_find_the_first_copy() {
+        let mut m = Mem::default();
+        let alice = UserJid::parse("alice@x.example").unwrap();
+        let bob = UserJid::parse("bob@x.example").unwrap();
+        let append =
+            |m: &mut Mem, c: &str| m.run(Command::AppendArchive { owner: bob.clone(), message: msg(&alice, &bob, c) });
+        assert_eq!(append(&mut m, "c1"), Response::Appended { position: 1, duplicate: false });
+        assert_eq!(append(&mut m, "c2"), Response::Appended { position: 2, duplicate: false });
+        assert_eq!(append(&mut m, "c1"), Response::Appended { position: 1, duplicate: true });
+        // The same client id from another sender is another message.
+        let carol = UserJid::parse("carol@x.example").unwrap();
+        let r = m.run(Command::AppendArchive { owner: bob.clone(), message: msg(&carol, &bob, "c1") });
+        assert_eq!(r, Response::Appended { position: 3, duplicate: false });
+        // Archives are per owner.
+        let r = m.run(Command::AppendArchive { owner: alice.clone(), message: msg(&alice, &bob, "c1") });
+        assert_eq!(r, Response::Appended { position: 1, duplicate: false });
+        let stored: Vec<_> = m.0.keys().filter(|k| k.starts_with(&schema::archive_of(&bob))).collect();
+        assert_eq!(stored.len(), 3, "no second copy of a retried message");
+    }
+
+    #[test]
+    fn cursors_never_move_backwards() {
+        let mut m = Mem::default();
+        let bob = UserJid::parse("bob@x.example").unwrap();
+        let set =
+            |m: &mut Mem, p| m.run(Command::SetCursor { owner: bob.clone(), device: "phone".into(), position: p });
+        assert_eq!(set(&mut m, 5), Response::Changed(1));
+        assert_eq!(set(&mut m, 3), Response::Changed(0));
+        assert_eq!(m.0.get(&schema::cursor(&bob, "phone")).unwrap(), &5u64.to_be_bytes().to_vec());
     }
 
     #[test]

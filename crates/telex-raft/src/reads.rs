@@ -2,7 +2,7 @@
 //! write it has acknowledged.
 
 use telex_store::{group_key, Cf, Store};
-use telex_types::records::{AccountRecord, TenantRecord, TokenRecord};
+use telex_types::records::{AccountRecord, ArchivedMessage, TenantRecord, TokenRecord};
 use telex_types::wire::decode;
 use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
 
@@ -37,6 +37,51 @@ pub fn account(store: &Store, group: GroupId, jid: &UserJid) -> Result<Option<Ac
 /// Accounts of one tenant held by one shard, in name order.
 pub fn accounts(store: &Store, group: GroupId, domain: &Domain) -> Result<Vec<AccountRecord>, TelexError> {
     scan(store, group, &schema::accounts_of(domain))
+}
+
+/// The last position of a user's archive (0 when empty).
+pub fn archive_head(store: &Store, group: GroupId, jid: &UserJid) -> Result<u64, TelexError> {
+    counter(store, group, &schema::archive_head(jid))
+}
+
+/// A device's durable delivery cursor (0 when it never acknowledged anything).
+pub fn cursor(store: &Store, group: GroupId, jid: &UserJid, device: &str) -> Result<u64, TelexError> {
+    counter(store, group, &schema::cursor(jid, device))
+}
+
+fn counter(store: &Store, group: GroupId, key: &[u8]) -> Result<u64, TelexError> {
+    match store.get(Cf::State, &group_key(group, key)).map_err(|e| TelexError::internal(e.to_string()))? {
+        Some(b) => {
+            Ok(u64::from_be_bytes(b.as_slice().try_into().map_err(|_| TelexError::internal("corrupt counter"))?))
+        }
+        None => Ok(0),
+    }
+}
+
+/// Archived messages of a user with positions in `from..=to`, at most `limit`, in order.
+pub fn archive_range(
+    store: &Store,
+    group: GroupId,
+    jid: &UserJid,
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let start = group_key(group, &schema::archive_entry(jid, from));
+    let end = match to.checked_add(1) {
+        Some(next) => group_key(group, &schema::archive_entry(jid, next)),
+        None => schema::prefix_end(&group_key(group, &schema::archive_of(jid))),
+    };
+    let rows = store.scan(Cf::State, &start, &end, limit).map_err(|e| TelexError::internal(e.to_string()))?;
+    rows.iter()
+        .map(|(k, v)| {
+            let pos = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte position suffix"));
+            Ok((pos, decode(v)?))
+        })
+        .collect()
 }
 
 pub fn token(store: &Store, group: GroupId, jid: &UserJid, id: &str) -> Result<Option<TokenRecord>, TelexError> {

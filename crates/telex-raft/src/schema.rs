@@ -27,6 +27,34 @@ pub fn tokens_of(jid: &UserJid) -> Vec<u8> {
     [b"k/", jid.domain().as_str().as_bytes(), b"\0", jid.local().as_bytes(), b"\0"].concat()
 }
 
+fn user_prefix(tag: &[u8], jid: &UserJid) -> Vec<u8> {
+    [tag, jid.domain().as_str().as_bytes(), b"\0", jid.local().as_bytes(), b"\0"].concat()
+}
+
+/// The last archive position of a user.
+pub fn archive_head(jid: &UserJid) -> Vec<u8> {
+    user_prefix(b"h/", jid)
+}
+
+/// One archived message: positions are big-endian so keys sort in archive order.
+pub fn archive_entry(jid: &UserJid, position: u64) -> Vec<u8> {
+    [user_prefix(b"a/", jid).as_slice(), &position.to_be_bytes()].concat()
+}
+
+pub fn archive_of(jid: &UserJid) -> Vec<u8> {
+    user_prefix(b"a/", jid)
+}
+
+/// Retry dedup: (sender, client message id) → position in `owner`'s archive.
+pub fn archive_dedup(owner: &UserJid, sender: &UserJid, client_id: &str) -> Vec<u8> {
+    [user_prefix(b"x/", owner).as_slice(), sender.to_string().as_bytes(), b"\0", client_id.as_bytes()].concat()
+}
+
+/// Delivery cursor of one device.
+pub fn cursor(owner: &UserJid, device: &str) -> Vec<u8> {
+    [user_prefix(b"c/", owner).as_slice(), device.as_bytes()].concat()
+}
+
 /// The smallest key greater than every key starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();

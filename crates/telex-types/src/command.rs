@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{Credentials, TokenRecord};
+use crate::records::{ArchivedMessage, Credentials, TokenRecord};
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,19 @@ pub enum Command {
     RevokeAllTokens {
         jid: UserJid,
     },
+    /// Appends a message to `owner`'s archive unless the same (sender, client id) is already
+    /// there; either way answers with its position.
+    AppendArchive {
+        owner: UserJid,
+        message: ArchivedMessage,
+    },
+    /// Records that `device` of `owner` has received everything up to `position`. Never moves
+    /// backwards.
+    SetCursor {
+        owner: UserJid,
+        device: String,
+        position: u64,
+    },
 }
 
 impl Command {
@@ -58,6 +71,8 @@ impl Command {
             Command::IssueToken { .. } => "issue_token",
             Command::RevokeToken { .. } => "revoke_token",
             Command::RevokeAllTokens { .. } => "revoke_all_tokens",
+            Command::AppendArchive { .. } => "append_archive",
+            Command::SetCursor { .. } => "set_cursor",
         }
     }
 }
@@ -70,6 +85,11 @@ pub enum Response {
     /// How many records the command changed (revocations).
     Changed(u64),
     Refused(TelexError),
+    /// Where an archived message is; `duplicate` when a retry found the first copy.
+    Appended {
+        position: u64,
+        duplicate: bool,
+    },
 }
 
 impl Response {
@@ -78,6 +98,7 @@ impl Response {
             Response::Done => Ok(1),
             Response::Changed(n) => Ok(n),
             Response::Refused(e) => Err(e),
+            Response::Appended { position, .. } => Ok(position),
         }
     }
 }

@@ -6,7 +6,9 @@
 pub mod command;
 pub mod error;
 pub mod jid;
+pub mod presence;
 pub mod records;
+pub mod roster;
 pub mod shard;
 pub mod wire;
 

@@ -38,6 +38,22 @@ pub struct AccountRecord {
     pub password_changed_at: UnixMillis,
 }
 
+/// One message in one user's archive. The same message is stored in the recipient's and the
+/// sender's archive, each at its own position, with the same `server_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedMessage {
+    /// Stable across retries: derived from the sender and the client's message id.
+    pub server_id: String,
+    pub from: UserJid,
+    pub to: UserJid,
+    /// Device (resource) the message was sent from.
+    pub from_device: String,
+    pub client_id: String,
+    pub body: String,
+    /// When the sender's actor accepted it.
+    pub sent_at: UnixMillis,
+}
+
 /// A session token issued at login, stored under its user. Only a hash of the secret is kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
