@@ -26,7 +26,7 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
         .connect_timeout(std::time::Duration::from_secs(3))
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+        .map_err(|e| format!("cannot connect to {addr} (is telexd running there?): {e}"))
 }
 
 /// Prints `value` as JSON, or `text` for people.

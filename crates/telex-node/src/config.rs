@@ -125,7 +125,7 @@ impl Default for Storage {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { format: "text".into(), filter: "info".into() }
+        Log { format: "text".into(), filter: "info,openraft=warn".into() }
     }
 }
 

@@ -69,7 +69,7 @@ impl Telexd {
             .args(["--client-addr", "127.0.0.1:0", "--node-addr", "127.0.0.1:0"])
             .args(["--admin-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(&self.extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
