@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
@@ -111,32 +112,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
 
-    let stop = shutdown.clone();
-    let svc = health_service.clone();
     let client = ClientServer::new(ClientService::new(accounts.clone()));
-    tracker.spawn(async move {
-        let serve = Server::builder().add_service(svc).add_service(client);
-        if let Err(e) = serve.serve_with_incoming_shutdown(TcpListenerStream::new(client_l), stop.cancelled()).await {
-            tracing::error!(error = %e, "client listener failed");
-        }
-    });
-    let stop = shutdown.clone();
-    let svc = health_service.clone();
+    let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
+    tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
     let admin = AdminServer::new(AdminService::new(accounts.clone()));
-    tracker.spawn(async move {
-        let serve = Server::builder().add_service(svc).add_service(admin);
-        if let Err(e) = serve.serve_with_incoming_shutdown(TcpListenerStream::new(admin_l), stop.cancelled()).await {
-            tracing::error!(error = %e, "admin listener failed");
-        }
-    });
-    let stop = shutdown.clone();
+    let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);
+    tracker.spawn(serve_grpc("admin", grpc, admin_l, shutdown.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
-    tracker.spawn(async move {
-        let serve = Server::builder().add_service(health_service).add_service(node);
-        if let Err(e) = serve.serve_with_incoming_shutdown(TcpListenerStream::new(node_l), stop.cancelled()).await {
-            tracing::error!(error = %e, "node listener failed");
-        }
-    });
+    let grpc = Server::builder().add_service(health_service).add_service(node);
+    tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
     let stop = shutdown.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });
     tracker.spawn(async move {
@@ -181,6 +165,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
     Ok(RunningNode { addrs, accounts, task })
+}
+
+/// Serves one gRPC listener until `stop` is cancelled; in-flight calls finish first.
+async fn serve_grpc(name: &'static str, grpc: Router, listener: TcpListener, stop: CancellationToken) {
+    let incoming = TcpListenerStream::new(listener);
+    if let Err(e) = grpc.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
+        tracing::error!(listener = name, error = %e, "grpc listener failed");
+    }
 }
 
 async fn become_ready(groups: &Groups, accounts: &Accounts, tenant: &str) -> anyhow::Result<()> {
