@@ -59,6 +59,10 @@ impl Admin for AdminService {
         Ok(Response::new(pb::ListUsersResponse { users: users.into_iter().map(user).collect() }))
     }
 
+    async fn get_user(&self, r: Request<pb::UserRef>) -> Reply<pb::User> {
+        Ok(Response::new(user(self.accounts.user(&r.into_inner().jid).map_err(to_status)?)))
+    }
+
     async fn remove_user(&self, r: Request<pb::UserRef>) -> Reply<pb::RemoveUserResponse> {
         let jid = r.into_inner().jid;
         self.accounts.remove_user(&jid).await.map_err(to_status)?;

@@ -138,15 +138,7 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
             emit(cli.json, &out, || out.iter().map(user_line).collect::<Vec<_>>().join("\n"));
         }
         UserCmd::Show { jid } => {
-            // There is no single-user RPC yet; list the tenant and pick the user.
-            let domain = jid.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
-            let list = c.list_users(pb::ListUsersRequest { domain }).await.map_err(status_line)?.into_inner();
-            let wanted = jid.to_lowercase();
-            let u = list
-                .users
-                .into_iter()
-                .find(|u| u.jid == wanted)
-                .ok_or_else(|| format!("not found: no such user {jid}"))?;
+            let u = c.get_user(pb::UserRef { jid: jid.clone() }).await.map_err(status_line)?.into_inner();
             let out = UserOut::from(u);
             emit(cli.json, &out, || user_line(&out));
         }

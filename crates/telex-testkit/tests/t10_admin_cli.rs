@@ -67,6 +67,9 @@ fn bad_input_gets_a_clear_one_line_error() {
         .failure("already exists: user alice@localhost already exists");
     node.cli(&["user", "remove", "nobody@localhost"]).failure("not found: no such user nobody@localhost");
     node.cli(&["user", "disable", "nobody@localhost"]).failure("not found");
+    node.cli(&["user", "show", "nobody@localhost"]).failure("not found: no such user nobody@localhost");
+    node.cli(&["user", "show", "nobody@nowhere.example"]).failure("not found: no such tenant nowhere.example");
+    assert!(node.cli(&["user", "show", "ALICE@localhost"]).success().contains("alice@localhost"));
     node.cli(&["user", "list", "nowhere.example"]).failure("not found: no such tenant");
 
     // An unreachable admin address is a one-line error too.
