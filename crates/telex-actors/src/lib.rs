@@ -1,9 +1,20 @@
-//! Per-user actors (issue 3, in progress) and the decision logic they run.
+//! Per-user actors and the decision logic they run.
 //!
-//! The logic is pure: plain structs and functions that take events and return effects, unit
-//! tested without a runtime. Actors will be thin loops around it. This crate must not depend on
-//! tonic, openraft or RocksDB; it reaches them through traits that `telex-node` wires up.
+//! The logic (`presence`, `subscription`, `cursor`) is pure: plain structs and functions that
+//! take events and return effects, unit-tested without a runtime. The runtime part is small:
+//! [`Hub`] is the registry of user actors (one per online user, holding its device sessions),
+//! and [`Messaging`] is the send path. Storage is reached only through the [`Ledger`] trait,
+//! which `telex-node` implements over Raft.
+//!
+//! This crate must not depend on tonic, openraft or RocksDB.
 
 pub mod cursor;
+mod hub;
+mod ledger;
+mod messaging;
 pub mod presence;
 pub mod subscription;
+
+pub use hub::{Hub, Outbound, SessionId};
+pub use ledger::Ledger;
+pub use messaging::{HistoryQuery, Limits, Messaging, Sent};

@@ -1,21 +1,34 @@
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::Stream;
 use telex_accounts::{Accounts, Principal};
+use telex_actors::{HistoryQuery, Messaging, Outbound};
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_server::Client;
-use telex_types::{ErrorCode, TelexError};
-use tonic::{Request, Response, Status};
+use telex_types::records::ArchivedMessage;
+use telex_types::{ErrorCode, TelexError, UserJid};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::to_status;
+
+/// Archive entries queued towards one device; when full the actor waits, and cuts the device
+/// off if it stays full (see `Limits::stall_timeout`). Smaller than the delivery window on purpose.
+const OUTBOUND: usize = 64;
+/// Sends of one session being committed at once.
+const SENDS_IN_FLIGHT: usize = 64;
 
 /// `telex.v1.Client`: what IM clients call.
 pub struct ClientService {
     accounts: Arc<Accounts>,
+    messaging: Messaging,
 }
 
 impl ClientService {
-    pub fn new(accounts: Arc<Accounts>) -> Self {
-        ClientService { accounts }
+    pub fn new(accounts: Arc<Accounts>, messaging: Messaging) -> Self {
+        ClientService { accounts, messaging }
     }
 
     /// The caller, from `authorization: Bearer <token>` metadata.
@@ -29,7 +42,25 @@ impl ClientService {
     }
 }
 
+fn message(position: u64, m: ArchivedMessage) -> pb::Message {
+    pb::Message {
+        position,
+        server_id: m.server_id,
+        from: m.from.to_string(),
+        from_device: m.from_device,
+        to: m.to.to_string(),
+        body: m.body,
+        sent_at_ms: m.sent_at,
+        client_id: m.client_id,
+    }
+}
+
+fn frame(f: pb::server_frame::Frame) -> Result<pb::ServerFrame, Status> {
+    Ok(pb::ServerFrame { frame: Some(f) })
+}
+
 type Reply<T> = Result<Response<T>, Status>;
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Client for ClientService {
@@ -54,5 +85,105 @@ impl Client for ClientService {
     async fn who_am_i(&self, r: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
         let p = self.principal(&r)?;
         Ok(Response::new(pb::WhoAmIResponse { jid: p.jid.to_string(), device: p.device, expires_at_ms: p.expires_at }))
+    }
+
+    type SessionStream = FrameStream;
+
+    async fn session(&self, r: Request<Streaming<pb::ClientFrame>>) -> Reply<FrameStream> {
+        let p = self.principal(&r)?;
+        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND);
+        let (kill_tx, mut kill_rx) = oneshot::channel::<String>();
+        let hub = self.messaging.hub().clone();
+        let session = hub.attach(&p.jid, &p.device, out_tx, kill_tx).await.map_err(to_status)?;
+        tracing::info!(user = %p.jid, device = %p.device, "session attached");
+
+        // Everything for the device goes through `resp`: archive entries, send results, and
+        // the reason if the server ends the session.
+        let (resp_tx, resp_rx) = mpsc::channel::<Result<pb::ServerFrame, Status>>(64);
+        let writer = resp_tx.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                tokio::select! {
+                    o = out_rx.recv() => match o {
+                        Some(Outbound::Message { position, message: m }) => {
+                            let f = frame(pb::server_frame::Frame::Message(message(position, m)));
+                            tokio::select! {
+                                sent = writer.send(f) => if sent.is_err() { break None },
+                                reason = &mut kill_rx => break reason.ok(),
+                            }
+                        }
+                        None => break None,
+                    },
+                    reason = &mut kill_rx => break reason.ok(),
+                }
+            };
+            // Cut off by the server: the device learns why once it reads again (or goes away).
+            if let Some(reason) = reason {
+                let _ = writer.send(Err(Status::resource_exhausted(reason))).await;
+            }
+        });
+
+        let mut inbound = r.into_inner();
+        let messaging = self.messaging.clone();
+        let (jid, device) = (p.jid.clone(), p.device.clone());
+        tokio::spawn(async move {
+            let sends = Arc::new(Semaphore::new(SENDS_IN_FLIGHT));
+            loop {
+                let next = tokio::select! {
+                    f = inbound.message() => f,
+                    _ = resp_tx.closed() => break,
+                };
+                let Ok(Some(f)) = next else { break };
+                match f.frame {
+                    Some(pb::client_frame::Frame::Send(s)) => {
+                        let Ok(permit) = sends.clone().acquire_owned().await else { break };
+                        let (messaging, jid, device, tx) =
+                            (messaging.clone(), jid.clone(), device.clone(), resp_tx.clone());
+                        tokio::spawn(async move {
+                            let result = messaging.send(&jid, &device, &s.to, &s.client_id, &s.body).await;
+                            let _ =
+                                tx.send(frame(pb::server_frame::Frame::Sent(send_result(s.client_id, result)))).await;
+                            drop(permit);
+                        });
+                    }
+                    Some(pb::client_frame::Frame::Ack(a)) => hub.ack(&jid, &device, session, a.position).await,
+                    None => {}
+                }
+            }
+            hub.detach(&jid, &device, session);
+            tracing::info!(user = %jid, device = %device, "session detached");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(resp_rx))))
+    }
+
+    async fn history(&self, r: Request<pb::HistoryRequest>) -> Reply<pb::HistoryResponse> {
+        let p = self.principal(&r)?;
+        let q = r.into_inner();
+        let with = match q.with.as_str() {
+            "" => None,
+            w => Some(UserJid::parse(w).map_err(to_status)?),
+        };
+        let query = HistoryQuery { with, after: q.after, before: q.before, limit: q.limit as usize };
+        let page = self.messaging.history(&p.jid, &query).map_err(to_status)?;
+        Ok(Response::new(pb::HistoryResponse { messages: page.into_iter().map(|(pos, m)| message(pos, m)).collect() }))
+    }
+}
+
+fn send_result(client_id: String, result: Result<telex_actors::Sent, TelexError>) -> pb::SendResult {
+    match result {
+        Ok(s) => pb::SendResult {
+            client_id,
+            server_id: s.server_id,
+            position: s.position,
+            recipient_position: s.recipient_position,
+            ..Default::default()
+        },
+        Err(e) => pb::SendResult {
+            client_id,
+            error_code: e.code.as_str().to_string(),
+            retryable: e.code.retryable(),
+            error: e.message,
+            ..Default::default()
+        },
     }
 }

@@ -4,6 +4,7 @@
 //! `telex: <reason>`, and exits non-zero.
 
 mod admin;
+mod chat;
 mod output;
 mod session;
 
@@ -43,6 +44,12 @@ enum Command {
     Whoami(session::TokenArgs),
     /// Revoke a session token.
     Logout(session::TokenArgs),
+    /// Send a message; prints its server id and position once it is durably stored.
+    Send(chat::SendArgs),
+    /// Print messages as they arrive (pending ones first) and acknowledge them.
+    Listen(chat::ListenArgs),
+    /// Page through your archive.
+    History(chat::HistoryArgs),
 }
 
 pub type CliResult = Result<(), String>;
@@ -58,6 +65,9 @@ fn main() -> ExitCode {
             Command::Login(args) => session::login(&cli, args).await,
             Command::Whoami(args) => session::whoami(&cli, args).await,
             Command::Logout(args) => session::logout(&cli, args).await,
+            Command::Send(args) => chat::send(&cli, args).await,
+            Command::Listen(args) => chat::listen(&cli, args).await,
+            Command::History(args) => chat::history(&cli, args).await,
         }
     });
     match result {

@@ -48,7 +48,7 @@ pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
     Ok(())
 }
 
-fn authed<T>(msg: T, token: &str) -> Result<tonic::Request<T>, String> {
+pub fn authed<T>(msg: T, token: &str) -> Result<tonic::Request<T>, String> {
     let mut req = tonic::Request::new(msg);
     let value =
         MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| "the token contains invalid characters")?;

@@ -19,6 +19,7 @@ pub struct Config {
     pub listen: Listen,
     pub raft: Raft,
     pub auth: Auth,
+    pub limits: Limits,
     pub storage: Storage,
     pub log: Log,
 }
@@ -61,6 +62,26 @@ pub struct Auth {
     pub hash_concurrency: usize,
 }
 
+/// Defaults for every tenant (per-tenant overrides arrive with tenant policies).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message body accepted.
+    pub max_message_bytes: usize,
+    /// Devices connected at once per user.
+    pub sessions_per_user: usize,
+    /// Messages sent to a device beyond what it acknowledged.
+    pub delivery_window: u64,
+    /// A device that stops reading for this long is disconnected (it catches up on reconnect).
+    pub stall_timeout_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message_bytes: 64 * 1024, sessions_per_user: 10, delivery_window: 256, stall_timeout_secs: 30 }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
@@ -85,6 +106,7 @@ impl Default for Config {
             listen: Listen::default(),
             raft: Raft::default(),
             auth: Auth::default(),
+            limits: Limits::default(),
             storage: Storage::default(),
             log: Log::default(),
         }
@@ -165,6 +187,19 @@ impl Config {
         }
         if self.auth.token_ttl_secs == 0 {
             return Err("auth.token_ttl_secs: must be at least 1".into());
+        }
+        let l = &self.limits;
+        if l.max_message_bytes == 0 || l.max_message_bytes > 16 << 20 {
+            return Err("limits.max_message_bytes: must be 1 to 16777216".into());
+        }
+        if l.sessions_per_user == 0 {
+            return Err("limits.sessions_per_user: must be at least 1".into());
+        }
+        if l.delivery_window == 0 {
+            return Err("limits.delivery_window: must be at least 1".into());
+        }
+        if l.stall_timeout_secs == 0 {
+            return Err("limits.stall_timeout_secs: must be at least 1".into());
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(format!("log.format: {:?} is not \"text\" or \"json\"", self.log.format));

@@ -6,6 +6,7 @@
 
 pub mod config;
 mod http;
+mod ledger;
 mod node;
 pub mod telemetry;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use telex_accounts::{Accounts, AccountsConfig};
+use telex_actors::{Limits, Messaging};
 use telex_api::{AdminService, ClientService};
 use telex_proto::v1::admin_server::AdminServer;
 use telex_proto::v1::client_server::ClientServer;
@@ -25,6 +26,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::http::{router, HttpState};
+use crate::ledger::RaftLedger;
 use crate::Config;
 
 /// The addresses a node actually listens on (differs from the config with port 0).
@@ -112,7 +114,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let tracker = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
 
-    let client = ClientServer::new(ClientService::new(accounts.clone()));
+    let l = &config.limits;
+    let limits = Limits {
+        max_body_bytes: l.max_message_bytes,
+        sessions_per_user: l.sessions_per_user,
+        delivery_window: l.delivery_window,
+        stall_timeout: Duration::from_secs(l.stall_timeout_secs),
+    };
+    let messaging = Messaging::new(Arc::new(RaftLedger::new(groups.clone())), limits);
+    let client = ClientServer::new(ClientService::new(accounts.clone(), messaging));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
     tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
     let admin = AdminServer::new(AdminService::new(accounts.clone()));

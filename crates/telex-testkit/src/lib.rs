@@ -4,6 +4,8 @@
 //! The binaries are found next to the test executable's directory (`target/<profile>/`); build
 //! them first with `cargo build --release --bins` (the Makefile does).
 
+pub mod client;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

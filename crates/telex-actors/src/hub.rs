@@ -1,0 +1,328 @@
+//! The registry of user actors. An actor exists while its user has sessions (plus a short idle
+//! grace period); it streams the user's archive to each device from the device's cursor.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use telex_types::records::ArchivedMessage;
+use telex_types::{ErrorCode, TelexError, UserJid};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cursor::DeviceCursor;
+use crate::{Ledger, Limits};
+
+/// What goes down to one device session.
+#[derive(Debug)]
+pub enum Outbound {
+    /// An archive entry of the session's user, at `position`.
+    Message { position: u64, message: ArchivedMessage },
+}
+
+/// Identifies one attachment of a device (a reconnect gets a new one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SessionId(u64);
+
+enum Cmd {
+    Attach {
+        device: String,
+        tx: mpsc::Sender<Outbound>,
+        kill: oneshot::Sender<String>,
+        reply: oneshot::Sender<Result<SessionId, TelexError>>,
+    },
+    Detach {
+        device: String,
+        id: SessionId,
+    },
+    Ack {
+        device: String,
+        id: SessionId,
+        position: u64,
+    },
+    /// The archive grew (a hint; the actor reads the real head).
+    Appended,
+}
+
+struct Session {
+    id: SessionId,
+    /// Since when the device's queue has been full.
+    stalled_since: Option<std::time::Instant>,
+    cursor: DeviceCursor,
+    tx: mpsc::Sender<Outbound>,
+    kill: Option<oneshot::Sender<String>>,
+}
+
+/// Clonable handle to every user actor of this node.
+#[derive(Clone)]
+pub struct Hub {
+    actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
+    ledger: Arc<dyn Ledger>,
+    limits: Limits,
+}
+
+const MAILBOX: usize = 1024;
+/// Cursor acknowledgements persisted at least every this many positions (and on detach).
+const PERSIST_EVERY: u64 = 32;
+const IDLE: Duration = Duration::from_secs(30);
+const TICK: Duration = Duration::from_secs(1);
+
+impl Hub {
+    pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
+        Hub { actors: Arc::new(DashMap::new()), ledger, limits }
+    }
+
+    /// Number of users with a live actor.
+    pub fn online_users(&self) -> usize {
+        self.actors.len()
+    }
+
+    /// The user's actor, started if needed.
+    fn actor(&self, user: &UserJid) -> mpsc::Sender<Cmd> {
+        // The guard is dropped before any await.
+        let entry = self.actors.entry(user.clone()).or_insert_with(|| self.spawn(user.clone()));
+        if !entry.is_closed() {
+            return entry.clone();
+        }
+        drop(entry);
+        let fresh = self.spawn(user.clone());
+        self.actors.insert(user.clone(), fresh.clone());
+        fresh
+    }
+
+    fn spawn(&self, user: UserJid) -> mpsc::Sender<Cmd> {
+        let (tx, rx) = mpsc::channel(MAILBOX);
+        let actor = UserActor {
+            user,
+            ledger: self.ledger.clone(),
+            limits: self.limits.clone(),
+            sessions: HashMap::new(),
+            actors: self.actors.clone(),
+            me: tx.downgrade(),
+        };
+        tokio::spawn(actor.run(rx));
+        metrics::counter!("telex_actors_started_total").increment(1);
+        tx
+    }
+
+    /// Attaches a device session. Archive entries after the device's cursor are sent to `tx`;
+    /// `kill` receives the reason if the server ends the session.
+    pub async fn attach(
+        &self,
+        user: &UserJid,
+        device: &str,
+        tx: mpsc::Sender<Outbound>,
+        kill: oneshot::Sender<String>,
+    ) -> Result<SessionId, TelexError> {
+        let mut kill = kill;
+        for _ in 0..2 {
+            let (reply, answer) = oneshot::channel();
+            let cmd = Cmd::Attach { device: device.to_string(), tx: tx.clone(), kill, reply };
+            match self.actor(user).send(cmd).await {
+                Ok(()) => {
+                    return answer.await.unwrap_or_else(|_| Err(TelexError::unavailable("session actor stopped")))
+                }
+                // The actor was just evicting itself: start a fresh one and try again.
+                Err(mpsc::error::SendError(Cmd::Attach { kill: k, .. })) => {
+                    kill = k;
+                    self.actors.remove_if(user, |_, h| h.is_closed());
+                }
+                Err(_) => unreachable!("attach sends an Attach"),
+            }
+        }
+        Err(TelexError::unavailable("could not start the user's session actor"))
+    }
+
+    pub fn detach(&self, user: &UserJid, device: &str, id: SessionId) {
+        if let Some(a) = self.actors.get(user).map(|a| a.clone()) {
+            let _ = a.try_send(Cmd::Detach { device: device.to_string(), id });
+        }
+    }
+
+    /// The device has everything up to `position`.
+    pub async fn ack(&self, user: &UserJid, device: &str, id: SessionId, position: u64) {
+        let actor = self.actors.get(user).map(|a| a.clone());
+        if let Some(a) = actor {
+            let _ = a.send(Cmd::Ack { device: device.to_string(), id, position }).await;
+        }
+    }
+
+    /// Tells an online user's actor that its archive grew. Offline users cost nothing.
+    pub fn notify(&self, user: &UserJid) {
+        if let Some(a) = self.actors.get(user) {
+            // A full mailbox already has work queued that will read the new head.
+            let _ = a.try_send(Cmd::Appended);
+        }
+    }
+}
+
+struct UserActor {
+    user: UserJid,
+    ledger: Arc<dyn Ledger>,
+    limits: Limits,
+    sessions: HashMap<String, Session>,
+    actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
+    me: mpsc::WeakSender<Cmd>,
+}
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl UserActor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let idle = if self.sessions.is_empty() { IDLE } else { Duration::from_secs(86_400) };
+            let cmd = tokio::select! {
+                cmd = rx.recv() => cmd,
+                _ = tick.tick() => Some(Cmd::Appended),
+                _ = tokio::time::sleep(idle) => None,
+            };
+            match cmd {
+                Some(cmd) => self.handle(cmd),
+                None if self.sessions.is_empty() => break,
+                None => {}
+            }
+        }
+        rx.close();
+        // Only remove the registry entry if it is still ours.
+        let me = self.me.clone();
+        self.actors.remove_if(&self.user, |_, h| me.upgrade().is_none_or(|m| m.same_channel(h)));
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Attach { device, tx, kill, reply } => {
+                let _ = reply.send(self.attach(device, tx, kill));
+            }
+            Cmd::Detach { device, id } => {
+                if self.sessions.get(&device).is_some_and(|s| s.id == id) {
+                    let s = self.sessions.remove(&device).expect("present");
+                    self.persist(&device, &s.cursor, true);
+                }
+            }
+            Cmd::Ack { device, id, position } => {
+                let Some(s) = self.sessions.get_mut(&device).filter(|s| s.id == id) else { return };
+                if let Err(e) = s.cursor.ack(position) {
+                    self.kill(&device, format!("invalid ack: {e:?}"));
+                    return;
+                }
+                let cursor = s.cursor.clone();
+                self.persist(&device, &cursor, false);
+                self.pump(&device);
+            }
+            Cmd::Appended => {
+                let devices: Vec<String> = self.sessions.keys().cloned().collect();
+                for d in devices {
+                    self.pump(&d);
+                }
+            }
+        }
+    }
+
+    fn attach(
+        &mut self,
+        device: String,
+        tx: mpsc::Sender<Outbound>,
+        kill: oneshot::Sender<String>,
+    ) -> Result<SessionId, TelexError> {
+        if let Some(old) = self.sessions.get(&device) {
+            let cursor = old.cursor.clone();
+            self.persist(&device, &cursor, true);
+            self.kill(&device, "replaced by a newer session of the same device".into());
+        } else if self.sessions.len() >= self.limits.sessions_per_user {
+            return Err(TelexError::new(
+                ErrorCode::ResourceExhausted,
+                format!("too many sessions for {}: the limit is {}", self.user, self.limits.sessions_per_user),
+            ));
+        }
+        let durable = self.ledger.cursor(&self.user, &device)?;
+        let id = SessionId(SESSION_IDS.fetch_add(1, Ordering::Relaxed));
+        self.sessions.insert(
+            device.clone(),
+            Session { id, stalled_since: None, cursor: DeviceCursor::attach(durable), tx, kill: Some(kill) },
+        );
+        self.pump(&device);
+        Ok(id)
+    }
+
+    /// Sends the device whatever its window allows.
+    fn pump(&mut self, device: &str) {
+        let head = match self.ledger.head(&self.user) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(user = %self.user, error = %e, "cannot read archive head");
+                return;
+            }
+        };
+        let window = self.limits.delivery_window;
+        let Some(s) = self.sessions.get_mut(device) else { return };
+        while let Some(range) = s.cursor.next(head, window) {
+            let entries = match self.ledger.range(&self.user, *range.start(), *range.end(), window as usize) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(user = %self.user, error = %e, "cannot read archive");
+                    return;
+                }
+            };
+            if entries.is_empty() {
+                // A hole would be a bug in the archive; never spin on it.
+                tracing::error!(user = %self.user, ?range, "archive range unexpectedly empty");
+                return;
+            }
+            for (position, message) in entries {
+                match s.tx.try_send(Outbound::Message { position, message }) {
+                    Ok(()) => {
+                        s.cursor.mark_sent(position);
+                        s.stalled_since = None;
+                    }
+                    // The queue is full: wait for the device to read; cut it off if it does not.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        let since = *s.stalled_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= self.limits.stall_timeout {
+                            metrics::counter!("telex_sessions_slow_reader_disconnects_total").increment(1);
+                            let reason = format!(
+                                "disconnected: the device stopped reading for {:?} with {} messages queued; reconnect to catch up",
+                                self.limits.stall_timeout,
+                                s.cursor.in_flight()
+                            );
+                            self.kill(device, reason);
+                        }
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        let s = self.sessions.remove(device).expect("present");
+                        self.persist(device, &s.cursor, true);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, device: &str, reason: String) {
+        if let Some(mut s) = self.sessions.remove(device) {
+            tracing::info!(user = %self.user, device, reason = %reason, "session ended by server");
+            if let Some(k) = s.kill.take() {
+                let _ = k.send(reason);
+            }
+            self.persist(device, &s.cursor, true);
+        }
+    }
+
+    /// Writes the cursor in the background when enough acks accumulated (or `force`). The
+    /// durable cursor only ever trails the real one, so a failed write means re-sending, never
+    /// losing.
+    fn persist(&mut self, device: &str, cursor: &DeviceCursor, force: bool) {
+        let Some(pos) = cursor.to_persist(PERSIST_EVERY, force) else { return };
+        if let Some(s) = self.sessions.get_mut(device) {
+            s.cursor.persisted(pos);
+        }
+        let (ledger, user, device) = (self.ledger.clone(), self.user.clone(), device.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = ledger.set_cursor(user.clone(), device, pos).await {
+                tracing::warn!(user = %user, error = %e, "cursor not persisted; entries will be re-sent");
+            }
+        });
+    }
+}

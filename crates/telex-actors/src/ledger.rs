@@ -1,0 +1,26 @@
+use futures::future::BoxFuture;
+use telex_types::records::ArchivedMessage;
+use telex_types::{TelexError, UserJid};
+
+/// What the actors need from durable storage. Writes are durable (committed) when they return;
+/// reads see every write this node acknowledged.
+pub trait Ledger: Send + Sync + 'static {
+    /// Appends to `owner`'s archive (or finds the copy a retry already stored): the position.
+    fn append(&self, owner: UserJid, message: ArchivedMessage) -> BoxFuture<'_, Result<u64, TelexError>>;
+    /// Moves a device's durable delivery cursor forward.
+    fn set_cursor(&self, owner: UserJid, device: String, position: u64) -> BoxFuture<'_, Result<(), TelexError>>;
+    /// The last position of `owner`'s archive.
+    fn head(&self, owner: &UserJid) -> Result<u64, TelexError>;
+    /// A device's durable cursor.
+    fn cursor(&self, owner: &UserJid, device: &str) -> Result<u64, TelexError>;
+    /// Archive entries with positions in `from..=to`, at most `limit`, in order.
+    fn range(
+        &self,
+        owner: &UserJid,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError>;
+    /// Whether the account exists (and its tenant).
+    fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError>;
+}

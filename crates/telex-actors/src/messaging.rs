@@ -1,0 +1,188 @@
+//! The send path and archive queries: validate, store in both archives in parallel, then
+//! acknowledge and wake the actors of both users.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use telex_types::records::ArchivedMessage;
+use telex_types::{TelexError, UserJid};
+
+use crate::{Hub, Ledger};
+
+/// Per-tenant limits (defaults until tenant policies exist).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub sessions_per_user: usize,
+    /// Archive entries sent to a device beyond what it acknowledged.
+    pub delivery_window: u64,
+    /// A device whose queue stays full this long (it is not reading) is disconnected.
+    pub stall_timeout: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            sessions_per_user: 10,
+            delivery_window: 256,
+            stall_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+const MAX_CLIENT_ID: usize = 128;
+const MAX_PAGE: usize = 500;
+
+/// A durably stored message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub server_id: String,
+    /// Position in the sender's archive, and in the recipient's.
+    pub position: u64,
+    pub recipient_position: u64,
+}
+
+/// A page request over one user's archive.
+#[derive(Clone, Debug, Default)]
+pub struct HistoryQuery {
+    pub with: Option<UserJid>,
+    /// Strictly after this position.
+    pub after: u64,
+    /// Strictly before this position (0: unbounded). With `after == 0`, the newest page.
+    pub before: u64,
+    pub limit: usize,
+}
+
+#[derive(Clone)]
+pub struct Messaging {
+    ledger: Arc<dyn Ledger>,
+    hub: Hub,
+    limits: Limits,
+}
+
+/// The server id of a message: the same for every retry of the same (sender, client id).
+pub fn server_id(from: &UserJid, client_id: &str) -> String {
+    let key = format!("{from}\0{client_id}");
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+}
+
+impl Messaging {
+    pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
+        let hub = Hub::new(ledger.clone(), limits.clone());
+        Messaging { ledger, hub, limits }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Stores a message from `from`/`device` to `to`. Returns once it is committed to both
+    /// archives; a retry with the same `client_id` returns the first result.
+    pub async fn send(
+        &self,
+        from: &UserJid,
+        device: &str,
+        to: &str,
+        client_id: &str,
+        body: &str,
+    ) -> Result<Sent, TelexError> {
+        let to = UserJid::parse(to)?;
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
+            return Err(TelexError::invalid(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")));
+        }
+        if body.len() > self.limits.max_body_bytes {
+            return Err(TelexError::invalid(format!(
+                "message body is {} bytes; the limit is {} bytes",
+                body.len(),
+                self.limits.max_body_bytes
+            )));
+        }
+        if !self.ledger.user_exists(&to)? {
+            return Err(TelexError::not_found(format!("no such user {to}")));
+        }
+        let message = ArchivedMessage {
+            server_id: server_id(from, client_id),
+            from: from.clone(),
+            to: to.clone(),
+            from_device: device.to_string(),
+            client_id: client_id.to_string(),
+            body: body.to_string(),
+            sent_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        };
+        let server_id = message.server_id.clone();
+        let (position, recipient_position) = if &to == from {
+            let p = self.ledger.append(to.clone(), message).await?;
+            (p, p)
+        } else {
+            let recipient = self.ledger.append(to.clone(), message.clone());
+            let sender = self.ledger.append(from.clone(), message);
+            let (r, s) = futures::future::try_join(recipient, sender).await?;
+            (s, r)
+        };
+        metrics::counter!("telex_messages_sent_total", "tenant" => from.domain().to_string()).increment(1);
+        self.hub.notify(&to);
+        self.hub.notify(from);
+        Ok(Sent { server_id, position, recipient_position })
+    }
+
+    /// A page of `owner`'s archive, in archive order.
+    pub fn history(&self, owner: &UserJid, q: &HistoryQuery) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
+        let limit = match q.limit {
+            0 => 50,
+            n => n.min(MAX_PAGE),
+        };
+        let head = self.ledger.head(owner)?;
+        let last = if q.before == 0 { head } else { head.min(q.before.saturating_sub(1)) };
+        let first = q.after + 1;
+        if first > last {
+            return Ok(Vec::new());
+        }
+        let keep = |m: &ArchivedMessage| q.with.as_ref().is_none_or(|w| &m.from == w || &m.to == w);
+        let chunk = (limit * 4).max(256) as u64;
+        let mut out = Vec::new();
+        if q.before != 0 && q.after == 0 {
+            // The newest page before `before`: walk backwards in chunks.
+            let mut end = last;
+            while end >= first && out.len() < limit {
+                let start = end.saturating_sub(chunk - 1).max(first);
+                let mut part: Vec<_> = self
+                    .ledger
+                    .range(owner, start, end, chunk as usize)?
+                    .into_iter()
+                    .filter(|(_, m)| keep(m))
+                    .collect();
+                let take = (limit - out.len()).min(part.len());
+                out.splice(0..0, part.drain(part.len() - take..));
+                if start == first {
+                    break;
+                }
+                end = start - 1;
+            }
+        } else {
+            let mut start = first;
+            while start <= last && out.len() < limit {
+                let end = (start + chunk - 1).min(last);
+                let part = self.ledger.range(owner, start, end, chunk as usize)?;
+                out.extend(part.into_iter().filter(|(_, m)| keep(m)).take(limit - out.len()));
+                start = end + 1;
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_ids_are_stable_per_sender_and_client_id() {
+        let a = UserJid::parse("alice@x.example").unwrap();
+        let b = UserJid::parse("bob@x.example").unwrap();
+        assert_eq!(server_id(&a, "1"), server_id(&a, "1"));
+        assert_ne!(server_id(&a, "1"), server_id(&a, "2"));
+        assert_ne!(server_id(&a, "1"), server_id(&b, "1"));
+        assert_eq!(server_id(&a, "1").len(), 32);
+    }
+}

@@ -1,0 +1,217 @@
+//! `telex send`, `telex listen`, `telex history`: messaging as a user.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use telex_proto::v1 as pb;
+use telex_proto::v1::client_client::ClientClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::admin::PasswordArg;
+use crate::output::{connect, emit, status_line, when};
+use crate::session::authed;
+use crate::{Cli, CliResult};
+
+/// Who to act as: a session token, or a JID and password to log in with.
+#[derive(Args, Debug)]
+pub struct AuthArgs {
+    /// Your JID, e.g. alice@localhost.
+    #[arg(long, env = "TELEX_USER")]
+    user: Option<String>,
+    #[command(flatten)]
+    password: PasswordArg,
+    /// Device (resource) name.
+    #[arg(long, env = "TELEX_DEVICE", default_value = "cli")]
+    device: String,
+    /// A session token from `telex login`, instead of --user/--password.
+    #[arg(long, env = "TELEX_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AuthArgs {
+    async fn token(&self, client: &mut ClientClient<Channel>) -> Result<String, String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let user = self.user.clone().ok_or("who are you? pass --user (or TELEX_USER) or --token")?;
+        let req = pb::LoginRequest { jid: user, password: self.password.get()?, device: self.device.clone() };
+        Ok(client.login(req).await.map_err(status_line)?.into_inner().token)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Recipient JID.
+    to: String,
+    /// Message text.
+    text: String,
+    /// Client message id; reuse it to retry safely (default: a fresh one).
+    #[arg(long)]
+    client_id: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Exit after this many messages.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit after this many seconds.
+    #[arg(long)]
+    timeout: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Only messages exchanged with this JID.
+    #[arg(long)]
+    with: Option<String>,
+    /// Only positions after this one.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// Only positions before this one (alone: the newest page).
+    #[arg(long, default_value_t = 0)]
+    before: u64,
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+#[derive(Serialize)]
+pub struct MessageOut {
+    id: String,
+    position: u64,
+    from: String,
+    from_device: String,
+    to: String,
+    body: String,
+    sent_at_ms: u64,
+}
+
+impl From<pb::Message> for MessageOut {
+    fn from(m: pb::Message) -> Self {
+        MessageOut {
+            id: m.server_id,
+            position: m.position,
+            from: m.from,
+            from_device: m.from_device,
+            to: m.to,
+            body: m.body,
+            sent_at_ms: m.sent_at_ms,
+        }
+    }
+}
+
+fn message_line(m: &MessageOut) -> String {
+    format!("[{}] #{} {} -> {}: {}", when(m.sent_at_ms), m.position, m.from, m.to, m.body)
+}
+
+/// An open session stream: frames to send, and frames received.
+struct Session {
+    up: mpsc::Sender<pb::ClientFrame>,
+    down: tonic::Streaming<pb::ServerFrame>,
+}
+
+async fn open(cli: &Cli, auth: &AuthArgs) -> Result<Session, String> {
+    let mut client = ClientClient::new(connect(&cli.server).await?);
+    let token = auth.token(&mut client).await?;
+    let (up, rx) = mpsc::channel(64);
+    let down = client.session(authed(ReceiverStream::new(rx), &token)?).await.map_err(status_line)?.into_inner();
+    Ok(Session { up, down })
+}
+
+fn fresh_client_id() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("cli-{}-{nanos}", std::process::id())
+}
+
+pub async fn send(cli: &Cli, args: &SendArgs) -> CliResult {
+    let mut s = open(cli, &args.auth).await?;
+    let client_id = args.client_id.clone().unwrap_or_else(fresh_client_id);
+    let send = pb::SendMessage { client_id: client_id.clone(), to: args.to.clone(), body: args.text.clone() };
+    s.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) })
+        .await
+        .map_err(|_| "the session closed before the message was sent")?;
+    loop {
+        let frame =
+            s.down.message().await.map_err(status_line)?.ok_or(
+                "the server closed the session; the send may or may not have happened: retry with --client-id",
+            )?;
+        let Some(pb::server_frame::Frame::Sent(r)) = frame.frame else { continue };
+        if r.client_id != client_id {
+            continue;
+        }
+        if !r.error_code.is_empty() {
+            let code = r.error_code.replace('_', " ");
+            let retry = if r.retryable { " (retryable)" } else { "" };
+            return Err(format!("{code}: {}{retry}", r.error));
+        }
+        #[derive(Serialize)]
+        struct SentOut {
+            id: String,
+            position: u64,
+            recipient_position: u64,
+            client_id: String,
+        }
+        let out =
+            SentOut { id: r.server_id, position: r.position, recipient_position: r.recipient_position, client_id };
+        emit(cli.json, &out, || format!("sent {} at position {}", out.id, out.position));
+        return Ok(());
+    }
+}
+
+pub async fn listen(cli: &Cli, args: &ListenArgs) -> CliResult {
+    let mut s = open(cli, &args.auth).await?;
+    let deadline = args.timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
+    let mut seen = 0u64;
+    while args.count.is_none_or(|c| seen < c) {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d.into(), s.down.message()).await {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+            None => s.down.message().await,
+        };
+        let Some(frame) = next.map_err(status_line)? else { break };
+        let Some(pb::server_frame::Frame::Message(m)) = frame.frame else { continue };
+        let position = m.position;
+        let out = MessageOut::from(m);
+        emit(cli.json, &out, || message_line(&out));
+        seen += 1;
+        // Printed: acknowledge so it is not delivered to this device again.
+        let ack = pb::ClientFrame { frame: Some(pb::client_frame::Frame::Ack(pb::Ack { position })) };
+        s.up.send(ack).await.map_err(|_| "the session closed")?;
+    }
+    // Give the last ack a moment to reach the server before the stream is dropped.
+    drop(s.up);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+pub async fn history(cli: &Cli, args: &HistoryArgs) -> CliResult {
+    let mut client = ClientClient::new(connect(&cli.server).await?);
+    let token = args.auth.token(&mut client).await?;
+    let req = pb::HistoryRequest {
+        with: args.with.clone().unwrap_or_default(),
+        after: args.after,
+        before: args.before,
+        limit: args.limit,
+    };
+    let page = client.history(authed(req, &token)?).await.map_err(status_line)?.into_inner();
+    let out: Vec<MessageOut> = page.messages.into_iter().map(MessageOut::from).collect();
+    if cli.json {
+        for m in &out {
+            emit(true, m, String::new);
+        }
+    } else {
+        emit(false, &out, || out.iter().map(message_line).collect::<Vec<_>>().join("\n"));
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! The actors' `Ledger` over this node's Raft groups: archive appends and cursors are Raft
+//! writes to the owner's shard; reads come from the local store.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use telex_actors::Ledger;
+use telex_raft::{reads, Groups};
+use telex_types::records::ArchivedMessage;
+use telex_types::{Command, TelexError, UserJid};
+
+pub struct RaftLedger {
+    groups: Arc<Groups>,
+}
+
+impl RaftLedger {
+    pub fn new(groups: Arc<Groups>) -> Self {
+        RaftLedger { groups }
+    }
+}
+
+impl Ledger for RaftLedger {
+    fn append(&self, owner: UserJid, message: ArchivedMessage) -> BoxFuture<'_, Result<u64, TelexError>> {
+        Box::pin(async move {
+            let group = self.groups.shard_of(&owner);
+            self.groups.write(group, Command::AppendArchive { owner, message }).await?.into_result()
+        })
+    }
+
+    fn set_cursor(&self, owner: UserJid, device: String, position: u64) -> BoxFuture<'_, Result<(), TelexError>> {
+        Box::pin(async move {
+            let group = self.groups.shard_of(&owner);
+            self.groups.write(group, Command::SetCursor { owner, device, position }).await?.into_result().map(|_| ())
+        })
+    }
+
+    fn head(&self, owner: &UserJid) -> Result<u64, TelexError> {
+        reads::archive_head(self.groups.store(), self.groups.shard_of(owner), owner)
+    }
+
+    fn cursor(&self, owner: &UserJid, device: &str) -> Result<u64, TelexError> {
+        reads::cursor(self.groups.store(), self.groups.shard_of(owner), owner, device)
+    }
+
+    fn range(
+        &self,
+        owner: &UserJid,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
+        reads::archive_range(self.groups.store(), self.groups.shard_of(owner), owner, from, to, limit)
+    }
+
+    fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError> {
+        let store = self.groups.store();
+        Ok(reads::tenant(store, jid.domain())?.is_some()
+            && reads::account(store, self.groups.shard_of(jid), jid)?.is_some())
+    }
+}

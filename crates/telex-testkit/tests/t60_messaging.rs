@@ -1,0 +1,213 @@
+//! 1:1 messaging through the client API: live delivery, copies to the sender's devices, retry
+//! dedup, offline catch-up across `kill -9`, slow readers, and bad input.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use telex_proto::v1::HistoryRequest;
+use telex_testkit::client::{authed, client, login, Device};
+use telex_testkit::{data_dir, Telexd};
+
+const QUIET: Duration = Duration::from_millis(700);
+
+fn users(node: &Telexd, names: &[&str]) {
+    for n in names {
+        node.cli(&["user", "add", &format!("{n}@localhost"), "--password", "pw"]).success();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_both_ways_and_every_device_sees_the_conversation() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let mut laptop = Device::open(&url, &login(&url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    let mut phone = Device::open(&url, &login(&url, "alice@localhost", "pw", "phone").await).await.unwrap();
+    let mut bob = Device::open(&url, &login(&url, "bob@localhost", "pw", "desk").await).await.unwrap();
+
+    laptop.send("bob@localhost", "m1", "hi bob").await;
+    let r = laptop.result("m1").await;
+    assert!(r.error.is_empty(), "{r:?}");
+    let got = bob.message(Duration::from_secs(5)).await.expect("bob gets it live");
+    assert_eq!(
+        (got.from.as_str(), got.body.as_str(), got.from_device.as_str()),
+        ("alice@localhost", "hi bob", "laptop")
+    );
+    assert_eq!(got.server_id, r.server_id);
+    assert_eq!(got.position, r.recipient_position);
+    bob.ack(got.position).await;
+    // Alice's other device gets a copy of what she sent (carbon), at her archive position.
+    let carbon = phone.message(Duration::from_secs(5)).await.expect("carbon on the phone");
+    assert_eq!((carbon.server_id.as_str(), carbon.position), (r.server_id.as_str(), r.position));
+
+    bob.send("alice@localhost", "r1", "hello alice").await;
+    let reply = bob.result("r1").await;
+    assert!(reply.error.is_empty(), "{reply:?}");
+    for dev in [&mut laptop, &mut phone] {
+        let all = dev.drain(QUIET).await;
+        let bodies: Vec<&str> = all.iter().map(|m| m.body.as_str()).collect();
+        assert!(bodies.ends_with(&["hello alice"]), "{bodies:?}");
+        let positions: Vec<u64> = all.iter().map(|m| m.position).collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "archive order: {positions:?}");
+    }
+
+    // The archive holds the conversation once, in order, on both sides.
+    let token = login(&url, "alice@localhost", "pw", "history").await;
+    let page = client(&url).await.history(authed(HistoryRequest::default(), &token)).await.unwrap().into_inner();
+    let bodies: Vec<&str> = page.messages.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["hi bob", "hello alice"]);
+    let out =
+        node.cli(&["history", "--user", "bob@localhost", "--password", "pw", "--with", "alice@localhost"]).success();
+    assert!(out.contains("hi bob") && out.contains("hello alice"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_client_id_stores_one_copy() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let first = node
+        .cli(&[
+            "--json",
+            "send",
+            "--user",
+            "alice@localhost",
+            "--password",
+            "pw",
+            "--client-id",
+            "c-7",
+            "bob@localhost",
+            "once",
+        ])
+        .json();
+    let again = node
+        .cli(&[
+            "--json",
+            "send",
+            "--user",
+            "alice@localhost",
+            "--password",
+            "pw",
+            "--client-id",
+            "c-7",
+            "bob@localhost",
+            "once",
+        ])
+        .json();
+    assert_eq!(first, again, "same server id and positions");
+    let history = node.cli(&["--json", "history", "--user", "bob@localhost", "--password", "pw"]).success();
+    assert_eq!(history.lines().count(), 1, "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_messages_survive_kill_9_and_arrive_in_order_once() {
+    let (_tmp, dir) = data_dir();
+    let mut node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let token = login(&url, "alice@localhost", "pw", "laptop").await;
+    let mut alice = Device::open(&url, &token).await.unwrap();
+    let n = 200;
+    for i in 0..n {
+        alice.send("bob@localhost", &format!("c{i}"), &format!("message {i}")).await;
+    }
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let r = alice.result(&format!("c{i}")).await;
+        assert!(r.error.is_empty(), "{r:?}");
+        acked.push(r.server_id);
+    }
+    // Bob was never online. The node dies without warning.
+    node.kill9();
+    node.restart();
+    let url = node.client_url();
+    let mut bob = Device::open(&url, &login(&url, "bob@localhost", "pw", "desk").await).await.unwrap();
+    let got = bob.drain(QUIET).await;
+    let ids: Vec<&str> = got.iter().map(|m| m.server_id.as_str()).collect();
+    assert_eq!(ids.len(), n, "every acknowledged message, once");
+    assert_eq!(ids.iter().copied().collect::<HashSet<_>>(), acked.iter().map(String::as_str).collect::<HashSet<_>>());
+    let positions: Vec<u64> = got.iter().map(|m| m.position).collect();
+    assert_eq!(positions, (1..=n as u64).collect::<Vec<_>>(), "archive order without gaps");
+    drop(bob);
+    // Acknowledged on that device: nothing is re-sent once the cursor is durable.
+    let mut again = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut bob = Device::open(&url, &login(&url, "bob@localhost", "pw", "desk").await).await.unwrap();
+        again = bob.drain(QUIET).await;
+        if again.is_empty() {
+            break;
+        }
+    }
+    assert!(again.is_empty(), "{} messages re-sent after they were acknowledged", again.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_stops_reading_is_cut_off_and_catches_up_later() {
+    let (tmp, dir) = data_dir();
+    let config = tmp.path().join("telex.toml");
+    std::fs::write(&config, "[raft]\nshards = 4\n[limits]\nstall_timeout_secs = 1\n").unwrap();
+    let node = Telexd::start(&dir, &["--config", config.to_str().unwrap()]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let bob_token = login(&url, "bob@localhost", "pw", "desk").await;
+    let mut stalled = Device::open(&url, &bob_token).await.unwrap(); // never reads until later
+    let mut alice = Device::open(&url, &login(&url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    let n = 400;
+    let body = "x".repeat(32 * 1024);
+    for i in 0..n {
+        alice.send("bob@localhost", &format!("c{i}"), &body).await;
+    }
+    for i in 0..n {
+        assert!(alice.result(&format!("c{i}")).await.error.is_empty());
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Now it reads: what was queued, then the reason it was cut off. Memory stayed bounded.
+    let mut first = Vec::new();
+    while let Some(m) = stalled.message(Duration::from_secs(5)).await {
+        first.push(m);
+    }
+    let status = stalled.ended.clone().expect("the server ended the stream");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("stopped reading"), "{status:?}");
+    assert!(first.len() < n, "it was cut off before everything was queued ({})", first.len());
+    // Reconnecting catches up with nothing missing.
+    let mut bob = Device::open(&url, &bob_token).await.unwrap();
+    let rest = bob.drain(QUIET).await;
+    let mut seen: Vec<u64> = first.iter().chain(rest.iter()).map(|m| m.position).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (1..=n as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sends_and_sessions_get_clear_errors() {
+    let (tmp, dir) = data_dir();
+    let config = tmp.path().join("telex.toml");
+    std::fs::write(&config, "[raft]\nshards = 4\n[limits]\nsessions_per_user = 2\n").unwrap();
+    let node = Telexd::start(&dir, &["--config", config.to_str().unwrap()]);
+    users(&node, &["alice", "bob"]);
+    let send = |args: &[&str]| {
+        let mut all = vec!["send", "--user", "alice@localhost", "--password", "pw"];
+        all.extend_from_slice(args);
+        node.cli(&all)
+    };
+    send(&["nobody@localhost", "hi"]).failure("not found: no such user nobody@localhost");
+    send(&["bob", "hi"]).failure("invalid argument: invalid JID");
+    send(&["bob@nowhere.example", "hi"]).failure("not found");
+    let big = "y".repeat(64 * 1024 + 1);
+    send(&["bob@localhost", &big]).failure("the limit is 65536 bytes");
+    send(&["--client-id", "", "bob@localhost", "hi"]).failure("client_id");
+
+    let url = node.client_url();
+    let err = Device::open(&url, "tx1.bogus").await.err().expect("refused");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let _a = Device::open(&url, &login(&url, "alice@localhost", "pw", "one").await).await.unwrap();
+    let _b = Device::open(&url, &login(&url, "alice@localhost", "pw", "two").await).await.unwrap();
+    let err = Device::open(&url, &login(&url, "alice@localhost", "pw", "three").await).await.err().expect("refused");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("the limit is 2"), "{err:?}");
+    // The same device reconnecting replaces its old session instead of counting twice.
+    let _b2 = Device::open(&url, &login(&url, "alice@localhost", "pw", "two").await).await.unwrap();
+}
