@@ -1,17 +1,21 @@
 //! The registry of user actors. An actor exists while its user has sessions (plus a short idle
 //! grace period); it streams the user's archive to each device from the device's cursor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use telex_types::presence::DevicePresence;
 use telex_types::records::ArchivedMessage;
+use telex_types::roster::{RosterItem, SubscriptionKind};
 use telex_types::{ErrorCode, TelexError, UserJid};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cursor::DeviceCursor;
+use crate::presence::Coalescer;
+use crate::social::{RosterOp, RosterReply};
 use crate::{Ledger, Limits};
 
 /// What goes down to one device session.
@@ -19,13 +23,19 @@ use crate::{Ledger, Limits};
 pub enum Outbound {
     /// An archive entry of the session's user, at `position`.
     Message { position: u64, message: ArchivedMessage },
+    /// A contact's presence changed (`None`: unavailable).
+    Presence { from: UserJid, presence: Option<DevicePresence> },
+    /// A roster item changed (`None`: removed).
+    Roster { contact: UserJid, item: Option<RosterItem> },
+    /// Someone asks to see the user's presence.
+    SubscriptionRequest { from: UserJid },
 }
 
 /// Identifies one attachment of a device (a reconnect gets a new one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(u64);
 
-enum Cmd {
+pub(crate) enum Cmd {
     Attach {
         device: String,
         tx: mpsc::Sender<Outbound>,
@@ -43,14 +53,33 @@ enum Cmd {
     },
     /// The archive grew (a hint; the actor reads the real head).
     Appended,
+    Roster {
+        op: RosterOp,
+        reply: oneshot::Sender<Result<RosterReply, TelexError>>,
+    },
+    /// A contact sent the user a subscription stanza.
+    Inbound {
+        from: UserJid,
+        kind: SubscriptionKind,
+    },
+    SetPresence {
+        device: String,
+        id: SessionId,
+        presence: DevicePresence,
+    },
+    /// A contact's aggregated presence changed.
+    ContactPresence {
+        from: UserJid,
+        presence: Option<DevicePresence>,
+    },
 }
 
-struct Session {
+pub(crate) struct Session {
     id: SessionId,
     /// Since when the device's queue has been full.
     stalled_since: Option<std::time::Instant>,
     cursor: DeviceCursor,
-    tx: mpsc::Sender<Outbound>,
+    pub(crate) tx: mpsc::Sender<Outbound>,
     kill: Option<oneshot::Sender<String>>,
 }
 
@@ -58,7 +87,9 @@ struct Session {
 #[derive(Clone)]
 pub struct Hub {
     actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
-    ledger: Arc<dyn Ledger>,
+    /// Aggregated presence of every available user with an actor here (for probes).
+    pub(crate) online: Arc<DashMap<UserJid, DevicePresence>>,
+    pub(crate) ledger: Arc<dyn Ledger>,
     limits: Limits,
 }
 
@@ -70,7 +101,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 impl Hub {
     pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
-        Hub { actors: Arc::new(DashMap::new()), ledger, limits }
+        Hub { actors: Arc::new(DashMap::new()), online: Arc::new(DashMap::new()), ledger, limits }
     }
 
     /// Number of users with a live actor.
@@ -79,7 +110,7 @@ impl Hub {
     }
 
     /// The user's actor, started if needed.
-    fn actor(&self, user: &UserJid) -> mpsc::Sender<Cmd> {
+    pub(crate) fn actor(&self, user: &UserJid) -> mpsc::Sender<Cmd> {
         // The guard is dropped before any await.
         let entry = self.actors.entry(user.clone()).or_insert_with(|| self.spawn(user.clone()));
         if !entry.is_closed() {
@@ -98,8 +129,13 @@ impl Hub {
             ledger: self.ledger.clone(),
             limits: self.limits.clone(),
             sessions: HashMap::new(),
-            actors: self.actors.clone(),
+            hub: self.clone(),
             me: tx.downgrade(),
+            roster: None,
+            blocked: None,
+            devices: HashMap::new(),
+            coalescer: Coalescer::new(PRESENCE_WINDOW),
+            flush_at: None,
         };
         tokio::spawn(actor.run(rx));
         metrics::counter!("telex_actors_started_total").increment(1);
@@ -148,6 +184,37 @@ impl Hub {
         }
     }
 
+    /// Runs a roster or block-list operation on the user's actor (started if needed).
+    pub async fn roster(&self, user: &UserJid, op: RosterOp) -> Result<RosterReply, TelexError> {
+        let (reply, answer) = oneshot::channel();
+        self.actor(user)
+            .send(Cmd::Roster { op, reply })
+            .await
+            .map_err(|_| TelexError::unavailable("the user's actor is restarting; retry"))?;
+        answer.await.unwrap_or_else(|_| Err(TelexError::unavailable("the user's actor stopped; retry")))
+    }
+
+    /// Sets a device's presence.
+    pub async fn set_presence(&self, user: &UserJid, device: &str, id: SessionId, presence: DevicePresence) {
+        let actor = self.actors.get(user).map(|a| a.clone());
+        if let Some(a) = actor {
+            let _ = a.send(Cmd::SetPresence { device: device.to_string(), id, presence }).await;
+        }
+    }
+
+    /// Delivers a subscription stanza to `to`'s actor, starting it if needed (state is durable).
+    pub(crate) async fn deliver_subscription(&self, to: &UserJid, from: &UserJid, kind: SubscriptionKind) {
+        let _ = self.actor(to).send(Cmd::Inbound { from: from.clone(), kind }).await;
+    }
+
+    /// Tells an online contact about `from`'s presence. Offline contacts cost nothing.
+    pub(crate) fn presence_to(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
+        if let Some(a) = self.actors.get(contact) {
+            metrics::counter!("telex_presence_deliveries_total").increment(1);
+            let _ = a.try_send(Cmd::ContactPresence { from: from.clone(), presence });
+        }
+    }
+
     /// Tells an online user's actor that its archive grew. Offline users cost nothing.
     pub fn notify(&self, user: &UserJid) {
         if let Some(a) = self.actors.get(user) {
@@ -157,13 +224,23 @@ impl Hub {
     }
 }
 
-struct UserActor {
-    user: UserJid,
-    ledger: Arc<dyn Ledger>,
+/// Changes of a user's presence closer together than this are coalesced.
+const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
+
+pub(crate) struct UserActor {
+    pub(crate) user: UserJid,
+    pub(crate) ledger: Arc<dyn Ledger>,
     limits: Limits,
-    sessions: HashMap<String, Session>,
-    actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
+    pub(crate) sessions: HashMap<String, Session>,
+    pub(crate) hub: Hub,
     me: mpsc::WeakSender<Cmd>,
+    /// Loaded on first use; the actor is the only writer of both.
+    pub(crate) roster: Option<BTreeMap<UserJid, RosterItem>>,
+    pub(crate) blocked: Option<BTreeSet<UserJid>>,
+    /// Presence of each device that announced one.
+    pub(crate) devices: HashMap<String, DevicePresence>,
+    pub(crate) coalescer: Coalescer<Option<DevicePresence>>,
+    pub(crate) flush_at: Option<tokio::time::Instant>,
 }
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
@@ -173,13 +250,18 @@ impl UserActor {
         let mut tick = tokio::time::interval(TICK);
         loop {
             let idle = if self.sessions.is_empty() { IDLE } else { Duration::from_secs(86_400) };
+            let flush_at = self.flush_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
             let cmd = tokio::select! {
                 cmd = rx.recv() => cmd,
                 _ = tick.tick() => Some(Cmd::Appended),
+                _ = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => {
+                    self.flush_presence();
+                    continue;
+                }
                 _ = tokio::time::sleep(idle) => None,
             };
             match cmd {
-                Some(cmd) => self.handle(cmd),
+                Some(cmd) => self.handle(cmd).await,
                 None if self.sessions.is_empty() => break,
                 None => {}
             }
@@ -187,10 +269,11 @@ impl UserActor {
         rx.close();
         // Only remove the registry entry if it is still ours.
         let me = self.me.clone();
-        self.actors.remove_if(&self.user, |_, h| me.upgrade().is_none_or(|m| m.same_channel(h)));
+        self.hub.online.remove(&self.user);
+        self.hub.actors.remove_if(&self.user, |_, h| me.upgrade().is_none_or(|m| m.same_channel(h)));
     }
 
-    fn handle(&mut self, cmd: Cmd) {
+    async fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Attach { device, tx, kill, reply } => {
                 let _ = reply.send(self.attach(device, tx, kill));
@@ -199,6 +282,7 @@ impl UserActor {
                 if self.sessions.get(&device).is_some_and(|s| s.id == id) {
                     let s = self.sessions.remove(&device).expect("present");
                     self.persist(&device, &s.cursor, true);
+                    self.device_gone(&device);
                 }
             }
             Cmd::Ack { device, id, position } => {
@@ -211,6 +295,16 @@ impl UserActor {
                 self.persist(&device, &cursor, false);
                 self.pump(&device);
             }
+            Cmd::Roster { op, reply } => {
+                let _ = reply.send(self.roster_op(op).await);
+            }
+            Cmd::Inbound { from, kind } => self.inbound(from, kind).await,
+            Cmd::SetPresence { device, id, presence } => {
+                if self.sessions.get(&device).is_some_and(|s| s.id == id) {
+                    self.set_presence(&device, presence);
+                }
+            }
+            Cmd::ContactPresence { from, presence } => self.contact_presence(from, presence),
             Cmd::Appended => {
                 let devices: Vec<String> = self.sessions.keys().cloned().collect();
                 for d in devices {
@@ -293,6 +387,7 @@ impl UserActor {
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         let s = self.sessions.remove(device).expect("present");
                         self.persist(device, &s.cursor, true);
+                        self.device_gone(device);
                         return;
                     }
                 }
@@ -307,6 +402,7 @@ impl UserActor {
                 let _ = k.send(reason);
             }
             self.persist(device, &s.cursor, true);
+            self.device_gone(device);
         }
     }
 

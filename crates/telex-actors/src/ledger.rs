@@ -1,5 +1,6 @@
 use futures::future::BoxFuture;
 use telex_types::records::ArchivedMessage;
+use telex_types::roster::RosterItem;
 use telex_types::{TelexError, UserJid};
 
 /// What the actors need from durable storage. Writes are durable (committed) when they return;
@@ -21,6 +22,17 @@ pub trait Ledger: Send + Sync + 'static {
         to: u64,
         limit: usize,
     ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError>;
+    /// Stores (or with `None` deletes) `owner`'s roster item for `contact`.
+    fn roster_put(
+        &self,
+        owner: UserJid,
+        contact: UserJid,
+        item: Option<RosterItem>,
+    ) -> BoxFuture<'_, Result<(), TelexError>>;
+    fn set_blocked(&self, owner: UserJid, jid: UserJid, blocked: bool) -> BoxFuture<'_, Result<(), TelexError>>;
+    fn roster(&self, owner: &UserJid) -> Result<Vec<(UserJid, RosterItem)>, TelexError>;
+    fn blocked(&self, owner: &UserJid) -> Result<Vec<UserJid>, TelexError>;
+    fn is_blocked(&self, owner: &UserJid, jid: &UserJid) -> Result<bool, TelexError>;
     /// Whether the account exists (and its tenant).
     fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError>;
 }

@@ -13,8 +13,10 @@ mod hub;
 mod ledger;
 mod messaging;
 pub mod presence;
+mod social;
 pub mod subscription;
 
 pub use hub::{Hub, Outbound, SessionId};
 pub use ledger::Ledger;
 pub use messaging::{HistoryQuery, Limits, Messaging, Sent};
+pub use social::{RosterOp, RosterReply};

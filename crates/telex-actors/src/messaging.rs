@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use telex_types::records::ArchivedMessage;
-use telex_types::{TelexError, UserJid};
+use telex_types::{ErrorCode, TelexError, UserJid};
 
 use crate::{Hub, Ledger};
 
@@ -100,6 +100,15 @@ impl Messaging {
         }
         if !self.ledger.user_exists(&to)? {
             return Err(TelexError::not_found(format!("no such user {to}")));
+        }
+        if self.ledger.is_blocked(from, &to)? {
+            return Err(TelexError::new(
+                ErrorCode::PermissionDenied,
+                format!("you have blocked {to}; unblock to send"),
+            ));
+        }
+        if self.ledger.is_blocked(&to, from)? {
+            return Err(TelexError::new(ErrorCode::PermissionDenied, format!("{to} does not accept your messages")));
         }
         let message = ArchivedMessage {
             server_id: server_id(from, client_id),

@@ -3,10 +3,12 @@ use std::sync::Arc;
 
 use futures::Stream;
 use telex_accounts::{Accounts, Principal};
-use telex_actors::{HistoryQuery, Messaging, Outbound};
+use telex_actors::{HistoryQuery, Messaging, Outbound, RosterOp, RosterReply};
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_server::Client;
+use telex_types::presence::{DevicePresence, Show};
 use telex_types::records::ArchivedMessage;
+use telex_types::roster::RosterItem;
 use telex_types::{ErrorCode, TelexError, UserJid};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -105,8 +107,8 @@ impl Client for ClientService {
             let reason = loop {
                 tokio::select! {
                     o = out_rx.recv() => match o {
-                        Some(Outbound::Message { position, message: m }) => {
-                            let f = frame(pb::server_frame::Frame::Message(message(position, m)));
+                        Some(o) => {
+                            let f = frame(outbound_frame(o));
                             tokio::select! {
                                 sent = writer.send(f) => if sent.is_err() { break None },
                                 reason = &mut kill_rx => break reason.ok(),
@@ -147,6 +149,13 @@ impl Client for ClientService {
                         });
                     }
                     Some(pb::client_frame::Frame::Ack(a)) => hub.ack(&jid, &device, session, a.position).await,
+                    Some(pb::client_frame::Frame::Presence(p)) => match device_presence(p) {
+                        Ok(p) => hub.set_presence(&jid, &device, session, p).await,
+                        Err(e) => {
+                            let _ = resp_tx.send(Err(to_status(e))).await;
+                            break;
+                        }
+                    },
                     None => {}
                 }
             }
@@ -154,6 +163,42 @@ impl Client for ClientService {
             tracing::info!(user = %jid, device = %device, "session detached");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(resp_rx))))
+    }
+
+    async fn get_roster(&self, r: Request<pb::GetRosterRequest>) -> Reply<pb::RosterResponse> {
+        let p = self.principal(&r)?;
+        let reply = self.messaging.hub().roster(&p.jid, RosterOp::Get).await.map_err(to_status)?;
+        Ok(Response::new(roster_response(reply)))
+    }
+
+    async fn update_roster(&self, r: Request<pb::RosterUpdate>) -> Reply<pb::RosterResponse> {
+        use pb::roster_update::Op;
+        let p = self.principal(&r)?;
+        let jid = |s: &str| UserJid::parse(s).map_err(to_status);
+        let op = match r.into_inner().op {
+            Some(Op::Add(a)) => RosterOp::Add { contact: jid(&a.jid)?, name: a.name, groups: a.groups },
+            Some(Op::Remove(j)) => RosterOp::Remove { contact: jid(&j)? },
+            Some(Op::Approve(j)) => RosterOp::Approve { contact: jid(&j)? },
+            Some(Op::Deny(j)) => RosterOp::Deny { contact: jid(&j)? },
+            None => return Err(Status::invalid_argument("roster update without an operation")),
+        };
+        let reply = self.messaging.hub().roster(&p.jid, op).await.map_err(to_status)?;
+        Ok(Response::new(roster_response(reply)))
+    }
+
+    async fn set_blocked(&self, r: Request<pb::SetBlockedRequest>) -> Reply<pb::BlockList> {
+        let p = self.principal(&r)?;
+        let r = r.into_inner();
+        let jid = UserJid::parse(&r.jid).map_err(to_status)?;
+        let op = if r.blocked { RosterOp::Block { jid } } else { RosterOp::Unblock { jid } };
+        let reply = self.messaging.hub().roster(&p.jid, op).await.map_err(to_status)?;
+        Ok(Response::new(block_list(reply)))
+    }
+
+    async fn get_block_list(&self, r: Request<pb::GetBlockListRequest>) -> Reply<pb::BlockList> {
+        let p = self.principal(&r)?;
+        let reply = self.messaging.hub().roster(&p.jid, RosterOp::Blocked).await.map_err(to_status)?;
+        Ok(Response::new(block_list(reply)))
     }
 
     async fn history(&self, r: Request<pb::HistoryRequest>) -> Reply<pb::HistoryResponse> {
@@ -166,6 +211,69 @@ impl Client for ClientService {
         let query = HistoryQuery { with, after: q.after, before: q.before, limit: q.limit as usize };
         let page = self.messaging.history(&p.jid, &query).map_err(to_status)?;
         Ok(Response::new(pb::HistoryResponse { messages: page.into_iter().map(|(pos, m)| message(pos, m)).collect() }))
+    }
+}
+
+const MAX_STATUS_BYTES: usize = 1024;
+
+fn device_presence(p: pb::SetPresence) -> Result<DevicePresence, TelexError> {
+    let show = Show::parse(&p.show).ok_or_else(|| {
+        TelexError::invalid(format!("presence show {:?} is not available, chat, away, xa, dnd or unavailable", p.show))
+    })?;
+    let priority = i8::try_from(p.priority)
+        .map_err(|_| TelexError::invalid(format!("presence priority {} is outside -128..127", p.priority)))?;
+    if p.status.len() > MAX_STATUS_BYTES {
+        return Err(TelexError::invalid(format!("presence status is longer than {MAX_STATUS_BYTES} bytes")));
+    }
+    Ok(DevicePresence { show, status: p.status, priority })
+}
+
+fn roster_item(jid: &UserJid, i: &RosterItem) -> pb::RosterItem {
+    pb::RosterItem {
+        jid: jid.to_string(),
+        subscription: i.subscription.as_str().to_string(),
+        pending_out: i.pending_out,
+        pending_in: i.pending_in,
+        name: i.name.clone(),
+        groups: i.groups.clone(),
+    }
+}
+
+fn outbound_frame(o: Outbound) -> pb::server_frame::Frame {
+    use pb::server_frame::Frame;
+    match o {
+        Outbound::Message { position, message: m } => Frame::Message(message(position, m)),
+        Outbound::Presence { from, presence } => Frame::Presence(match presence {
+            Some(p) => pb::PresenceUpdate {
+                from: from.to_string(),
+                show: p.show.as_str().to_string(),
+                status: p.status,
+                priority: i32::from(p.priority),
+            },
+            None => pb::PresenceUpdate { from: from.to_string(), show: "unavailable".into(), ..Default::default() },
+        }),
+        Outbound::Roster { contact, item } => {
+            Frame::Roster(pb::RosterPush { jid: contact.to_string(), item: item.map(|i| roster_item(&contact, &i)) })
+        }
+        Outbound::SubscriptionRequest { from } => {
+            Frame::SubscriptionRequest(pb::SubscriptionRequest { from: from.to_string() })
+        }
+    }
+}
+
+fn roster_response(reply: RosterReply) -> pb::RosterResponse {
+    match reply {
+        RosterReply::Items(items) => {
+            pb::RosterResponse { items: items.iter().map(|(jid, i)| roster_item(jid, i)).collect() }
+        }
+        RosterReply::Blocked(_) => pb::RosterResponse::default(),
+    }
+}
+
+fn block_list(reply: RosterReply) -> pb::BlockList {
+    match reply {
+        RosterReply::Blocked(jids) => pb::BlockList { jids: jids.iter().map(|j| j.to_string()).collect() },
+        RosterReply::Items(_) => pb::BlockList::default(),
     }
 }
 

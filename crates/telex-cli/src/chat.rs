@@ -32,7 +32,7 @@ pub struct AuthArgs {
 }
 
 impl AuthArgs {
-    async fn token(&self, client: &mut ClientClient<Channel>) -> Result<String, String> {
+    pub async fn token(&self, client: &mut ClientClient<Channel>) -> Result<String, String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());
         }
@@ -114,12 +114,12 @@ fn message_line(m: &MessageOut) -> String {
 }
 
 /// An open session stream: frames to send, and frames received.
-struct Session {
-    up: mpsc::Sender<pb::ClientFrame>,
-    down: tonic::Streaming<pb::ServerFrame>,
+pub struct Session {
+    pub up: mpsc::Sender<pb::ClientFrame>,
+    pub down: tonic::Streaming<pb::ServerFrame>,
 }
 
-async fn open(cli: &Cli, auth: &AuthArgs) -> Result<Session, String> {
+pub async fn open(cli: &Cli, auth: &AuthArgs) -> Result<Session, String> {
     let mut client = ClientClient::new(connect(&cli.server).await?);
     let token = auth.token(&mut client).await?;
     let (up, rx) = mpsc::channel(64);

@@ -7,6 +7,7 @@ mod admin;
 mod chat;
 mod output;
 mod session;
+mod social;
 
 use std::process::ExitCode;
 
@@ -50,6 +51,29 @@ enum Command {
     Listen(chat::ListenArgs),
     /// Page through your archive.
     History(chat::HistoryArgs),
+    /// Your contacts and presence subscriptions.
+    #[command(subcommand)]
+    Roster(social::RosterCmd),
+    /// Refuse someone's messages and hide presence both ways.
+    Block {
+        #[command(flatten)]
+        auth: chat::AuthArgs,
+        jid: String,
+    },
+    /// Undo a block.
+    Unblock {
+        #[command(flatten)]
+        auth: chat::AuthArgs,
+        jid: String,
+    },
+    /// List whom you block.
+    Blocked {
+        #[command(flatten)]
+        auth: chat::AuthArgs,
+    },
+    /// Set or watch presence.
+    #[command(subcommand)]
+    Presence(social::PresenceCmd),
 }
 
 pub type CliResult = Result<(), String>;
@@ -68,6 +92,11 @@ fn main() -> ExitCode {
             Command::Send(args) => chat::send(&cli, args).await,
             Command::Listen(args) => chat::listen(&cli, args).await,
             Command::History(args) => chat::history(&cli, args).await,
+            Command::Roster(cmd) => social::roster(&cli, cmd).await,
+            Command::Block { auth, jid } => social::block(&cli, auth, Some(jid), true).await,
+            Command::Unblock { auth, jid } => social::block(&cli, auth, Some(jid), false).await,
+            Command::Blocked { auth } => social::block(&cli, auth, None, false).await,
+            Command::Presence(cmd) => social::presence(&cli, cmd).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use telex_actors::Ledger;
 use telex_raft::{reads, Groups};
 use telex_types::records::ArchivedMessage;
+use telex_types::roster::RosterItem;
 use telex_types::{Command, TelexError, UserJid};
 
 pub struct RaftLedger {
@@ -50,6 +51,41 @@ impl Ledger for RaftLedger {
         limit: usize,
     ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
         reads::archive_range(self.groups.store(), self.groups.shard_of(owner), owner, from, to, limit)
+    }
+
+    fn roster_put(
+        &self,
+        owner: UserJid,
+        contact: UserJid,
+        item: Option<RosterItem>,
+    ) -> BoxFuture<'_, Result<(), TelexError>> {
+        Box::pin(async move {
+            let group = self.groups.shard_of(&owner);
+            let cmd = match item {
+                Some(item) => Command::RosterPut { owner, contact, item },
+                None => Command::RosterDelete { owner, contact },
+            };
+            self.groups.write(group, cmd).await?.into_result().map(|_| ())
+        })
+    }
+
+    fn set_blocked(&self, owner: UserJid, jid: UserJid, blocked: bool) -> BoxFuture<'_, Result<(), TelexError>> {
+        Box::pin(async move {
+            let group = self.groups.shard_of(&owner);
+            self.groups.write(group, Command::SetBlocked { owner, jid, blocked }).await?.into_result().map(|_| ())
+        })
+    }
+
+    fn roster(&self, owner: &UserJid) -> Result<Vec<(UserJid, RosterItem)>, TelexError> {
+        reads::roster(self.groups.store(), self.groups.shard_of(owner), owner)
+    }
+
+    fn blocked(&self, owner: &UserJid) -> Result<Vec<UserJid>, TelexError> {
+        reads::blocked(self.groups.store(), self.groups.shard_of(owner), owner)
+    }
+
+    fn is_blocked(&self, owner: &UserJid, jid: &UserJid) -> Result<bool, TelexError> {
+        reads::is_blocked(self.groups.store(), self.groups.shard_of(owner), owner, jid)
     }
 
     fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError> {

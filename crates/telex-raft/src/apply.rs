@@ -143,6 +143,26 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             txn.put(dedup, position.to_be_bytes().to_vec());
             Ok(Response::Appended { position, duplicate: false })
         }
+        Command::RosterPut { owner, contact, item } => {
+            txn.put(schema::roster_item(&owner, &contact), encode(&(contact, item)));
+            Ok(Response::Done)
+        }
+        Command::RosterDelete { owner, contact } => {
+            let key = schema::roster_item(&owner, &contact);
+            let existed = txn.get(&key)?.is_some();
+            txn.delete(key);
+            Ok(Response::Changed(u64::from(existed)))
+        }
+        Command::SetBlocked { owner, jid, blocked } => {
+            let key = schema::blocked(&owner, &jid);
+            let was = txn.get(&key)?.is_some();
+            if blocked {
+                txn.put(key, encode(&jid));
+            } else {
+                txn.delete(key);
+            }
+            Ok(Response::Changed(u64::from(was != blocked)))
+        }
         Command::SetCursor { owner, device, position } => {
             let key = schema::cursor(&owner, &device);
             let old = match txn.get(&key)? {

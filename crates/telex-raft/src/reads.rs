@@ -3,6 +3,7 @@
 
 use telex_store::{group_key, Cf, Store};
 use telex_types::records::{AccountRecord, ArchivedMessage, TenantRecord, TokenRecord};
+use telex_types::roster::RosterItem;
 use telex_types::wire::decode;
 use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
 
@@ -37,6 +38,22 @@ pub fn account(store: &Store, group: GroupId, jid: &UserJid) -> Result<Option<Ac
 /// Accounts of one tenant held by one shard, in name order.
 pub fn accounts(store: &Store, group: GroupId, domain: &Domain) -> Result<Vec<AccountRecord>, TelexError> {
     scan(store, group, &schema::accounts_of(domain))
+}
+
+/// A user's roster, in contact order.
+pub fn roster(store: &Store, group: GroupId, jid: &UserJid) -> Result<Vec<(UserJid, RosterItem)>, TelexError> {
+    scan(store, group, &schema::roster_of(jid))
+}
+
+/// The JIDs a user blocks.
+pub fn blocked(store: &Store, group: GroupId, jid: &UserJid) -> Result<Vec<UserJid>, TelexError> {
+    scan(store, group, &schema::blocked_of(jid))
+}
+
+/// Whether `owner` blocks `jid`.
+pub fn is_blocked(store: &Store, group: GroupId, owner: &UserJid, jid: &UserJid) -> Result<bool, TelexError> {
+    let key = group_key(group, &schema::blocked(owner, jid));
+    Ok(store.get(Cf::State, &key).map_err(|e| TelexError::internal(e.to_string()))?.is_some())
 }
 
 /// The last position of a user's archive (0 when empty).

@@ -50,6 +50,24 @@ pub fn archive_dedup(owner: &UserJid, sender: &UserJid, client_id: &str) -> Vec<
     [user_prefix(b"x/", owner).as_slice(), sender.to_string().as_bytes(), b"\0", client_id.as_bytes()].concat()
 }
 
+/// `owner`'s roster item for `contact`.
+pub fn roster_item(owner: &UserJid, contact: &UserJid) -> Vec<u8> {
+    [user_prefix(b"r/", owner).as_slice(), contact.to_string().as_bytes()].concat()
+}
+
+pub fn roster_of(owner: &UserJid) -> Vec<u8> {
+    user_prefix(b"r/", owner)
+}
+
+/// `jid` on `owner`'s block list.
+pub fn blocked(owner: &UserJid, jid: &UserJid) -> Vec<u8> {
+    [user_prefix(b"b/", owner).as_slice(), jid.to_string().as_bytes()].concat()
+}
+
+pub fn blocked_of(owner: &UserJid) -> Vec<u8> {
+    user_prefix(b"b/", owner)
+}
+
 /// Delivery cursor of one device.
 pub fn cursor(owner: &UserJid, device: &str) -> Vec<u8> {
     [user_prefix(b"c/", owner).as_slice(), device.as_bytes()].concat()

@@ -30,6 +30,8 @@ pub struct Device {
     down: tonic::Streaming<pb::ServerFrame>,
     results: HashMap<String, pb::SendResult>,
     messages: VecDeque<pb::Message>,
+    /// Presence, roster pushes and subscription requests, in arrival order.
+    events: VecDeque<pb::server_frame::Frame>,
     /// Set when the server ended the stream with an error.
     pub ended: Option<tonic::Status>,
 }
@@ -38,7 +40,14 @@ impl Device {
     pub async fn open(url: &str, token: &str) -> Result<Device, tonic::Status> {
         let (up, rx) = mpsc::channel(1024);
         let down = client(url).await.session(authed(ReceiverStream::new(rx), token)).await?.into_inner();
-        Ok(Device { up, down, results: HashMap::new(), messages: VecDeque::new(), ended: None })
+        Ok(Device {
+            up,
+            down,
+            results: HashMap::new(),
+            messages: VecDeque::new(),
+            events: VecDeque::new(),
+            ended: None,
+        })
     }
 
     pub async fn send(&self, to: &str, client_id: &str, body: &str) {
@@ -49,6 +58,49 @@ impl Device {
     pub async fn ack(&self, position: u64) {
         let ack = pb::ClientFrame { frame: Some(pb::client_frame::Frame::Ack(pb::Ack { position })) };
         let _ = self.up.send(ack).await;
+    }
+
+    pub async fn presence(&self, show: &str, status: &str, priority: i32) {
+        let p = pb::SetPresence { show: show.into(), status: status.into(), priority };
+        self.up
+            .send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) })
+            .await
+            .expect("session open");
+    }
+
+    /// The next presence, roster or subscription event, if one arrives within `wait`.
+    pub async fn event(&mut self, wait: Duration) -> Option<pb::server_frame::Frame> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+            if !self.pump(wait).await {
+                return None;
+            }
+        }
+    }
+
+    /// Waits for a presence update from `from`, skipping other events.
+    pub async fn presence_from(&mut self, from: &str, wait: Duration) -> Option<pb::PresenceUpdate> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.event(left).await? {
+                pb::server_frame::Frame::Presence(p) if p.from == from => return Some(p),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Every presence update that arrives until `quiet` passes without an event.
+    pub async fn presences(&mut self, quiet: Duration) -> Vec<pb::PresenceUpdate> {
+        let mut out = Vec::new();
+        while let Some(e) = self.event(quiet).await {
+            if let pb::server_frame::Frame::Presence(p) = e {
+                out.push(p);
+            }
+        }
+        out
     }
 
     /// Reads one frame into the buffers; false when the stream ended or `wait` passed.
@@ -72,6 +124,7 @@ impl Device {
                         self.results.insert(r.client_id.clone(), r);
                     }
                     Some(pb::server_frame::Frame::Message(m)) => self.messages.push_back(m),
+                    Some(other) => self.events.push_back(other),
                     None => {}
                 }
                 true

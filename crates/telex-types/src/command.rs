@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::records::{ArchivedMessage, Credentials, TokenRecord};
+use crate::roster::RosterItem;
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +58,22 @@ pub enum Command {
         device: String,
         position: u64,
     },
+    /// Stores `owner`'s roster item for `contact` (decided by `owner`'s actor).
+    RosterPut {
+        owner: UserJid,
+        contact: UserJid,
+        item: RosterItem,
+    },
+    RosterDelete {
+        owner: UserJid,
+        contact: UserJid,
+    },
+    /// Adds `jid` to (or removes it from) `owner`'s block list.
+    SetBlocked {
+        owner: UserJid,
+        jid: UserJid,
+        blocked: bool,
+    },
 }
 
 impl Command {
@@ -73,6 +90,9 @@ impl Command {
             Command::RevokeAllTokens { .. } => "revoke_all_tokens",
             Command::AppendArchive { .. } => "append_archive",
             Command::SetCursor { .. } => "set_cursor",
+            Command::RosterPut { .. } => "roster_put",
+            Command::RosterDelete { .. } => "roster_delete",
+            Command::SetBlocked { .. } => "set_blocked",
         }
     }
 }
