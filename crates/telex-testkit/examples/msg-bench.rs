@@ -1,0 +1,147 @@
+//! Durable 1:1 message throughput and latency of one telexd, driven open-loop over gRPC.
+//!
+//! Starts a release `telexd` (separate process), creates `--pairs` sender/receiver pairs, and
+//! sends at `--rate` messages/s in total on a fixed schedule. Ack latency is measured from the
+//! *intended* send time (so a slow server cannot hide it); delivery latency from the server's
+//! accept time to arrival at the receiving device.
+//!
+//!     cargo build --release --bins
+//!     cargo run --release -p telex-testkit --example msg-bench -- --rate 10000 --seconds 20
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use telex_proto::v1 as pb;
+use telex_proto::v1::admin_client::AdminClient;
+use telex_testkit::client::{authed, client, login, Device};
+use tokio_stream::wrappers::ReceiverStream;
+use telex_testkit::{data_dir, Telexd};
+use tokio::sync::Mutex;
+
+#[derive(Parser)]
+struct Args {
+    /// Total offered rate, messages per second.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    #[arg(long, default_value_t = 64)]
+    shards: u32,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", &args.shards.to_string()]);
+    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    for i in 0..args.pairs {
+        for side in ["s", "r"] {
+            let req = pb::AddUserRequest { jid: format!("{side}{i}@localhost"), password: "pw".into() };
+            admin.add_user(req).await?;
+        }
+    }
+    let url = node.client_url();
+    let ack_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let deliver_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let per_sender = args.rate as f64 / args.pairs as f64;
+    let interval = Duration::from_secs_f64(1.0 / per_sender);
+    let warmup = Duration::from_secs(3);
+    // Every session is open before the schedule starts.
+    let mut sessions = Vec::new();
+    for i in 0..args.pairs {
+        let rx = Device::open(&url, &login(&url, &format!("r{i}@localhost"), "pw", "bench").await).await?;
+        let token = login(&url, &format!("s{i}@localhost"), "pw", "bench").await;
+        let (up, up_rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(4096);
+        let down = client(&url).await.session(authed(ReceiverStream::new(up_rx), &token)).await?.into_inner();
+        sessions.push((rx, up, down));
+    }
+    let start = Instant::now() + Duration::from_millis(500);
+    let measure_from = start + warmup;
+    let end = measure_from + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for (i, (mut rx, up, mut down)) in sessions.into_iter().enumerate() {
+        let (deliver_hist, delivered) = (deliver_hist.clone(), delivered.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new(3).unwrap();
+            while let Some(m) = rx.message(Duration::from_secs(5)).await {
+                if Instant::now() >= measure_from && Instant::now() < end {
+                    local.record(now_ms().saturating_sub(m.sent_at_ms) * 1000).unwrap();
+                    delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                rx.ack(m.position).await;
+            }
+            deliver_hist.lock().await.add(local).unwrap();
+        }));
+        // Sender: the send schedule and the result reader run apart, so a slow result never
+        // delays the next send.
+        let ack_hist = ack_hist.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new(3).unwrap();
+            while let Ok(Some(f)) = down.message().await {
+                let Some(pb::server_frame::Frame::Sent(r)) = f.frame else { continue };
+                assert!(r.error.is_empty(), "{r:?}");
+                let intended_us: u64 = r.client_id.split(':').nth(1).unwrap().parse().unwrap();
+                let intended = start + Duration::from_micros(intended_us);
+                if intended >= measure_from && intended < end {
+                    local.record(intended.elapsed().as_micros() as u64).unwrap();
+                }
+                if Instant::now() > end + Duration::from_secs(10) {
+                    break;
+                }
+            }
+            ack_hist.lock().await.add(local).unwrap();
+        }));
+        let offset = interval.mul_f64(i as f64 / args.pairs as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            loop {
+                let at = offset + interval.mul_f64(n as f64);
+                if start + at >= end {
+                    break;
+                }
+                tokio::time::sleep_until((start + at).into()).await;
+                let send = pb::SendMessage {
+                    client_id: format!("{n}:{}", at.as_micros()),
+                    to: format!("r{i}@localhost"),
+                    body: "benchmark message body of modest size".into(),
+                };
+                if up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) }).await.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            // Keep the stream open until the results are in.
+            tokio::time::sleep_until((end + Duration::from_secs(3)).into()).await;
+            drop(up);
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let acks = ack_hist.lock().await;
+    let del = deliver_hist.lock().await;
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "| offered {}/s | acked {:.0}/s | ack p50 {:.2} ms | p99 {:.2} ms | p99.9 {:.2} ms | max {:.2} ms | delivered {:.0}/s | delivery p50 {:.1} ms | p99 {:.1} ms |",
+        args.rate,
+        acks.len() as f64 / args.seconds as f64,
+        ms(&acks, 0.5),
+        ms(&acks, 0.99),
+        ms(&acks, 0.999),
+        acks.max() as f64 / 1000.0,
+        delivered.load(std::sync::atomic::Ordering::Relaxed) as f64 / args.seconds as f64,
+        ms(&del, 0.5),
+        ms(&del, 0.99),
+    );
+    Ok(())
+}
