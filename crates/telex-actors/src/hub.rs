@@ -31,6 +31,14 @@ pub enum Outbound {
     SubscriptionRequest { from: UserJid },
 }
 
+/// One connected device, for administrators.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub user: UserJid,
+    pub device: String,
+    pub connected_at_ms: u64,
+}
+
 /// Identifies one attachment of a device (a reconnect gets a new one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(u64);
@@ -72,6 +80,11 @@ pub(crate) enum Cmd {
         from: UserJid,
         presence: Option<DevicePresence>,
     },
+    /// An administrator ends a device's session.
+    Kick {
+        device: String,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 pub(crate) struct Session {
@@ -89,6 +102,8 @@ pub struct Hub {
     actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
     /// Aggregated presence of every available user with an actor here (for probes).
     pub(crate) online: Arc<DashMap<UserJid, DevicePresence>>,
+    /// Every connected device of this node.
+    sessions: Arc<DashMap<(UserJid, String), SessionInfo>>,
     pub(crate) ledger: Arc<dyn Ledger>,
     limits: Limits,
 }
@@ -101,7 +116,13 @@ const TICK: Duration = Duration::from_secs(1);
 
 impl Hub {
     pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
-        Hub { actors: Arc::new(DashMap::new()), online: Arc::new(DashMap::new()), ledger, limits }
+        Hub {
+            actors: Arc::new(DashMap::new()),
+            online: Arc::new(DashMap::new()),
+            sessions: Arc::new(DashMap::new()),
+            ledger,
+            limits,
+        }
     }
 
     /// Number of users with a live actor.
@@ -182,6 +203,36 @@ impl Hub {
         if let Some(a) = actor {
             let _ = a.send(Cmd::Ack { device: device.to_string(), id, position }).await;
         }
+    }
+
+    /// Connected devices, of one user or of everyone, sorted.
+    pub fn sessions(&self, user: Option<&UserJid>) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> =
+            self.sessions.iter().filter(|e| user.is_none_or(|u| &e.key().0 == u)).map(|e| e.value().clone()).collect();
+        out.sort_by(|a, b| (&a.user, &a.device).cmp(&(&b.user, &b.device)));
+        out
+    }
+
+    /// Ends a device's session; false when it is not connected.
+    pub async fn kick(&self, user: &UserJid, device: &str) -> bool {
+        let Some(actor) = self.actors.get(user).map(|a| a.clone()) else { return false };
+        let (reply, answer) = oneshot::channel();
+        if actor.send(Cmd::Kick { device: device.to_string(), reply }).await.is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
+    pub(crate) fn session_started(&self, user: &UserJid, device: &str) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64);
+        let info = SessionInfo { user: user.clone(), device: device.to_string(), connected_at_ms: now.unwrap_or(0) };
+        self.sessions.insert((user.clone(), device.to_string()), info);
+        metrics::gauge!("telex_sessions_connected").set(self.sessions.len() as f64);
+    }
+
+    pub(crate) fn session_ended(&self, user: &UserJid, device: &str) {
+        self.sessions.remove(&(user.clone(), device.to_string()));
+        metrics::gauge!("telex_sessions_connected").set(self.sessions.len() as f64);
     }
 
     /// Runs a roster or block-list operation on the user's actor (started if needed).
@@ -305,6 +356,11 @@ impl UserActor {
                 }
             }
             Cmd::ContactPresence { from, presence } => self.contact_presence(from, presence),
+            Cmd::Kick { device, reply } => {
+                let present = self.sessions.contains_key(&device);
+                self.kill(&device, "disconnected by an administrator".into());
+                let _ = reply.send(present);
+            }
             Cmd::Appended => {
                 let devices: Vec<String> = self.sessions.keys().cloned().collect();
                 for d in devices {
@@ -336,6 +392,7 @@ impl UserActor {
             device.clone(),
             Session { id, stalled_since: None, cursor: DeviceCursor::attach(durable), tx, kill: Some(kill) },
         );
+        self.hub.session_started(&self.user, &device);
         self.pump(&device);
         Ok(id)
     }

@@ -16,7 +16,7 @@ pub mod presence;
 mod social;
 pub mod subscription;
 
-pub use hub::{Hub, Outbound, SessionId};
+pub use hub::{Hub, Outbound, SessionId, SessionInfo};
 pub use ledger::Ledger;
 pub use messaging::{HistoryQuery, Limits, Messaging, Sent};
 pub use social::{RosterOp, RosterReply};

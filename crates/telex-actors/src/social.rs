@@ -214,6 +214,7 @@ impl UserActor {
 
     /// A device left: its presence goes with it.
     pub(crate) fn device_gone(&mut self, device: &str) {
+        self.hub.session_ended(&self.user, device);
         if self.devices.remove(device).is_some() {
             self.presence_changed();
         }

@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
 use telex_accounts::Accounts;
+use telex_actors::Hub;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_server::Admin;
 use telex_types::records::{AccountRecord, TenantRecord};
+use telex_types::{TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
 use crate::status::to_status;
@@ -11,11 +13,12 @@ use crate::status::to_status;
 /// `telex.v1.Admin`, served on the admin listener only.
 pub struct AdminService {
     accounts: Arc<Accounts>,
+    hub: Hub,
 }
 
 impl AdminService {
-    pub fn new(accounts: Arc<Accounts>) -> Self {
-        AdminService { accounts }
+    pub fn new(accounts: Arc<Accounts>, hub: Hub) -> Self {
+        AdminService { accounts, hub }
     }
 }
 
@@ -87,6 +90,31 @@ impl Admin for AdminService {
     async fn revoke_tokens(&self, r: Request<pb::UserRef>) -> Reply<pb::RevokeTokensResponse> {
         let revoked = self.accounts.revoke_tokens(&r.into_inner().jid).await.map_err(to_status)?;
         Ok(Response::new(pb::RevokeTokensResponse { revoked }))
+    }
+
+    async fn list_sessions(&self, r: Request<pb::ListSessionsRequest>) -> Reply<pb::ListSessionsResponse> {
+        let jid = r.into_inner().jid;
+        let user = match jid.as_str() {
+            "" => None,
+            j => Some(UserJid::parse(j).map_err(to_status)?),
+        };
+        let sessions = self
+            .hub
+            .sessions(user.as_ref())
+            .into_iter()
+            .map(|s| pb::Session { jid: s.user.to_string(), device: s.device, connected_at_ms: s.connected_at_ms })
+            .collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn kick_session(&self, r: Request<pb::KickSessionRequest>) -> Reply<pb::KickSessionResponse> {
+        let r = r.into_inner();
+        let user = UserJid::parse(&r.jid).map_err(to_status)?;
+        if !self.hub.kick(&user, &r.device).await {
+            return Err(to_status(TelexError::not_found(format!("{user}/{} is not connected", r.device))));
+        }
+        tracing::info!(user = %user, device = %r.device, "session kicked");
+        Ok(Response::new(pb::KickSessionResponse {}))
     }
 
     async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusResponse> {

@@ -103,7 +103,10 @@ impl Client for ClientService {
         // the reason if the server ends the session.
         let (resp_tx, resp_rx) = mpsc::channel::<Result<pb::ServerFrame, Status>>(64);
         let writer = resp_tx.clone();
+        // Dropped when the writer stops, which ends the reader and with it the response.
+        let (writer_done, mut writer_stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
+            let _done = writer_done;
             let reason = loop {
                 tokio::select! {
                     o = out_rx.recv() => match o {
@@ -114,7 +117,8 @@ impl Client for ClientService {
                                 reason = &mut kill_rx => break reason.ok(),
                             }
                         }
-                        None => break None,
+                        // The actor let go of the session: ended by the server if it said why.
+                        None => break kill_rx.try_recv().ok(),
                     },
                     reason = &mut kill_rx => break reason.ok(),
                 }
@@ -134,6 +138,7 @@ impl Client for ClientService {
                 let next = tokio::select! {
                     f = inbound.message() => f,
                     _ = resp_tx.closed() => break,
+                    _ = &mut writer_stopped => break,
                 };
                 let Ok(Some(f)) = next else { break };
                 match f.frame {

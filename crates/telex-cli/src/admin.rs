@@ -166,6 +166,50 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
     Ok(())
 }
 
+#[derive(Subcommand, Debug)]
+pub enum SessionCmd {
+    /// List connected devices (of one user, or all).
+    List { jid: Option<String> },
+    /// Disconnect one device: JID/DEVICE.
+    Kick { target: String },
+}
+
+#[derive(Serialize)]
+struct SessionOut {
+    jid: String,
+    device: String,
+    connected_at_ms: u64,
+}
+
+pub async fn session(cli: &Cli, cmd: &SessionCmd) -> CliResult {
+    let mut c = client(cli).await?;
+    match cmd {
+        SessionCmd::List { jid } => {
+            let req = pb::ListSessionsRequest { jid: jid.clone().unwrap_or_default() };
+            let list = c.list_sessions(req).await.map_err(status_line)?.into_inner();
+            let out: Vec<SessionOut> = list
+                .sessions
+                .into_iter()
+                .map(|s| SessionOut { jid: s.jid, device: s.device, connected_at_ms: s.connected_at_ms })
+                .collect();
+            emit(cli.json, &out, || {
+                out.iter()
+                    .map(|s| format!("{:<48} connected {}", format!("{}/{}", s.jid, s.device), when(s.connected_at_ms)))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        SessionCmd::Kick { target } => {
+            let (jid, device) =
+                target.split_once('/').ok_or_else(|| format!("invalid argument: {target:?} is not JID/DEVICE"))?;
+            let req = pb::KickSessionRequest { jid: jid.to_string(), device: device.to_string() };
+            c.kick_session(req).await.map_err(status_line)?;
+            emit(cli.json, &serde_json::json!({ "kicked": target }), || format!("{target} disconnected"));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct GroupOut {
     group: u32,

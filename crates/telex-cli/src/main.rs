@@ -39,6 +39,9 @@ enum Command {
     User(admin::UserCmd),
     /// Show this node's Raft groups.
     Status,
+    /// Connected devices.
+    #[command(subcommand)]
+    Session(admin::SessionCmd),
     /// Log in and print a session token.
     Login(session::LoginArgs),
     /// Show who a session token belongs to.
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Tenant(cmd) => admin::tenant(&cli, cmd).await,
             Command::User(cmd) => admin::user(&cli, cmd).await,
             Command::Status => admin::status(&cli).await,
+            Command::Session(cmd) => admin::session(&cli, cmd).await,
             Command::Login(args) => session::login(&cli, args).await,
             Command::Whoami(args) => session::whoami(&cli, args).await,
             Command::Logout(args) => session::logout(&cli, args).await,

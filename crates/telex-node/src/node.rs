@@ -122,10 +122,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         stall_timeout: Duration::from_secs(l.stall_timeout_secs),
     };
     let messaging = Messaging::new(Arc::new(RaftLedger::new(groups.clone())), limits);
-    let client = ClientServer::new(ClientService::new(accounts.clone(), messaging));
+    let client = ClientServer::new(ClientService::new(accounts.clone(), messaging.clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
     tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
-    let admin = AdminServer::new(AdminService::new(accounts.clone()));
+    let admin = AdminServer::new(AdminService::new(accounts.clone(), messaging.hub().clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);
     tracker.spawn(serve_grpc("admin", grpc, admin_l, shutdown.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);

@@ -16,9 +16,9 @@ use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{authed, client, login, Device};
-use tokio_stream::wrappers::ReceiverStream;
 use telex_testkit::{data_dir, Telexd};
 use tokio::sync::Mutex;
+use tokio_stream::wrappers::ReceiverStream;
 
 #[derive(Parser)]
 struct Args {

@@ -211,3 +211,28 @@ async fn bad_sends_and_sessions_get_clear_errors() {
     // The same device reconnecting replaces its old session instead of counting twice.
     let _b2 = Device::open(&url, &login(&url, "alice@localhost", "pw", "two").await).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_and_kick_real_sessions() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "4"]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let mut phone = Device::open(&url, &login(&url, "bob@localhost", "pw", "phone").await).await.unwrap();
+    let _desk = Device::open(&url, &login(&url, "bob@localhost", "pw", "desk").await).await.unwrap();
+    let _alice = Device::open(&url, &login(&url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    let all = node.cli(&["--json", "session", "list"]).json();
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    let bobs = node.cli(&["session", "list", "bob@localhost"]).success();
+    assert!(bobs.contains("bob@localhost/desk") && bobs.contains("bob@localhost/phone"), "{bobs}");
+    assert!(!bobs.contains("alice"), "{bobs}");
+
+    node.cli(&["session", "kick", "bob@localhost/phone"]).success();
+    assert!(phone.message(Duration::from_secs(5)).await.is_none());
+    let status = phone.ended.clone().expect("stream ended");
+    assert!(status.message().contains("disconnected by an administrator"), "{status:?}");
+    let bobs = node.cli(&["--json", "session", "list", "bob@localhost"]).json();
+    assert_eq!(bobs.as_array().unwrap().len(), 1, "{bobs}");
+    node.cli(&["session", "kick", "bob@localhost/phone"]).failure("not found: bob@localhost/phone is not connected");
+    node.cli(&["session", "kick", "bob@localhost"]).failure("is not JID/DEVICE");
+}
