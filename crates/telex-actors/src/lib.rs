@@ -13,10 +13,11 @@ mod hub;
 mod ledger;
 mod messaging;
 pub mod presence;
+pub mod rate;
 mod social;
 pub mod subscription;
 
 pub use hub::{Hub, Outbound, SessionId, SessionInfo};
 pub use ledger::Ledger;
-pub use messaging::{HistoryQuery, Limits, Messaging, Sent};
+pub use messaging::{HistoryQuery, Limits, Messaging, Refused, Sent};
 pub use social::{RosterOp, RosterReply};

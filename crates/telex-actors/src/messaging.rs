@@ -2,11 +2,14 @@
 //! acknowledge and wake the actors of both users.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
 
 use telex_types::records::ArchivedMessage;
 use telex_types::{ErrorCode, TelexError, UserJid};
 
+use crate::rate::TokenBucket;
 use crate::{Hub, Ledger};
 
 /// Per-tenant limits (defaults until tenant policies exist).
@@ -18,6 +21,9 @@ pub struct Limits {
     pub delivery_window: u64,
     /// A device whose queue stays full this long (it is not reading) is disconnected.
     pub stall_timeout: std::time::Duration,
+    /// Messages a user may send per second on average, and at once.
+    pub sends_per_second: f64,
+    pub send_burst: f64,
 }
 
 impl Default for Limits {
@@ -27,6 +33,8 @@ impl Default for Limits {
             sessions_per_user: 10,
             delivery_window: 256,
             stall_timeout: std::time::Duration::from_secs(30),
+            sends_per_second: 100.0,
+            send_burst: 200.0,
         }
     }
 }
@@ -54,11 +62,27 @@ pub struct HistoryQuery {
     pub limit: usize,
 }
 
+/// Why a send was not stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub error: TelexError,
+    /// For rate limiting: when a retry can succeed.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<TelexError> for Refused {
+    fn from(error: TelexError) -> Self {
+        Refused { error, retry_after: None }
+    }
+}
+
 #[derive(Clone)]
 pub struct Messaging {
     ledger: Arc<dyn Ledger>,
     hub: Hub,
     limits: Limits,
+    /// Per-sender send budgets (one entry per user who sent since start).
+    buckets: Arc<DashMap<UserJid, TokenBucket>>,
 }
 
 /// The server id of a message: the same for every retry of the same (sender, client id).
@@ -70,7 +94,7 @@ pub fn server_id(from: &UserJid, client_id: &str) -> String {
 impl Messaging {
     pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
         let hub = Hub::new(ledger.clone(), limits.clone());
-        Messaging { ledger, hub, limits }
+        Messaging { ledger, hub, limits, buckets: Arc::new(DashMap::new()) }
     }
 
     pub fn hub(&self) -> &Hub {
@@ -80,6 +104,18 @@ impl Messaging {
     /// Stores a message from `from`/`device` to `to`. Returns once it is committed to both
     /// archives; a retry with the same `client_id` returns the first result.
     pub async fn send(
+        &self,
+        from: &UserJid,
+        device: &str,
+        to: &str,
+        client_id: &str,
+        body: &str,
+    ) -> Result<Sent, Refused> {
+        self.take_token(from)?;
+        Ok(self.store(from, device, to, client_id, body).await?)
+    }
+
+    async fn store(
         &self,
         from: &UserJid,
         device: &str,
@@ -133,6 +169,28 @@ impl Messaging {
         self.hub.notify(&to);
         self.hub.notify(from);
         Ok(Sent { server_id, position, recipient_position })
+    }
+
+    fn take_token(&self, from: &UserJid) -> Result<(), Refused> {
+        let now = Instant::now();
+        let mut bucket = self
+            .buckets
+            .entry(from.clone())
+            .or_insert_with(|| TokenBucket::new(self.limits.sends_per_second, self.limits.send_burst, now));
+        bucket.take(now).map_err(|wait| {
+            metrics::counter!("telex_messages_rate_limited_total").increment(1);
+            let ms = wait.as_millis().max(1) as u64;
+            Refused {
+                error: TelexError::new(
+                    ErrorCode::ResourceExhausted,
+                    format!(
+                        "send rate limit of {} messages/s exceeded; retry after {ms} ms",
+                        self.limits.sends_per_second
+                    ),
+                ),
+                retry_after: Some(Duration::from_millis(ms)),
+            }
+        })
     }
 
     /// A page of `owner`'s archive, in archive order.

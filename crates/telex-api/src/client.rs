@@ -282,7 +282,7 @@ fn block_list(reply: RosterReply) -> pb::BlockList {
     }
 }
 
-fn send_result(client_id: String, result: Result<telex_actors::Sent, TelexError>) -> pb::SendResult {
+fn send_result(client_id: String, result: Result<telex_actors::Sent, telex_actors::Refused>) -> pb::SendResult {
     match result {
         Ok(s) => pb::SendResult {
             client_id,
@@ -291,11 +291,12 @@ fn send_result(client_id: String, result: Result<telex_actors::Sent, TelexError>
             recipient_position: s.recipient_position,
             ..Default::default()
         },
-        Err(e) => pb::SendResult {
+        Err(r) => pb::SendResult {
             client_id,
-            error_code: e.code.as_str().to_string(),
-            retryable: e.code.retryable(),
-            error: e.message,
+            error_code: r.error.code.as_str().to_string(),
+            retryable: r.error.code.retryable(),
+            error: r.error.message,
+            retry_after_ms: r.retry_after.map(|d| d.as_millis() as u64).unwrap_or(0),
             ..Default::default()
         },
     }

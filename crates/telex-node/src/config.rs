@@ -74,11 +74,21 @@ pub struct Limits {
     pub delivery_window: u64,
     /// A device that stops reading for this long is disconnected (it catches up on reconnect).
     pub stall_timeout_secs: u64,
+    /// Messages one user may send per second on average, and in a burst.
+    pub sends_per_second: u32,
+    pub send_burst: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_bytes: 64 * 1024, sessions_per_user: 10, delivery_window: 256, stall_timeout_secs: 30 }
+        Limits {
+            max_message_bytes: 64 * 1024,
+            sessions_per_user: 10,
+            delivery_window: 256,
+            stall_timeout_secs: 30,
+            sends_per_second: 100,
+            send_burst: 200,
+        }
     }
 }
 
@@ -197,6 +207,9 @@ impl Config {
         }
         if l.delivery_window == 0 {
             return Err("limits.delivery_window: must be at least 1".into());
+        }
+        if l.sends_per_second == 0 || l.send_burst == 0 {
+            return Err("limits.sends_per_second and limits.send_burst: must be at least 1".into());
         }
         if l.stall_timeout_secs == 0 {
             return Err("limits.stall_timeout_secs: must be at least 1".into());

@@ -120,6 +120,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         sessions_per_user: l.sessions_per_user,
         delivery_window: l.delivery_window,
         stall_timeout: Duration::from_secs(l.stall_timeout_secs),
+        sends_per_second: f64::from(l.sends_per_second),
+        send_burst: f64::from(l.send_burst),
     };
     let messaging = Messaging::new(Arc::new(RaftLedger::new(groups.clone())), limits);
     let client = ClientServer::new(ClientService::new(accounts.clone(), messaging.clone()));

@@ -147,7 +147,11 @@ async fn offline_messages_survive_kill_9_and_arrive_in_order_once() {
 async fn a_device_that_stops_reading_is_cut_off_and_catches_up_later() {
     let (tmp, dir) = data_dir();
     let config = tmp.path().join("telex.toml");
-    std::fs::write(&config, "[raft]\nshards = 4\n[limits]\nstall_timeout_secs = 1\n").unwrap();
+    std::fs::write(
+        &config,
+        "[raft]\nshards = 4\n[limits]\nstall_timeout_secs = 1\nsends_per_second = 100000\nsend_burst = 100000\n",
+    )
+    .unwrap();
     let node = Telexd::start(&dir, &["--config", config.to_str().unwrap()]);
     users(&node, &["alice", "bob"]);
     let url = node.client_url();
@@ -235,4 +239,36 @@ async fn admins_see_and_kick_real_sessions() {
     assert_eq!(bobs.as_array().unwrap().len(), 1, "{bobs}");
     node.cli(&["session", "kick", "bob@localhost/phone"]).failure("not found: bob@localhost/phone is not connected");
     node.cli(&["session", "kick", "bob@localhost"]).failure("is not JID/DEVICE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_over_their_rate_are_told_when_to_retry() {
+    let (tmp, dir) = data_dir();
+    let config = tmp.path().join("telex.toml");
+    std::fs::write(&config, "[raft]\nshards = 4\n[limits]\nsends_per_second = 2\nsend_burst = 3\n").unwrap();
+    let node = Telexd::start(&dir, &["--config", config.to_str().unwrap()]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let mut alice = Device::open(&url, &login(&url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    for i in 0..4 {
+        alice.send("bob@localhost", &format!("r{i}"), "quick").await;
+    }
+    // Sends of one session are committed concurrently, so which one is refused may vary.
+    let mut refused = Vec::new();
+    for i in 0..4 {
+        let r = alice.result(&format!("r{i}")).await;
+        if !r.error.is_empty() {
+            refused.push(r);
+        }
+    }
+    assert_eq!(refused.len(), 1, "three fit the burst: {refused:?}");
+    let r = refused.pop().unwrap();
+    assert_eq!(r.error_code, "resource_exhausted", "{r:?}");
+    assert!(r.retryable && r.retry_after_ms > 0 && r.retry_after_ms <= 500, "{r:?}");
+    assert!(r.error.contains("retry after"), "{r:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(r.retry_after_ms + 20)).await;
+    alice.send("bob@localhost", &r.client_id, "quick").await;
+    assert!(alice.result(&r.client_id).await.error.is_empty(), "the retry succeeds");
+    let bob_history = node.cli(&["--json", "history", "--user", "bob@localhost", "--password", "pw"]).success();
+    assert_eq!(bob_history.lines().count(), 4);
 }
