@@ -215,3 +215,83 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> CliResult {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    auth: AuthArgs,
+}
+
+const CHAT_HELP: &str = "type `jid: text` to send, `/presence SHOW [status]` to set presence, `/quit` to leave";
+
+/// Interactive chat: lines from stdin are sent, messages and presence are printed as they come.
+pub async fn chat(cli: &Cli, args: &ChatArgs) -> CliResult {
+    use tokio::io::AsyncBufReadExt;
+    let mut s = open(cli, &args.auth).await?;
+    let up = s.up.clone();
+    let available = pb::SetPresence { show: "available".into(), status: String::new(), priority: 0 };
+    up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(available)) })
+        .await
+        .map_err(|_| "the session closed")?;
+    eprintln!("{CHAT_HELP}");
+    let (lines_tx, mut lines) = mpsc::channel::<String>(16);
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = stdin.next_line().await {
+            if lines_tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                if line == "/quit" {
+                    break;
+                }
+                let frame = if let Some(rest) = line.strip_prefix("/presence ") {
+                    let (show, status) = rest.split_once(' ').unwrap_or((rest, ""));
+                    pb::client_frame::Frame::Presence(pb::SetPresence { show: show.into(), status: status.into(), priority: 0 })
+                } else if let Some((to, text)) = line.split_once(':') {
+                    n += 1;
+                    pb::client_frame::Frame::Send(pb::SendMessage {
+                        client_id: format!("{}-{n}", fresh_client_id()),
+                        to: to.trim().into(),
+                        body: text.trim().into(),
+                    })
+                } else {
+                    eprintln!("? {CHAT_HELP}");
+                    continue;
+                };
+                up.send(pb::ClientFrame { frame: Some(frame) }).await.map_err(|_| "the session closed")?;
+            }
+            frame = s.down.message() => {
+                let Some(frame) = frame.map_err(status_line)? else { break };
+                match frame.frame {
+                    Some(pb::server_frame::Frame::Message(m)) => {
+                        let position = m.position;
+                        println!("{}", message_line(&MessageOut::from(m)));
+                        let ack = pb::ClientFrame { frame: Some(pb::client_frame::Frame::Ack(pb::Ack { position })) };
+                        up.send(ack).await.map_err(|_| "the session closed")?;
+                    }
+                    Some(pb::server_frame::Frame::Sent(r)) if !r.error_code.is_empty() => {
+                        println!("! not sent: {}: {}", r.error_code.replace('_', " "), r.error);
+                    }
+                    Some(pb::server_frame::Frame::Presence(p)) if p.status.is_empty() => println!("* {} is {}", p.from, p.show),
+                    Some(pb::server_frame::Frame::Presence(p)) => println!("* {} is {}: {}", p.from, p.show, p.status),
+                    Some(pb::server_frame::Frame::SubscriptionRequest(r)) => {
+                        println!("* {} wants to see your presence (telex roster approve|deny {})", r.from, r.from);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -54,6 +54,8 @@ enum Command {
     Listen(chat::ListenArgs),
     /// Page through your archive.
     History(chat::HistoryArgs),
+    /// Interactive chat: type `bob@localhost: hi`; see messages and presence as they come.
+    Chat(chat::ChatArgs),
     /// Your contacts and presence subscriptions.
     #[command(subcommand)]
     Roster(social::RosterCmd),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
             Command::Send(args) => chat::send(&cli, args).await,
             Command::Listen(args) => chat::listen(&cli, args).await,
             Command::History(args) => chat::history(&cli, args).await,
+            Command::Chat(args) => chat::chat(&cli, args).await,
             Command::Roster(cmd) => social::roster(&cli, cmd).await,
             Command::Block { auth, jid } => social::block(&cli, auth, Some(jid), true).await,
             Command::Unblock { auth, jid } => social::block(&cli, auth, Some(jid), false).await,
@@ -103,6 +106,8 @@ fn main() -> ExitCode {
             Command::Presence(cmd) => social::presence(&cli, cmd).await,
         }
     });
+    // Do not wait for a blocked stdin read (`telex chat`) before exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(reason) => {

@@ -272,3 +272,33 @@ async fn senders_over_their_rate_are_told_when_to_retry() {
     let bob_history = node.cli(&["--json", "history", "--user", "bob@localhost", "--password", "pw"]).success();
     assert_eq!(bob_history.lines().count(), 4);
 }
+
+#[test]
+fn interactive_chat_sends_lines_and_prints_messages() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "4"]);
+    users(&node, &["alice", "bob"]);
+    let mut chat = Command::new(telex_testkit::bin("telex"))
+        .args(["--server", &node.addrs.client.to_string(), "chat", "--user", "alice@localhost", "--password", "pw"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = chat.stdin.take().unwrap();
+    writeln!(stdin, "bob@localhost: hello from the terminal").unwrap();
+    let got = node
+        .cli(&["listen", "--user", "bob@localhost", "--password", "pw", "--count", "1", "--timeout", "10"])
+        .success();
+    assert!(got.contains("alice@localhost -> bob@localhost: hello from the terminal"), "{got}");
+    node.cli(&["send", "--user", "bob@localhost", "--password", "pw", "alice@localhost", "hello back"]).success();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    writeln!(stdin, "/quit").unwrap();
+    drop(stdin);
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("bob@localhost -> alice@localhost: hello back"), "{printed}");
+}
