@@ -302,3 +302,51 @@ fn interactive_chat_sends_lines_and_prints_messages() {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("bob@localhost -> alice@localhost: hello back"), "{printed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_pages_forwards_backwards_and_by_peer() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "4"]);
+    users(&node, &["alice", "bob", "carol"]);
+    let url = node.client_url();
+    let mut alice = Device::open(&url, &login(&url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    for i in 0..30 {
+        let to = if i % 3 == 0 { "carol@localhost" } else { "bob@localhost" };
+        alice.send(to, &format!("p{i}"), &format!("m{i}")).await;
+        assert!(alice.result(&format!("p{i}")).await.error.is_empty());
+    }
+    let token = login(&url, "alice@localhost", "pw", "reader").await;
+    let page = |q: HistoryRequest| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let r = client(&url).await.history(authed(q, &token)).await.unwrap().into_inner();
+            r.messages.iter().map(|m| (m.position, m.body.clone())).collect::<Vec<_>>()
+        }
+    };
+    // Forwards in pages of 10, in archive order, no gaps or repeats.
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let p = page(HistoryRequest { after, limit: 10, ..Default::default() }).await;
+        if p.is_empty() {
+            break;
+        }
+        after = p.last().unwrap().0;
+        all.extend(p);
+    }
+    assert_eq!(all.iter().map(|(pos, _)| *pos).collect::<Vec<_>>(), (1..=30).collect::<Vec<_>>());
+    // The newest page before a position.
+    let p = page(HistoryRequest { before: 21, limit: 5, ..Default::default() }).await;
+    assert_eq!(p.iter().map(|(pos, _)| *pos).collect::<Vec<_>>(), vec![16, 17, 18, 19, 20]);
+    // Only the conversation with Carol, newest first page then older.
+    let with = || "carol@localhost".to_string();
+    let p = page(HistoryRequest { with: with(), before: u64::MAX, limit: 4, ..Default::default() }).await;
+    assert_eq!(p.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(), ["m18", "m21", "m24", "m27"]);
+    let older = page(HistoryRequest { with: with(), before: p[0].0, limit: 4, ..Default::default() }).await;
+    assert_eq!(older.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(), ["m6", "m9", "m12", "m15"]);
+    // Bob's archive holds only what was sent to him.
+    let bob = login(&url, "bob@localhost", "pw", "reader").await;
+    let r =
+        client(&url).await.history(authed(HistoryRequest { limit: 500, ..Default::default() }, &bob)).await.unwrap();
+    assert_eq!(r.into_inner().messages.len(), 20);
+}
