@@ -67,34 +67,9 @@ async fn a_retry_with_the_same_client_id_stores_one_copy() {
     let (_tmp, dir) = data_dir();
     let node = Telexd::start(&dir, &["--shards", "8"]);
     users(&node, &["alice", "bob"]);
-    let first = node
-        .cli(&[
-            "--json",
-            "send",
-            "--user",
-            "alice@localhost",
-            "--password",
-            "pw",
-            "--client-id",
-            "c-7",
-            "bob@localhost",
-            "once",
-        ])
-        .json();
-    let again = node
-        .cli(&[
-            "--json",
-            "send",
-            "--user",
-            "alice@localhost",
-            "--password",
-            "pw",
-            "--client-id",
-            "c-7",
-            "bob@localhost",
-            "once",
-        ])
-        .json();
+    let send = ["--json", "send", "--user", "alice@localhost", "--password", "pw", "--client-id", "c-7"];
+    let send_once = || node.cli(&[&send[..], &["bob@localhost", "once"]].concat()).json();
+    let (first, again) = (send_once(), send_once());
     assert_eq!(first, again, "same server id and positions");
     let history = node.cli(&["--json", "history", "--user", "bob@localhost", "--password", "pw"]).success();
     assert_eq!(history.lines().count(), 1, "{history}");
