@@ -422,6 +422,13 @@ impl UserActor {
                 return;
             }
             for (position, message) in entries {
+                // The device that sent a message has it already: when nothing before it is
+                // outstanding, count it as received instead of sending it back.
+                if s.cursor.acked() + 1 == position && message.from == self.user && message.from_device == device {
+                    s.cursor.mark_sent(position);
+                    s.cursor.ack(position).expect("marked sent just above");
+                    continue;
+                }
                 match s.tx.try_send(Outbound::Message { position, message }) {
                     Ok(()) => {
                         s.cursor.mark_sent(position);
@@ -450,6 +457,8 @@ impl UserActor {
                 }
             }
         }
+        let cursor = s.cursor.clone();
+        self.persist(device, &cursor, false);
     }
 
     fn kill(&mut self, device: &str, reason: String) {
