@@ -5,8 +5,9 @@ set -euo pipefail
 need=()
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
-# rocksdb's bindings are generated with libclang.
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# rocksdb's bindings are generated with libclang; the -dev package brings the unversioned
+# library and clang's headers, which a runtime-only libclang lacks.
+if ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
   need+=(libclang-dev)
 fi
 
