@@ -112,40 +112,7 @@ impl Messaging {
         body: &str,
     ) -> Result<Sent, Refused> {
         self.take_token(from)?;
-        Ok(self.store(from, device, to, client_id, body).await?)
-    }
-
-    async fn store(
-        &self,
-        from: &UserJid,
-        device: &str,
-        to: &str,
-        client_id: &str,
-        body: &str,
-    ) -> Result<Sent, TelexError> {
-        let to = UserJid::parse(to)?;
-        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
-            return Err(TelexError::invalid(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")));
-        }
-        if body.len() > self.limits.max_body_bytes {
-            return Err(TelexError::invalid(format!(
-                "message body is {} bytes; the limit is {} bytes",
-                body.len(),
-                self.limits.max_body_bytes
-            )));
-        }
-        if !self.ledger.user_exists(&to)? {
-            return Err(TelexError::not_found(format!("no such user {to}")));
-        }
-        if self.ledger.is_blocked(from, &to)? {
-            return Err(TelexError::new(
-                ErrorCode::PermissionDenied,
-                format!("you have blocked {to}; unblock to send"),
-            ));
-        }
-        if self.ledger.is_blocked(&to, from)? {
-            return Err(TelexError::new(ErrorCode::PermissionDenied, format!("{to} does not accept your messages")));
-        }
+        let to = self.check(from, to, client_id, body)?;
         let message = ArchivedMessage {
             server_id: server_id(from, client_id),
             from: from.clone(),
@@ -169,6 +136,34 @@ impl Messaging {
         self.hub.notify(&to);
         self.hub.notify(from);
         Ok(Sent { server_id, position, recipient_position })
+    }
+
+    /// The recipient, once the send is known to be acceptable.
+    fn check(&self, from: &UserJid, to: &str, client_id: &str, body: &str) -> Result<UserJid, TelexError> {
+        let to = UserJid::parse(to)?;
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
+            return Err(TelexError::invalid(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")));
+        }
+        if body.len() > self.limits.max_body_bytes {
+            return Err(TelexError::invalid(format!(
+                "message body is {} bytes; the limit is {} bytes",
+                body.len(),
+                self.limits.max_body_bytes
+            )));
+        }
+        if !self.ledger.user_exists(&to)? {
+            return Err(TelexError::not_found(format!("no such user {to}")));
+        }
+        if self.ledger.is_blocked(from, &to)? {
+            return Err(TelexError::new(
+                ErrorCode::PermissionDenied,
+                format!("you have blocked {to}; unblock to send"),
+            ));
+        }
+        if self.ledger.is_blocked(&to, from)? {
+            return Err(TelexError::new(ErrorCode::PermissionDenied, format!("{to} does not accept your messages")));
+        }
+        Ok(to)
     }
 
     fn take_token(&self, from: &UserJid) -> Result<(), Refused> {
