@@ -12,6 +12,8 @@ pub trait Ledger: Send + Sync + 'static {
     fn set_cursor(&self, owner: UserJid, device: String, position: u64) -> BoxFuture<'_, Result<(), TelexError>>;
     /// The last position of `owner`'s archive.
     fn head(&self, owner: &UserJid) -> Result<u64, TelexError>;
+    /// The position of the message with `server_id` in `owner`'s archive.
+    fn position_of(&self, owner: &UserJid, server_id: &str) -> Result<Option<u64>, TelexError>;
     /// A device's durable cursor.
     fn cursor(&self, owner: &UserJid, device: &str) -> Result<u64, TelexError>;
     /// Archive entries with positions in `from..=to`, at most `limit`, in order.

@@ -51,16 +51,27 @@ pub struct Sent {
     pub recipient_position: u64,
 }
 
-/// A page request over one user's archive.
+/// A page request over one user's archive. Bounds combine: the page holds messages after every
+/// lower bound and before every upper bound.
 #[derive(Clone, Debug, Default)]
 pub struct HistoryQuery {
     pub with: Option<UserJid>,
     /// Strictly after this position.
     pub after: u64,
-    /// Strictly before this position (0: unbounded). With `after == 0`, the newest page.
+    /// Strictly before this position (0: unbounded). With no lower bound, the newest page.
     pub before: u64,
+    /// Strictly after / before the message with this server id.
+    pub after_id: Option<String>,
+    pub before_id: Option<String>,
+    /// Sent at or after `start_ms`, and before `end_ms` (Unix milliseconds).
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
     pub limit: usize,
 }
+
+/// How far send times may run out of archive order (senders' clocks and commit order differ),
+/// so a time bound is turned into positions with this much slack and then filtered exactly.
+const CLOCK_SLACK_MS: u64 = 60_000;
 
 /// Why a send was not stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,16 +206,23 @@ impl Messaging {
             n => n.min(MAX_PAGE),
         };
         let head = self.ledger.head(owner)?;
-        let last = if q.before == 0 { head } else { head.min(q.before.saturating_sub(1)) };
-        let first = q.after + 1;
+        let (after, before) = self.position_bounds(owner, q, head)?;
+        let last = if before == 0 { head } else { head.min(before.saturating_sub(1)) };
+        let first = after + 1;
         if first > last {
             return Ok(Vec::new());
         }
-        let keep = |m: &ArchivedMessage| q.with.as_ref().is_none_or(|w| &m.from == w || &m.to == w);
+        let keep = |m: &ArchivedMessage| {
+            q.with.as_ref().is_none_or(|w| &m.from == w || &m.to == w)
+                && q.start_ms.is_none_or(|t| m.sent_at >= t)
+                && q.end_ms.is_none_or(|t| m.sent_at < t)
+        };
         let chunk = (limit * 4).max(256) as u64;
         let mut out = Vec::new();
-        if q.before != 0 && q.after == 0 {
-            // The newest page before `before`: walk backwards in chunks.
+        let lower_bound = q.after != 0 || q.after_id.is_some() || q.start_ms.is_some();
+        let newest_first = !lower_bound && (q.before != 0 || q.before_id.is_some());
+        if newest_first {
+            // The newest page below the upper bound: walk backwards in chunks.
             let mut end = last;
             while end >= first && out.len() < limit {
                 let start = end.saturating_sub(chunk - 1).max(first);
@@ -231,6 +249,52 @@ impl Messaging {
             }
         }
         Ok(out)
+    }
+
+    /// The query's bounds as positions: (strictly after, strictly before or 0 for none).
+    fn position_bounds(&self, owner: &UserJid, q: &HistoryQuery, head: u64) -> Result<(u64, u64), TelexError> {
+        let by_id = |id: &str| {
+            self.ledger
+                .position_of(owner, id)?
+                .ok_or_else(|| TelexError::not_found(format!("no message {id} in the archive of {owner}")))
+        };
+        let mut after = q.after;
+        let mut before = q.before;
+        let mut lower = |p: u64| after = after.max(p);
+        if let Some(id) = &q.after_id {
+            lower(by_id(id)?);
+        }
+        if let Some(t) = q.start_ms {
+            // Everything before the first entry sent at or after `t - slack` is too old.
+            lower(self.first_sent_at_or_after(owner, t.saturating_sub(CLOCK_SLACK_MS), head)? - 1);
+        }
+        let mut upper = |p: u64| before = if before == 0 { p } else { before.min(p) };
+        if let Some(id) = &q.before_id {
+            upper(by_id(id)?);
+        }
+        if let Some(t) = q.end_ms {
+            let p = self.first_sent_at_or_after(owner, t.saturating_add(CLOCK_SLACK_MS), head)?;
+            if p <= head {
+                upper(p);
+            }
+        }
+        Ok((after, before))
+    }
+
+    /// The first position whose send time is at least `t` (head + 1 when none), by binary search:
+    /// send times rise with positions up to the clock slack.
+    fn first_sent_at_or_after(&self, owner: &UserJid, t: u64, head: u64) -> Result<u64, TelexError> {
+        let (mut lo, mut hi) = (1, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let sent_at = self.ledger.range(owner, mid, mid, 1)?.first().map_or(u64::MAX, |(_, m)| m.sent_at);
+            if sent_at >= t {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Ok(lo)
     }
 }
 

@@ -213,7 +213,18 @@ impl Client for ClientService {
             "" => None,
             w => Some(UserJid::parse(w).map_err(to_status)?),
         };
-        let query = HistoryQuery { with, after: q.after, before: q.before, limit: q.limit as usize };
+        let id = |s: String| (!s.is_empty()).then_some(s);
+        let time = |t: u64| (t != 0).then_some(t);
+        let query = HistoryQuery {
+            with,
+            after: q.after,
+            before: q.before,
+            after_id: id(q.after_id),
+            before_id: id(q.before_id),
+            start_ms: time(q.start_ms),
+            end_ms: time(q.end_ms),
+            limit: q.limit as usize,
+        };
         let page = self.messaging.history(&p.jid, &query).map_err(to_status)?;
         Ok(Response::new(pb::HistoryResponse { messages: page.into_iter().map(|(pos, m)| message(pos, m)).collect() }))
     }

@@ -74,14 +74,50 @@ pub struct HistoryArgs {
     /// Only messages exchanged with this JID.
     #[arg(long)]
     with: Option<String>,
-    /// Only positions after this one.
-    #[arg(long, default_value_t = 0)]
-    after: u64,
-    /// Only positions before this one (alone: the newest page).
-    #[arg(long, default_value_t = 0)]
-    before: u64,
+    /// Only messages after this one: a server id, or an archive position.
+    #[arg(long, value_name = "ID")]
+    after: Option<Anchor>,
+    /// Only messages before this one (alone: the newest page).
+    #[arg(long, value_name = "ID")]
+    before: Option<Anchor>,
+    /// Only messages sent at or after TIME: RFC 3339 (2026-11-25T09:00:00Z) or an age (2h, 30m).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    since: Option<u64>,
+    /// Only messages sent before TIME.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<u64>,
     #[arg(long, default_value_t = 50)]
     limit: u32,
+}
+
+/// A message named by its server id (32 hex digits) or its archive position.
+#[derive(Clone, Debug)]
+enum Anchor {
+    Id(String),
+    Position(u64),
+}
+
+impl std::str::FromStr for Anchor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(Anchor::Id(s.to_ascii_lowercase()));
+        }
+        s.parse().map(Anchor::Position).map_err(|_| format!("{s:?} is neither a server id (32 hex digits) nor a position"))
+    }
+}
+
+/// Unix milliseconds of an RFC 3339 time or of `now - age`.
+fn parse_time(s: &str) -> Result<u64, String> {
+    let at = match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => t,
+        Err(_) => {
+            let age = humantime::parse_duration(s)
+                .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor an age like 2h"))?;
+            std::time::SystemTime::now() - age
+        }
+    };
+    at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).map_err(|_| format!("{s} is before 1970"))
 }
 
 #[derive(Serialize)]
@@ -198,12 +234,23 @@ pub async fn listen(cli: &Cli, args: &ListenArgs) -> CliResult {
 pub async fn history(cli: &Cli, args: &HistoryArgs) -> CliResult {
     let mut client = ClientClient::new(connect(&cli.server).await?);
     let token = args.auth.token(&mut client).await?;
-    let req = pb::HistoryRequest {
+    let mut req = pb::HistoryRequest {
         with: args.with.clone().unwrap_or_default(),
-        after: args.after,
-        before: args.before,
+        start_ms: args.since.unwrap_or(0),
+        end_ms: args.until.unwrap_or(0),
         limit: args.limit,
+        ..Default::default()
     };
+    match args.after.clone() {
+        Some(Anchor::Id(id)) => req.after_id = id,
+        Some(Anchor::Position(p)) => req.after = p,
+        None => {}
+    }
+    match args.before.clone() {
+        Some(Anchor::Id(id)) => req.before_id = id,
+        Some(Anchor::Position(p)) => req.before = p,
+        None => {}
+    }
     let page = client.history(authed(req, &token)?).await.map_err(status_line)?.into_inner();
     let out: Vec<MessageOut> = page.messages.into_iter().map(MessageOut::from).collect();
     if cli.json {

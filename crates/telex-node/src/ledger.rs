@@ -39,6 +39,10 @@ impl Ledger for RaftLedger {
         reads::archive_head(self.groups.store(), self.groups.shard_of(owner), owner)
     }
 
+    fn position_of(&self, owner: &UserJid, server_id: &str) -> Result<Option<u64>, TelexError> {
+        reads::archive_position(self.groups.store(), self.groups.shard_of(owner), owner, server_id)
+    }
+
     fn cursor(&self, owner: &UserJid, device: &str) -> Result<u64, TelexError> {
         reads::cursor(self.groups.store(), self.groups.shard_of(owner), owner, device)
     }

@@ -141,6 +141,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             txn.put(schema::archive_entry(&owner, position), encode(&message));
             txn.put(head_key, position.to_be_bytes().to_vec());
             txn.put(dedup, position.to_be_bytes().to_vec());
+            txn.put(schema::archive_id(&owner, &message.server_id), position.to_be_bytes().to_vec());
             Ok(Response::Appended { position, duplicate: false })
         }
         Command::RosterPut { owner, contact, item } => {
@@ -174,6 +175,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             }
             Ok(Response::Changed(u64::from(position > old)))
         }
+        Command::Batch(cmds) => cmds.into_iter().map(|c| apply(c, txn)).collect::<Result<_, _>>().map(Response::Batch),
     }
 }
 
@@ -329,6 +331,22 @@ mod tests {
         assert_eq!(set(&mut m, 5), Response::Changed(1));
         assert_eq!(set(&mut m, 3), Response::Changed(0));
         assert_eq!(m.0.get(&schema::cursor(&bob, "phone")).unwrap(), &5u64.to_be_bytes().to_vec());
+    }
+
+    #[test]
+    fn batched_commands_answer_in_order_and_see_each_other() {
+        let mut m = Mem::default();
+        let alice = UserJid::parse("alice@x.example").unwrap();
+        let bob = UserJid::parse("bob@x.example").unwrap();
+        let append = |c: &str| Command::AppendArchive { owner: bob.clone(), message: msg(&alice, &bob, c) };
+        let r = m.run(Command::Batch(vec![append("c1"), append("c2"), append("c1"), Command::RemoveAccount {
+            jid: alice.clone(),
+        }]));
+        let Response::Batch(rs) = r else { panic!("not a batch response: {r:?}") };
+        assert_eq!(rs[0], Response::Appended { position: 1, duplicate: false });
+        assert_eq!(rs[1], Response::Appended { position: 2, duplicate: false });
+        assert_eq!(rs[2], Response::Appended { position: 1, duplicate: true });
+        assert_eq!(code(rs[3].clone()), Some(ErrorCode::NotFound), "a refusal inside a batch stays its own");
     }
 
     #[test]

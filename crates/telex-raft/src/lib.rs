@@ -15,6 +15,7 @@ pub mod apply;
 mod codec;
 mod log_store;
 pub mod network;
+mod proposer;
 pub mod reads;
 mod registry;
 pub mod schema;

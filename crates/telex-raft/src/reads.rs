@@ -66,6 +66,14 @@ pub fn cursor(store: &Store, group: GroupId, jid: &UserJid, device: &str) -> Res
     counter(store, group, &schema::cursor(jid, device))
 }
 
+/// Where the message with `server_id` is in a user's archive.
+pub fn archive_position(store: &Store, group: GroupId, jid: &UserJid, server_id: &str) -> Result<Option<u64>, TelexError> {
+    match counter(store, group, &schema::archive_id(jid, server_id))? {
+        0 => Ok(None),
+        p => Ok(Some(p)),
+    }
+}
+
 fn counter(store: &Store, group: GroupId, key: &[u8]) -> Result<u64, TelexError> {
     match store.get(Cf::State, &group_key(group, key)).map_err(|e| TelexError::internal(e.to_string()))? {
         Some(b) => {

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_store::Store;
+use tokio::sync::{mpsc, oneshot};
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
 
 use crate::network::NetworkFactory;
+use crate::proposer::{self, Proposal};
 use crate::types::{NodeId, Raft};
 use crate::{LogStore, StateMachine};
 
@@ -44,7 +45,7 @@ impl Default for GroupsConfig {
 }
 
 /// Why a write was not applied. Every variant maps to a retryable `Unavailable` except `Fatal`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("group {group} is led by another node ({leader:?}); retry there")]
     NotLeader { group: GroupId, leader: Option<NodeId> },
@@ -81,6 +82,8 @@ pub struct Groups {
     store: Arc<Store>,
     /// Indexed by group id: 0 is meta, 1..=S are shards.
     rafts: Vec<Raft>,
+    /// Each group's proposer queue, indexed like `rafts`.
+    proposers: Vec<mpsc::Sender<Proposal>>,
 }
 
 impl Groups {
@@ -113,7 +116,12 @@ impl Groups {
             .map_err(|e| TelexError::internal(format!("starting raft group {group}: {e}")))?;
             rafts.push(raft);
         }
-        Ok(Arc::new(Groups { config, store, rafts }))
+        let proposers = rafts
+            .iter()
+            .enumerate()
+            .map(|(group, raft)| proposer::spawn(group as GroupId, raft.clone(), config.write_timeout))
+            .collect();
+        Ok(Arc::new(Groups { config, store, rafts, proposers }))
     }
 
     /// Makes this node the single voter of every group that has no membership yet. Idempotent:
@@ -153,22 +161,25 @@ impl Groups {
     }
 
     /// Proposes `cmd` to `group` and waits until it is committed (durable on a majority) and
-    /// applied here.
+    /// applied here. Concurrent writes to one group share log entries (see `proposer`).
     pub async fn write(&self, group: GroupId, cmd: Command) -> Result<Response, WriteError> {
-        let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let queue = self.proposers.get(group as usize).ok_or_else(|| WriteError::Fatal {
+            group,
+            message: "no such group".into(),
+        })?;
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;
-        let result = tokio::time::timeout(timeout, raft.client_write(cmd)).await;
+        let stopped = || WriteError::Fatal { group, message: "the group is shutting down".into() };
+        let (reply, answer) = oneshot::channel();
+        let result = tokio::time::timeout(timeout, async {
+            queue.send(Proposal { cmd, reply }).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        })
+        .await
+        .unwrap_or(Err(WriteError::Timeout { group, timeout }));
         metrics::histogram!("telex_raft_write_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
-        match result {
-            Err(_) => Err(WriteError::Timeout { group, timeout }),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(WriteError::NotLeader { group, leader: f.leader_id })
-            }
-            Ok(Err(e)) => Err(WriteError::Fatal { group, message: e.to_string() }),
-        }
+        result
     }
 
     /// Waits until every group has a leader, or `timeout` passes. Returns whether all have one.

@@ -50,6 +50,11 @@ pub fn archive_dedup(owner: &UserJid, sender: &UserJid, client_id: &str) -> Vec<
     [user_prefix(b"x/", owner).as_slice(), sender.to_string().as_bytes(), b"\0", client_id.as_bytes()].concat()
 }
 
+/// Server id → position in `owner`'s archive, for paging relative to a message.
+pub fn archive_id(owner: &UserJid, server_id: &str) -> Vec<u8> {
+    [user_prefix(b"i/", owner).as_slice(), server_id.as_bytes()].concat()
+}
+
 /// `owner`'s roster item for `contact`.
 pub fn roster_item(owner: &UserJid, contact: &UserJid) -> Vec<u8> {
     [user_prefix(b"r/", owner).as_slice(), contact.to_string().as_bytes()].concat()

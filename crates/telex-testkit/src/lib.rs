@@ -206,6 +206,14 @@ impl CliOutput {
         self.stderr
     }
 
+    /// Asserts that argument parsing refused the command with a reason containing `needle`.
+    #[track_caller]
+    pub fn usage_error(self, needle: &str) -> String {
+        assert!(!self.ok, "telex should have refused its arguments; stdout: {}", self.stdout);
+        assert!(self.stderr.contains(needle), "stderr {:?} does not mention {needle:?}", self.stderr);
+        self.stderr
+    }
+
     #[track_caller]
     pub fn json(self) -> serde_json::Value {
         serde_json::from_str(&self.success()).expect("JSON output")

@@ -12,7 +12,9 @@ async fn state_survives_snapshot_purge_and_kill_9() {
     std::fs::write(&config, "[raft]\nshards = 1\nsnapshot_after_entries = 100\n").unwrap();
     let mut node = Telexd::start(&dir, &["--config", config.to_str().unwrap()]);
 
-    let total = 1300u32;
+    // Enough writes that the log passes 1,000 entries (the tail kept after a snapshot) even when
+    // concurrent writes share entries.
+    let total = 4000u32;
     let mut writers = Vec::new();
     for w in 0..8u32 {
         let url = node.admin_url();

@@ -325,3 +325,56 @@ async fn archive_pages_forwards_backwards_and_by_peer() {
         client(&url).await.history(authed(HistoryRequest { limit: 500, ..Default::default() }, &bob)).await.unwrap();
     assert_eq!(r.into_inner().messages.len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_pages_by_server_id_and_by_time() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "4"]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let mut alice = Device::open(&url, &login(&url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    let mut send_batch = async |from: usize| {
+        for i in from..from + 5 {
+            alice.send("bob@localhost", &format!("c{i}"), &format!("m{i}")).await;
+            assert!(alice.result(&format!("c{i}")).await.error.is_empty());
+        }
+    };
+    send_batch(0).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    send_batch(5).await;
+    let token = login(&url, "bob@localhost", "pw", "reader").await;
+    let bodies = |q: HistoryRequest| {
+        let (url, token) = (url.clone(), token.clone());
+        async move {
+            let r = client(&url).await.history(authed(q, &token)).await.map_err(|s| s.code())?.into_inner();
+            Ok::<_, tonic::Code>(r.messages.into_iter().map(|m| (m.server_id, m.body)).collect::<Vec<_>>())
+        }
+    };
+    let all = bodies(HistoryRequest::default()).await.unwrap();
+    assert_eq!(all.len(), 10);
+    let names = |v: Vec<(String, String)>| v.into_iter().map(|(_, b)| b).collect::<Vec<_>>();
+    // Relative to a server id, both ways.
+    let third = all[2].0.clone();
+    let after = bodies(HistoryRequest { after_id: third.clone(), limit: 3, ..Default::default() }).await.unwrap();
+    assert_eq!(names(after), ["m3", "m4", "m5"]);
+    let before = bodies(HistoryRequest { before_id: third, ..Default::default() }).await.unwrap();
+    assert_eq!(names(before), ["m0", "m1"]);
+    let unknown = bodies(HistoryRequest { after_id: "0".repeat(32), ..Default::default() }).await;
+    assert_eq!(unknown, Err(tonic::Code::NotFound));
+    // By time: exactly the messages on each side of `between`.
+    let late = bodies(HistoryRequest { start_ms: between, ..Default::default() }).await.unwrap();
+    assert_eq!(names(late), ["m5", "m6", "m7", "m8", "m9"]);
+    let early = bodies(HistoryRequest { end_ms: between, ..Default::default() }).await.unwrap();
+    assert_eq!(names(early), ["m0", "m1", "m2", "m3", "m4"]);
+    // The CLI takes server ids, ages and RFC 3339 times.
+    let bob = ["--json", "history", "--user", "bob@localhost", "--password", "pw"];
+    let out = node.cli(&[&bob[..], &["--after", &all[7].0]].concat()).success();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let out = node.cli(&[&bob[..], &["--since", "1h"]].concat()).success();
+    assert_eq!(out.lines().count(), 10, "{out}");
+    let out = node.cli(&[&bob[..], &["--until", "2000-01-01T00:00:00Z"]].concat()).success();
+    assert_eq!(out.lines().count(), 0, "{out}");
+    node.cli(&[&bob[..], &["--since", "yesterday-ish"]].concat()).usage_error("neither an RFC 3339 time nor an age");
+}

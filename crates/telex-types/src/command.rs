@@ -74,6 +74,9 @@ pub enum Command {
         jid: UserJid,
         blocked: bool,
     },
+    /// Several commands in one log entry, applied in order (each sees the ones before it);
+    /// answered with one response each. Formed by the group's proposer under load.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -93,6 +96,7 @@ impl Command {
             Command::RosterPut { .. } => "roster_put",
             Command::RosterDelete { .. } => "roster_delete",
             Command::SetBlocked { .. } => "set_blocked",
+            Command::Batch(_) => "batch",
         }
     }
 }
@@ -110,6 +114,8 @@ pub enum Response {
         position: u64,
         duplicate: bool,
     },
+    /// The responses to a `Command::Batch`, in order.
+    Batch(Vec<Response>),
 }
 
 impl Response {
@@ -119,6 +125,7 @@ impl Response {
             Response::Changed(n) => Ok(n),
             Response::Refused(e) => Err(e),
             Response::Appended { position, .. } => Ok(position),
+            Response::Batch(_) => Err(TelexError::internal("a batch response where one response was expected")),
         }
     }
 }
