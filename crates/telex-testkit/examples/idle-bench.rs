@@ -1,0 +1,85 @@
+//! Server memory per idle connected session: opens `--sessions` device sessions (10 devices per
+//! user) against one telexd, lets them idle, and reports the growth of the server's resident
+//! memory divided by the session count. Kernel socket buffers are not in RSS.
+//!
+//!     cargo build --release --bins
+//!     cargo run --release -p telex-testkit --example idle-bench -- --sessions 10000
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use telex_proto::v1 as pb;
+use telex_proto::v1::admin_client::AdminClient;
+use telex_proto::v1::client_client::ClientClient;
+use telex_testkit::client::authed;
+use telex_testkit::{data_dir, Telexd};
+use tokio_stream::wrappers::ReceiverStream;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    #[arg(long, default_value_t = 64)]
+    shards: u32,
+}
+
+const DEVICES: usize = 10;
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", &args.shards.to_string()]);
+    let url = node.client_url();
+    let users = args.sessions.div_ceil(DEVICES);
+    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    let api = ClientClient::connect(url.clone()).await?;
+    let started = Instant::now();
+    let mut tokens = Vec::new();
+    for u in 0..users {
+        let jid = format!("idle{u}@localhost");
+        admin.add_user(pb::AddUserRequest { jid: jid.clone(), password: "pw".into() }).await?;
+        for d in 0..DEVICES.min(args.sessions - u * DEVICES) {
+            let req = pb::LoginRequest { jid: jid.clone(), password: "pw".into(), device: format!("d{d}") };
+            tokens.push(api.clone().login(req).await?.into_inner().token);
+        }
+    }
+    eprintln!("{users} users, {} logins in {:.1?}", tokens.len(), started.elapsed());
+    // Settle, then the baseline: the node with its users, actors not yet started.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = rss_kib(node.pid());
+    let mut held = Vec::with_capacity(tokens.len());
+    for (n, token) in tokens.iter().enumerate() {
+        let (up, rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(4);
+        let c = ClientClient::connect(url.clone()).await?;
+        let down = c.clone().session(authed(ReceiverStream::new(rx), token)).await?.into_inner();
+        let p = pb::SetPresence { show: "available".into(), ..Default::default() };
+        up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) }).await?;
+        held.push((up, down, c));
+        if (n + 1) % 2000 == 0 {
+            eprintln!("{} sessions open, server RSS {} MiB", n + 1, rss_kib(node.pid()) / 1024);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = rss_kib(node.pid());
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / held.len() as f64;
+    println!(
+        "| {} idle sessions ({} users × {DEVICES} devices) | server RSS {:.1} MiB → {:.1} MiB | {:.0} bytes ({:.2} KiB) per session |",
+        held.len(),
+        users,
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per,
+        per / 1024.0
+    );
+    drop(held);
+    drop(node);
+    Ok(())
+}
