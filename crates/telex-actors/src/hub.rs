@@ -31,6 +31,11 @@ pub enum Outbound {
     SubscriptionRequest { from: UserJid },
 }
 
+/// A device's queue. Items are boxed so the channel's preallocated slots stay small: every
+/// connected device holds one for hours.
+pub type OutboundTx = mpsc::Sender<Box<Outbound>>;
+pub type OutboundRx = mpsc::Receiver<Box<Outbound>>;
+
 /// One connected device, for administrators.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -46,7 +51,7 @@ pub struct SessionId(u64);
 pub(crate) enum Cmd {
     Attach {
         device: String,
-        tx: mpsc::Sender<Outbound>,
+        tx: OutboundTx,
         kill: oneshot::Sender<String>,
         reply: oneshot::Sender<Result<SessionId, TelexError>>,
     },
@@ -92,7 +97,7 @@ pub(crate) struct Session {
     /// Since when the device's queue has been full.
     stalled_since: Option<std::time::Instant>,
     cursor: DeviceCursor,
-    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) tx: OutboundTx,
     kill: Option<oneshot::Sender<String>>,
 }
 
@@ -169,7 +174,7 @@ impl Hub {
         &self,
         user: &UserJid,
         device: &str,
-        tx: mpsc::Sender<Outbound>,
+        tx: OutboundTx,
         kill: oneshot::Sender<String>,
     ) -> Result<SessionId, TelexError> {
         let mut kill = kill;
@@ -373,7 +378,7 @@ impl UserActor {
     fn attach(
         &mut self,
         device: String,
-        tx: mpsc::Sender<Outbound>,
+        tx: OutboundTx,
         kill: oneshot::Sender<String>,
     ) -> Result<SessionId, TelexError> {
         if let Some(old) = self.sessions.get(&device) {
@@ -429,7 +434,7 @@ impl UserActor {
                     s.cursor.ack(position).expect("marked sent just above");
                     continue;
                 }
-                match s.tx.try_send(Outbound::Message { position, message }) {
+                match s.tx.try_send(Box::new(Outbound::Message { position, message })) {
                     Ok(()) => {
                         s.cursor.mark_sent(position);
                         s.stalled_since = None;

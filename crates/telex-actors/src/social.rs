@@ -71,7 +71,7 @@ impl UserActor {
     /// Pushes to every device; a device whose queue is full misses it and refetches later.
     fn push_all(&self, make: impl Fn() -> Outbound) {
         for s in self.sessions.values() {
-            let _ = s.tx.try_send(make());
+            let _ = s.tx.try_send(Box::new(make()));
         }
     }
 
@@ -266,7 +266,7 @@ impl UserActor {
             if self.ledger.is_blocked(contact, &self.user).unwrap_or(true) {
                 continue;
             }
-            let _ = session.tx.try_send(Outbound::Presence { from: contact.clone(), presence: Some(p) });
+            let _ = session.tx.try_send(Box::new(Outbound::Presence { from: contact.clone(), presence: Some(p) }));
         }
     }
 

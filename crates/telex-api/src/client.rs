@@ -1,9 +1,11 @@
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::sync::Arc;
 
 use futures::Stream;
 use telex_accounts::{Accounts, Principal};
-use telex_actors::{HistoryQuery, Messaging, Outbound, RosterOp, RosterReply};
+use telex_actors::{HistoryQuery, Messaging, Outbound, OutboundRx, RosterOp, RosterReply};
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_server::Client;
 use telex_types::presence::{DevicePresence, Show};
@@ -11,7 +13,6 @@ use telex_types::records::ArchivedMessage;
 use telex_types::roster::RosterItem;
 use telex_types::{ErrorCode, TelexError, UserJid};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::status::to_status;
@@ -62,6 +63,58 @@ fn frame(f: pb::server_frame::Frame) -> Result<pb::ServerFrame, Status> {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+type FrameResult = Result<pb::ServerFrame, Status>;
+
+/// A device's response stream, polled by its connection: archive entries, presence and roster
+/// pushes from the actor's queue; send results from the session's reader; and the reason when
+/// the server cuts the device off. No task or buffer of its own, so an idle session is cheap.
+struct SessionFrames {
+    out: OutboundRx,
+    results: mpsc::Receiver<Box<FrameResult>>,
+    kill: Option<oneshot::Receiver<String>>,
+    ended: bool,
+}
+
+impl SessionFrames {
+    fn end(&mut self, item: Option<FrameResult>) -> Poll<Option<FrameResult>> {
+        self.ended = true;
+        Poll::Ready(item)
+    }
+}
+
+impl Stream for SessionFrames {
+    type Item = FrameResult;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(kill) = self.kill.as_mut() {
+            if let Poll::Ready(reason) = Pin::new(kill).poll(cx) {
+                self.kill = None;
+                if let Ok(reason) = reason {
+                    // Cut off by the server: the device learns why once it reads again.
+                    return self.end(Some(Err(Status::resource_exhausted(reason))));
+                }
+            }
+        }
+        if let Poll::Ready(Some(r)) = self.results.poll_recv(cx) {
+            return match *r {
+                Ok(f) => Poll::Ready(Some(Ok(f))),
+                Err(status) => self.end(Some(Err(status))),
+            };
+        }
+        match self.out.poll_recv(cx) {
+            Poll::Ready(Some(o)) => Poll::Ready(Some(frame(outbound_frame(*o)))),
+            // The actor let go of the session: ended by the server if it said why.
+            Poll::Ready(None) => {
+                let reason = self.kill.as_mut().and_then(|k| k.try_recv().ok());
+                self.end(reason.map(|r| Err(Status::resource_exhausted(r))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -93,41 +146,13 @@ impl Client for ClientService {
 
     async fn session(&self, r: Request<Streaming<pb::ClientFrame>>) -> Reply<FrameStream> {
         let p = self.principal(&r)?;
-        let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND);
-        let (kill_tx, mut kill_rx) = oneshot::channel::<String>();
+        let (out_tx, out_rx) = mpsc::channel(OUTBOUND);
+        let (kill_tx, kill_rx) = oneshot::channel::<String>();
         let hub = self.messaging.hub().clone();
         let session = hub.attach(&p.jid, &p.device, out_tx, kill_tx).await.map_err(to_status)?;
         tracing::info!(user = %p.jid, device = %p.device, "session attached");
-
-        // Everything for the device goes through `resp`: archive entries, send results, and
-        // the reason if the server ends the session.
-        let (resp_tx, resp_rx) = mpsc::channel::<Result<pb::ServerFrame, Status>>(64);
-        let writer = resp_tx.clone();
-        // Dropped when the writer stops, which ends the reader and with it the response.
-        let (writer_done, mut writer_stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _done = writer_done;
-            let reason = loop {
-                tokio::select! {
-                    o = out_rx.recv() => match o {
-                        Some(o) => {
-                            let f = frame(outbound_frame(o));
-                            tokio::select! {
-                                sent = writer.send(f) => if sent.is_err() { break None },
-                                reason = &mut kill_rx => break reason.ok(),
-                            }
-                        }
-                        // The actor let go of the session: ended by the server if it said why.
-                        None => break kill_rx.try_recv().ok(),
-                    },
-                    reason = &mut kill_rx => break reason.ok(),
-                }
-            };
-            // Cut off by the server: the device learns why once it reads again (or goes away).
-            if let Some(reason) = reason {
-                let _ = writer.send(Err(Status::resource_exhausted(reason))).await;
-            }
-        });
+        let (resp_tx, resp_rx) = mpsc::channel(SENDS_IN_FLIGHT);
+        let frames = SessionFrames { out: out_rx, results: resp_rx, kill: Some(kill_rx), ended: false };
 
         let mut inbound = r.into_inner();
         let messaging = self.messaging.clone();
@@ -137,8 +162,8 @@ impl Client for ClientService {
             loop {
                 let next = tokio::select! {
                     f = inbound.message() => f,
+                    // The connection dropped the response stream: the device is gone or cut off.
                     _ = resp_tx.closed() => break,
-                    _ = &mut writer_stopped => break,
                 };
                 let Ok(Some(f)) = next else { break };
                 match f.frame {
@@ -148,8 +173,8 @@ impl Client for ClientService {
                             (messaging.clone(), jid.clone(), device.clone(), resp_tx.clone());
                         tokio::spawn(async move {
                             let result = messaging.send(&jid, &device, &s.to, &s.client_id, &s.body).await;
-                            let _ =
-                                tx.send(frame(pb::server_frame::Frame::Sent(send_result(s.client_id, result)))).await;
+                            let sent = frame(pb::server_frame::Frame::Sent(send_result(s.client_id, result)));
+                            let _ = tx.send(Box::new(sent)).await;
                             drop(permit);
                         });
                     }
@@ -157,7 +182,7 @@ impl Client for ClientService {
                     Some(pb::client_frame::Frame::Presence(p)) => match device_presence(p) {
                         Ok(p) => hub.set_presence(&jid, &device, session, p).await,
                         Err(e) => {
-                            let _ = resp_tx.send(Err(to_status(e))).await;
+                            let _ = resp_tx.send(Box::new(Err(to_status(e)))).await;
                             break;
                         }
                     },
@@ -167,7 +192,7 @@ impl Client for ClientService {
             hub.detach(&jid, &device, session);
             tracing::info!(user = %jid, device = %device, "session detached");
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(resp_rx))))
+        Ok(Response::new(Box::pin(frames)))
     }
 
     async fn get_roster(&self, r: Request<pb::GetRosterRequest>) -> Reply<pb::RosterResponse> {

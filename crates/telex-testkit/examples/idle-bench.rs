@@ -55,18 +55,30 @@ async fn main() -> anyhow::Result<()> {
     // Settle, then the baseline: the node with its users, actors not yet started.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = rss_kib(node.pid());
+    // Open 32 at a time; each device has its own connection, as real clients do.
+    let opened = Instant::now();
     let mut held = Vec::with_capacity(tokens.len());
-    for (n, token) in tokens.iter().enumerate() {
-        let (up, rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(4);
-        let c = ClientClient::connect(url.clone()).await?;
-        let down = c.clone().session(authed(ReceiverStream::new(rx), token)).await?.into_inner();
-        let p = pb::SetPresence { show: "available".into(), ..Default::default() };
-        up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) }).await?;
-        held.push((up, down, c));
-        if (n + 1) % 2000 == 0 {
-            eprintln!("{} sessions open, server RSS {} MiB", n + 1, rss_kib(node.pid()) / 1024);
+    for chunk in tokens.chunks(32) {
+        let mut opening = tokio::task::JoinSet::new();
+        for token in chunk {
+            let (url, token) = (url.clone(), token.clone());
+            opening.spawn(async move {
+                let (up, rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(4);
+                let c = ClientClient::connect(url).await?;
+                let down = c.clone().session(authed(ReceiverStream::new(rx), &token)).await?.into_inner();
+                let p = pb::SetPresence { show: "available".into(), ..Default::default() };
+                up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) }).await?;
+                anyhow::Ok((up, down, c))
+            });
+        }
+        while let Some(r) = opening.join_next().await {
+            held.push(r??);
+        }
+        if held.len() % 2000 < 32 {
+            eprintln!("{} sessions open, server RSS {} MiB", held.len(), rss_kib(node.pid()) / 1024);
         }
     }
+    eprintln!("opened in {:.1?}", opened.elapsed());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = rss_kib(node.pid());
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / held.len() as f64;
