@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use telex_raft::{reads, Groups};
-use telex_types::records::{AccountRecord, ScramKeys, TenantRecord, TokenRecord};
+use telex_types::records::{AccountRecord, ScramKeys, TenantLimits, TenantRecord, TokenRecord};
 use telex_types::{Command, Domain, ErrorCode, TelexError, UnixMillis, UserJid, META_GROUP};
 use tokio::sync::Semaphore;
 
@@ -115,6 +115,17 @@ impl Accounts {
 
     pub fn tenants(&self) -> Result<Vec<TenantRecord>, TelexError> {
         reads::tenants(self.groups.store())
+    }
+
+    /// Replaces `domain`'s limit overrides.
+    pub async fn set_tenant_limits(&self, domain: &str, limits: TenantLimits) -> Result<(), TelexError> {
+        let domain = Domain::parse(domain)?;
+        limits.validate()?;
+        self.groups.write(META_GROUP, Command::SetTenantLimits { domain, limits }).await?.into_result().map(|_| ())
+    }
+
+    pub fn tenant_limits(&self, domain: &Domain) -> Result<TenantLimits, TelexError> {
+        reads::tenant_limits(self.groups.store(), domain)
     }
 
     fn require_tenant(&self, domain: &Domain) -> Result<(), TelexError> {

@@ -385,11 +385,14 @@ impl UserActor {
             let cursor = old.cursor.clone();
             self.persist(&device, &cursor, true);
             self.kill(&device, "replaced by a newer session of the same device".into());
-        } else if self.sessions.len() >= self.limits.sessions_per_user {
-            return Err(TelexError::new(
-                ErrorCode::ResourceExhausted,
-                format!("too many sessions for {}: the limit is {}", self.user, self.limits.sessions_per_user),
-            ));
+        } else {
+            let limit = self.limits.for_tenant(&self.ledger.tenant_limits(self.user.domain())?).sessions_per_user;
+            if self.sessions.len() >= limit {
+                return Err(TelexError::new(
+                    ErrorCode::ResourceExhausted,
+                    format!("too many sessions for {}: the limit is {limit}", self.user),
+                ));
+            }
         }
         let durable = self.ledger.cursor(&self.user, &device)?;
         let id = SessionId(SESSION_IDS.fetch_add(1, Ordering::Relaxed));

@@ -1,7 +1,7 @@
 use futures::future::BoxFuture;
-use telex_types::records::ArchivedMessage;
+use telex_types::records::{ArchivedMessage, TenantLimits};
 use telex_types::roster::RosterItem;
-use telex_types::{TelexError, UserJid};
+use telex_types::{Domain, TelexError, UserJid};
 
 /// What the actors need from durable storage. Writes are durable (committed) when they return;
 /// reads see every write this node acknowledged.
@@ -35,6 +35,8 @@ pub trait Ledger: Send + Sync + 'static {
     fn roster(&self, owner: &UserJid) -> Result<Vec<(UserJid, RosterItem)>, TelexError>;
     fn blocked(&self, owner: &UserJid) -> Result<Vec<UserJid>, TelexError>;
     fn is_blocked(&self, owner: &UserJid, jid: &UserJid) -> Result<bool, TelexError>;
+    /// The overrides of `domain`'s limits.
+    fn tenant_limits(&self, domain: &Domain) -> Result<TenantLimits, TelexError>;
     /// Whether the account exists (and its tenant).
     fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError>;
 }

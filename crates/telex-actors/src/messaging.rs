@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
-use telex_types::records::ArchivedMessage;
+use telex_types::records::{ArchivedMessage, TenantLimits};
 use telex_types::{ErrorCode, TelexError, UserJid};
 
 use crate::rate::TokenBucket;
@@ -24,6 +24,24 @@ pub struct Limits {
     /// Messages a user may send per second on average, and at once.
     pub sends_per_second: f64,
     pub send_burst: f64,
+}
+
+impl Limits {
+    /// These limits with a tenant's overrides applied. A tenant's burst is twice its rate.
+    pub fn for_tenant(&self, t: &TenantLimits) -> Limits {
+        let mut l = self.clone();
+        if let Some(v) = t.max_message_bytes {
+            l.max_body_bytes = v as usize;
+        }
+        if let Some(v) = t.sends_per_second {
+            l.sends_per_second = f64::from(v);
+            l.send_burst = 2.0 * f64::from(v);
+        }
+        if let Some(v) = t.sessions_per_user {
+            l.sessions_per_user = v as usize;
+        }
+        l
+    }
 }
 
 impl Default for Limits {
@@ -122,8 +140,9 @@ impl Messaging {
         client_id: &str,
         body: &str,
     ) -> Result<Sent, Refused> {
-        self.take_token(from)?;
-        let to = self.check(from, to, client_id, body)?;
+        let limits = self.limits.for_tenant(&self.ledger.tenant_limits(from.domain())?);
+        self.take_token(from, &limits)?;
+        let to = self.check(from, to, client_id, body, &limits)?;
         let message = ArchivedMessage {
             server_id: server_id(from, client_id),
             from: from.clone(),
@@ -150,16 +169,23 @@ impl Messaging {
     }
 
     /// The recipient, once the send is known to be acceptable.
-    fn check(&self, from: &UserJid, to: &str, client_id: &str, body: &str) -> Result<UserJid, TelexError> {
+    fn check(
+        &self,
+        from: &UserJid,
+        to: &str,
+        client_id: &str,
+        body: &str,
+        limits: &Limits,
+    ) -> Result<UserJid, TelexError> {
         let to = UserJid::parse(to)?;
         if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
             return Err(TelexError::invalid(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")));
         }
-        if body.len() > self.limits.max_body_bytes {
+        if body.len() > limits.max_body_bytes {
             return Err(TelexError::invalid(format!(
                 "message body is {} bytes; the limit is {} bytes",
                 body.len(),
-                self.limits.max_body_bytes
+                limits.max_body_bytes
             )));
         }
         if !self.ledger.user_exists(&to)? {
@@ -177,22 +203,21 @@ impl Messaging {
         Ok(to)
     }
 
-    fn take_token(&self, from: &UserJid) -> Result<(), Refused> {
+    fn take_token(&self, from: &UserJid, limits: &Limits) -> Result<(), Refused> {
         let now = Instant::now();
-        let mut bucket = self
-            .buckets
-            .entry(from.clone())
-            .or_insert_with(|| TokenBucket::new(self.limits.sends_per_second, self.limits.send_burst, now));
+        let fresh = || TokenBucket::new(limits.sends_per_second, limits.send_burst, now);
+        let mut bucket = self.buckets.entry(from.clone()).or_insert_with(fresh);
+        if bucket.per_second() != limits.sends_per_second {
+            // The tenant's limit changed.
+            *bucket = fresh();
+        }
         bucket.take(now).map_err(|wait| {
             metrics::counter!("telex_messages_rate_limited_total").increment(1);
             let ms = wait.as_millis().max(1) as u64;
             Refused {
                 error: TelexError::new(
                     ErrorCode::ResourceExhausted,
-                    format!(
-                        "send rate limit of {} messages/s exceeded; retry after {ms} ms",
-                        self.limits.sends_per_second
-                    ),
+                    format!("send rate limit of {} messages/s exceeded; retry after {ms} ms", limits.sends_per_second),
                 ),
                 retry_after: Some(Duration::from_millis(ms)),
             }

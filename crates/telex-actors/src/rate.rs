@@ -16,6 +16,10 @@ impl TokenBucket {
         TokenBucket { per_second, burst, tokens: burst, last: now }
     }
 
+    pub fn per_second(&self) -> f64 {
+        self.per_second
+    }
+
     /// Takes one token, or says how long until one is available.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -4,7 +4,7 @@ use telex_accounts::Accounts;
 use telex_actors::Hub;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_server::Admin;
-use telex_types::records::{AccountRecord, TenantRecord};
+use telex_types::records::{AccountRecord, TenantLimits, TenantRecord};
 use telex_types::{TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
@@ -22,8 +22,20 @@ impl AdminService {
     }
 }
 
-fn tenant(t: TenantRecord) -> pb::Tenant {
-    pb::Tenant { domain: t.domain.to_string(), created_at_ms: t.created_at }
+fn tenant(t: TenantRecord, l: TenantLimits) -> pb::Tenant {
+    let limits = pb::TenantLimits {
+        max_message_bytes: l.max_message_bytes,
+        sends_per_second: l.sends_per_second,
+        sessions_per_user: l.sessions_per_user,
+    };
+    pb::Tenant { domain: t.domain.to_string(), created_at_ms: t.created_at, limits: Some(limits) }
+}
+
+impl AdminService {
+    fn tenant(&self, t: TenantRecord) -> Result<pb::Tenant, Status> {
+        let limits = self.accounts.tenant_limits(&t.domain).map_err(to_status)?;
+        Ok(tenant(t, limits))
+    }
 }
 
 fn user(a: AccountRecord) -> pb::User {
@@ -42,12 +54,28 @@ impl Admin for AdminService {
     async fn add_tenant(&self, r: Request<pb::AddTenantRequest>) -> Reply<pb::Tenant> {
         let t = self.accounts.add_tenant(&r.into_inner().domain).await.map_err(to_status)?;
         tracing::info!(tenant = %t.domain, "tenant added");
-        Ok(Response::new(tenant(t)))
+        Ok(Response::new(self.tenant(t)?))
     }
 
     async fn list_tenants(&self, _: Request<pb::ListTenantsRequest>) -> Reply<pb::ListTenantsResponse> {
         let tenants = self.accounts.tenants().map_err(to_status)?;
-        Ok(Response::new(pb::ListTenantsResponse { tenants: tenants.into_iter().map(tenant).collect() }))
+        let tenants = tenants.into_iter().map(|t| self.tenant(t)).collect::<Result<_, _>>()?;
+        Ok(Response::new(pb::ListTenantsResponse { tenants }))
+    }
+
+    async fn set_tenant_limits(&self, r: Request<pb::SetTenantLimitsRequest>) -> Reply<pb::Tenant> {
+        let r = r.into_inner();
+        let l = r.limits.unwrap_or_default();
+        let limits = TenantLimits {
+            max_message_bytes: l.max_message_bytes,
+            sends_per_second: l.sends_per_second,
+            sessions_per_user: l.sessions_per_user,
+        };
+        self.accounts.set_tenant_limits(&r.domain, limits.clone()).await.map_err(to_status)?;
+        tracing::info!(tenant = %r.domain, ?limits, "tenant limits set");
+        let t = self.accounts.tenants().map_err(to_status)?.into_iter().find(|t| t.domain.as_str() == r.domain);
+        let t = t.ok_or_else(|| Status::not_found(format!("no such tenant {}", r.domain)))?;
+        Ok(Response::new(self.tenant(t)?))
     }
 
     async fn add_user(&self, r: Request<pb::AddUserRequest>) -> Reply<pb::User> {

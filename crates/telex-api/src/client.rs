@@ -1,7 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::Stream;
 use telex_accounts::{Accounts, Principal};

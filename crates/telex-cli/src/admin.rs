@@ -15,6 +15,22 @@ pub enum TenantCmd {
     Add { domain: String },
     /// List tenants.
     List,
+    /// Show a tenant's limits, or change them (flags given replace those overrides; the rest stay).
+    Limits {
+        domain: String,
+        /// Largest message body in bytes.
+        #[arg(long)]
+        max_message_bytes: Option<u32>,
+        /// Messages a user may send per second (bursts of twice as many).
+        #[arg(long)]
+        sends_per_second: Option<u32>,
+        /// Devices a user may have connected at once.
+        #[arg(long)]
+        sessions_per_user: Option<u32>,
+        /// Drop every override first: the node's defaults apply.
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -66,6 +82,38 @@ async fn client(cli: &Cli) -> Result<AdminClient<Channel>, String> {
 struct TenantOut {
     domain: String,
     created_at_ms: u64,
+    /// Overrides only; absent fields use the node's defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_message_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sends_per_second: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions_per_user: Option<u32>,
+}
+
+impl From<pb::Tenant> for TenantOut {
+    fn from(t: pb::Tenant) -> Self {
+        let l = t.limits.unwrap_or_default();
+        TenantOut {
+            domain: t.domain,
+            created_at_ms: t.created_at_ms,
+            max_message_bytes: l.max_message_bytes,
+            sends_per_second: l.sends_per_second,
+            sessions_per_user: l.sessions_per_user,
+        }
+    }
+}
+
+impl TenantOut {
+    fn limits_line(&self) -> String {
+        let show = |v: Option<u32>| v.map_or("default".to_string(), |v| v.to_string());
+        format!(
+            "max_message_bytes={} sends_per_second={} sessions_per_user={}",
+            show(self.max_message_bytes),
+            show(self.sends_per_second),
+            show(self.sessions_per_user)
+        )
+    }
 }
 
 #[derive(Serialize)]
@@ -98,22 +146,36 @@ pub async fn tenant(cli: &Cli, cmd: &TenantCmd) -> CliResult {
         TenantCmd::Add { domain } => {
             let t =
                 c.add_tenant(pb::AddTenantRequest { domain: domain.clone() }).await.map_err(status_line)?.into_inner();
-            let out = TenantOut { domain: t.domain, created_at_ms: t.created_at_ms };
+            let out = TenantOut::from(t);
             emit(cli.json, &out, || format!("tenant {} added", out.domain));
         }
         TenantCmd::List => {
             let list = c.list_tenants(pb::ListTenantsRequest {}).await.map_err(status_line)?.into_inner();
-            let out: Vec<TenantOut> = list
-                .tenants
-                .into_iter()
-                .map(|t| TenantOut { domain: t.domain, created_at_ms: t.created_at_ms })
-                .collect();
+            let out: Vec<TenantOut> = list.tenants.into_iter().map(TenantOut::from).collect();
             emit(cli.json, &out, || {
                 out.iter()
-                    .map(|t| format!("{:<40} created {}", t.domain, when(t.created_at_ms)))
+                    .map(|t| format!("{:<40} created {}  {}", t.domain, when(t.created_at_ms), t.limits_line()))
                     .collect::<Vec<_>>()
                     .join("\n")
             });
+        }
+        TenantCmd::Limits { domain, max_message_bytes, sends_per_second, sessions_per_user, reset } => {
+            let list = c.list_tenants(pb::ListTenantsRequest {}).await.map_err(status_line)?.into_inner();
+            let current = list.tenants.into_iter().find(|t| &t.domain == domain);
+            let current = current.ok_or_else(|| format!("not found: no such tenant {domain}"))?;
+            let changes = max_message_bytes.is_some() || sends_per_second.is_some() || sessions_per_user.is_some();
+            let t = if changes || *reset {
+                let mut l = if *reset { pb::TenantLimits::default() } else { current.limits.unwrap_or_default() };
+                l.max_message_bytes = max_message_bytes.or(l.max_message_bytes);
+                l.sends_per_second = sends_per_second.or(l.sends_per_second);
+                l.sessions_per_user = sessions_per_user.or(l.sessions_per_user);
+                let req = pb::SetTenantLimitsRequest { domain: domain.clone(), limits: Some(l) };
+                c.set_tenant_limits(req).await.map_err(status_line)?.into_inner()
+            } else {
+                current
+            };
+            let out = TenantOut::from(t);
+            emit(cli.json, &out, || format!("{}: {}", out.domain, out.limits_line()));
         }
     }
     Ok(())

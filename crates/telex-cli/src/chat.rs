@@ -103,7 +103,9 @@ impl std::str::FromStr for Anchor {
         if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(Anchor::Id(s.to_ascii_lowercase()));
         }
-        s.parse().map(Anchor::Position).map_err(|_| format!("{s:?} is neither a server id (32 hex digits) nor a position"))
+        s.parse()
+            .map(Anchor::Position)
+            .map_err(|_| format!("{s:?} is neither a server id (32 hex digits) nor a position"))
     }
 }
 

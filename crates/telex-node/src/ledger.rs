@@ -6,9 +6,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use telex_actors::Ledger;
 use telex_raft::{reads, Groups};
-use telex_types::records::ArchivedMessage;
+use telex_types::records::{ArchivedMessage, TenantLimits};
 use telex_types::roster::RosterItem;
-use telex_types::{Command, TelexError, UserJid};
+use telex_types::{Command, Domain, TelexError, UserJid};
 
 pub struct RaftLedger {
     groups: Arc<Groups>,
@@ -90,6 +90,10 @@ impl Ledger for RaftLedger {
 
     fn is_blocked(&self, owner: &UserJid, jid: &UserJid) -> Result<bool, TelexError> {
         reads::is_blocked(self.groups.store(), self.groups.shard_of(owner), owner, jid)
+    }
+
+    fn tenant_limits(&self, domain: &Domain) -> Result<TenantLimits, TelexError> {
+        reads::tenant_limits(self.groups.store(), domain)
     }
 
     fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError> {

@@ -175,6 +175,13 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             }
             Ok(Response::Changed(u64::from(position > old)))
         }
+        Command::SetTenantLimits { domain, limits } => {
+            if txn.get(&schema::tenant(&domain))?.is_none() {
+                return refused(ErrorCode::NotFound, format!("no such tenant {domain}"));
+            }
+            txn.put(schema::tenant_limits(&domain), encode(&limits));
+            Ok(Response::Done)
+        }
         Command::Batch(cmds) => cmds.into_iter().map(|c| apply(c, txn)).collect::<Result<_, _>>().map(Response::Batch),
     }
 }
@@ -339,9 +346,12 @@ mod tests {
         let alice = UserJid::parse("alice@x.example").unwrap();
         let bob = UserJid::parse("bob@x.example").unwrap();
         let append = |c: &str| Command::AppendArchive { owner: bob.clone(), message: msg(&alice, &bob, c) };
-        let r = m.run(Command::Batch(vec![append("c1"), append("c2"), append("c1"), Command::RemoveAccount {
-            jid: alice.clone(),
-        }]));
+        let r = m.run(Command::Batch(vec![
+            append("c1"),
+            append("c2"),
+            append("c1"),
+            Command::RemoveAccount { jid: alice.clone() },
+        ]));
         let Response::Batch(rs) = r else { panic!("not a batch response: {r:?}") };
         assert_eq!(rs[0], Response::Appended { position: 1, duplicate: false });
         assert_eq!(rs[1], Response::Appended { position: 2, duplicate: false });

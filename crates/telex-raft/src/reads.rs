@@ -2,7 +2,7 @@
 //! write it has acknowledged.
 
 use telex_store::{group_key, Cf, Store};
-use telex_types::records::{AccountRecord, ArchivedMessage, TenantRecord, TokenRecord};
+use telex_types::records::{AccountRecord, ArchivedMessage, TenantLimits, TenantRecord, TokenRecord};
 use telex_types::roster::RosterItem;
 use telex_types::wire::decode;
 use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
@@ -25,6 +25,11 @@ fn scan<T: serde::de::DeserializeOwned>(store: &Store, group: GroupId, prefix: &
 
 pub fn tenant(store: &Store, domain: &Domain) -> Result<Option<TenantRecord>, TelexError> {
     get(store, META_GROUP, &schema::tenant(domain))
+}
+
+/// A tenant's limit overrides (none set: all defaults).
+pub fn tenant_limits(store: &Store, domain: &Domain) -> Result<TenantLimits, TelexError> {
+    Ok(get(store, META_GROUP, &schema::tenant_limits(domain))?.unwrap_or_default())
 }
 
 pub fn tenants(store: &Store) -> Result<Vec<TenantRecord>, TelexError> {
@@ -67,7 +72,12 @@ pub fn cursor(store: &Store, group: GroupId, jid: &UserJid, device: &str) -> Res
 }
 
 /// Where the message with `server_id` is in a user's archive.
-pub fn archive_position(store: &Store, group: GroupId, jid: &UserJid, server_id: &str) -> Result<Option<u64>, TelexError> {
+pub fn archive_position(
+    store: &Store,
+    group: GroupId,
+    jid: &UserJid,
+    server_id: &str,
+) -> Result<Option<u64>, TelexError> {
     match counter(store, group, &schema::archive_id(jid, server_id))? {
         0 => Ok(None),
         p => Ok(Some(p)),

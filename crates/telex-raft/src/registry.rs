@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_store::Store;
-use tokio::sync::{mpsc, oneshot};
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::network::NetworkFactory;
 use crate::proposer::{self, Proposal};
@@ -163,10 +163,10 @@ impl Groups {
     /// Proposes `cmd` to `group` and waits until it is committed (durable on a majority) and
     /// applied here. Concurrent writes to one group share log entries (see `proposer`).
     pub async fn write(&self, group: GroupId, cmd: Command) -> Result<Response, WriteError> {
-        let queue = self.proposers.get(group as usize).ok_or_else(|| WriteError::Fatal {
-            group,
-            message: "no such group".into(),
-        })?;
+        let queue = self
+            .proposers
+            .get(group as usize)
+            .ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;

@@ -9,6 +9,11 @@ pub fn tenant(domain: &Domain) -> Vec<u8> {
 
 pub const TENANTS: &[u8] = b"t/";
 
+/// A tenant's limit overrides.
+pub fn tenant_limits(domain: &Domain) -> Vec<u8> {
+    [b"l/", domain.as_str().as_bytes()].concat()
+}
+
 pub fn account(jid: &UserJid) -> Vec<u8> {
     [b"u/", jid.domain().as_str().as_bytes(), b"\0", jid.local().as_bytes()].concat()
 }

@@ -113,7 +113,9 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new(3).unwrap();
             let stop = end + Duration::from_secs(2);
-            while let Ok(Ok(Some(f))) = tokio::time::timeout(stop.saturating_duration_since(Instant::now()), down.message()).await {
+            while let Ok(Ok(Some(f))) =
+                tokio::time::timeout(stop.saturating_duration_since(Instant::now()), down.message()).await
+            {
                 let Some(pb::server_frame::Frame::Presence(p)) = f.frame else { continue };
                 let Some(us) = p.status.strip_prefix('t').and_then(|t| t.parse::<u64>().ok()) else { continue };
                 let intended = start + Duration::from_micros(us);
@@ -139,7 +141,7 @@ async fn main() -> anyhow::Result<()> {
                     break;
                 }
                 tokio::time::sleep_until((start + at).into()).await;
-                let show = if n % 2 == 0 { "away" } else { "available" };
+                let show = if n.is_multiple_of(2) { "away" } else { "available" };
                 let p = pb::SetPresence { show: show.into(), status: format!("t{}", at.as_micros()), priority: 0 };
                 if up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) }).await.is_err() {
                     break;

@@ -378,3 +378,88 @@ async fn archive_pages_by_server_id_and_by_time() {
     assert_eq!(out.lines().count(), 0, "{out}");
     node.cli(&[&bob[..], &["--since", "yesterday-ish"]].concat()).usage_error("neither an RFC 3339 time nor an age");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_limits_override_the_defaults_for_that_tenant_only() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "4"]);
+    node.cli(&["tenant", "add", "acme.example"]).success();
+    for jid in ["ann@acme.example", "ben@acme.example", "alice@localhost", "bob@localhost"] {
+        node.cli(&["user", "add", jid, "--password", "pw"]).success();
+    }
+    let shown = node.cli(&["tenant", "limits", "acme.example"]).success();
+    assert!(shown.contains("max_message_bytes=default"), "{shown}");
+    node.cli(&["tenant", "limits", "acme.example", "--max-message-bytes", "100", "--sessions-per-user", "1"]).success();
+    let t = node.cli(&["--json", "tenant", "limits", "acme.example", "--sends-per-second", "2"]).json();
+    assert_eq!((t["max_message_bytes"].as_u64(), t["sessions_per_user"].as_u64()), (Some(100), Some(1)), "{t}");
+    assert_eq!(t["sends_per_second"].as_u64(), Some(2), "earlier overrides stay: {t}");
+    node.cli(&["tenant", "limits", "acme.example", "--sessions-per-user", "0"]).failure("between 1 and 1000");
+    node.cli(&["tenant", "limits", "nowhere.example", "--reset"]).failure("no such tenant");
+
+    let send = |from: &str, to: &str, body: &str| node.cli(&["send", "--user", from, "--password", "pw", to, body]);
+    let long = "z".repeat(101);
+    send("ann@acme.example", "ben@acme.example", &long).failure("the limit is 100 bytes");
+    send("alice@localhost", "bob@localhost", &long).success();
+    // Rate: a burst of 4 (twice the rate), then refused with a retry time.
+    let url = node.client_url();
+    let mut ann = Device::open(&url, &login(&url, "ann@acme.example", "pw", "one").await).await.unwrap();
+    for i in 0..6 {
+        ann.send("ben@acme.example", &format!("r{i}"), "hi").await;
+    }
+    let mut refused = 0;
+    for i in 0..6 {
+        let r = ann.result(&format!("r{i}")).await;
+        if !r.error.is_empty() {
+            assert_eq!(r.error_code, "resource_exhausted", "{r:?}");
+            assert!(r.error.contains("2 messages/s"), "{r:?}");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "at 2/s with a burst of 4, six sends at once cannot all pass");
+    let err = Device::open(&url, &login(&url, "ann@acme.example", "pw", "two").await).await.err().expect("one session");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(err.message().contains("the limit is 1"), "{err:?}");
+    // The default tenant is untouched; a reset restores the defaults.
+    let _a = Device::open(&url, &login(&url, "alice@localhost", "pw", "one").await).await.unwrap();
+    let _b = Device::open(&url, &login(&url, "alice@localhost", "pw", "two").await).await.unwrap();
+    node.cli(&["tenant", "limits", "acme.example", "--reset"]).success();
+    send("ann@acme.example", "ben@acme.example", &long).success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_disconnects_mid_send_can_retry_safely() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "4"]);
+    users(&node, &["alice", "bob"]);
+    let url = node.client_url();
+    let token = login(&url, "alice@localhost", "pw", "laptop").await;
+    let n = 40;
+    // Send and hang up at once, before any result can arrive: some sends were stored, some
+    // perhaps not; the device cannot tell which.
+    let gone = Device::open(&url, &token).await.unwrap();
+    for i in 0..n {
+        gone.send("bob@localhost", &format!("m{i}"), &format!("body {i}")).await;
+    }
+    drop(gone);
+    // Reconnect and retry everything with the same client ids: every retry is acknowledged,
+    // with one server id per client id.
+    let mut again = Device::open(&url, &token).await.unwrap();
+    for i in 0..n {
+        again.send("bob@localhost", &format!("m{i}"), &format!("body {i}")).await;
+    }
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let r = again.result(&format!("m{i}")).await;
+        assert!(r.error.is_empty(), "{r:?}");
+        ids.insert(r.server_id);
+    }
+    assert_eq!(ids.len(), n);
+    // Bob's archive holds each message exactly once.
+    let bob = login(&url, "bob@localhost", "pw", "reader").await;
+    let page = client(&url).await.history(authed(HistoryRequest { limit: 500, ..Default::default() }, &bob)).await;
+    let mut bodies: Vec<_> = page.unwrap().into_inner().messages.into_iter().map(|m| m.body).collect();
+    bodies.sort();
+    let mut want: Vec<_> = (0..n).map(|i| format!("body {i}")).collect();
+    want.sort();
+    assert_eq!(bodies, want);
+}

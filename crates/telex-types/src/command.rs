@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{ArchivedMessage, Credentials, TokenRecord};
+use crate::records::{ArchivedMessage, Credentials, TenantLimits, TokenRecord};
 use crate::roster::RosterItem;
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
@@ -74,6 +74,11 @@ pub enum Command {
         jid: UserJid,
         blocked: bool,
     },
+    /// Meta group: replaces a tenant's limit overrides.
+    SetTenantLimits {
+        domain: Domain,
+        limits: TenantLimits,
+    },
     /// Several commands in one log entry, applied in order (each sees the ones before it);
     /// answered with one response each. Formed by the group's proposer under load.
     Batch(Vec<Command>),
@@ -96,6 +101,7 @@ impl Command {
             Command::RosterPut { .. } => "roster_put",
             Command::RosterDelete { .. } => "roster_delete",
             Command::SetBlocked { .. } => "set_blocked",
+            Command::SetTenantLimits { .. } => "set_tenant_limits",
             Command::Batch(_) => "batch",
         }
     }

@@ -11,6 +11,34 @@ pub struct TenantRecord {
     pub created_at: UnixMillis,
 }
 
+/// A tenant's overrides of the node's default limits (`None`: the default). Stored in the meta
+/// group beside the tenant record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantLimits {
+    pub max_message_bytes: Option<u32>,
+    pub sends_per_second: Option<u32>,
+    pub sessions_per_user: Option<u32>,
+}
+
+impl TenantLimits {
+    pub const MAX_MESSAGE_BYTES: u32 = 1 << 20;
+    pub const MAX_SENDS_PER_SECOND: u32 = 100_000;
+    pub const MAX_SESSIONS_PER_USER: u32 = 1000;
+
+    /// Refuses values outside what a node can honour, naming the field.
+    pub fn validate(&self) -> Result<(), crate::TelexError> {
+        let check = |name: &str, v: Option<u32>, max: u32| match v {
+            Some(v) if v == 0 || v > max => {
+                Err(crate::TelexError::invalid(format!("{name} must be between 1 and {max}, not {v}")))
+            }
+            _ => Ok(()),
+        };
+        check("max_message_bytes", self.max_message_bytes, Self::MAX_MESSAGE_BYTES)?;
+        check("sends_per_second", self.sends_per_second, Self::MAX_SENDS_PER_SECOND)?;
+        check("sessions_per_user", self.sessions_per_user, Self::MAX_SESSIONS_PER_USER)
+    }
+}
+
 /// SCRAM keys for one hash function (RFC 5802). The password itself is never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScramKeys {
