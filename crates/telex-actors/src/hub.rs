@@ -267,7 +267,9 @@ impl Hub {
     pub(crate) fn presence_to(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
         if let Some(a) = self.actors.get(contact) {
             metrics::counter!("telex_presence_deliveries_total").increment(1);
-            let _ = a.try_send(Cmd::ContactPresence { from: from.clone(), presence });
+            if a.try_send(Cmd::ContactPresence { from: from.clone(), presence }).is_err() {
+                metrics::counter!("telex_presence_dropped_total").increment(1);
+            }
         }
     }
 
