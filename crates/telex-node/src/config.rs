@@ -16,6 +16,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Tenant created on first start when non-empty.
     pub bootstrap_tenant: String,
+    /// Node-to-node address of any member of a running cluster to join on first start; empty:
+    /// a new node starts its own cluster.
+    pub join: String,
     pub listen: Listen,
     pub raft: Raft,
     pub auth: Auth,
@@ -49,6 +52,8 @@ pub struct Raft {
     pub snapshot_after_entries: u64,
     /// How long a write waits for commit before it is refused as unavailable.
     pub write_timeout_ms: u64,
+    /// Voting replicas per group (R); a group has fewer while the cluster has fewer nodes.
+    pub replicas: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,6 +118,7 @@ impl Default for Config {
             node_id: 1,
             data_dir: PathBuf::from("./telex-data"),
             bootstrap_tenant: "localhost".into(),
+            join: String::new(),
             listen: Listen::default(),
             raft: Raft::default(),
             auth: Auth::default(),
@@ -139,6 +145,7 @@ impl Default for Raft {
             election_timeout_max_ms: 1000,
             snapshot_after_entries: 20_000,
             write_timeout_ms: 10_000,
+            replicas: 3,
         }
     }
 }
@@ -185,6 +192,9 @@ impl Config {
         }
         if r.snapshot_after_entries == 0 {
             return Err("raft.snapshot_after_entries: must be at least 1".into());
+        }
+        if !(1..=7).contains(&r.replicas) {
+            return Err(format!("raft.replicas: {} is out of range 1..=7", r.replicas));
         }
         if r.write_timeout_ms == 0 {
             return Err("raft.write_timeout_ms: must be at least 1".into());

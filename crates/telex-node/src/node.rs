@@ -96,10 +96,17 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             election_timeout_max_ms: r.election_timeout_max_ms,
             snapshot_after_entries: r.snapshot_after_entries,
             write_timeout: Duration::from_millis(r.write_timeout_ms),
+            replicas: r.replicas as usize,
         },
     )
     .await?;
-    groups.bootstrap_single_node().await?;
+    if groups.initialized().await {
+        // A restart: the store knows the cluster.
+    } else if config.join.is_empty() {
+        groups.bootstrap_single_node().await?;
+    } else {
+        tokio::spawn(join(groups.clone(), config.join.clone(), shutdown.clone()));
+    }
     let accounts = Arc::new(Accounts::new(
         groups.clone(),
         AccountsConfig {
@@ -124,6 +131,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         send_burst: f64::from(l.send_burst),
     };
     let messaging = Messaging::new(Arc::new(RaftLedger::new(groups.clone())), limits);
+    // Messages committed through other nodes reach the actors here through their replicas.
+    let hub = messaging.hub().clone();
+    groups.on_append(move |owner| hub.notify(owner));
     let client = ClientServer::new(ClientService::new(accounts.clone(), messaging.clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
     tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
@@ -184,6 +194,24 @@ async fn serve_grpc(name: &'static str, grpc: Router, listener: TcpListener, sto
     let incoming = TcpListenerStream::new(listener);
     if let Err(e) = grpc.serve_with_incoming_shutdown(incoming, stop.cancelled()).await {
         tracing::error!(listener = name, error = %e, "grpc listener failed");
+    }
+}
+
+/// Asks the member at `seed` to add this node to every group, until it succeeds.
+async fn join(groups: Arc<Groups>, seed: String, shutdown: CancellationToken) {
+    loop {
+        tracing::info!(seed = %seed, "joining the cluster");
+        match groups.join_via(&seed).await {
+            Ok(()) => {
+                tracing::info!(seed = %seed, "joined the cluster");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "joining failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub struct NetworkFactory {
 }
 
 impl NetworkFactory {
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, String> {
         if let Some(c) = self.channels.get(addr) {
             return Ok(c.clone());
         }

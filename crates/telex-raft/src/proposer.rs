@@ -22,7 +22,8 @@ pub(crate) const QUEUE: usize = 4096;
 
 pub(crate) struct Proposal {
     pub cmd: Command,
-    pub reply: oneshot::Sender<Result<Response, WriteError>>,
+    /// The response and the index of the log entry that carried it.
+    pub reply: oneshot::Sender<Result<(Response, u64), WriteError>>,
 }
 
 pub(crate) fn spawn(group: GroupId, raft: Raft, timeout: Duration) -> mpsc::Sender<Proposal> {
@@ -57,22 +58,22 @@ async fn propose(group: GroupId, raft: &Raft, timeout: Duration, mut batch: Vec<
     };
     let result = match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
         Err(_) => Err(WriteError::Timeout { group, timeout }),
-        Ok(Ok(resp)) => Ok(resp.data),
+        Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             Err(WriteError::NotLeader { group, leader: f.leader_id })
         }
         Ok(Err(e)) => Err(WriteError::Fatal { group, message: e.to_string() }),
     };
     match result {
-        Ok(Response::Batch(responses)) if responses.len() == batch.len() => {
+        Ok((Response::Batch(responses), index)) if responses.len() == batch.len() => {
             for (p, r) in batch.into_iter().zip(responses) {
-                let _ = p.reply.send(Ok(r));
+                let _ = p.reply.send(Ok((r, index)));
             }
         }
-        Ok(r) if batch.len() == 1 => {
-            let _ = batch.remove(0).reply.send(Ok(r));
+        Ok((r, index)) if batch.len() == 1 => {
+            let _ = batch.remove(0).reply.send(Ok((r, index)));
         }
-        Ok(r) => {
+        Ok((r, _)) => {
             let message = format!("a batch of {} commands was answered with {r:?}", batch.len());
             for p in batch {
                 let _ = p.reply.send(Err(WriteError::Fatal { group, message: message.clone() }));

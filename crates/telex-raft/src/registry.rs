@@ -4,7 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
+use telex_proto::v1::node_client::NodeClient;
+use telex_proto::v1::{AddReplicaRequest, JoinRequest, ProposeRequest};
+use telex_types::wire::{decode, encode};
 use telex_store::Store;
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +31,8 @@ pub struct GroupsConfig {
     pub snapshot_after_entries: u64,
     /// How long a write may wait for commit before it is refused as unavailable.
     pub write_timeout: Duration,
+    /// Voters per group (R): nodes that join become voters of groups with fewer.
+    pub replicas: usize,
 }
 
 impl Default for GroupsConfig {
@@ -40,6 +46,7 @@ impl Default for GroupsConfig {
             election_timeout_max_ms: 1000,
             snapshot_after_entries: 20_000,
             write_timeout: Duration::from_secs(10),
+            replicas: 3,
         }
     }
 }
@@ -51,6 +58,8 @@ pub enum WriteError {
     NotLeader { group: GroupId, leader: Option<NodeId> },
     #[error("group {group} did not commit within {timeout:?}; the write may or may not have happened")]
     Timeout { group: GroupId, timeout: Duration },
+    #[error("group {group}: the write could not be forwarded to its leader (node {leader}): {message}")]
+    Forward { group: GroupId, leader: NodeId, message: String },
     #[error("group {group} is not running: {message}")]
     Fatal { group: GroupId, message: String },
 }
@@ -84,7 +93,12 @@ pub struct Groups {
     rafts: Vec<Raft>,
     /// Each group's proposer queue, indexed like `rafts`.
     proposers: Vec<mpsc::Sender<Proposal>>,
+    network: NetworkFactory,
+    appended: AppendHook,
 }
+
+/// Set once the actors exist; called by every group's state machine after it applies appends.
+pub(crate) type AppendHook = Arc<std::sync::OnceLock<Box<dyn Fn(&UserJid) + Send + Sync>>>;
 
 impl Groups {
     /// Starts every group of this node. Groups resume from whatever the store holds.
@@ -103,6 +117,7 @@ impl Groups {
         .map_err(|e| TelexError::invalid(format!("raft settings: {e}")))?;
         let raft_config = Arc::new(raft_config);
         let network = NetworkFactory::default();
+        let appended = AppendHook::default();
         let mut rafts = Vec::with_capacity(config.shards as usize + 1);
         for group in std::iter::once(META_GROUP).chain(shard::shard_groups(config.shards)) {
             let raft = Raft::new(
@@ -110,7 +125,7 @@ impl Groups {
                 raft_config.clone(),
                 network.for_group(group),
                 LogStore::new(store.clone(), group),
-                StateMachine::new(store.clone(), group),
+                StateMachine::new(store.clone(), group).with_append_hook(appended.clone()),
             )
             .await
             .map_err(|e| TelexError::internal(format!("starting raft group {group}: {e}")))?;
@@ -121,7 +136,7 @@ impl Groups {
             .enumerate()
             .map(|(group, raft)| proposer::spawn(group as GroupId, raft.clone(), config.write_timeout))
             .collect();
-        Ok(Arc::new(Groups { config, store, rafts, proposers }))
+        Ok(Arc::new(Groups { config, store, rafts, proposers, network, appended }))
     }
 
     /// Makes this node the single voter of every group that has no membership yet. Idempotent:
@@ -161,12 +176,34 @@ impl Groups {
     }
 
     /// Proposes `cmd` to `group` and waits until it is committed (durable on a majority) and
-    /// applied here. Concurrent writes to one group share log entries (see `proposer`).
+    /// applied here. A node that does not lead the group forwards the command to the leader and
+    /// then waits until its own replica has applied it, so reads here see the write.
     pub async fn write(&self, group: GroupId, cmd: Command) -> Result<Response, WriteError> {
-        let queue = self
-            .proposers
-            .get(group as usize)
-            .ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let deadline = Instant::now() + self.config.write_timeout;
+        loop {
+            match self.write_local(group, cmd.clone()).await {
+                Ok((response, _)) => return Ok(response),
+                Err(WriteError::NotLeader { leader: Some(leader), .. }) if leader != self.config.node_id => {
+                    let (response, index) = self.forward(group, leader, &cmd).await?;
+                    self.wait_applied(group, index, deadline).await;
+                    return Ok(response);
+                }
+                // No leader yet (an election is running): nothing was proposed, so wait and retry.
+                Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Proposes through this node's own replica; `NotLeader` when it does not lead the group.
+    /// Returns the response and the log index of the entry that carried it.
+    pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(Response, u64), WriteError> {
+        let queue = self.proposers.get(group as usize).ok_or_else(|| WriteError::Fatal {
+            group,
+            message: "no such group".into(),
+        })?;
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;
@@ -180,6 +217,126 @@ impl Groups {
         .unwrap_or(Err(WriteError::Timeout { group, timeout }));
         metrics::histogram!("telex_raft_write_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
         result
+    }
+
+    /// Sends a write to the group's leader on another node.
+    async fn forward(&self, group: GroupId, leader: NodeId, cmd: &Command) -> Result<(Response, u64), WriteError> {
+        let addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
+        let unavailable =
+            |message: String| WriteError::Forward { group, leader, message: format!("forwarding to {addr}: {message}") };
+        let channel = self.network.channel(&addr).map_err(unavailable)?;
+        let req = ProposeRequest { group, command: encode(cmd) };
+        let mut client = NodeClient::new(channel).max_decoding_message_size(64 << 20);
+        let reply = tokio::time::timeout(self.config.write_timeout, client.propose(req))
+            .await
+            .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
+            .map_err(|s| unavailable(s.message().to_string()))?
+            .into_inner();
+        let result: Result<(Response, u64), TelexError> = decode(&reply.payload).map_err(|e| unavailable(e.message))?;
+        result.map_err(|e| WriteError::Forward { group, leader, message: e.message })
+    }
+
+    /// Waits (until `deadline` at most) for this node's replica of `group` to apply `index`.
+    async fn wait_applied(&self, group: GroupId, index: u64, deadline: Instant) {
+        let Some(raft) = self.raft(group) else { return };
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        if raft.wait(Some(left)).applied_index_at_least(Some(index), "read your write").await.is_err() {
+            tracing::warn!(group, index, "the local replica did not apply a forwarded write in time");
+        }
+    }
+
+    /// The node-to-node address of a member of `group`, from its membership.
+    pub fn member_addr(&self, group: GroupId, node: NodeId) -> Option<String> {
+        let m = self.raft(group)?.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&node).map(|n| n.addr.clone())
+    }
+
+    /// On this group's leader: adds `node` as a learner, waits for it to catch up, and makes it
+    /// a voter while the group has fewer than `max_voters`. Idempotent.
+    pub async fn add_replica(&self, group: GroupId, node: NodeId, addr: &str, max_voters: usize) -> Result<(), WriteError> {
+        let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let fail = |e: String| WriteError::Fatal { group, message: e };
+        let not_leader = |leader| WriteError::NotLeader { group, leader };
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.config.node_id) {
+            return Err(not_leader(metrics.current_leader));
+        }
+        let voters: std::collections::BTreeSet<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+        if voters.contains(&node) {
+            return Ok(());
+        }
+        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(f.leader_id),
+            e => fail(e.to_string()),
+        };
+        raft.add_learner(node, BasicNode { addr: addr.to_string() }, true).await.map_err(map)?;
+        if voters.len() < max_voters {
+            let mut next = voters;
+            next.insert(node);
+            raft.change_membership(next, false).await.map_err(map)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the owner of every archive append applied on this node (leader or not),
+    /// so actors here learn of messages committed through other nodes.
+    pub fn on_append(&self, f: impl Fn(&UserJid) + Send + Sync + 'static) {
+        let _ = self.appended.set(Box::new(f));
+    }
+
+    /// Adds `node` to every group (see `add_replica`), asking each group's leader, wherever it
+    /// is. Returns how many groups it now replicates.
+    pub async fn join(&self, node: NodeId, addr: &str) -> Result<usize, WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout * 6;
+        for group in 0..self.rafts.len() as GroupId {
+            loop {
+                let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
+                let result = match leader {
+                    Some(l) if l == self.config.node_id => {
+                        self.add_replica(group, node, addr, self.config.replicas).await
+                    }
+                    Some(l) => self.remote_add_replica(group, l, node, addr).await,
+                    None => Err(WriteError::NotLeader { group, leader: None }),
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() < deadline && !matches!(e, WriteError::Fatal { .. }) => {
+                        tracing::debug!(group, error = %e, "adding a replica; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        tracing::info!(node, addr, "node joined every group");
+        Ok(self.rafts.len())
+    }
+
+    async fn remote_add_replica(&self, group: GroupId, leader: NodeId, node: NodeId, addr: &str) -> Result<(), WriteError> {
+        let leader_addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
+        let fail = |message: String| WriteError::Forward { group, leader, message };
+        let mut client = NodeClient::new(self.network.channel(&leader_addr).map_err(fail)?);
+        let req = AddReplicaRequest { group, node_id: node, addr: addr.to_string(), max_voters: self.config.replicas as u32 };
+        client.add_replica(req).await.map_err(|s| fail(s.message().to_string()))?;
+        Ok(())
+    }
+
+    /// Asks a member at `seed` (node-to-node address) to add this node to every group.
+    pub async fn join_via(&self, seed: &str) -> Result<(), String> {
+        let channel = self.network.channel(seed)?;
+        let req = JoinRequest { node_id: self.config.node_id, addr: self.config.node_addr.clone() };
+        NodeClient::new(channel).join(req).await.map_err(|s| format!("{seed}: {}", s.message()))?;
+        Ok(())
+    }
+
+    /// Whether any group of this node has a membership (it is, or was, part of a cluster).
+    pub async fn initialized(&self) -> bool {
+        for raft in &self.rafts {
+            if raft.is_initialized().await.unwrap_or(false) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Waits until every group has a leader, or `timeout` passes. Returns whether all have one.

@@ -4,7 +4,11 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use telex_proto::v1::node_server::Node;
-use telex_proto::v1::{RaftKind, RaftReply, RaftRequest};
+use telex_proto::v1::{
+    AddReplicaReply, AddReplicaRequest, JoinReply, JoinRequest, ProposeReply, ProposeRequest, RaftKind, RaftReply,
+    RaftRequest,
+};
+use telex_types::{Command, TelexError};
 use telex_types::wire::{decode, encode};
 use tonic::{Request, Response, Status};
 
@@ -42,5 +46,35 @@ impl Node for NodeService {
             Ok(RaftKind::Snapshot) => reply(&raft.install_snapshot(decode(&req.payload).map_err(bad)?).await),
             _ => Err(Status::invalid_argument(format!("unknown raft rpc kind {}", req.kind))),
         }
+    }
+
+    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        let req = request.into_inner();
+        let cmd: Command = decode(&req.command).map_err(bad)?;
+        // Only this node's own replica: a forwarded write is never forwarded again.
+        let result = self.groups.write_local(req.group, cmd).await.map_err(TelexError::from);
+        Ok(Response::new(ProposeReply { payload: encode(&result) }))
+    }
+
+    async fn add_replica(&self, request: Request<AddReplicaRequest>) -> Result<Response<AddReplicaReply>, Status> {
+        let r = request.into_inner();
+        self.groups
+            .add_replica(r.group, r.node_id, &r.addr, r.max_voters as usize)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(AddReplicaReply {}))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let r = request.into_inner();
+        if r.node_id == 0 || r.addr.is_empty() {
+            return Err(Status::invalid_argument("a joining node needs a non-zero node id and its node address"));
+        }
+        if r.node_id == self.groups.node_id() {
+            return Err(Status::already_exists(format!("node id {} is this node's own id", r.node_id)));
+        }
+        tracing::info!(node = r.node_id, addr = %r.addr, "node asks to join");
+        let groups = self.groups.join(r.node_id, &r.addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(JoinReply { groups: groups as u32 }))
     }
 }

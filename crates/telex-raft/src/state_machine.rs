@@ -13,10 +13,11 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
 };
 use telex_store::{group_key, group_range, Batch, Cf, Durability, KeyValue, Store};
-use telex_types::{GroupId, Response};
+use telex_types::{Command, GroupId, Response, UserJid};
 
 use crate::apply::{apply, BaseRead, Txn};
 use crate::codec::{decode, encode, io_err, read_err, write_err};
+use crate::registry::AppendHook;
 use crate::schema::prefix_end;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -32,6 +33,7 @@ const SNAP_DATA: &[u8] = b"snap_data";
 pub struct StateMachine {
     store: Arc<Store>,
     group: GroupId,
+    appended: AppendHook,
 }
 
 /// The committed state of one group, as the base of an apply transaction.
@@ -55,7 +57,12 @@ impl BaseRead for GroupBase<'_> {
 
 impl StateMachine {
     pub fn new(store: Arc<Store>, group: GroupId) -> Self {
-        StateMachine { store, group }
+        StateMachine { store, group, appended: AppendHook::default() }
+    }
+
+    pub(crate) fn with_append_hook(mut self, hook: AppendHook) -> Self {
+        self.appended = hook;
+        self
     }
 
     fn raft_key(&self, name: &[u8]) -> Vec<u8> {
@@ -107,6 +114,15 @@ fn now_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
+/// The users whose archives `cmd` appends to.
+fn archive_owners(cmd: &Command, out: &mut Vec<UserJid>) {
+    match cmd {
+        Command::AppendArchive { owner, .. } => out.push(owner.clone()),
+        Command::Batch(cmds) => cmds.iter().for_each(|c| archive_owners(c, out)),
+        _ => {}
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
@@ -126,11 +142,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut responses = Vec::new();
         let mut last: Option<LogId> = None;
         let mut membership: Option<Membership> = None;
+        let mut owners = Vec::new();
         for entry in entries {
             last = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(Response::Done),
                 EntryPayload::Normal(cmd) => {
+                    if self.appended.get().is_some() {
+                        archive_owners(&cmd, &mut owners);
+                    }
                     let r = apply(cmd, &mut txn)
                         .map_err(|e| io_err(ErrorSubject::Apply(entry.log_id), ErrorVerb::Read, e))?;
                     responses.push(r);
@@ -156,6 +176,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.store.write(b, Durability::Buffered).map_err(write_err)?;
         metrics::counter!("telex_raft_applied_entries_total").increment(responses.len() as u64);
+        if let Some(hook) = self.appended.get() {
+            for owner in &owners {
+                hook(owner);
+            }
+        }
         Ok(responses)
     }
 

@@ -32,6 +32,9 @@ struct Args {
     /// This node's id [default: 1].
     #[arg(long, env = "TELEX_NODE_ID")]
     node_id: Option<u64>,
+    /// Join the cluster that has a member at this node-to-node address (first start only).
+    #[arg(long, env = "TELEX_JOIN")]
+    join: Option<String>,
     /// Number of shards, for a new cluster [default: 64].
     #[arg(long, env = "TELEX_SHARDS")]
     shards: Option<u32>,
@@ -65,6 +68,9 @@ fn load(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.node_id {
         config.node_id = v;
+    }
+    if let Some(v) = args.join {
+        config.join = v;
     }
     if let Some(v) = args.shards {
         config.raft.shards = v;
