@@ -145,10 +145,22 @@ impl Admin for AdminService {
         Ok(Response::new(pb::KickSessionResponse {}))
     }
 
+    async fn add_node(&self, r: Request<pb::AddNodeRequest>) -> Reply<pb::AddNodeResponse> {
+        let r = r.into_inner();
+        let groups = self.accounts.groups();
+        if r.node_id == 0 || r.node_id == groups.node_id() || r.addr.is_empty() {
+            return Err(Status::invalid_argument("add-node needs the new node's own non-zero id and its node address"));
+        }
+        let n = groups.join(r.node_id, &r.addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(node = r.node_id, addr = %r.addr, "node added");
+        Ok(Response::new(pb::AddNodeResponse { groups: n as u32 }))
+    }
+
     async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusResponse> {
         let groups = self.accounts.groups();
-        let status = groups
-            .status()
+        let status = groups.status();
+        let members = status.first().map(|meta| meta.members.clone()).unwrap_or_default();
+        let status = status
             .into_iter()
             .map(|g| pb::GroupStatus {
                 group: g.group,
@@ -159,6 +171,9 @@ impl Admin for AdminService {
                 applied_index: g.applied_index,
                 snapshot_index: g.snapshot_index,
                 purged_index: g.purged_index,
+                voters: g.voters,
+                learners: g.learners,
+                max_lag: g.max_lag,
             })
             .collect();
         Ok(Response::new(pb::NodeStatusResponse {
@@ -166,6 +181,7 @@ impl Admin for AdminService {
             shards: groups.shards(),
             groups: status,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            members: members.into_iter().map(|(node_id, addr)| pb::Member { node_id, addr }).collect(),
         }))
     }
 }

@@ -74,7 +74,7 @@ pub enum UserCmd {
     RevokeTokens { jid: String },
 }
 
-async fn client(cli: &Cli) -> Result<AdminClient<Channel>, String> {
+pub(crate) async fn client(cli: &Cli) -> Result<AdminClient<Channel>, String> {
     Ok(AdminClient::new(connect(&cli.admin).await?))
 }
 

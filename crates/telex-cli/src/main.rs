@@ -5,6 +5,7 @@
 
 mod admin;
 mod chat;
+mod cluster;
 mod output;
 mod session;
 mod social;
@@ -39,6 +40,9 @@ enum Command {
     User(admin::UserCmd),
     /// Show this node's Raft groups.
     Status,
+    /// The cluster: nodes, replicas, leaders.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCmd),
     /// Connected devices.
     #[command(subcommand)]
     Session(admin::SessionCmd),
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
             Command::Tenant(cmd) => admin::tenant(&cli, cmd).await,
             Command::User(cmd) => admin::user(&cli, cmd).await,
             Command::Status => admin::status(&cli).await,
+            Command::Cluster(cmd) => cluster::cluster(&cli, cmd).await,
             Command::Session(cmd) => admin::session(&cli, cmd).await,
             Command::Login(args) => session::login(&cli, args).await,
             Command::Whoami(args) => session::whoami(&cli, args).await,

@@ -8,8 +8,8 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_proto::v1::node_client::NodeClient;
 use telex_proto::v1::{AddReplicaRequest, JoinRequest, ProposeRequest};
-use telex_types::wire::{decode, encode};
 use telex_store::Store;
+use telex_types::wire::{decode, encode};
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
 use tokio::sync::{mpsc, oneshot};
 
@@ -84,6 +84,12 @@ pub struct GroupInfo {
     pub applied_index: u64,
     pub snapshot_index: u64,
     pub purged_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Every member with its address.
+    pub members: Vec<(NodeId, String)>,
+    /// When this node leads the group: how many entries the slowest replica is behind.
+    pub max_lag: Option<u64>,
 }
 
 pub struct Groups {
@@ -200,10 +206,10 @@ impl Groups {
     /// Proposes through this node's own replica; `NotLeader` when it does not lead the group.
     /// Returns the response and the log index of the entry that carried it.
     pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(Response, u64), WriteError> {
-        let queue = self.proposers.get(group as usize).ok_or_else(|| WriteError::Fatal {
-            group,
-            message: "no such group".into(),
-        })?;
+        let queue = self
+            .proposers
+            .get(group as usize)
+            .ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;
@@ -222,8 +228,11 @@ impl Groups {
     /// Sends a write to the group's leader on another node.
     async fn forward(&self, group: GroupId, leader: NodeId, cmd: &Command) -> Result<(Response, u64), WriteError> {
         let addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
-        let unavailable =
-            |message: String| WriteError::Forward { group, leader, message: format!("forwarding to {addr}: {message}") };
+        let unavailable = |message: String| WriteError::Forward {
+            group,
+            leader,
+            message: format!("forwarding to {addr}: {message}"),
+        };
         let channel = self.network.channel(&addr).map_err(unavailable)?;
         let req = ProposeRequest { group, command: encode(cmd) };
         let mut client = NodeClient::new(channel).max_decoding_message_size(64 << 20);
@@ -253,7 +262,13 @@ impl Groups {
 
     /// On this group's leader: adds `node` as a learner, waits for it to catch up, and makes it
     /// a voter while the group has fewer than `max_voters`. Idempotent.
-    pub async fn add_replica(&self, group: GroupId, node: NodeId, addr: &str, max_voters: usize) -> Result<(), WriteError> {
+    pub async fn add_replica(
+        &self,
+        group: GroupId,
+        node: NodeId,
+        addr: &str,
+        max_voters: usize,
+    ) -> Result<(), WriteError> {
         let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
         let fail = |e: String| WriteError::Fatal { group, message: e };
         let not_leader = |leader| WriteError::NotLeader { group, leader };
@@ -312,11 +327,18 @@ impl Groups {
         Ok(self.rafts.len())
     }
 
-    async fn remote_add_replica(&self, group: GroupId, leader: NodeId, node: NodeId, addr: &str) -> Result<(), WriteError> {
+    async fn remote_add_replica(
+        &self,
+        group: GroupId,
+        leader: NodeId,
+        node: NodeId,
+        addr: &str,
+    ) -> Result<(), WriteError> {
         let leader_addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
         let fail = |message: String| WriteError::Forward { group, leader, message };
         let mut client = NodeClient::new(self.network.channel(&leader_addr).map_err(fail)?);
-        let req = AddReplicaRequest { group, node_id: node, addr: addr.to_string(), max_voters: self.config.replicas as u32 };
+        let req =
+            AddReplicaRequest { group, node_id: node, addr: addr.to_string(), max_voters: self.config.replicas as u32 };
         client.add_replica(req).await.map_err(|s| fail(s.message().to_string()))?;
         Ok(())
     }
@@ -378,6 +400,13 @@ impl Groups {
                     applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
                     snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
                     purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+                    voters: m.membership_config.membership().voter_ids().collect(),
+                    learners: m.membership_config.membership().learner_ids().collect(),
+                    members: m.membership_config.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+                    max_lag: m.replication.as_ref().map(|r| {
+                        let last = m.last_log_index.unwrap_or(0);
+                        r.values().map(|matched| last - matched.map_or(0, |l| l.index).min(last)).max().unwrap_or(0)
+                    }),
                 }
             })
             .collect()

@@ -8,8 +8,8 @@ use telex_proto::v1::{
     AddReplicaReply, AddReplicaRequest, JoinReply, JoinRequest, ProposeReply, ProposeRequest, RaftKind, RaftReply,
     RaftRequest,
 };
-use telex_types::{Command, TelexError};
 use telex_types::wire::{decode, encode};
+use telex_types::{Command, TelexError};
 use tonic::{Request, Response, Status};
 
 use crate::Groups;

@@ -5,6 +5,7 @@
 //! them first with `cargo build --release --bins` (the Makefile does).
 
 pub mod client;
+pub mod history;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -59,16 +60,18 @@ impl Telexd {
         node
     }
 
-    /// Starts the process again on the same data directory (new ports).
+    /// Starts the process again on the same data directory: new ports, except the node-to-node
+    /// port, which peers remember in the cluster's membership.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node is still running");
         std::fs::create_dir_all(&self.data_dir).unwrap();
         let _ = std::fs::remove_file(self.data_dir.join("listen.json"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let node_addr = format!("127.0.0.1:{}", self.addrs.node.port());
         let child = Command::new(bin("telexd"))
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--client-addr", "127.0.0.1:0", "--node-addr", "127.0.0.1:0"])
+            .args(["--client-addr", "127.0.0.1:0", "--node-addr", &node_addr])
             .args(["--admin-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
             .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
@@ -104,6 +107,19 @@ impl Telexd {
             assert!(Instant::now() < deadline, "telexd never became ready; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts node `id` of a cluster: with `join`, it joins the member at that node address.
+    /// Waits until it is ready, which for a joining node means it replicates every group.
+    pub fn start_member(data_dir: &Path, id: u64, join: Option<SocketAddr>, extra: &[&str]) -> Telexd {
+        let id = id.to_string();
+        let join = join.map(|a| a.to_string());
+        let mut args = vec!["--node-id", id.as_str()];
+        if let Some(j) = &join {
+            args.extend(["--join", j.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        Telexd::start(data_dir, &args)
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,129 @@
+//! Client histories and the delivery-promise checker (see TESTING.md). Tests record what each
+//! send did; after faults heal they read every archive back, and `check` computes the figures.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What one attempt of one send ended as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Acknowledged: durably stored.
+    Ok,
+    /// Refused before anything could be stored (for example a validation error).
+    Fail,
+    /// Unknown: timed out, disconnected or "may or may not have happened".
+    Info,
+}
+
+#[derive(Clone, Debug)]
+pub struct SendEvent {
+    pub owner: String,
+    pub client_id: String,
+    pub outcome: Outcome,
+}
+
+/// The checker's figures. `acked_lost`, `archive_duplicates` and `phantoms` must be 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    pub sends: usize,
+    pub acked: usize,
+    pub acked_lost: usize,
+    pub archive_duplicates: usize,
+    pub phantoms: usize,
+    /// Sends never acknowledged whose outcome was unknown: found once, or not at all.
+    pub info_found: usize,
+    pub info_absent: usize,
+}
+
+impl Figures {
+    pub fn promise_kept(&self) -> bool {
+        self.acked_lost == 0 && self.archive_duplicates == 0 && self.phantoms == 0
+    }
+}
+
+impl std::fmt::Display for Figures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sends {} acked {} | acked_lost {} archive_duplicates {} phantoms {} | info found {} absent {}",
+            self.sends,
+            self.acked,
+            self.acked_lost,
+            self.archive_duplicates,
+            self.phantoms,
+            self.info_found,
+            self.info_absent
+        )
+    }
+}
+
+/// `events`: every attempt of every send. `archives`: for each archive owner, the client ids
+/// of the drained archive in archive order.
+pub fn check(events: &[SendEvent], archives: &BTreeMap<String, Vec<String>>) -> Figures {
+    let mut per_send: BTreeMap<(&str, &str), BTreeSet<Outcome>> = BTreeMap::new();
+    for e in events {
+        per_send.entry((&e.owner, &e.client_id)).or_default().insert(e.outcome);
+    }
+    let mut f = Figures { sends: per_send.len(), ..Figures::default() };
+    let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for (owner, ids) in archives {
+        for id in ids {
+            *counts.entry((owner, id)).or_default() += 1;
+        }
+    }
+    for (&(owner, id), n) in &counts {
+        if *n > 1 {
+            f.archive_duplicates += n - 1;
+        }
+        match per_send.get(&(owner, id)) {
+            None => f.phantoms += 1,
+            // Only definite refusals: such a send must not appear.
+            Some(o) if o.iter().all(|o| *o == Outcome::Fail) => f.phantoms += 1,
+            _ => {}
+        }
+    }
+    for (key, outcomes) in &per_send {
+        let found = counts.get(key).copied().unwrap_or(0);
+        if outcomes.contains(&Outcome::Ok) {
+            f.acked += 1;
+            if found == 0 {
+                f.acked_lost += 1;
+            }
+        } else if outcomes.contains(&Outcome::Info) {
+            if found == 0 {
+                f.info_absent += 1;
+            } else {
+                f.info_found += 1;
+            }
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: &str, outcome: Outcome) -> SendEvent {
+        SendEvent { owner: "bob".into(), client_id: id.into(), outcome }
+    }
+
+    fn archive(ids: &[&str]) -> BTreeMap<String, Vec<String>> {
+        BTreeMap::from([("bob".to_string(), ids.iter().map(|s| s.to_string()).collect())])
+    }
+
+    #[test]
+    fn a_clean_history_keeps_the_promise() {
+        let events = [ev("a", Outcome::Info), ev("a", Outcome::Ok), ev("b", Outcome::Ok), ev("c", Outcome::Info)];
+        let f = check(&events, &archive(&["a", "b"]));
+        assert!(f.promise_kept(), "{f}");
+        assert_eq!((f.sends, f.acked, f.info_absent), (3, 2, 1));
+    }
+
+    #[test]
+    fn lost_duplicated_and_phantom_messages_are_counted() {
+        let events = [ev("a", Outcome::Ok), ev("b", Outcome::Ok), ev("c", Outcome::Fail)];
+        let f = check(&events, &archive(&["b", "b", "c", "z"]));
+        assert_eq!((f.acked_lost, f.archive_duplicates, f.phantoms), (1, 1, 2), "{f}");
+        assert!(!f.promise_kept());
+    }
+}
