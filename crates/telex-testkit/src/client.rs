@@ -39,7 +39,9 @@ pub struct Device {
 impl Device {
     pub async fn open(url: &str, token: &str) -> Result<Device, tonic::Status> {
         let (up, rx) = mpsc::channel(1024);
-        let down = client(url).await.session(authed(ReceiverStream::new(rx), token)).await?.into_inner();
+        let mut c =
+            ClientClient::connect(url.to_string()).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let down = c.session(authed(ReceiverStream::new(rx), token)).await?.into_inner();
         Ok(Device {
             up,
             down,
@@ -53,6 +55,26 @@ impl Device {
     pub async fn send(&self, to: &str, client_id: &str, body: &str) {
         let send = pb::SendMessage { client_id: client_id.into(), to: to.into(), body: body.into() };
         self.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) }).await.expect("session open");
+    }
+
+    /// Like `send`, but false instead of a panic when the session is gone.
+    pub async fn try_send(&self, to: &str, client_id: &str, body: &str) -> bool {
+        let send = pb::SendMessage { client_id: client_id.into(), to: to.into(), body: body.into() };
+        self.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) }).await.is_ok()
+    }
+
+    /// The result of the send with `client_id`, or `None` if the session ends or `wait` passes.
+    pub async fn try_result(&mut self, client_id: &str, wait: Duration) -> Option<pb::SendResult> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(r) = self.results.remove(client_id) {
+                return Some(r);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || !self.pump(left).await {
+                return None;
+            }
+        }
     }
 
     pub async fn ack(&self, position: u64) {

@@ -60,19 +60,20 @@ impl Telexd {
         node
     }
 
-    /// Starts the process again on the same data directory: new ports, except the node-to-node
-    /// port, which peers remember in the cluster's membership.
+    /// Starts the process again on the same data directory and the same ports (peers remember
+    /// the node-to-node address; clients reconnect to the same address).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node is still running");
         std::fs::create_dir_all(&self.data_dir).unwrap();
         let _ = std::fs::remove_file(self.data_dir.join("listen.json"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let node_addr = format!("127.0.0.1:{}", self.addrs.node.port());
+        let at = |a: SocketAddr| format!("127.0.0.1:{}", a.port());
+        let a = self.addrs.clone();
         let child = Command::new(bin("telexd"))
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--client-addr", "127.0.0.1:0", "--node-addr", &node_addr])
-            .args(["--admin-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(["--client-addr", &at(a.client), "--node-addr", &at(a.node)])
+            .args(["--admin-addr", &at(a.admin), "--http-addr", &at(a.http)])
             .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())

@@ -123,3 +123,165 @@ async fn leader_kill_under_load_loses_no_acknowledged_message() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A client that sends one message at a time and keeps retrying (same client id, any node)
+/// until each is acknowledged, recording every attempt for the checker.
+struct Sender {
+    urls: Vec<String>,
+    token: String,
+    device: Option<Device>,
+    next: usize,
+    events: Vec<SendEvent>,
+}
+
+impl Sender {
+    fn new(urls: Vec<String>, token: String) -> Sender {
+        Sender { urls, token, device: None, next: 0, events: Vec::new() }
+    }
+
+    /// Sends `id` until acknowledged; false if `deadline` passes first.
+    async fn send_acked(&mut self, to: &str, id: &str, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            if self.device.is_none() {
+                let url = &self.urls[self.next % self.urls.len()];
+                match Device::open(url, &self.token).await {
+                    Ok(d) => self.device = Some(d),
+                    Err(_) => {
+                        self.next += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                }
+            }
+            let d = self.device.as_mut().unwrap();
+            let outcome = if !d.try_send(to, id, "steady load").await {
+                None
+            } else {
+                d.try_result(id, Duration::from_secs(15)).await
+            };
+            let outcome = match outcome {
+                Some(r) if r.error.is_empty() => Outcome::Ok,
+                Some(r) if !r.retryable => panic!("send refused for good: {r:?}"),
+                Some(_) => Outcome::Info,
+                None => {
+                    // The session broke: its node went away. Try another.
+                    self.device = None;
+                    self.next += 1;
+                    Outcome::Info
+                }
+            };
+            self.events.push(SendEvent { owner: to.into(), client_id: id.into(), outcome });
+            if outcome == Outcome::Ok {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+fn config_with(tmp: &tempfile::TempDir, text: &str) -> String {
+    let path = tmp.path().join("telex.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_majority_refuses_writes_until_it_returns() {
+    let (t1, d1) = data_dir();
+    let (_t2, d2) = data_dir();
+    let (_t3, d3) = data_dir();
+    let config = config_with(&t1, "[raft]\nshards = 4\nwrite_timeout_ms = 1500\n");
+    let args = ["--config", config.as_str()];
+    let n1 = Telexd::start_member(&d1, 1, None, &args);
+    let mut n2 = Telexd::start_member(&d2, 2, Some(n1.addrs.node), &args);
+    let mut n3 = Telexd::start_member(&d3, 3, Some(n1.addrs.node), &args);
+    wait_for_replicas(&n1, 3);
+    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
+    n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let url = n1.client_url();
+    let mut alice = Sender::new(vec![url.clone()], login(&url, "alice@localhost", "pw", "laptop").await);
+    let soon = || Instant::now() + Duration::from_secs(20);
+    for i in 0..10 {
+        assert!(alice.send_acked("bob@localhost", &format!("before{i}"), soon()).await);
+    }
+    n2.kill9();
+    n3.kill9();
+    // The minority refuses: the send is reported as not (yet) done and retryable.
+    let refused_until = Instant::now() + Duration::from_secs(4);
+    assert!(!alice.send_acked("bob@localhost", "during", refused_until).await, "a lone node must not commit");
+    assert!(alice.events.iter().any(|e| e.client_id == "during" && e.outcome == Outcome::Info));
+    let user_add = n1.cli(&["user", "add", "carol@localhost", "--password", "pw"]);
+    user_add.failure("unavailable");
+    // Heal: one peer back is a majority again; the same send now succeeds, once.
+    n2.restart();
+    assert!(alice.send_acked("bob@localhost", "during", soon()).await);
+    for i in 0..10 {
+        assert!(alice.send_acked("bob@localhost", &format!("after{i}"), soon()).await);
+    }
+    n3.restart();
+    let figures =
+        check(&alice.events, &BTreeMap::from([("bob@localhost".into(), archive(&n2, "bob@localhost").await)]));
+    println!("majority loss: {figures}");
+    assert!(figures.promise_kept(), "{figures}");
+    assert_eq!(figures.acked, 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load_loses_nothing() {
+    let (t1, d1) = data_dir();
+    let (_t2, d2) = data_dir();
+    let (_t3, d3) = data_dir();
+    let config = config_with(&t1, "[raft]\nshards = 4\nwrite_timeout_ms = 3000\n");
+    let args = ["--config", config.as_str()];
+    let mut nodes = vec![Telexd::start_member(&d1, 1, None, &args)];
+    let seed = nodes[0].addrs.node;
+    nodes.push(Telexd::start_member(&d2, 2, Some(seed), &args));
+    nodes.push(Telexd::start_member(&d3, 3, Some(seed), &args));
+    wait_for_replicas(&nodes[0], 3);
+    nodes[0].cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
+    nodes[0].cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
+    let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(async move {
+        let mut alice = Sender::new(urls, token);
+        let mut i = 0;
+        while !*stop_rx.borrow() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            assert!(alice.send_acked("bob@localhost", &format!("r{i}"), deadline).await, "r{i} never acked");
+            i += 1;
+        }
+        alice.events
+    });
+    // Restart each node in turn (clean stop, start, wait until it votes again).
+    for k in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(nodes[k].terminate(Duration::from_secs(20)), "node {} did not stop cleanly", k + 1);
+        nodes[k].restart();
+        wait_for_replicas(&nodes[(k + 1) % 3], 3);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_tx.send(true).expect("the load task is still running");
+    let events = load.await.unwrap();
+    let mut archives = Vec::new();
+    for n in &nodes {
+        archives.push(archive(n, "bob@localhost").await);
+    }
+    assert!(
+        archives.windows(2).all(|w| w[0] == w[1]) || {
+            // Replicas may still be applying the last entries: read again after a moment.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            archives.clear();
+            for n in &nodes {
+                archives.push(archive(n, "bob@localhost").await);
+            }
+            archives.windows(2).all(|w| w[0] == w[1])
+        },
+        "replicas differ after the rolling restart"
+    );
+    let figures = check(&events, &BTreeMap::from([("bob@localhost".into(), archives[0].clone())]));
+    println!("rolling restart: {figures}");
+    assert!(figures.promise_kept(), "{figures}");
+    assert!(figures.acked > 10, "{figures}");
+}
