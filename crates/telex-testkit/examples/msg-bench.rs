@@ -31,6 +31,10 @@ struct Args {
     pairs: usize,
     #[arg(long, default_value_t = 64)]
     shards: u32,
+    /// Nodes in the cluster (all on this machine); sessions are spread over them, each
+    /// receiver on another node than its sender.
+    #[arg(long, default_value_t = 1)]
+    nodes: u64,
 }
 
 fn now_ms() -> u64 {
@@ -45,15 +49,31 @@ async fn main() -> anyhow::Result<()> {
     let config = tmp.path().join("bench.toml");
     std::fs::write(&config, "[limits]\nsends_per_second = 1000000\nsend_burst = 1000000\n")?;
     let shards = args.shards.to_string();
-    let node = Telexd::start(&dir, &["--shards", &shards, "--config", config.to_str().unwrap()]);
-    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    let flags = ["--shards", shards.as_str(), "--config", config.to_str().unwrap()];
+    let mut nodes = vec![Telexd::start_member(&dir, 1, None, &flags)];
+    let mut dirs = Vec::new();
+    for id in 2..=args.nodes {
+        let (tmp, dir) = data_dir();
+        nodes.push(Telexd::start_member(&dir, id, Some(nodes[0].addrs.node), &flags));
+        dirs.push(tmp);
+    }
+    let mut admin = AdminClient::connect(nodes[0].admin_url()).await?;
+    // Every group replicated on every node (up to 3) before the clock starts.
+    let want = args.nodes.min(3) as usize;
+    loop {
+        let s = admin.node_status(pb::NodeStatusRequest {}).await?.into_inner();
+        if s.groups.iter().all(|g| g.voters.len() == want && g.leader != 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for i in 0..args.pairs {
         for side in ["s", "r"] {
             let req = pb::AddUserRequest { jid: format!("{side}{i}@localhost"), password: "pw".into() };
             admin.add_user(req).await?;
         }
     }
-    let url = node.client_url();
+    let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
     let ack_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let deliver_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let delivered = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -63,10 +83,11 @@ async fn main() -> anyhow::Result<()> {
     // Every session is open before the schedule starts.
     let mut sessions = Vec::new();
     for i in 0..args.pairs {
-        let rx = Device::open(&url, &login(&url, &format!("r{i}@localhost"), "pw", "bench").await).await?;
-        let token = login(&url, &format!("s{i}@localhost"), "pw", "bench").await;
+        let (url, rx_url) = (&urls[i % urls.len()], &urls[(i + 1) % urls.len()]);
+        let rx = Device::open(rx_url, &login(rx_url, &format!("r{i}@localhost"), "pw", "bench").await).await?;
+        let token = login(url, &format!("s{i}@localhost"), "pw", "bench").await;
         let (up, up_rx) = tokio::sync::mpsc::channel::<pb::ClientFrame>(4096);
-        let down = client(&url).await.session(authed(ReceiverStream::new(up_rx), &token)).await?.into_inner();
+        let down = client(url).await.session(authed(ReceiverStream::new(up_rx), &token)).await?.into_inner();
         sessions.push((rx, up, down));
     }
     let start = Instant::now() + Duration::from_millis(500);
