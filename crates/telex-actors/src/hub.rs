@@ -66,6 +66,8 @@ pub(crate) enum Cmd {
     },
     /// The archive grew (a hint; the actor reads the real head).
     Appended,
+    /// The roster or block list changed in storage: drop the cached copies.
+    Reload,
     Roster {
         op: RosterOp,
         reply: oneshot::Sender<Result<RosterReply, TelexError>>,
@@ -111,7 +113,12 @@ pub struct Hub {
     sessions: Arc<DashMap<(UserJid, String), SessionInfo>>,
     pub(crate) ledger: Arc<dyn Ledger>,
     limits: Limits,
+    /// Where presence for contacts on other nodes goes (set by the node when clustered).
+    relay: Arc<std::sync::OnceLock<PresenceRelay>>,
 }
+
+/// Sends (contact, from, presence) to the other nodes of the cluster; must not block.
+pub type PresenceRelay = Box<dyn Fn(&UserJid, &UserJid, Option<DevicePresence>) + Send + Sync>;
 
 const MAILBOX: usize = 1024;
 /// Cursor acknowledgements persisted at least every this many positions (and on detach).
@@ -127,7 +134,26 @@ impl Hub {
             sessions: Arc::new(DashMap::new()),
             ledger,
             limits,
+            relay: Arc::default(),
         }
+    }
+
+    /// Presence for contacts whose devices are connected to other nodes goes through `relay`.
+    pub fn set_presence_relay(&self, relay: PresenceRelay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Presence relayed from another node: `from`'s presence for `contact`'s devices here.
+    pub fn presence_from_peer(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
+        // For probes by this node's users. A user with devices on two nodes is seen here with
+        // the other node's aggregate (a known limit until actors live on shard leaders).
+        if !self.actors.contains_key(from) {
+            match &presence {
+                Some(p) => self.online.insert(from.clone(), p.clone()),
+                None => self.online.remove(from).map(|(_, p)| p),
+            };
+        }
+        self.deliver_presence(contact, from, presence);
     }
 
     /// Number of users with a live actor.
@@ -265,11 +291,26 @@ impl Hub {
 
     /// Tells an online contact about `from`'s presence. Offline contacts cost nothing.
     pub(crate) fn presence_to(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
+        if let Some(relay) = self.relay.get() {
+            relay(contact, from, presence.clone());
+        }
+        self.deliver_presence(contact, from, presence);
+    }
+
+    fn deliver_presence(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
         if let Some(a) = self.actors.get(contact) {
             metrics::counter!("telex_presence_deliveries_total").increment(1);
             if a.try_send(Cmd::ContactPresence { from: from.clone(), presence }).is_err() {
                 metrics::counter!("telex_presence_dropped_total").increment(1);
             }
+        }
+    }
+
+    /// Tells an online user's actor that its roster or block list changed in storage (perhaps
+    /// through another node), so it reloads them before using them again.
+    pub fn social_changed(&self, user: &UserJid) {
+        if let Some(a) = self.actors.get(user) {
+            let _ = a.try_send(Cmd::Reload);
         }
     }
 
@@ -367,6 +408,10 @@ impl UserActor {
                 let present = self.sessions.contains_key(&device);
                 self.kill(&device, "disconnected by an administrator".into());
                 let _ = reply.send(present);
+            }
+            Cmd::Reload => {
+                self.roster = None;
+                self.blocked = None;
             }
             Cmd::Appended => {
                 let devices: Vec<String> = self.sessions.keys().cloned().collect();

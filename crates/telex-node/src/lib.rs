@@ -8,6 +8,7 @@ pub mod config;
 mod http;
 mod ledger;
 mod node;
+mod relay;
 pub mod telemetry;
 
 pub use config::Config;

@@ -14,8 +14,9 @@ use telex_api::{AdminService, ClientService};
 use telex_proto::v1::admin_server::AdminServer;
 use telex_proto::v1::client_server::ClientServer;
 use telex_proto::v1::node_server::NodeServer;
+use telex_proto::v1::relay_server::RelayServer;
 use telex_raft::service::NodeService;
-use telex_raft::{Groups, GroupsConfig};
+use telex_raft::{Applied, Groups, GroupsConfig};
 use telex_store::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -131,9 +132,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         send_burst: f64::from(l.send_burst),
     };
     let messaging = Messaging::new(Arc::new(RaftLedger::new(groups.clone())), limits);
-    // Messages committed through other nodes reach the actors here through their replicas.
+    // Changes committed through other nodes reach the actors here through their replicas.
     let hub = messaging.hub().clone();
-    groups.on_append(move |owner| hub.notify(owner));
+    groups.on_applied(move |change| match change {
+        Applied::Archive(owner) => hub.notify(owner),
+        Applied::Social(owner) => hub.social_changed(owner),
+    });
+    messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
     let client = ClientServer::new(ClientService::new(accounts.clone(), messaging.clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
     tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
@@ -141,7 +146,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);
     tracker.spawn(serve_grpc("admin", grpc, admin_l, shutdown.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
-    let grpc = Server::builder().add_service(health_service).add_service(node);
+    let relay = RelayServer::new(crate::relay::RelayService::new(messaging.hub().clone()));
+    let grpc = Server::builder().add_service(health_service).add_service(node).add_service(relay);
     tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
     let stop = shutdown.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });

@@ -103,8 +103,18 @@ pub struct Groups {
     appended: AppendHook,
 }
 
-/// Set once the actors exist; called by every group's state machine after it applies appends.
-pub(crate) type AppendHook = Arc<std::sync::OnceLock<Box<dyn Fn(&UserJid) + Send + Sync>>>;
+/// Set once the actors exist; called by every group's state machine after it applies changes
+/// that actors care about.
+pub(crate) type AppendHook = Arc<std::sync::OnceLock<Box<dyn Fn(&Applied) + Send + Sync>>>;
+
+/// A change applied by this node's replica of a shard (on the leader and followers alike).
+#[derive(Clone, Debug)]
+pub enum Applied {
+    /// The user's archive grew.
+    Archive(UserJid),
+    /// The user's roster or block list changed.
+    Social(UserJid),
+}
 
 impl Groups {
     /// Starts every group of this node. Groups resume from whatever the store holds.
@@ -254,6 +264,18 @@ impl Groups {
         }
     }
 
+    /// Every member of `group` with its node-to-node address.
+    pub fn members(&self, group: GroupId) -> Vec<(NodeId, String)> {
+        let Some(raft) = self.raft(group) else { return Vec::new() };
+        let m = raft.metrics().borrow().membership_config.clone();
+        m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
+    }
+
+    /// The shared HTTP/2 channel to a node.
+    pub fn peer_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+        self.network.channel(addr)
+    }
+
     /// The node-to-node address of a member of `group`, from its membership.
     pub fn member_addr(&self, group: GroupId, node: NodeId) -> Option<String> {
         let m = self.raft(group)?.metrics().borrow().membership_config.clone();
@@ -293,9 +315,9 @@ impl Groups {
         Ok(())
     }
 
-    /// Calls `f` with the owner of every archive append applied on this node (leader or not),
-    /// so actors here learn of messages committed through other nodes.
-    pub fn on_append(&self, f: impl Fn(&UserJid) + Send + Sync + 'static) {
+    /// Calls `f` for every archive append and roster or block change applied on this node
+    /// (leader or not), so actors here learn of changes committed through other nodes.
+    pub fn on_applied(&self, f: impl Fn(&Applied) + Send + Sync + 'static) {
         let _ = self.appended.set(Box::new(f));
     }
 

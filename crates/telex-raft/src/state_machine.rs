@@ -13,11 +13,11 @@ use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StoredMembership,
 };
 use telex_store::{group_key, group_range, Batch, Cf, Durability, KeyValue, Store};
-use telex_types::{Command, GroupId, Response, UserJid};
+use telex_types::{Command, GroupId, Response};
 
 use crate::apply::{apply, BaseRead, Txn};
 use crate::codec::{decode, encode, io_err, read_err, write_err};
-use crate::registry::AppendHook;
+use crate::registry::{AppendHook, Applied};
 use crate::schema::prefix_end;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
@@ -114,11 +114,14 @@ fn now_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
-/// The users whose archives `cmd` appends to.
-fn archive_owners(cmd: &Command, out: &mut Vec<UserJid>) {
+/// What `cmd` changes that actors cache or wait for.
+fn changes(cmd: &Command, out: &mut Vec<Applied>) {
     match cmd {
-        Command::AppendArchive { owner, .. } => out.push(owner.clone()),
-        Command::Batch(cmds) => cmds.iter().for_each(|c| archive_owners(c, out)),
+        Command::AppendArchive { owner, .. } => out.push(Applied::Archive(owner.clone())),
+        Command::RosterPut { owner, .. } | Command::RosterDelete { owner, .. } | Command::SetBlocked { owner, .. } => {
+            out.push(Applied::Social(owner.clone()))
+        }
+        Command::Batch(cmds) => cmds.iter().for_each(|c| changes(c, out)),
         _ => {}
     }
 }
@@ -149,7 +152,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => responses.push(Response::Done),
                 EntryPayload::Normal(cmd) => {
                     if self.appended.get().is_some() {
-                        archive_owners(&cmd, &mut owners);
+                        changes(&cmd, &mut owners);
                     }
                     let r = apply(cmd, &mut txn)
                         .map_err(|e| io_err(ErrorSubject::Apply(entry.log_id), ErrorVerb::Read, e))?;
@@ -177,8 +180,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.store.write(b, Durability::Buffered).map_err(write_err)?;
         metrics::counter!("telex_raft_applied_entries_total").increment(responses.len() as u64);
         if let Some(hook) = self.appended.get() {
-            for owner in &owners {
-                hook(owner);
+            for change in &owners {
+                hook(change);
             }
         }
         Ok(responses)

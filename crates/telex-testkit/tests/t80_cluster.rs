@@ -285,3 +285,63 @@ async fn rolling_restart_under_load_loses_nothing() {
     assert!(figures.promise_kept(), "{figures}");
     assert!(figures.acked > 10, "{figures}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rosters_presence_and_blocks_work_between_nodes() {
+    let (_t1, d1) = data_dir();
+    let (_t2, d2) = data_dir();
+    let (_t3, d3) = data_dir();
+    let n1 = Telexd::start_member(&d1, 1, None, &["--shards", SHARDS]);
+    let n2 = Telexd::start_member(&d2, 2, Some(n1.addrs.node), &["--shards", SHARDS]);
+    let n3 = Telexd::start_member(&d3, 3, Some(n1.addrs.node), &["--shards", SHARDS]);
+    wait_for_replicas(&n1, 3);
+    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
+    n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    // Alice uses node 2, Bob node 3, for everything.
+    let alice = |args: &[&str]| n2.cli(&[args, &["--user", "alice@localhost", "--password", "pw"]].concat());
+    let bob = |args: &[&str]| n3.cli(&[args, &["--user", "bob@localhost", "--password", "pw"]].concat());
+    let (a_url, b_url) = (n2.client_url(), n3.client_url());
+    let mut a_dev = Device::open(&a_url, &login(&a_url, "alice@localhost", "pw", "laptop").await).await.unwrap();
+    let mut b_dev = Device::open(&b_url, &login(&b_url, "bob@localhost", "pw", "phone").await).await.unwrap();
+    a_dev.presence("available", "", 0).await;
+    b_dev.presence("available", "", 0).await;
+
+    // The subscription dance, each side on its own node.
+    alice(&["roster", "add", "bob@localhost", "--name", "Bob"]).success();
+    bob(&["roster", "approve", "alice@localhost"]).success();
+    bob(&["roster", "add", "alice@localhost"]).success();
+    alice(&["roster", "approve", "bob@localhost"]).success();
+    let roster = alice(&["--json", "roster", "list"]).success();
+    assert!(roster.contains("\"both\""), "{roster}");
+    let roster = bob(&["--json", "roster", "list"]).success();
+    assert!(roster.contains("\"both\""), "{roster}");
+
+    // Presence crosses nodes, and follows every change.
+    b_dev.presence("away", "lunch", 0).await;
+    let p = loop {
+        let p = a_dev.presence_from("bob@localhost", Duration::from_secs(5)).await;
+        let p = p.expect("alice on node 2 never saw bob's away from node 3");
+        if p.show == "away" {
+            break p;
+        }
+    };
+    assert_eq!((p.show.as_str(), p.status.as_str()), ("away", "lunch"), "{p:?}");
+
+    // Messages between the nodes arrive live.
+    alice(&["send", "bob@localhost", "across"]).success();
+    let m = b_dev.message(Duration::from_secs(5)).await.expect("bob gets alice's message live");
+    assert_eq!(m.body, "across");
+
+    // A block made on node 3 is enforced for a sender on node 2.
+    bob(&["block", "alice@localhost"]).success();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = alice(&["send", "bob@localhost", "blocked?"]);
+        if !out.ok {
+            out.failure("does not accept your messages");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the block never took effect on node 2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
