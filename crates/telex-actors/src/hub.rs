@@ -90,6 +90,7 @@ pub(crate) enum Cmd {
     /// An administrator ends a device's session.
     Kick {
         device: String,
+        reason: String,
         reply: oneshot::Sender<bool>,
     },
 }
@@ -245,10 +246,11 @@ impl Hub {
     }
 
     /// Ends a device's session; false when it is not connected.
-    pub async fn kick(&self, user: &UserJid, device: &str) -> bool {
+    pub async fn kick(&self, user: &UserJid, device: &str, reason: &str) -> bool {
         let Some(actor) = self.actors.get(user).map(|a| a.clone()) else { return false };
         let (reply, answer) = oneshot::channel();
-        if actor.send(Cmd::Kick { device: device.to_string(), reply }).await.is_err() {
+        let reason = reason.to_string();
+        if actor.send(Cmd::Kick { device: device.to_string(), reason, reply }).await.is_err() {
             return false;
         }
         answer.await.unwrap_or(false)
@@ -303,6 +305,15 @@ impl Hub {
             if a.try_send(Cmd::ContactPresence { from: from.clone(), presence }).is_err() {
                 metrics::counter!("telex_presence_dropped_total").increment(1);
             }
+        }
+    }
+
+    /// Disconnects every device (on shutdown), so clients reconnect to another node at once
+    /// instead of holding streams open on a node that is going away.
+    pub async fn close_all_sessions(&self) {
+        let devices: Vec<(UserJid, String)> = self.sessions.iter().map(|s| s.key().clone()).collect();
+        for (user, device) in devices {
+            self.kick(&user, &device, "the server is shutting down; reconnect (to another node)").await;
         }
     }
 
@@ -404,9 +415,9 @@ impl UserActor {
                 }
             }
             Cmd::ContactPresence { from, presence } => self.contact_presence(from, presence),
-            Cmd::Kick { device, reply } => {
+            Cmd::Kick { device, reason, reply } => {
                 let present = self.sessions.contains_key(&device);
-                self.kill(&device, "disconnected by an administrator".into());
+                self.kill(&device, reason);
                 let _ = reply.send(present);
             }
             Cmd::Reload => {

@@ -138,7 +138,7 @@ impl Admin for AdminService {
     async fn kick_session(&self, r: Request<pb::KickSessionRequest>) -> Reply<pb::KickSessionResponse> {
         let r = r.into_inner();
         let user = UserJid::parse(&r.jid).map_err(to_status)?;
-        if !self.hub.kick(&user, &r.device).await {
+        if !self.hub.kick(&user, &r.device, "disconnected by an administrator").await {
             return Err(to_status(TelexError::not_found(format!("{user}/{} is not connected", r.device))));
         }
         tracing::info!(user = %user, device = %r.device, "session kicked");
@@ -154,6 +154,17 @@ impl Admin for AdminService {
         let n = groups.join(r.node_id, &r.addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(node = r.node_id, addr = %r.addr, "node added");
         Ok(Response::new(pb::AddNodeResponse { groups: n as u32 }))
+    }
+
+    async fn remove_node(&self, r: Request<pb::RemoveNodeRequest>) -> Reply<pb::RemoveNodeResponse> {
+        let node = r.into_inner().node_id;
+        let groups = self.accounts.groups();
+        if !groups.members(telex_types::META_GROUP).iter().any(|(id, _)| *id == node) {
+            return Err(Status::not_found(format!("node {node} is not a member of the cluster")));
+        }
+        let n = groups.remove_node(node).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(node, "node removed");
+        Ok(Response::new(pb::RemoveNodeResponse { groups: n as u32 }))
     }
 
     async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusResponse> {

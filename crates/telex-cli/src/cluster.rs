@@ -18,6 +18,8 @@ pub enum ClusterCmd {
         /// Its node-to-node address.
         addr: String,
     },
+    /// Take a node out of every group (its vote moves to a learner where there is one).
+    RemoveNode { node_id: u64 },
 }
 
 #[derive(Serialize)]
@@ -84,6 +86,13 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
             let r = c.add_node(req).await.map_err(status_line)?.into_inner();
             emit(cli.json, &serde_json::json!({ "node_id": node_id, "groups": r.groups }), || {
                 format!("node {node_id} added to {} groups", r.groups)
+            });
+        }
+        ClusterCmd::RemoveNode { node_id } => {
+            let req = pb::RemoveNodeRequest { node_id: *node_id };
+            let r = c.remove_node(req).await.map_err(status_line)?.into_inner();
+            emit(cli.json, &serde_json::json!({ "node_id": node_id, "groups": r.groups }), || {
+                format!("node {node_id} removed from {} groups; it can be stopped", r.groups)
             });
         }
     }

@@ -164,6 +164,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let task = tokio::spawn({
         let (groups, accounts) = (groups.clone(), accounts.clone());
+        let hub = messaging.hub().clone();
         let tenant = config.bootstrap_tenant.clone();
         async move {
             tokio::select! {
@@ -184,6 +185,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
+            hub.close_all_sessions().await;
             if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
                 tracing::warn!("listeners did not drain within 10s");
             }

@@ -24,6 +24,6 @@ mod state_machine;
 mod types;
 
 pub use log_store::LogStore;
-pub use registry::{Applied, GroupInfo, Groups, GroupsConfig, WriteError};
+pub use registry::{Applied, GroupInfo, Groups, GroupsConfig, ReplicaChange, WriteError};
 pub use state_machine::StateMachine;
 pub use types::{NodeId, Raft, TypeConfig};

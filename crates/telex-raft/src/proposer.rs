@@ -62,6 +62,7 @@ async fn propose(group: GroupId, raft: &Raft, timeout: Duration, mut batch: Vec<
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
             Err(WriteError::NotLeader { group, leader: f.leader_id })
         }
+        Ok(Err(RaftError::Fatal(openraft::error::Fatal::Stopped))) => Err(WriteError::Stopped { group }),
         Ok(Err(e)) => Err(WriteError::Fatal { group, message: e.to_string() }),
     };
     match result {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_proto::v1::node_client::NodeClient;
-use telex_proto::v1::{AddReplicaRequest, JoinRequest, ProposeRequest};
+use telex_proto::v1::{ChangeReplicaRequest, JoinRequest, ProposeRequest};
 use telex_store::Store;
 use telex_types::wire::{decode, encode};
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
@@ -60,6 +60,8 @@ pub enum WriteError {
     Timeout { group: GroupId, timeout: Duration },
     #[error("group {group}: the write could not be forwarded to its leader (node {leader}): {message}")]
     Forward { group: GroupId, leader: NodeId, message: String },
+    #[error("group {group} is stopping on this node (shutdown); retry, or use another node")]
+    Stopped { group: GroupId },
     #[error("group {group} is not running: {message}")]
     Fatal { group: GroupId, message: String },
 }
@@ -106,6 +108,13 @@ pub struct Groups {
 /// Set once the actors exist; called by every group's state machine after it applies changes
 /// that actors care about.
 pub(crate) type AppendHook = Arc<std::sync::OnceLock<Box<dyn Fn(&Applied) + Send + Sync>>>;
+
+/// One change to the set of nodes replicating a group.
+#[derive(Clone, Debug)]
+pub enum ReplicaChange {
+    Add { node: NodeId, addr: String },
+    Remove { node: NodeId },
+}
 
 /// A change applied by this node's replica of a shard (on the leader and followers alike).
 #[derive(Clone, Debug)]
@@ -223,7 +232,7 @@ impl Groups {
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;
-        let stopped = || WriteError::Fatal { group, message: "the group is shutting down".into() };
+        let stopped = || WriteError::Stopped { group };
         let (reply, answer) = oneshot::channel();
         let result = tokio::time::timeout(timeout, async {
             queue.send(Proposal { cmd, reply }).await.map_err(|_| stopped())?;
@@ -324,44 +333,99 @@ impl Groups {
     /// Adds `node` to every group (see `add_replica`), asking each group's leader, wherever it
     /// is. Returns how many groups it now replicates.
     pub async fn join(&self, node: NodeId, addr: &str) -> Result<usize, WriteError> {
+        self.change_everywhere(&ReplicaChange::Add { node, addr: addr.to_string() }).await?;
+        tracing::info!(node, addr, "node joined every group");
+        Ok(self.rafts.len())
+    }
+
+    /// Takes `node` out of every group; a learner (for example a node added for the purpose)
+    /// takes its vote first, so groups keep R voters when they can.
+    pub async fn remove_node(&self, node: NodeId) -> Result<usize, WriteError> {
+        self.change_everywhere(&ReplicaChange::Remove { node }).await?;
+        tracing::info!(node, "node removed from every group");
+        Ok(self.rafts.len())
+    }
+
+    async fn change_everywhere(&self, change: &ReplicaChange) -> Result<(), WriteError> {
         let deadline = Instant::now() + self.config.write_timeout * 6;
         for group in 0..self.rafts.len() as GroupId {
             loop {
                 let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
                 let result = match leader {
-                    Some(l) if l == self.config.node_id => {
-                        self.add_replica(group, node, addr, self.config.replicas).await
-                    }
-                    Some(l) => self.remote_add_replica(group, l, node, addr).await,
+                    Some(l) if l == self.config.node_id => self.change_replica(group, change).await,
+                    Some(l) => self.remote_change_replica(group, l, change).await,
                     None => Err(WriteError::NotLeader { group, leader: None }),
                 };
                 match result {
                     Ok(()) => break,
                     Err(e) if Instant::now() < deadline && !matches!(e, WriteError::Fatal { .. }) => {
-                        tracing::debug!(group, error = %e, "adding a replica; retrying");
+                        tracing::debug!(group, error = %e, ?change, "changing replicas; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                     Err(e) => return Err(e),
                 }
             }
         }
-        tracing::info!(node, addr, "node joined every group");
-        Ok(self.rafts.len())
+        Ok(())
     }
 
-    async fn remote_add_replica(
+    /// On this group's leader: makes one replica change.
+    pub async fn change_replica(&self, group: GroupId, change: &ReplicaChange) -> Result<(), WriteError> {
+        match change {
+            ReplicaChange::Add { node, addr } => self.add_replica(group, *node, addr, self.config.replicas).await,
+            ReplicaChange::Remove { node } => self.remove_replica(group, *node).await,
+        }
+    }
+
+    async fn remote_change_replica(
         &self,
         group: GroupId,
         leader: NodeId,
-        node: NodeId,
-        addr: &str,
+        change: &ReplicaChange,
     ) -> Result<(), WriteError> {
         let leader_addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
         let fail = |message: String| WriteError::Forward { group, leader, message };
         let mut client = NodeClient::new(self.network.channel(&leader_addr).map_err(fail)?);
-        let req =
-            AddReplicaRequest { group, node_id: node, addr: addr.to_string(), max_voters: self.config.replicas as u32 };
-        client.add_replica(req).await.map_err(|s| fail(s.message().to_string()))?;
+        let max_voters = self.config.replicas as u32;
+        let req = match change {
+            ReplicaChange::Add { node, addr } => {
+                ChangeReplicaRequest { group, node_id: *node, addr: addr.clone(), max_voters, remove: false }
+            }
+            ReplicaChange::Remove { node } => {
+                ChangeReplicaRequest { group, node_id: *node, addr: String::new(), max_voters, remove: true }
+            }
+        };
+        client.change_replica(req).await.map_err(|s| fail(s.message().to_string()))?;
+        Ok(())
+    }
+
+    /// On this group's leader: removes `node`, promoting a learner in its place when there is
+    /// one. Idempotent. Refuses to remove the last voter.
+    async fn remove_replica(&self, group: GroupId, node: NodeId) -> Result<(), WriteError> {
+        let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let metrics = raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(self.config.node_id) {
+            return Err(WriteError::NotLeader { group, leader: metrics.current_leader });
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let mut voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: Vec<NodeId> = membership.learner_ids().filter(|l| *l != node).collect();
+        if !voters.contains(&node) && !membership.learner_ids().any(|l| l == node) {
+            return Ok(());
+        }
+        voters.remove(&node);
+        if voters.len() < self.config.replicas {
+            voters.extend(learners.iter().take(self.config.replicas - voters.len()));
+        }
+        if voters.is_empty() {
+            return Err(WriteError::Fatal { group, message: format!("node {node} is the group's only voter") });
+        }
+        raft.change_membership(voters, false).await.map_err(|e| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                WriteError::NotLeader { group, leader: f.leader_id }
+            }
+            e => WriteError::Fatal { group, message: e.to_string() },
+        })?;
         Ok(())
     }
 

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use serde::Serialize;
 use telex_proto::v1::node_server::Node;
 use telex_proto::v1::{
-    AddReplicaReply, AddReplicaRequest, JoinReply, JoinRequest, ProposeReply, ProposeRequest, RaftKind, RaftReply,
-    RaftRequest,
+    ChangeReplicaReply, ChangeReplicaRequest, JoinReply, JoinRequest, ProposeReply, ProposeRequest, RaftKind,
+    RaftReply, RaftRequest,
 };
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, TelexError};
 use tonic::{Request, Response, Status};
 
-use crate::Groups;
+use crate::{Groups, ReplicaChange};
 
 pub struct NodeService {
     groups: Arc<Groups>,
@@ -56,13 +56,18 @@ impl Node for NodeService {
         Ok(Response::new(ProposeReply { payload: encode(&result) }))
     }
 
-    async fn add_replica(&self, request: Request<AddReplicaRequest>) -> Result<Response<AddReplicaReply>, Status> {
+    async fn change_replica(
+        &self,
+        request: Request<ChangeReplicaRequest>,
+    ) -> Result<Response<ChangeReplicaReply>, Status> {
         let r = request.into_inner();
-        self.groups
-            .add_replica(r.group, r.node_id, &r.addr, r.max_voters as usize)
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(Response::new(AddReplicaReply {}))
+        let change = if r.remove {
+            ReplicaChange::Remove { node: r.node_id }
+        } else {
+            ReplicaChange::Add { node: r.node_id, addr: r.addr }
+        };
+        self.groups.change_replica(r.group, &change).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(ChangeReplicaReply {}))
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {

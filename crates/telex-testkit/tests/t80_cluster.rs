@@ -345,3 +345,61 @@ async fn rosters_presence_and_blocks_work_between_nodes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_replaces_a_removed_one_under_load() {
+    let dirs: Vec<_> = (0..4).map(|_| data_dir()).collect();
+    let mut n1 = Telexd::start_member(&dirs[0].1, 1, None, &["--shards", SHARDS]);
+    let n2 = Telexd::start_member(&dirs[1].1, 2, Some(n1.addrs.node), &["--shards", SHARDS]);
+    let n3 = Telexd::start_member(&dirs[2].1, 3, Some(n1.addrs.node), &["--shards", SHARDS]);
+    wait_for_replicas(&n1, 3);
+    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
+    n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let urls = vec![n2.client_url(), n3.client_url()];
+    let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(async move {
+        let mut alice = Sender::new(urls, token);
+        let mut i = 0;
+        while !*stop_rx.borrow() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            assert!(alice.send_acked("bob@localhost", &format!("m{i}"), deadline).await, "m{i} never acked");
+            i += 1;
+        }
+        alice.events
+    });
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Node 4 joins through node 2 and becomes a learner of every group (each has 3 voters).
+    let n4 = Telexd::start_member(&dirs[3].1, 4, Some(n2.addrs.node), &["--shards", SHARDS]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = n2.cli(&["--json", "cluster", "status"]).json();
+        let everywhere = s["groups"].as_array().unwrap().iter().all(|g| {
+            g["learners"].as_array().unwrap().iter().any(|l| l == 4)
+                || g["voters"].as_array().unwrap().iter().any(|v| v == 4)
+        });
+        if everywhere {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 never replicated every group: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Node 1 leaves: node 4 takes its vote in every group; then node 1 stops.
+    n2.cli(&["cluster", "remove-node", "1"]).success();
+    let s = n3.cli(&["--json", "cluster", "status"]).json();
+    for g in s["groups"].as_array().unwrap() {
+        let voters: Vec<u64> = g["voters"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(voters, [2, 3, 4], "{g}");
+    }
+    assert!(n1.terminate(Duration::from_secs(20)));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_tx.send(true).expect("the load task is still running");
+    let events = load.await.unwrap();
+    let from_n4 = archive(&n4, "bob@localhost").await;
+    assert_eq!(from_n4, archive(&n2, "bob@localhost").await, "replicas differ");
+    let figures = check(&events, &BTreeMap::from([("bob@localhost".into(), from_n4)]));
+    println!("add node 4, remove node 1: {figures}");
+    assert!(figures.promise_kept(), "{figures}");
+    assert!(figures.acked > 10, "{figures}");
+}
