@@ -13,6 +13,7 @@
 
 pub mod apply;
 mod codec;
+mod forwarder;
 mod log_store;
 pub mod network;
 mod proposer;

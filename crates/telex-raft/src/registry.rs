@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_proto::v1::node_client::NodeClient;
-use telex_proto::v1::{ChangeReplicaRequest, JoinRequest, ProposeRequest};
+use telex_proto::v1::{ChangeReplicaRequest, JoinRequest};
 use telex_store::Store;
-use telex_types::wire::{decode, encode};
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::forwarder::Forwarder;
 use crate::network::NetworkFactory;
 use crate::proposer::{self, Proposal};
 use crate::types::{NodeId, Raft};
@@ -102,6 +102,7 @@ pub struct Groups {
     /// Each group's proposer queue, indexed like `rafts`.
     proposers: Vec<mpsc::Sender<Proposal>>,
     network: NetworkFactory,
+    forwarder: Forwarder,
     appended: AppendHook,
 }
 
@@ -161,7 +162,8 @@ impl Groups {
             .enumerate()
             .map(|(group, raft)| proposer::spawn(group as GroupId, raft.clone(), config.write_timeout))
             .collect();
-        Ok(Arc::new(Groups { config, store, rafts, proposers, network, appended }))
+        let forwarder = Forwarder::default();
+        Ok(Arc::new(Groups { config, store, rafts, proposers, network, forwarder, appended }))
     }
 
     /// Makes this node the single voter of every group that has no membership yet. Idempotent:
@@ -244,24 +246,11 @@ impl Groups {
         result
     }
 
-    /// Sends a write to the group's leader on another node.
+    /// Sends a write to the group's leader on another node (batched per node, see `forwarder`).
     async fn forward(&self, group: GroupId, leader: NodeId, cmd: &Command) -> Result<(Response, u64), WriteError> {
         let addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
-        let unavailable = |message: String| WriteError::Forward {
-            group,
-            leader,
-            message: format!("forwarding to {addr}: {message}"),
-        };
-        let channel = self.network.channel(&addr).map_err(unavailable)?;
-        let req = ProposeRequest { group, command: encode(cmd) };
-        let mut client = NodeClient::new(channel).max_decoding_message_size(64 << 20);
-        let reply = tokio::time::timeout(self.config.write_timeout, client.propose(req))
-            .await
-            .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
-            .map_err(|s| unavailable(s.message().to_string()))?
-            .into_inner();
-        let result: Result<(Response, u64), TelexError> = decode(&reply.payload).map_err(|e| unavailable(e.message))?;
-        result.map_err(|e| WriteError::Forward { group, leader, message: e.message })
+        let timeout = self.config.write_timeout;
+        self.forwarder.forward(&self.network, &addr, group, leader, cmd.clone(), timeout).await
     }
 
     /// Waits (until `deadline` at most) for this node's replica of `group` to apply `index`.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use telex_proto::v1::node_server::Node;
 use telex_proto::v1::{
-    ChangeReplicaReply, ChangeReplicaRequest, JoinReply, JoinRequest, ProposeReply, ProposeRequest, RaftKind,
-    RaftReply, RaftRequest,
+    ChangeReplicaReply, ChangeReplicaRequest, JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply,
+    RaftKind, RaftReply, RaftRequest,
 };
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, TelexError};
@@ -48,12 +48,18 @@ impl Node for NodeService {
         }
     }
 
-    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
-        let req = request.into_inner();
-        let cmd: Command = decode(&req.command).map_err(bad)?;
-        // Only this node's own replica: a forwarded write is never forwarded again.
-        let result = self.groups.write_local(req.group, cmd).await.map_err(TelexError::from);
-        Ok(Response::new(ProposeReply { payload: encode(&result) }))
+    async fn propose(&self, request: Request<ProposeBatch>) -> Result<Response<ProposeBatchReply>, Status> {
+        let writes = request.into_inner().requests.into_iter().map(|req| async move {
+            let result = match decode::<Command>(&req.command) {
+                // Only this node's own replica: a forwarded write is never forwarded again.
+                Ok(cmd) => self.groups.write_local(req.group, cmd).await.map_err(TelexError::from),
+                Err(e) => Err(e),
+            };
+            ProposeReply { payload: encode(&result) }
+        });
+        // Concurrently, so the writes share log entries in each group's proposer.
+        let replies = futures::future::join_all(writes).await;
+        Ok(Response::new(ProposeBatchReply { replies }))
     }
 
     async fn change_replica(
