@@ -241,6 +241,8 @@ impl Accounts {
         }
         let device = device_name(device)?;
         let shard = self.groups.shard_of(&jid);
+        // See accounts created or passwords changed through other nodes.
+        self.groups.sync(shard).await?;
         let tenant_known = reads::tenant(self.groups.store(), jid.domain())?.is_some();
         let account = if tenant_known { reads::account(self.groups.store(), shard, &jid)? } else { None };
         let keys = match &account {

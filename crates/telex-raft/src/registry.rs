@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_proto::v1::node_client::NodeClient;
-use telex_proto::v1::{ChangeReplicaRequest, JoinRequest};
+use telex_proto::v1::{ChangeReplicaRequest, JoinRequest, ReadIndexRequest};
 use telex_store::Store;
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
 use tokio::sync::{mpsc, oneshot};
@@ -251,6 +251,42 @@ impl Groups {
         let addr = self.member_addr(group, leader).ok_or(WriteError::NotLeader { group, leader: None })?;
         let timeout = self.config.write_timeout;
         self.forwarder.forward(&self.network, &addr, group, leader, cmd.clone(), timeout).await
+    }
+
+    /// Waits until this node's replica of `group` has applied everything committed before the
+    /// call, so a read here sees writes acknowledged through any node. On the leader that is a
+    /// leadership check; on a follower, a read index from the leader.
+    pub async fn sync(&self, group: GroupId) -> Result<(), WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
+        match leader {
+            Some(l) if l == self.config.node_id => self.read_index_local(group).await.map(|_| ()),
+            Some(l) => {
+                let addr = self.member_addr(group, l).ok_or(WriteError::NotLeader { group, leader: None })?;
+                let fail = |message: String| WriteError::Forward { group, leader: l, message };
+                let mut client = NodeClient::new(self.network.channel(&addr).map_err(fail)?);
+                let call = client.read_index(ReadIndexRequest { group });
+                let reply = tokio::time::timeout(self.config.write_timeout, call)
+                    .await
+                    .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
+                    .map_err(|s| fail(s.message().to_string()))?;
+                self.wait_applied(group, reply.into_inner().index, deadline).await;
+                Ok(())
+            }
+            None => Err(WriteError::NotLeader { group, leader: None }),
+        }
+    }
+
+    /// On the leader: the applied index after confirming leadership with a quorum.
+    pub async fn read_index_local(&self, group: GroupId) -> Result<u64, WriteError> {
+        let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        match raft.ensure_linearizable().await {
+            Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(WriteError::NotLeader { group, leader: f.leader_id })
+            }
+            Err(e) => Err(WriteError::Fatal { group, message: e.to_string() }),
+        }
     }
 
     /// Waits (until `deadline` at most) for this node's replica of `group` to apply `index`.

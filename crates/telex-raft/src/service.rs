@@ -6,7 +6,7 @@ use serde::Serialize;
 use telex_proto::v1::node_server::Node;
 use telex_proto::v1::{
     ChangeReplicaReply, ChangeReplicaRequest, JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply,
-    RaftKind, RaftReply, RaftRequest,
+    RaftKind, RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
 };
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, TelexError};
@@ -60,6 +60,12 @@ impl Node for NodeService {
         // Concurrently, so the writes share log entries in each group's proposer.
         let replies = futures::future::join_all(writes).await;
         Ok(Response::new(ProposeBatchReply { replies }))
+    }
+
+    async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+        let group = request.into_inner().group;
+        let index = self.groups.read_index_local(group).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(ReadIndexReply { index }))
     }
 
     async fn change_replica(

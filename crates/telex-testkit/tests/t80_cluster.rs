@@ -180,6 +180,26 @@ impl Sender {
     }
 }
 
+/// Alice sends to Bob one message after another (each retried until acknowledged) through
+/// `urls` until told to stop; the task returns every attempt for the checker.
+fn steady_load(
+    urls: Vec<String>,
+    token: String,
+) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<Vec<SendEvent>>) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let load = tokio::spawn(async move {
+        let mut alice = Sender::new(urls, token);
+        let mut i = 0;
+        while !*stop_rx.borrow() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            assert!(alice.send_acked("bob@localhost", &format!("m{i}"), deadline).await, "m{i} never acked");
+            i += 1;
+        }
+        alice.events
+    });
+    (stop_tx, load)
+}
+
 fn config_with(tmp: &tempfile::TempDir, text: &str) -> String {
     let path = tmp.path().join("telex.toml");
     std::fs::write(&path, text).unwrap();
@@ -243,17 +263,7 @@ async fn rolling_restart_under_load_loses_nothing() {
     nodes[0].cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
     let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
     let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let load = tokio::spawn(async move {
-        let mut alice = Sender::new(urls, token);
-        let mut i = 0;
-        while !*stop_rx.borrow() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            assert!(alice.send_acked("bob@localhost", &format!("r{i}"), deadline).await, "r{i} never acked");
-            i += 1;
-        }
-        alice.events
-    });
+    let (stop_tx, load) = steady_load(urls, token);
     // Restart each node in turn (clean stop, start, wait until it votes again).
     for k in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -357,17 +367,7 @@ async fn a_fourth_node_replaces_a_removed_one_under_load() {
     n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
     let urls = vec![n2.client_url(), n3.client_url()];
     let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let load = tokio::spawn(async move {
-        let mut alice = Sender::new(urls, token);
-        let mut i = 0;
-        while !*stop_rx.borrow() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            assert!(alice.send_acked("bob@localhost", &format!("m{i}"), deadline).await, "m{i} never acked");
-            i += 1;
-        }
-        alice.events
-    });
+    let (stop_tx, load) = steady_load(urls, token);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Node 4 joins through node 2 and becomes a learner of every group (each has 3 voters).
