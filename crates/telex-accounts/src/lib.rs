@@ -289,6 +289,21 @@ impl Accounts {
         Ok(Principal { jid: token.jid, device: record.device, token_id: record.id, expires_at: record.expires_at })
     }
 
+    /// `verify_token`, but a token this node does not know yet (issued through another node a
+    /// moment ago) is looked up again after catching up with the token's shard.
+    pub async fn verify_token_synced(&self, token: &str) -> Result<Principal, TelexError> {
+        match self.verify_token(token) {
+            Err(e) if e.code == ErrorCode::Unauthenticated => {
+                let Some(t) = SessionToken::decode(token) else { return Err(e) };
+                if self.groups.sync(self.groups.shard_of(&t.jid)).await.is_err() {
+                    return Err(e);
+                }
+                self.verify_token(token)
+            }
+            other => other,
+        }
+    }
+
     /// Revokes one token (logout).
     pub async fn revoke(&self, principal: &Principal) -> Result<(), TelexError> {
         let shard = self.groups.shard_of(&principal.jid);

@@ -34,15 +34,19 @@ impl ClientService {
         ClientService { accounts, messaging }
     }
 
-    /// The caller, from `authorization: Bearer <token>` metadata.
-    fn principal<T>(&self, r: &Request<T>) -> Result<Principal, Status> {
-        let missing = || {
-            to_status(TelexError::new(ErrorCode::Unauthenticated, "missing `authorization: Bearer <token>` metadata"))
-        };
-        let value = r.metadata().get("authorization").ok_or_else(missing)?;
-        let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(missing)?;
-        self.accounts.verify_token(token.trim()).map_err(to_status)
+    /// The caller of a request carrying `token` (see `bearer`).
+    async fn principal(&self, token: Result<String, Status>) -> Result<Principal, Status> {
+        self.accounts.verify_token_synced(&token?).await.map_err(to_status)
     }
+}
+
+/// The token in `authorization: Bearer <token>` metadata.
+fn bearer<T>(r: &Request<T>) -> Result<String, Status> {
+    let missing =
+        || to_status(TelexError::new(ErrorCode::Unauthenticated, "missing `authorization: Bearer <token>` metadata"));
+    let value = r.metadata().get("authorization").ok_or_else(missing)?;
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).ok_or_else(missing)?;
+    Ok(token.trim().to_string())
 }
 
 fn message(position: u64, m: ArchivedMessage) -> pb::Message {
@@ -132,20 +136,20 @@ impl Client for ClientService {
     }
 
     async fn logout(&self, r: Request<pb::LogoutRequest>) -> Reply<pb::LogoutResponse> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         self.accounts.revoke(&p).await.map_err(to_status)?;
         Ok(Response::new(pb::LogoutResponse {}))
     }
 
     async fn who_am_i(&self, r: Request<pb::WhoAmIRequest>) -> Reply<pb::WhoAmIResponse> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         Ok(Response::new(pb::WhoAmIResponse { jid: p.jid.to_string(), device: p.device, expires_at_ms: p.expires_at }))
     }
 
     type SessionStream = FrameStream;
 
     async fn session(&self, r: Request<Streaming<pb::ClientFrame>>) -> Reply<FrameStream> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND);
         let (kill_tx, kill_rx) = oneshot::channel::<String>();
         let hub = self.messaging.hub().clone();
@@ -196,14 +200,14 @@ impl Client for ClientService {
     }
 
     async fn get_roster(&self, r: Request<pb::GetRosterRequest>) -> Reply<pb::RosterResponse> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         let reply = self.messaging.hub().roster(&p.jid, RosterOp::Get).await.map_err(to_status)?;
         Ok(Response::new(roster_response(reply)))
     }
 
     async fn update_roster(&self, r: Request<pb::RosterUpdate>) -> Reply<pb::RosterResponse> {
         use pb::roster_update::Op;
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         let jid = |s: &str| UserJid::parse(s).map_err(to_status);
         let op = match r.into_inner().op {
             Some(Op::Add(a)) => RosterOp::Add { contact: jid(&a.jid)?, name: a.name, groups: a.groups },
@@ -217,7 +221,7 @@ impl Client for ClientService {
     }
 
     async fn set_blocked(&self, r: Request<pb::SetBlockedRequest>) -> Reply<pb::BlockList> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         let r = r.into_inner();
         let jid = UserJid::parse(&r.jid).map_err(to_status)?;
         let op = if r.blocked { RosterOp::Block { jid } } else { RosterOp::Unblock { jid } };
@@ -226,13 +230,13 @@ impl Client for ClientService {
     }
 
     async fn get_block_list(&self, r: Request<pb::GetBlockListRequest>) -> Reply<pb::BlockList> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         let reply = self.messaging.hub().roster(&p.jid, RosterOp::Blocked).await.map_err(to_status)?;
         Ok(Response::new(block_list(reply)))
     }
 
     async fn history(&self, r: Request<pb::HistoryRequest>) -> Reply<pb::HistoryResponse> {
-        let p = self.principal(&r)?;
+        let p = self.principal(bearer(&r)).await?;
         let q = r.into_inner();
         let with = match q.with.as_str() {
             "" => None,
