@@ -26,6 +26,31 @@ fn wait_for_replicas(node: &Telexd, voters: usize) {
     }
 }
 
+/// Starts nodes 1..=3 (2 and 3 join node 1) with `extra` flags, waits until every group has
+/// three voters, and adds alice and bob. The temporary directories must outlive the nodes.
+fn three_nodes(extra: &[&str]) -> (Vec<tempfile::TempDir>, [Telexd; 3]) {
+    let mut dirs = Vec::new();
+    let mut nodes: Vec<Telexd> = Vec::new();
+    for id in 1..=3 {
+        let (tmp, dir) = data_dir();
+        let seed = nodes.first().map(|n| n.addrs.node);
+        nodes.push(Telexd::start_member(&dir, id, seed, extra));
+        dirs.push(tmp);
+    }
+    wait_for_replicas(&nodes[0], 3);
+    for user in ["alice@localhost", "bob@localhost"] {
+        nodes[0].cli(&["user", "add", user, "--password", "pw"]).success();
+    }
+    (dirs, nodes.try_into().unwrap_or_else(|_| unreachable!("three nodes")))
+}
+
+/// A config file in `dir` with `text`; its path.
+fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
+    let path = dir.path().join("telex.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// Every client id in `owner`'s archive, read through `node`, in archive order.
 async fn archive(node: &Telexd, owner: &str) -> Vec<String> {
     let url = node.client_url();
@@ -43,19 +68,11 @@ async fn archive(node: &Telexd, owner: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_under_load_loses_no_acknowledged_message() {
-    let (_t1, d1) = data_dir();
-    let (_t2, d2) = data_dir();
-    let (_t3, d3) = data_dir();
-    let mut n1 = Telexd::start_member(&d1, 1, None, &["--shards", SHARDS]);
-    let n2 = Telexd::start_member(&d2, 2, Some(n1.addrs.node), &["--shards", SHARDS]);
-    let n3 = Telexd::start_member(&d3, 3, Some(n1.addrs.node), &["--shards", SHARDS]);
-    wait_for_replicas(&n1, 3);
+    let (_dirs, [mut n1, n2, n3]) = three_nodes(&["--shards", SHARDS]);
     let status = n1.cli(&["cluster", "status"]).success();
     assert!(status.contains("0 groups without a leader"), "{status}");
 
-    // Accounts made on one node are usable on the others.
-    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
-    n3.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    // Accounts made through node 1 are usable on the others.
     let bob_url = n3.client_url();
     let mut bob = Device::open(&bob_url, &login(&bob_url, "bob@localhost", "pw", "phone").await).await.unwrap();
 
@@ -200,25 +217,11 @@ fn steady_load(
     (stop_tx, load)
 }
 
-fn config_with(tmp: &tempfile::TempDir, text: &str) -> String {
-    let path = tmp.path().join("telex.toml");
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_majority_refuses_writes_until_it_returns() {
-    let (t1, d1) = data_dir();
-    let (_t2, d2) = data_dir();
-    let (_t3, d3) = data_dir();
-    let config = config_with(&t1, "[raft]\nshards = 4\nwrite_timeout_ms = 1500\n");
-    let args = ["--config", config.as_str()];
-    let n1 = Telexd::start_member(&d1, 1, None, &args);
-    let mut n2 = Telexd::start_member(&d2, 2, Some(n1.addrs.node), &args);
-    let mut n3 = Telexd::start_member(&d3, 3, Some(n1.addrs.node), &args);
-    wait_for_replicas(&n1, 3);
-    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
-    n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let conf = tempfile::tempdir().unwrap();
+    let config = config_file(&conf, "[raft]\nshards = 4\nwrite_timeout_ms = 1500\n");
+    let (_dirs, [n1, mut n2, mut n3]) = three_nodes(&["--config", config.as_str()]);
     let url = n1.client_url();
     let mut alice = Sender::new(vec![url.clone()], login(&url, "alice@localhost", "pw", "laptop").await);
     let soon = || Instant::now() + Duration::from_secs(20);
@@ -249,18 +252,9 @@ async fn losing_the_majority_refuses_writes_until_it_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_load_loses_nothing() {
-    let (t1, d1) = data_dir();
-    let (_t2, d2) = data_dir();
-    let (_t3, d3) = data_dir();
-    let config = config_with(&t1, "[raft]\nshards = 4\nwrite_timeout_ms = 3000\n");
-    let args = ["--config", config.as_str()];
-    let mut nodes = vec![Telexd::start_member(&d1, 1, None, &args)];
-    let seed = nodes[0].addrs.node;
-    nodes.push(Telexd::start_member(&d2, 2, Some(seed), &args));
-    nodes.push(Telexd::start_member(&d3, 3, Some(seed), &args));
-    wait_for_replicas(&nodes[0], 3);
-    nodes[0].cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
-    nodes[0].cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let conf = tempfile::tempdir().unwrap();
+    let config = config_file(&conf, "[raft]\nshards = 4\nwrite_timeout_ms = 3000\n");
+    let (_dirs, mut nodes) = three_nodes(&["--config", config.as_str()]);
     let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
     let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
     let (stop_tx, load) = steady_load(urls, token);
@@ -298,15 +292,7 @@ async fn rolling_restart_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rosters_presence_and_blocks_work_between_nodes() {
-    let (_t1, d1) = data_dir();
-    let (_t2, d2) = data_dir();
-    let (_t3, d3) = data_dir();
-    let n1 = Telexd::start_member(&d1, 1, None, &["--shards", SHARDS]);
-    let n2 = Telexd::start_member(&d2, 2, Some(n1.addrs.node), &["--shards", SHARDS]);
-    let n3 = Telexd::start_member(&d3, 3, Some(n1.addrs.node), &["--shards", SHARDS]);
-    wait_for_replicas(&n1, 3);
-    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
-    n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let (_dirs, [_n1, n2, n3]) = three_nodes(&["--shards", SHARDS]);
     // Alice uses node 2, Bob node 3, for everything.
     let alice = |args: &[&str]| n2.cli(&[args, &["--user", "alice@localhost", "--password", "pw"]].concat());
     let bob = |args: &[&str]| n3.cli(&[args, &["--user", "bob@localhost", "--password", "pw"]].concat());
@@ -358,20 +344,15 @@ async fn rosters_presence_and_blocks_work_between_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_replaces_a_removed_one_under_load() {
-    let dirs: Vec<_> = (0..4).map(|_| data_dir()).collect();
-    let mut n1 = Telexd::start_member(&dirs[0].1, 1, None, &["--shards", SHARDS]);
-    let n2 = Telexd::start_member(&dirs[1].1, 2, Some(n1.addrs.node), &["--shards", SHARDS]);
-    let n3 = Telexd::start_member(&dirs[2].1, 3, Some(n1.addrs.node), &["--shards", SHARDS]);
-    wait_for_replicas(&n1, 3);
-    n1.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
-    n1.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    let (_dirs, [mut n1, n2, n3]) = three_nodes(&["--shards", SHARDS]);
+    let (_t4, d4) = data_dir();
     let urls = vec![n2.client_url(), n3.client_url()];
     let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
     let (stop_tx, load) = steady_load(urls, token);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Node 4 joins through node 2 and becomes a learner of every group (each has 3 voters).
-    let n4 = Telexd::start_member(&dirs[3].1, 4, Some(n2.addrs.node), &["--shards", SHARDS]);
+    let n4 = Telexd::start_member(&d4, 4, Some(n2.addrs.node), &["--shards", SHARDS]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let s = n2.cli(&["--json", "cluster", "status"]).json();
