@@ -50,12 +50,9 @@ async fn run(group: GroupId, raft: Raft, timeout: Duration, mut rx: mpsc::Receiv
     }
 }
 
-async fn propose(group: GroupId, raft: &Raft, timeout: Duration, mut batch: Vec<Proposal>) {
-    let cmd = if batch.len() == 1 {
-        batch[0].cmd.clone()
-    } else {
-        Command::Batch(batch.iter().map(|p| p.cmd.clone()).collect())
-    };
+async fn propose(group: GroupId, raft: &Raft, timeout: Duration, batch: Vec<Proposal>) {
+    let (mut cmds, replies): (Vec<Command>, Vec<_>) = batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
+    let cmd = if cmds.len() == 1 { cmds.remove(0) } else { Command::Batch(cmds) };
     let result = match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
         Err(_) => Err(WriteError::Timeout { group, timeout }),
         Ok(Ok(resp)) => Ok((resp.data, resp.log_id.index)),
@@ -66,23 +63,23 @@ async fn propose(group: GroupId, raft: &Raft, timeout: Duration, mut batch: Vec<
         Ok(Err(e)) => Err(WriteError::Fatal { group, message: e.to_string() }),
     };
     match result {
-        Ok((Response::Batch(responses), index)) if responses.len() == batch.len() => {
-            for (p, r) in batch.into_iter().zip(responses) {
-                let _ = p.reply.send(Ok((r, index)));
+        Ok((Response::Batch(responses), index)) if responses.len() == replies.len() => {
+            for (reply, r) in replies.into_iter().zip(responses) {
+                let _ = reply.send(Ok((r, index)));
             }
         }
-        Ok((r, index)) if batch.len() == 1 => {
-            let _ = batch.remove(0).reply.send(Ok((r, index)));
+        Ok((r, index)) if replies.len() == 1 => {
+            let _ = replies.into_iter().next().map(|reply| reply.send(Ok((r, index))));
         }
         Ok((r, _)) => {
-            let message = format!("a batch of {} commands was answered with {r:?}", batch.len());
-            for p in batch {
-                let _ = p.reply.send(Err(WriteError::Fatal { group, message: message.clone() }));
+            let message = format!("a batch of {} commands was answered with {r:?}", replies.len());
+            for reply in replies {
+                let _ = reply.send(Err(WriteError::Fatal { group, message: message.clone() }));
             }
         }
         Err(e) => {
-            for p in batch {
-                let _ = p.reply.send(Err(e.clone()));
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
