@@ -167,6 +167,44 @@ impl Admin for AdminService {
         Ok(Response::new(pb::RemoveNodeResponse { groups: n as u32 }))
     }
 
+    async fn rebalance(&self, _: Request<pb::RebalanceRequest>) -> Reply<pb::RebalanceResponse> {
+        let r = self.accounts.groups().rebalance().await;
+        let counts = |c: std::collections::BTreeMap<u64, usize>| {
+            c.into_iter().map(|(node_id, n)| pb::LeaderCount { node_id, groups: n as u32 }).collect()
+        };
+        tracing::info!(moved = r.moved, before = ?r.before, after = ?r.after, "rebalanced");
+        Ok(Response::new(pb::RebalanceResponse {
+            moved: r.moved as u32,
+            before: counts(r.before),
+            after: counts(r.after),
+        }))
+    }
+
+    async fn verify_replicas(&self, _: Request<pb::VerifyReplicasRequest>) -> Reply<pb::VerifyReplicasResponse> {
+        let verdicts = self.accounts.groups().verify_replicas(std::time::Duration::from_secs(10)).await;
+        let groups = verdicts
+            .into_iter()
+            .map(|(group, verdict, replicas)| pb::GroupVerdict {
+                group,
+                verdict: verdict.as_str().to_string(),
+                replicas: replicas
+                    .into_iter()
+                    .map(|(node_id, d)| match d {
+                        Ok(d) => pb::ReplicaDigest {
+                            node_id,
+                            applied_index: d.applied_index,
+                            keys: d.keys,
+                            hash: d.hash,
+                            error: String::new(),
+                        },
+                        Err(error) => pb::ReplicaDigest { node_id, error, ..Default::default() },
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::VerifyReplicasResponse { groups }))
+    }
+
     async fn node_status(&self, _: Request<pb::NodeStatusRequest>) -> Reply<pb::NodeStatusResponse> {
         let groups = self.accounts.groups();
         let status = groups.status();
@@ -192,7 +230,19 @@ impl Admin for AdminService {
             shards: groups.shards(),
             groups: status,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            members: members.into_iter().map(|(node_id, addr)| pb::Member { node_id, addr }).collect(),
+            members: futures::future::join_all(members.into_iter().map(|(node_id, addr)| async move {
+                match groups.probe(node_id).await {
+                    Ok(rtt) => pb::Member {
+                        node_id,
+                        addr,
+                        reachable: true,
+                        rtt_ms: rtt.as_millis() as u32,
+                        error: String::new(),
+                    },
+                    Err(error) => pb::Member { node_id, addr, reachable: false, rtt_ms: 0, error },
+                }
+            }))
+            .await,
         }))
     }
 }

@@ -20,12 +20,21 @@ pub enum ClusterCmd {
     },
     /// Take a node out of every group (its vote moves to a learner where there is one).
     RemoveNode { node_id: u64 },
+    /// Spread group leaderships evenly over the nodes (each moved group pauses writes for
+    /// about one election timeout; clients retry).
+    Rebalance,
+    /// Compare every group's replicas; exits non-zero unless all are identical.
+    Verify,
 }
 
 #[derive(Serialize)]
 struct NodeOut {
     node_id: u64,
     addr: String,
+    /// "up" when it answered a health check from the node asked, else why not.
+    health: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt_ms: Option<u32>,
     /// Groups this node votes in, and leads.
     voter_in: usize,
     leading: usize,
@@ -61,6 +70,8 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
                 .map(|m| NodeOut {
                     node_id: m.node_id,
                     addr: m.addr.clone(),
+                    health: if m.reachable { "up".into() } else { format!("unreachable: {}", m.error) },
+                    rtt_ms: m.reachable.then_some(m.rtt_ms),
                     voter_in: s.groups.iter().filter(|g| g.voters.contains(&m.node_id)).count(),
                     leading: s.groups.iter().filter(|g| g.leader == m.node_id).count(),
                 })
@@ -95,6 +106,57 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
                 format!("node {node_id} removed from {} groups; it can be stopped", r.groups)
             });
         }
+        ClusterCmd::Rebalance => {
+            let r = c.rebalance(pb::RebalanceRequest {}).await.map_err(status_line)?.into_inner();
+            let counts = |v: &[pb::LeaderCount]| {
+                v.iter().map(|c| format!("node {}: {}", c.node_id, c.groups)).collect::<Vec<_>>().join(", ")
+            };
+            let json = serde_json::json!({
+                "moved": r.moved,
+                "before": r.before.iter().map(|c| (c.node_id.to_string(), serde_json::json!(c.groups))).collect::<serde_json::Map<_, _>>(),
+                "after": r.after.iter().map(|c| (c.node_id.to_string(), serde_json::json!(c.groups))).collect::<serde_json::Map<_, _>>(),
+            });
+            emit(cli.json, &json, || {
+                format!("moved {} leaderships\nbefore: {}\nafter:  {}", r.moved, counts(&r.before), counts(&r.after))
+            });
+        }
+        ClusterCmd::Verify => {
+            let r = c.verify_replicas(pb::VerifyReplicasRequest {}).await.map_err(status_line)?.into_inner();
+            let bad: Vec<&pb::GroupVerdict> = r.groups.iter().filter(|g| g.verdict != "identical").collect();
+            let json = serde_json::json!({
+                "groups": r.groups.len(),
+                "identical": r.groups.len() - bad.len(),
+                "problems": bad.iter().map(|g| serde_json::json!({
+                    "group": g.group,
+                    "verdict": g.verdict,
+                    "replicas": g.replicas.iter().map(|d| serde_json::json!({
+                        "node_id": d.node_id, "applied_index": d.applied_index, "keys": d.keys,
+                        "hash": format!("{:016x}", d.hash), "error": d.error,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            emit(cli.json, &json, || {
+                let mut lines = vec![format!(
+                    "{} of {} groups identical on every replica",
+                    r.groups.len() - bad.len(),
+                    r.groups.len()
+                )];
+                for g in &bad {
+                    let reps = g.replicas.iter().map(|d| {
+                        if d.error.is_empty() {
+                            format!("node {} at {} ({} keys, {:016x})", d.node_id, d.applied_index, d.keys, d.hash)
+                        } else {
+                            format!("node {}: {}", d.node_id, d.error)
+                        }
+                    });
+                    lines.push(format!("group {}: {}: {}", g.group, g.verdict, reps.collect::<Vec<_>>().join("; ")));
+                }
+                lines.join("\n")
+            });
+            if !bad.is_empty() {
+                return Err(format!("{} groups are not identical on every replica", bad.len()));
+            }
+        }
     }
     Ok(())
 }
@@ -102,9 +164,9 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
 fn render(out: &ClusterOut) -> String {
     let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let mut lines = vec![format!("as seen from node {}; {} groups without a leader", out.seen_from, out.leaderless)];
-    lines.push(format!("{:<6} {:<24} {:>8} {:>8}", "node", "address", "voter in", "leading"));
+    lines.push(format!("{:<6} {:<24} {:>8} {:>8}  {}", "node", "address", "voter in", "leading", "health"));
     for n in &out.nodes {
-        lines.push(format!("{:<6} {:<24} {:>8} {:>8}", n.node_id, n.addr, n.voter_in, n.leading));
+        lines.push(format!("{:<6} {:<24} {:>8} {:>8}  {}", n.node_id, n.addr, n.voter_in, n.leading, n.health));
     }
     lines
         .push(format!("{:<6} {:>6} {:>6} {:<12} {:<10} {:>8}", "group", "leader", "term", "voters", "learners", "lag"));

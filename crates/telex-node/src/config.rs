@@ -2,6 +2,7 @@
 //! and `TELEX_*` variables on top (see `telexd --help`). `telex.example.toml` at the repository
 //! root lists every field with its default; a test keeps the two in sync.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -20,11 +21,44 @@ pub struct Config {
     /// a new node starts its own cluster.
     pub join: String,
     pub listen: Listen,
+    /// mTLS on the node-to-node listener and towards peers; off when the paths are empty.
+    pub node_tls: NodeTls,
     pub raft: Raft,
     pub auth: Auth,
     pub limits: Limits,
     pub storage: Storage,
     pub log: Log,
+}
+
+/// PEM files. Each node's certificate, issued by the cluster CA, carries the DNS names
+/// `telex-node` and `node-<ID>` (its identity).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl NodeTls {
+    pub fn enabled(&self) -> bool {
+        !self.cert.as_os_str().is_empty()
+    }
+
+    /// Reads the three files.
+    pub fn load(&self) -> Result<Option<telex_raft::identity::NodeTls>, String> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let read = |field: &str, p: &PathBuf| {
+            std::fs::read(p).map_err(|e| format!("node_tls.{field}: cannot read {}: {e}", p.display()))
+        };
+        Ok(Some(telex_raft::identity::NodeTls {
+            cert_pem: read("cert", &self.cert)?,
+            key_pem: read("key", &self.key)?,
+            ca_pem: read("ca", &self.ca)?,
+        }))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +88,22 @@ pub struct Raft {
     pub write_timeout_ms: u64,
     /// Voting replicas per group (R); a group has fewer while the cluster has fewer nodes.
     pub replicas: u32,
+    /// Log entries kept behind a snapshot: a replica further behind catches up by snapshot.
+    pub keep_log_entries: u64,
+    /// Peers dialled at another address than the one they advertise, by node id
+    /// (`{ 2 = "10.0.0.2:7401" }`): tunnels, NAT, fault-injecting test proxies.
+    pub peer_routes: BTreeMap<String, String>,
+}
+
+impl Raft {
+    /// `peer_routes` with parsed node ids.
+    pub fn routes(&self) -> Result<BTreeMap<u64, String>, String> {
+        let parse = |(id, addr): (&String, &String)| match id.parse::<u64>() {
+            Ok(n) if n > 0 => Ok((n, addr.clone())),
+            _ => Err(format!("raft.peer_routes: {id:?} is not a node id")),
+        };
+        self.peer_routes.iter().map(parse).collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -120,6 +170,7 @@ impl Default for Config {
             bootstrap_tenant: "localhost".into(),
             join: String::new(),
             listen: Listen::default(),
+            node_tls: NodeTls::default(),
             raft: Raft::default(),
             auth: Auth::default(),
             limits: Limits::default(),
@@ -146,6 +197,8 @@ impl Default for Raft {
             snapshot_after_entries: 20_000,
             write_timeout_ms: 10_000,
             replicas: 3,
+            keep_log_entries: 1000,
+            peer_routes: BTreeMap::new(),
         }
     }
 }
@@ -195,6 +248,12 @@ impl Config {
         }
         if !(1..=7).contains(&r.replicas) {
             return Err(format!("raft.replicas: {} is out of range 1..=7", r.replicas));
+        }
+        r.routes()?;
+        let t = &self.node_tls;
+        let set = [&t.cert, &t.key, &t.ca].iter().filter(|p| !p.as_os_str().is_empty()).count();
+        if set != 0 && set != 3 {
+            return Err("node_tls: set cert, key and ca together (or none)".into());
         }
         if r.write_timeout_ms == 0 {
             return Err("raft.write_timeout_ms: must be at least 1".into());

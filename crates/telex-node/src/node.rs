@@ -85,6 +85,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     };
     write_addrs(&config.data_dir, &addrs)?;
 
+    let node_tls = config.node_tls.load().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
     let groups = Groups::start(
         store,
@@ -98,6 +99,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             snapshot_after_entries: r.snapshot_after_entries,
             write_timeout: Duration::from_millis(r.write_timeout_ms),
             replicas: r.replicas as usize,
+            keep_log_entries: r.keep_log_entries,
+            peer_routes: r.routes().map_err(anyhow::Error::msg)?,
+            tls: node_tls.clone(),
         },
     )
     .await?;
@@ -146,8 +150,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);
     tracker.spawn(serve_grpc("admin", grpc, admin_l, shutdown.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
-    let relay = RelayServer::new(crate::relay::RelayService::new(messaging.hub().clone()));
-    let grpc = Server::builder().add_service(health_service).add_service(node).add_service(relay);
+    let relay = RelayServer::new(crate::relay::RelayService::new(messaging.hub().clone(), groups.clone()));
+    let mut builder = Server::builder();
+    if let Some(tls) = &node_tls {
+        builder = builder.tls_config(tls.server()).context("node_tls: the certificate or key is unusable")?;
+    }
+    let grpc = builder.add_service(health_service).add_service(node).add_service(relay);
     tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
     let stop = shutdown.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });

@@ -13,7 +13,7 @@ use telex_proto::v1::relay_client::RelayClient;
 use telex_proto::v1::relay_server::Relay;
 use telex_raft::Groups;
 use telex_types::presence::{DevicePresence, Show};
-use telex_types::{UserJid, META_GROUP};
+use telex_types::UserJid;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
@@ -48,12 +48,7 @@ async fn send_batches(groups: Arc<Groups>, mut rx: mpsc::Receiver<pb::PresenceIt
                 Err(_) => break,
             }
         }
-        let peers: Vec<String> = groups
-            .members(META_GROUP)
-            .into_iter()
-            .filter(|(id, _)| *id != groups.node_id())
-            .map(|(_, addr)| addr)
-            .collect();
+        let peers: Vec<String> = groups.peers().into_iter().map(|(_, addr)| addr).collect();
         if peers.is_empty() {
             continue;
         }
@@ -75,17 +70,19 @@ async fn send_batches(groups: Arc<Groups>, mut rx: mpsc::Receiver<pb::PresenceIt
 /// The receiving side, on the node-to-node listener.
 pub struct RelayService {
     hub: Hub,
+    groups: Arc<Groups>,
 }
 
 impl RelayService {
-    pub fn new(hub: Hub) -> Self {
-        RelayService { hub }
+    pub fn new(hub: Hub, groups: Arc<Groups>) -> Self {
+        RelayService { hub, groups }
     }
 }
 
 #[tonic::async_trait]
 impl Relay for RelayService {
     async fn presence(&self, r: Request<pb::PresenceBatch>) -> Result<Response<pb::PresenceAck>, Status> {
+        self.groups.admit(r.peer_certs(), None)?;
         for i in r.into_inner().items {
             let (Ok(to), Ok(from)) = (UserJid::parse(&i.to), UserJid::parse(&i.from)) else { continue };
             let presence = i.available.then(|| DevicePresence {

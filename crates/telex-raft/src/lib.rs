@@ -14,6 +14,8 @@
 pub mod apply;
 mod codec;
 mod forwarder;
+pub mod identity;
+pub mod leadership;
 mod log_store;
 pub mod network;
 mod proposer;
@@ -23,8 +25,9 @@ pub mod schema;
 pub mod service;
 mod state_machine;
 mod types;
+pub mod verify;
 
 pub use log_store::LogStore;
 pub use registry::{Applied, GroupInfo, Groups, GroupsConfig, ReplicaChange, WriteError};
-pub use state_machine::StateMachine;
+pub use state_machine::{state_digest, StateDigest, StateMachine};
 pub use types::{NodeId, Raft, TypeConfig};

@@ -1,6 +1,7 @@
 //! Raft RPCs to other nodes over the node-to-node gRPC listener. One HTTP/2 channel per peer
 //! address is shared by every group.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use telex_proto::v1::node_client::NodeClient;
 use telex_proto::v1::{RaftKind, RaftRequest};
 use telex_types::GroupId;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::types::{NodeId, TypeConfig};
 
@@ -24,18 +25,36 @@ use crate::types::{NodeId, TypeConfig};
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     channels: Arc<DashMap<String, Channel>>,
+    /// Peers reached at another address than the one they advertise (a tunnel, a NAT, or a
+    /// test's fault-injecting proxy).
+    routes: Arc<BTreeMap<NodeId, String>>,
+    /// mTLS towards peers, when configured.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl NetworkFactory {
+    pub fn new(routes: BTreeMap<NodeId, String>, tls: Option<ClientTlsConfig>) -> NetworkFactory {
+        NetworkFactory { channels: Arc::default(), routes: Arc::new(routes), tls }
+    }
+
+    /// The address to dial for `node`, which advertises `advertised`.
+    pub(crate) fn route(&self, node: NodeId, advertised: &str) -> String {
+        self.routes.get(&node).cloned().unwrap_or_else(|| advertised.to_string())
+    }
+
     pub(crate) fn channel(&self, addr: &str) -> Result<Channel, String> {
         if let Some(c) = self.channels.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("bad node address {addr:?}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| format!("node TLS settings: {e}"))?;
+        }
         let channel = endpoint.connect_lazy();
         self.channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
@@ -56,7 +75,8 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
-        Connection { channel: self.shared.channel(&node.addr), group: self.group, target }
+        let addr = self.shared.route(target, &node.addr);
+        Connection { channel: self.shared.channel(&addr), group: self.group, target }
     }
 }
 

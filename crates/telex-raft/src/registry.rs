@@ -33,6 +33,12 @@ pub struct GroupsConfig {
     pub write_timeout: Duration,
     /// Voters per group (R): nodes that join become voters of groups with fewer.
     pub replicas: usize,
+    /// Log entries kept behind a snapshot, so a lagging replica can catch up from the log.
+    pub keep_log_entries: u64,
+    /// Peers dialled at another address than the one they advertise.
+    pub peer_routes: BTreeMap<NodeId, String>,
+    /// mTLS between nodes, when configured.
+    pub tls: Option<crate::identity::NodeTls>,
 }
 
 impl Default for GroupsConfig {
@@ -47,6 +53,9 @@ impl Default for GroupsConfig {
             snapshot_after_entries: 20_000,
             write_timeout: Duration::from_secs(10),
             replicas: 3,
+            keep_log_entries: 1000,
+            peer_routes: BTreeMap::new(),
+            tls: None,
         }
     }
 }
@@ -95,13 +104,13 @@ pub struct GroupInfo {
 }
 
 pub struct Groups {
-    config: GroupsConfig,
+    pub(crate) config: GroupsConfig,
     store: Arc<Store>,
     /// Indexed by group id: 0 is meta, 1..=S are shards.
     rafts: Vec<Raft>,
     /// Each group's proposer queue, indexed like `rafts`.
     proposers: Vec<mpsc::Sender<Proposal>>,
-    network: NetworkFactory,
+    pub(crate) network: NetworkFactory,
     forwarder: Forwarder,
     appended: AppendHook,
 }
@@ -135,14 +144,14 @@ impl Groups {
             election_timeout_min: config.election_timeout_min_ms,
             election_timeout_max: config.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: config.keep_log_entries,
             max_payload_entries: 1024,
             ..Default::default()
         }
         .validate()
         .map_err(|e| TelexError::invalid(format!("raft settings: {e}")))?;
         let raft_config = Arc::new(raft_config);
-        let network = NetworkFactory::default();
+        let network = NetworkFactory::new(config.peer_routes.clone(), config.tls.as_ref().map(|t| t.client()));
         let appended = AppendHook::default();
         let mut rafts = Vec::with_capacity(config.shards as usize + 1);
         for group in std::iter::once(META_GROUP).chain(shard::shard_groups(config.shards)) {
@@ -195,6 +204,11 @@ impl Groups {
 
     pub fn raft(&self, group: GroupId) -> Option<&Raft> {
         self.rafts.get(group as usize)
+    }
+
+    /// Number of groups (meta and shards).
+    pub fn group_count(&self) -> usize {
+        self.rafts.len()
     }
 
     /// The shard group holding `user`.
@@ -310,10 +324,34 @@ impl Groups {
         self.network.channel(addr)
     }
 
-    /// The node-to-node address of a member of `group`, from its membership.
+    /// The address to dial for a member of `group`: its advertised one unless routed.
     pub fn member_addr(&self, group: GroupId, node: NodeId) -> Option<String> {
         let m = self.raft(group)?.metrics().borrow().membership_config.clone();
-        m.membership().get_node(&node).map(|n| n.addr.clone())
+        m.membership().get_node(&node).map(|n| self.network.route(node, &n.addr))
+    }
+
+    /// Asks `node`'s node-to-node listener for its health; the round trip time.
+    pub async fn probe(&self, node: NodeId) -> Result<Duration, String> {
+        use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+        if node == self.config.node_id {
+            return Ok(Duration::ZERO);
+        }
+        let addr = self.member_addr(META_GROUP, node).ok_or(format!("node {node} is not a member"))?;
+        let mut client = HealthClient::new(self.network.channel(&addr)?);
+        let started = Instant::now();
+        let call = client.check(HealthCheckRequest { service: String::new() });
+        match tokio::time::timeout(Duration::from_secs(1), call).await {
+            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Err(s)) => Err(s.message().to_string()),
+            Err(_) => Err("no answer within 1 s".into()),
+        }
+    }
+
+    /// Every other member of the cluster (the meta group) with the address to dial.
+    pub fn peers(&self) -> Vec<(NodeId, String)> {
+        let me = self.config.node_id;
+        let members = self.members(META_GROUP).into_iter().filter(|(id, _)| *id != me);
+        members.map(|(id, addr)| (id, self.network.route(id, &addr))).collect()
     }
 
     /// On this group's leader: adds `node` as a learner, waits for it to catch up, and makes it
@@ -374,24 +412,34 @@ impl Groups {
     async fn change_everywhere(&self, change: &ReplicaChange) -> Result<(), WriteError> {
         let deadline = Instant::now() + self.config.write_timeout * 6;
         for group in 0..self.rafts.len() as GroupId {
-            loop {
-                let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
-                let result = match leader {
-                    Some(l) if l == self.config.node_id => self.change_replica(group, change).await,
-                    Some(l) => self.remote_change_replica(group, l, change).await,
-                    None => Err(WriteError::NotLeader { group, leader: None }),
-                };
-                match result {
-                    Ok(()) => break,
-                    Err(e) if Instant::now() < deadline && !matches!(e, WriteError::Fatal { .. }) => {
-                        tracing::debug!(group, error = %e, ?change, "changing replicas; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            self.change_in_group(group, change, deadline).await?;
         }
         Ok(())
+    }
+
+    /// Makes `change` through the group's leader, wherever it is, retrying until `deadline`.
+    pub(crate) async fn change_in_group(
+        &self,
+        group: GroupId,
+        change: &ReplicaChange,
+        deadline: Instant,
+    ) -> Result<(), WriteError> {
+        loop {
+            let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
+            let result = match leader {
+                Some(l) if l == self.config.node_id => self.change_replica(group, change).await,
+                Some(l) => self.remote_change_replica(group, l, change).await,
+                None => Err(WriteError::NotLeader { group, leader: None }),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() < deadline && !matches!(e, WriteError::Fatal { .. }) => {
+                    tracing::debug!(group, error = %e, ?change, "changing replicas; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// On this group's leader: makes one replica change.

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use telex_proto::v1::node_server::Node;
 use telex_proto::v1::{
-    ChangeReplicaReply, ChangeReplicaRequest, JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply,
-    RaftKind, RaftReply, RaftRequest, ReadIndexReply, ReadIndexRequest,
+    CampaignReply, CampaignRequest, ChangeReplicaReply, ChangeReplicaRequest, DigestReply, DigestRequest, GroupDigest,
+    JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply, RaftKind, RaftReply, RaftRequest,
+    ReadIndexReply, ReadIndexRequest, TransferLeaderReply, TransferLeaderRequest,
 };
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, TelexError};
@@ -35,6 +36,7 @@ fn bad(e: telex_types::TelexError) -> Status {
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
         let req = request.into_inner();
         let raft = self
             .groups
@@ -49,6 +51,7 @@ impl Node for NodeService {
     }
 
     async fn propose(&self, request: Request<ProposeBatch>) -> Result<Response<ProposeBatchReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
         let writes = request.into_inner().requests.into_iter().map(|req| async move {
             let result = match decode::<Command>(&req.command) {
                 // Only this node's own replica: a forwarded write is never forwarded again.
@@ -63,6 +66,7 @@ impl Node for NodeService {
     }
 
     async fn read_index(&self, request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
         let group = request.into_inner().group;
         let index = self.groups.read_index_local(group).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(ReadIndexReply { index }))
@@ -72,6 +76,7 @@ impl Node for NodeService {
         &self,
         request: Request<ChangeReplicaRequest>,
     ) -> Result<Response<ChangeReplicaReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
         let r = request.into_inner();
         let change = if r.remove {
             ReplicaChange::Remove { node: r.node_id }
@@ -83,6 +88,8 @@ impl Node for NodeService {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let claimed = request.get_ref().node_id;
+        self.groups.admit(request.peer_certs(), Some(claimed))?;
         let r = request.into_inner();
         if r.node_id == 0 || r.addr.is_empty() {
             return Err(Status::invalid_argument("a joining node needs a non-zero node id and its node address"));
@@ -93,5 +100,40 @@ impl Node for NodeService {
         tracing::info!(node = r.node_id, addr = %r.addr, "node asks to join");
         let groups = self.groups.join(r.node_id, &r.addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(JoinReply { groups: groups as u32 }))
+    }
+
+    async fn digest(&self, request: Request<DigestRequest>) -> Result<Response<DigestReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
+        let groups = request.into_inner().groups;
+        if let Some(g) = groups.iter().find(|g| **g as usize >= self.groups.group_count()) {
+            return Err(Status::not_found(format!("this node has no raft group {g}")));
+        }
+        let digests = self.groups.local_digests(groups).await.map_err(Status::internal)?;
+        let digests = digests
+            .into_iter()
+            .map(|(group, d)| GroupDigest { group, applied_index: d.applied_index, keys: d.keys, hash: d.hash })
+            .collect();
+        Ok(Response::new(DigestReply { digests }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
+        let r = request.into_inner();
+        let leader =
+            self.groups.transfer_leader(r.group, r.to).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(TransferLeaderReply { leader: leader.unwrap_or(0) }))
+    }
+
+    async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
+        let r = request.into_inner();
+        if r.group as usize >= self.groups.group_count() {
+            return Err(Status::not_found(format!("this node has no raft group {}", r.group)));
+        }
+        let for_ = std::time::Duration::from_millis(u64::from(r.for_ms).min(30_000));
+        Ok(Response::new(CampaignReply { leader: self.groups.campaign(r.group, for_).await }))
     }
 }

@@ -165,6 +165,19 @@ impl ReadView<'_> {
         ro.set_snapshot(&self.snap);
         scan_with(&self.store.db, &self.store.cf(cf), ro, from, to, limit)
     }
+
+    /// Calls `f` on every key-value pair in `[from, to)`, in key order, without collecting them.
+    pub fn visit(&self, cf: Cf, from: &[u8], to: &[u8], mut f: impl FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&self.snap);
+        ro.set_iterate_lower_bound(from.to_vec());
+        ro.set_iterate_upper_bound(to.to_vec());
+        for item in self.store.db.iterator_cf_opt(&self.store.cf(cf), ro, IteratorMode::Start) {
+            let (k, v) = item?;
+            f(&k, &v);
+        }
+        Ok(())
+    }
 }
 
 fn scan_with(

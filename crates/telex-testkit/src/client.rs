@@ -154,6 +154,14 @@ impl Device {
         }
     }
 
+    /// Waits until the session ends (closed by the server, or the connection broke); why.
+    pub async fn ended(&mut self) -> tonic::Status {
+        while self.ended.is_none() {
+            self.pump(Duration::from_secs(60)).await;
+        }
+        self.ended.clone().unwrap()
+    }
+
     /// The result of the send with `client_id`.
     pub async fn result(&mut self, client_id: &str) -> pb::SendResult {
         loop {

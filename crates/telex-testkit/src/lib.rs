@@ -5,7 +5,9 @@
 //! them first with `cargo build --release --bins` (the Makefile does).
 
 pub mod client;
+pub mod cluster;
 pub mod history;
+pub mod netfault;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -44,6 +46,13 @@ pub struct Telexd {
 impl Telexd {
     /// Starts a node in `data_dir` and waits until `/readyz` says ready.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Telexd {
+        let mut node = Telexd::launch(data_dir, extra);
+        node.wait_ready();
+        node
+    }
+
+    /// Starts a node and returns once it listens (its addresses are known), before it is ready.
+    pub fn launch(data_dir: &Path, extra: &[&str]) -> Telexd {
         let mut node = Telexd {
             data_dir: data_dir.to_path_buf(),
             addrs: Addrs {
@@ -56,13 +65,18 @@ impl Telexd {
             log: data_dir.with_extension("log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        node.restart();
+        node.relaunch();
         node
     }
 
     /// Starts the process again on the same data directory and the same ports (peers remember
     /// the node-to-node address; clients reconnect to the same address).
     pub fn restart(&mut self) {
+        self.relaunch();
+        self.wait_ready();
+    }
+
+    fn relaunch(&mut self) {
         assert!(self.child.is_none(), "node is still running");
         std::fs::create_dir_all(&self.data_dir).unwrap();
         let _ = std::fs::remove_file(self.data_dir.join("listen.json"));
@@ -82,7 +96,6 @@ impl Telexd {
             .expect("spawn telexd");
         self.child = Some(child);
         self.addrs = self.wait_for_addrs();
-        self.wait_ready();
     }
 
     fn wait_for_addrs(&mut self) -> Addrs {
@@ -102,7 +115,8 @@ impl Telexd {
         }
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until `/readyz` says ready (for a joining node: it replicates every group).
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(self.addrs.http, "/readyz").map(|(code, _)| code) != Some(200) {
             assert!(Instant::now() < deadline, "telexd never became ready; log:\n{}", self.log_text());
@@ -113,6 +127,13 @@ impl Telexd {
     /// Starts node `id` of a cluster: with `join`, it joins the member at that node address.
     /// Waits until it is ready, which for a joining node means it replicates every group.
     pub fn start_member(data_dir: &Path, id: u64, join: Option<SocketAddr>, extra: &[&str]) -> Telexd {
+        let mut node = Telexd::launch_member(data_dir, id, join, extra);
+        node.wait_ready();
+        node
+    }
+
+    /// As `start_member`, returning once the node listens.
+    pub fn launch_member(data_dir: &Path, id: u64, join: Option<SocketAddr>, extra: &[&str]) -> Telexd {
         let id = id.to_string();
         let join = join.map(|a| a.to_string());
         let mut args = vec!["--node-id", id.as_str()];
@@ -120,7 +141,7 @@ impl Telexd {
             args.extend(["--join", j.as_str()]);
         }
         args.extend_from_slice(extra);
-        Telexd::start(data_dir, &args)
+        Telexd::launch(data_dir, &args)
     }
 
     pub fn log_text(&self) -> String {

@@ -35,6 +35,9 @@ struct Args {
     /// Join the cluster that has a member at this node-to-node address (first start only).
     #[arg(long, env = "TELEX_JOIN")]
     join: Option<String>,
+    /// Reach peer ID at ADDR instead of the address it advertises (repeatable): ID=ADDR.
+    #[arg(long = "peer-route", value_name = "ID=ADDR")]
+    peer_routes: Vec<String>,
     /// Number of shards, for a new cluster [default: 64].
     #[arg(long, env = "TELEX_SHARDS")]
     shards: Option<u32>,
@@ -71,6 +74,10 @@ fn load(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.join {
         config.join = v;
+    }
+    for route in args.peer_routes {
+        let (id, addr) = route.split_once('=').ok_or(format!("--peer-route {route:?}: expected ID=ADDR"))?;
+        config.raft.peer_routes.insert(id.to_string(), addr.to_string());
     }
     if let Some(v) = args.shards {
         config.raft.shards = v;

@@ -1,0 +1,247 @@
+//! Moving group leaderships between voters, one group (`transfer_leader`) or all of them
+//! (`rebalance`).
+//!
+//! openraft 0.9 has no leadership transfer, and a follower refuses votes while its leader
+//! lease lasts, so a transfer is: the leader leaves the voters (staying a learner) and steps
+//! down once that is committed; the target campaigns until the other voters' lease runs out
+//! and it wins (before their own election timers fire); the old leader is added back as a
+//! voter by the new one. The group refuses writes, retryably, for about one lease
+//! (`election_timeout_max_ms`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ServerState;
+use telex_proto::v1::node_client::NodeClient;
+use telex_proto::v1::{CampaignRequest, TransferLeaderRequest};
+use telex_types::GroupId;
+
+use crate::types::NodeId;
+use crate::{Groups, ReplicaChange, WriteError};
+
+/// One planned leadership move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub group: GroupId,
+    pub from: NodeId,
+    pub to: NodeId,
+}
+
+/// A group as the planner sees it.
+#[derive(Clone, Debug)]
+pub struct Led {
+    pub group: GroupId,
+    pub leader: Option<NodeId>,
+    pub voters: Vec<NodeId>,
+}
+
+/// Groups led per node (every voter of any group appears, with 0 if it leads none).
+pub fn leader_counts(groups: &[Led]) -> BTreeMap<NodeId, usize> {
+    let mut counts: BTreeMap<NodeId, usize> = groups.iter().flat_map(|g| g.voters.iter().map(|v| (*v, 0))).collect();
+    for l in groups.iter().filter_map(|g| g.leader) {
+        *counts.entry(l).or_default() += 1;
+    }
+    counts
+}
+
+/// Moves that leave every node leading within one group of every other, where the groups'
+/// voters allow it: repeatedly from the busiest node to the idlest voter of one of its groups.
+pub fn plan_moves(groups: &[Led]) -> Vec<Move> {
+    let mut counts = leader_counts(groups);
+    let mut moved = BTreeSet::new();
+    let mut moves = Vec::new();
+    'search: loop {
+        let mut by_load: Vec<NodeId> = counts.keys().copied().collect();
+        by_load.sort_by_key(|n| std::cmp::Reverse(counts[n]));
+        for &from in &by_load {
+            for &to in by_load.iter().rev() {
+                if counts[&from] <= counts[&to] + 1 {
+                    continue;
+                }
+                let candidate = groups
+                    .iter()
+                    .find(|g| g.leader == Some(from) && g.voters.contains(&to) && !moved.contains(&g.group));
+                if let Some(g) = candidate {
+                    moves.push(Move { group: g.group, from, to });
+                    moved.insert(g.group);
+                    *counts.get_mut(&from).unwrap() -= 1;
+                    *counts.get_mut(&to).unwrap() += 1;
+                    continue 'search;
+                }
+            }
+        }
+        return moves;
+    }
+}
+
+/// Before and after a rebalance.
+#[derive(Clone, Debug)]
+pub struct Rebalanced {
+    pub moved: usize,
+    pub before: BTreeMap<NodeId, usize>,
+    pub after: BTreeMap<NodeId, usize>,
+}
+
+impl Groups {
+    /// Every group's leader and voters, as this node sees them.
+    pub fn leadership(&self) -> Vec<Led> {
+        (0..self.group_count() as GroupId)
+            .filter_map(|group| {
+                let m = self.raft(group)?.metrics().borrow().clone();
+                let voters = m.membership_config.membership().voter_ids().collect();
+                Some(Led { group, leader: m.current_leader, voters })
+            })
+            .collect()
+    }
+
+    /// Spreads leaderships evenly over the voters, in a few rounds (the move itself cannot pick
+    /// the winner for sure: see the module comment).
+    pub async fn rebalance(&self) -> Rebalanced {
+        let before = leader_counts(&self.leadership());
+        let mut moved = 0;
+        for _round in 0..4 {
+            let plan = plan_moves(&self.leadership());
+            if plan.is_empty() {
+                break;
+            }
+            tracing::info!(moves = plan.len(), "rebalancing group leaders");
+            let results = futures::future::join_all(plan.iter().map(|m| self.transfer_anywhere(*m))).await;
+            for (m, r) in plan.iter().zip(results) {
+                match r {
+                    Ok(Some(now)) if now == m.to => moved += 1,
+                    Ok(now) => tracing::info!(group = m.group, wanted = m.to, ?now, "another voter won the election"),
+                    Err(e) => tracing::warn!(group = m.group, error = %e, "leadership transfer failed"),
+                }
+            }
+            self.wait_for_leaders(self.config.write_timeout).await;
+        }
+        Rebalanced { moved, before, after: leader_counts(&self.leadership()) }
+    }
+
+    /// Runs `transfer_leader` on the group's leader, here or on its node.
+    async fn transfer_anywhere(&self, m: Move) -> Result<Option<NodeId>, WriteError> {
+        if m.from == self.config.node_id {
+            return self.transfer_leader(m.group, m.to).await;
+        }
+        let group = m.group;
+        let addr = self.member_addr(group, m.from).ok_or(WriteError::NotLeader { group, leader: None })?;
+        let fail = |message: String| WriteError::Forward { group, leader: m.from, message };
+        let mut client = NodeClient::new(self.network.channel(&addr).map_err(fail)?);
+        let call = client.transfer_leader(TransferLeaderRequest { group, to: m.to });
+        let reply = tokio::time::timeout(self.config.write_timeout * 3, call)
+            .await
+            .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout * 3 })?
+            .map_err(|s| fail(s.message().to_string()))?;
+        Ok(Some(reply.into_inner().leader).filter(|l| *l != 0))
+    }
+
+    /// On the group's leader: hands leadership to voter `to`; returns the leader afterwards
+    /// (another voter may win; see the module comment).
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<Option<NodeId>, WriteError> {
+        let me = self.config.node_id;
+        let raft = self.raft(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(me) {
+            return Err(WriteError::NotLeader { group, leader: m.current_leader });
+        }
+        if to == me {
+            return Ok(Some(me));
+        }
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if !voters.contains(&to) {
+            let message = format!("node {to} is not a voter of group {group}");
+            return Err(WriteError::Fatal { group, message });
+        }
+        let my_addr = membership.get_node(&me).map(|n| n.addr.clone()).unwrap_or_default();
+        // The target must have the log, or the others would not vote for it.
+        let timeout = self.config.write_timeout;
+        let caught_up = raft
+            .wait(Some(timeout))
+            .metrics(
+                |m| {
+                    let last = m.last_log_index.unwrap_or(0);
+                    let matched = m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten());
+                    matched.is_some_and(|l| l.index + 64 >= last)
+                },
+                "target caught up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(WriteError::Timeout { group, timeout });
+        }
+        let rest: BTreeSet<NodeId> = voters.iter().copied().filter(|v| *v != me).collect();
+        raft.change_membership(rest, true).await.map_err(|e| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                WriteError::NotLeader { group, leader: f.leader_id }
+            }
+            e => WriteError::Fatal { group, message: e.to_string() },
+        })?;
+        let campaign_for = Duration::from_millis(self.config.election_timeout_max_ms * 3);
+        if let Err(e) = self.remote_campaign(group, to, campaign_for).await {
+            tracing::warn!(group, to, error = %e, "the transfer target could not campaign");
+        }
+        let back = ReplicaChange::Add { node: me, addr: my_addr };
+        self.change_in_group(group, &back, Instant::now() + timeout).await?;
+        Ok(self.raft(group).and_then(|r| r.metrics().borrow().current_leader))
+    }
+
+    async fn remote_campaign(&self, group: GroupId, node: NodeId, for_: Duration) -> Result<bool, String> {
+        let addr = self.member_addr(group, node).ok_or(format!("node {node} has no address in group {group}"))?;
+        let mut client = NodeClient::new(self.network.channel(&addr)?);
+        let req = CampaignRequest { group, for_ms: for_.as_millis() as u32 };
+        let reply = client.campaign(req).await.map_err(|s| s.message().to_string())?;
+        Ok(reply.into_inner().leader)
+    }
+
+    /// Campaigns for `group` until this node leads it or `for_` passes; whether it leads.
+    pub async fn campaign(&self, group: GroupId, for_: Duration) -> bool {
+        let Some(raft) = self.raft(group) else { return false };
+        let deadline = Instant::now() + for_;
+        loop {
+            if raft.metrics().borrow().state == ServerState::Leader {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            if raft.trigger().elect().await.is_err() {
+                return false;
+            }
+            let _ = raft.wait(Some(Duration::from_millis(50))).state(ServerState::Leader, "campaign").await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn led(group: GroupId, leader: NodeId, voters: &[NodeId]) -> Led {
+        Led { group, leader: Some(leader), voters: voters.to_vec() }
+    }
+
+    #[test]
+    fn all_on_one_node_spreads_evenly() {
+        let groups: Vec<Led> = (0..9).map(|g| led(g, 1, &[1, 2, 3])).collect();
+        let moves = plan_moves(&groups);
+        assert_eq!(moves.len(), 6);
+        let mut after = groups.clone();
+        for m in &moves {
+            after[m.group as usize].leader = Some(m.to);
+        }
+        assert_eq!(leader_counts(&after).values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+    }
+
+    #[test]
+    fn balanced_needs_nothing_and_moves_respect_voters() {
+        let groups = vec![led(0, 1, &[1, 2]), led(1, 2, &[1, 2]), led(2, 3, &[3, 4])];
+        assert!(plan_moves(&groups).is_empty());
+        // Node 1 leads two groups whose voters do not include node 3: only node 2 can take one.
+        let groups = vec![led(0, 1, &[1, 2]), led(1, 1, &[1, 2]), led(2, 1, &[1, 2]), led(3, 3, &[3])];
+        let moves = plan_moves(&groups);
+        assert!(moves.iter().all(|m| m.to == 2), "{moves:?}");
+        assert_eq!(moves.len(), 1);
+    }
+}
