@@ -165,6 +165,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
     tracker.spawn(upkeep(groups.clone(), shutdown.clone()));
+    let (watchdog, stop) = (groups.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        tokio::select! {
+            _ = watchdog.watch_leaders() => {}
+            _ = stop.cancelled() => {}
+        }
+    });
     tracker.close();
 
     tracing::info!(node_id = config.node_id, client = %addrs.client, node = %addrs.node, admin = %addrs.admin,

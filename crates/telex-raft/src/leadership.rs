@@ -179,7 +179,7 @@ impl Groups {
             e => WriteError::Fatal { group, message: e.to_string() },
         })?;
         let campaign_for = Duration::from_millis(self.config.election_timeout_max_ms * 3);
-        if let Err(e) = self.remote_campaign(group, to, campaign_for).await {
+        if let Err(e) = self.remote_campaign(group, to, campaign_for, me).await {
             tracing::warn!(group, to, error = %e, "the transfer target could not campaign");
         }
         let back = ReplicaChange::Add { node: me, addr: my_addr };
@@ -187,23 +187,37 @@ impl Groups {
         Ok(self.raft(group).and_then(|r| r.metrics().borrow().current_leader))
     }
 
-    async fn remote_campaign(&self, group: GroupId, node: NodeId, for_: Duration) -> Result<bool, String> {
+    async fn remote_campaign(
+        &self,
+        group: GroupId,
+        node: NodeId,
+        for_: Duration,
+        old_leader: NodeId,
+    ) -> Result<bool, String> {
         let addr = self.member_addr(group, node).ok_or(format!("node {node} has no address in group {group}"))?;
         let mut client = NodeClient::new(self.network.channel(&addr)?);
-        let req = CampaignRequest { group, for_ms: for_.as_millis() as u32 };
+        let req = CampaignRequest { group, for_ms: for_.as_millis() as u32, old_leader };
         let reply = client.campaign(req).await.map_err(|s| s.message().to_string())?;
         Ok(reply.into_inner().leader)
     }
 
-    /// Campaigns for `group` until this node leads it or `for_` passes; whether it leads.
-    pub async fn campaign(&self, group: GroupId, for_: Duration) -> bool {
+    /// Campaigns for `group` until this node leads it, another node than `old_leader` does, or
+    /// `for_` passes; whether this node leads.
+    pub async fn campaign(&self, group: GroupId, for_: Duration, old_leader: Option<NodeId>) -> bool {
         let Some(raft) = self.raft(group) else { return false };
+        let me = self.config.node_id;
         let deadline = Instant::now() + for_;
         loop {
-            if raft.metrics().borrow().state == ServerState::Leader {
+            let (state, leader) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                (m.state, m.current_leader)
+            };
+            if state == ServerState::Leader {
                 return true;
             }
-            if Instant::now() >= deadline {
+            let other = leader.is_some_and(|l| l != me && Some(l) != old_leader);
+            if other || Instant::now() >= deadline {
                 return false;
             }
             if raft.trigger().elect().await.is_err() {

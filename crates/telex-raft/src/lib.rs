@@ -26,6 +26,7 @@ pub mod service;
 mod state_machine;
 mod types;
 pub mod verify;
+mod watchdog;
 
 pub use log_store::LogStore;
 pub use registry::{Applied, GroupInfo, Groups, GroupsConfig, ReplicaChange, WriteError};

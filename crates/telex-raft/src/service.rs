@@ -134,6 +134,7 @@ impl Node for NodeService {
             return Err(Status::not_found(format!("this node has no raft group {}", r.group)));
         }
         let for_ = std::time::Duration::from_millis(u64::from(r.for_ms).min(30_000));
-        Ok(Response::new(CampaignReply { leader: self.groups.campaign(r.group, for_).await }))
+        let old_leader = Some(r.old_leader).filter(|l| *l != 0);
+        Ok(Response::new(CampaignReply { leader: self.groups.campaign(r.group, for_, old_leader).await }))
     }
 }

@@ -78,8 +78,8 @@ impl Groups {
         let call = client.digest(DigestRequest { groups });
         let reply = tokio::time::timeout(Duration::from_secs(30), call)
             .await
-            .map_err(|_| format!("node {node} did not answer in 30 s"))?
-            .map_err(|s| format!("node {node}: {}", s.message()))?;
+            .map_err(|_| "no answer within 30 s".to_string())?
+            .map_err(|s| s.message().to_string())?;
         let digests = reply.into_inner().digests.into_iter();
         Ok(digests
             .map(|d| {
