@@ -35,6 +35,9 @@ struct Args {
     /// receiver on another node than its sender.
     #[arg(long, default_value_t = 1)]
     nodes: u64,
+    /// Keep every group led by node 1 (a fresh cluster) instead of spreading the leaders.
+    #[arg(long)]
+    no_rebalance: bool,
 }
 
 fn now_ms() -> u64 {
@@ -66,6 +69,11 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if args.nodes > 1 && !args.no_rebalance {
+        let r = admin.rebalance(pb::RebalanceRequest {}).await?.into_inner();
+        let after: Vec<String> = r.after.iter().map(|c| format!("node {}: {}", c.node_id, c.groups)).collect();
+        eprintln!("group leaders: {}", after.join(", "));
     }
     for i in 0..args.pairs {
         for side in ["s", "r"] {
