@@ -116,7 +116,14 @@ pub struct Hub {
     limits: Limits,
     /// Where presence for contacts on other nodes goes (set by the node when clustered).
     relay: Arc<std::sync::OnceLock<PresenceRelay>>,
+    /// Set when the node shuts down, for sessions served elsewhere through this node.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
+
+/// The start of the reason given to a session whose actor no longer lives on this node (its
+/// shard's leadership moved, or the node is shutting down): the device, or the gateway serving
+/// it, attaches again where the actor lives now.
+pub const MOVED: &str = "the user's actor moved to another node";
 
 /// Sends (contact, from, presence) to the other nodes of the cluster; must not block.
 pub type PresenceRelay = Box<dyn Fn(&UserJid, &UserJid, Option<DevicePresence>) + Send + Sync>;
@@ -136,7 +143,23 @@ impl Hub {
             ledger,
             limits,
             relay: Arc::default(),
+            closing: Arc::new(tokio::sync::watch::channel(false).0),
         }
+    }
+
+    /// Becomes true when the node starts shutting down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Ends every session of the users `which` selects, telling them their actor moved.
+    pub async fn moved(&self, which: impl Fn(&UserJid) -> bool, why: &str) -> usize {
+        let devices: Vec<(UserJid, String)> =
+            self.sessions.iter().map(|s| s.key().clone()).filter(|(u, _)| which(u)).collect();
+        for (user, device) in &devices {
+            self.kick(user, device, &format!("{MOVED} ({why}); attach again")).await;
+        }
+        devices.len()
     }
 
     /// Presence for contacts whose devices are connected to other nodes goes through `relay`.
@@ -311,10 +334,8 @@ impl Hub {
     /// Disconnects every device (on shutdown), so clients reconnect to another node at once
     /// instead of holding streams open on a node that is going away.
     pub async fn close_all_sessions(&self) {
-        let devices: Vec<(UserJid, String)> = self.sessions.iter().map(|s| s.key().clone()).collect();
-        for (user, device) in devices {
-            self.kick(&user, &device, "the server is shutting down; reconnect (to another node)").await;
-        }
+        self.closing.send_replace(true);
+        self.moved(|_| true, "this node is shutting down").await;
     }
 
     /// Tells an online user's actor that its roster or block list changed in storage (perhaps

@@ -3,7 +3,11 @@
 
 mod admin;
 mod client;
+mod gateway;
+mod session;
+mod sessions;
 pub mod status;
 
 pub use admin::AdminService;
 pub use client::ClientService;
+pub use sessions::SessionsService;

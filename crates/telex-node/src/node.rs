@@ -10,11 +10,12 @@ use anyhow::Context;
 use serde::Serialize;
 use telex_accounts::{Accounts, AccountsConfig};
 use telex_actors::{Limits, Messaging};
-use telex_api::{AdminService, ClientService};
+use telex_api::{AdminService, ClientService, SessionsService};
 use telex_proto::v1::admin_server::AdminServer;
 use telex_proto::v1::client_server::ClientServer;
 use telex_proto::v1::node_server::NodeServer;
 use telex_proto::v1::relay_server::RelayServer;
+use telex_proto::v1::sessions_server::SessionsServer;
 use telex_raft::service::NodeService;
 use telex_raft::{Applied, Groups, GroupsConfig};
 use telex_store::{Store, StoreOptions};
@@ -155,7 +156,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if let Some(tls) = &node_tls {
         builder = builder.tls_config(tls.server()).context("node_tls: the certificate or key is unusable")?;
     }
-    let grpc = builder.add_service(health_service).add_service(node).add_service(relay);
+    let sessions = SessionsServer::new(SessionsService::new(groups.clone(), messaging.clone()));
+    let grpc = builder.add_service(health_service).add_service(node).add_service(relay).add_service(sessions);
     tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
     let stop = shutdown.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });
@@ -165,6 +167,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         }
     });
     tracker.spawn(upkeep(groups.clone(), shutdown.clone()));
+    tracker.spawn(follow_leadership(groups.clone(), messaging.hub().clone(), shutdown.clone()));
     let (watchdog, stop) = (groups.clone(), shutdown.clone());
     tracker.spawn(async move {
         tokio::select! {
@@ -249,6 +252,31 @@ async fn become_ready(groups: &Groups, accounts: &Accounts, tenant: &str) -> any
 }
 
 /// Periodic housekeeping: metric upkeep and Raft gauges.
+/// Users' actors live on their shard's leader: when this node stops leading a shard, the
+/// sessions of its users here are told their actor moved, and their gateways attach again to
+/// the new leader.
+async fn follow_leadership(groups: Arc<Groups>, hub: telex_actors::Hub, shutdown: CancellationToken) {
+    let shards = groups.shards();
+    let mut led: Vec<bool> = vec![false; groups.group_count()];
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        for (group, was) in led.iter_mut().enumerate().skip(1) {
+            let now = groups.leads(group as u32);
+            if *was && !now {
+                let g = group as u32;
+                let moved =
+                    hub.moved(|u| telex_types::shard::shard_of(u, shards) == g, "its shard's leader changed").await;
+                tracing::info!(group, sessions = moved, "no longer leading this shard; sessions re-attach elsewhere");
+            }
+            *was = now;
+        }
+    }
+}
+
 async fn upkeep(groups: Arc<Groups>, shutdown: CancellationToken) {
     let prometheus = crate::telemetry::prometheus();
     let mut tick = tokio::time::interval(Duration::from_secs(5));

@@ -206,6 +206,11 @@ impl Groups {
         self.rafts.get(group as usize)
     }
 
+    /// Whether this node is the group's leader right now.
+    pub fn leads(&self, group: GroupId) -> bool {
+        self.raft(group).is_some_and(|r| r.metrics().borrow().state == ServerState::Leader)
+    }
+
     /// Number of groups (meta and shards).
     pub fn group_count(&self) -> usize {
         self.rafts.len()

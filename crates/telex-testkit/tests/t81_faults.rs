@@ -41,12 +41,14 @@ async fn a_cut_off_minority_refuses_writes_and_the_majority_carries_on() {
     let soon = || Instant::now() + Duration::from_secs(20);
     assert!(minority.send_acked("bob@localhost", "before-cut", soon()).await);
 
+    let t0 = Instant::now();
     tokio::time::sleep(Duration::from_millis(500)).await;
     faults.partition(&[1], &[2, 3]);
     // Node 1 alone cannot commit: its clients get retryable refusals, nothing is acknowledged.
     let refused_until = Instant::now() + Duration::from_secs(4);
     assert!(!minority.send_acked("bob@localhost", "during-cut", refused_until).await, "the minority committed");
     assert!(minority.events.iter().any(|e| e.client_id == "during-cut" && e.outcome == Outcome::Info));
+    println!("{:?} minority refused", t0.elapsed());
     // The majority elects new leaders and goes on acknowledging.
     let mut probe = Sender::new(urls.clone(), token.clone());
     assert!(probe.send_acked("bob@localhost", "majority-probe", soon()).await, "the majority is stuck");
@@ -55,19 +57,23 @@ async fn a_cut_off_minority_refuses_writes_and_the_majority_carries_on() {
         assert_ne!(g["leader"], 1, "node 1 still leads a group while cut off: {g}");
     }
 
+    println!("{:?} majority acknowledged", t0.elapsed());
     // Heal: node 1 rejoins as a follower; the refused send, retried with the same id, lands once.
     faults.heal();
     assert!(minority.send_acked("bob@localhost", "during-cut", soon()).await);
+    println!("{:?} healed, the refused send acknowledged", t0.elapsed());
 
     // A black hole (connections open, nothing arrives) around node 3: the others carry on.
     faults.between(&[3], &[1, 2], Link::Drop);
     assert!(probe.send_acked("bob@localhost", "black-hole-probe", soon()).await);
+    println!("{:?} acknowledged around a black hole", t0.elapsed());
     tokio::time::sleep(Duration::from_secs(2)).await;
     faults.heal();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     stop_tx.send(true).expect("the load task is still running");
     let mut events = load.await.unwrap();
+    println!("{:?} load stopped", t0.elapsed());
     events.extend(minority.events);
     events.extend(probe.events);
     let bob = archive(&n2, "bob@localhost").await;
