@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use futures::future::BoxFuture;
 use telex_types::presence::DevicePresence;
 use telex_types::records::ArchivedMessage;
 use telex_types::roster::{RosterItem, SubscriptionKind};
@@ -116,6 +117,8 @@ pub struct Hub {
     limits: Limits,
     /// Where presence for contacts on other nodes goes (set by the node when clustered).
     relay: Arc<std::sync::OnceLock<PresenceRelay>>,
+    /// Where actors of users led elsewhere live (set by the node when clustered).
+    homes: Arc<std::sync::OnceLock<Box<dyn Homes>>>,
     /// Set when the node shuts down, for sessions served elsewhere through this node.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -124,6 +127,17 @@ pub struct Hub {
 /// shard's leadership moved, or the node is shutting down): the device, or the gateway serving
 /// it, attaches again where the actor lives now.
 pub const MOVED: &str = "the user's actor moved to another node";
+
+/// Where users' actors live in a cluster: on the leader of their shard. The node implements it
+/// (over the node-to-node API); without it every actor is local.
+pub trait Homes: Send + Sync {
+    /// The node holding `user`'s actor when it is not this one.
+    fn remote_home(&self, user: &UserJid) -> Option<u64>;
+    /// Runs a roster operation on the actor on `node`.
+    fn roster(&self, node: u64, user: &UserJid, op: RosterOp) -> BoxFuture<'static, Result<RosterReply, TelexError>>;
+    /// Delivers a subscription stanza to `to`'s actor on `node`.
+    fn subscription(&self, node: u64, to: &UserJid, from: &UserJid, kind: SubscriptionKind) -> BoxFuture<'static, ()>;
+}
 
 /// Sends (contact, from, presence) to the other nodes of the cluster; must not block.
 pub type PresenceRelay = Box<dyn Fn(&UserJid, &UserJid, Option<DevicePresence>) + Send + Sync>;
@@ -143,6 +157,7 @@ impl Hub {
             ledger,
             limits,
             relay: Arc::default(),
+            homes: Arc::default(),
             closing: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
@@ -160,6 +175,16 @@ impl Hub {
             self.kick(user, device, &format!("{MOVED} ({why}); attach again")).await;
         }
         devices.len()
+    }
+
+    /// Roster operations and subscription stanzas for users whose actor lives on another node
+    /// go there through `homes`.
+    pub fn set_homes(&self, homes: Box<dyn Homes>) {
+        let _ = self.homes.set(homes);
+    }
+
+    fn remote_home(&self, user: &UserJid) -> Option<u64> {
+        self.homes.get().and_then(|h| h.remote_home(user))
     }
 
     /// Presence for contacts whose devices are connected to other nodes goes through `relay`.
@@ -291,8 +316,16 @@ impl Hub {
         metrics::gauge!("telex_sessions_connected").set(self.sessions.len() as f64);
     }
 
-    /// Runs a roster or block-list operation on the user's actor (started if needed).
+    /// Runs a roster or block-list operation on the user's actor, wherever it lives.
     pub async fn roster(&self, user: &UserJid, op: RosterOp) -> Result<RosterReply, TelexError> {
+        match (self.remote_home(user), self.homes.get()) {
+            (Some(node), Some(homes)) => homes.roster(node, user, op).await,
+            _ => self.roster_here(user, op).await,
+        }
+    }
+
+    /// Runs a roster or block-list operation on the user's actor on this node (started if needed).
+    pub async fn roster_here(&self, user: &UserJid, op: RosterOp) -> Result<RosterReply, TelexError> {
         let (reply, answer) = oneshot::channel();
         self.actor(user)
             .send(Cmd::Roster { op, reply })
@@ -309,8 +342,16 @@ impl Hub {
         }
     }
 
-    /// Delivers a subscription stanza to `to`'s actor, starting it if needed (state is durable).
+    /// Delivers a subscription stanza to `to`'s actor, wherever it lives.
     pub(crate) async fn deliver_subscription(&self, to: &UserJid, from: &UserJid, kind: SubscriptionKind) {
+        match (self.remote_home(to), self.homes.get()) {
+            (Some(node), Some(homes)) => homes.subscription(node, to, from, kind).await,
+            _ => self.subscription_here(to, from, kind).await,
+        }
+    }
+
+    /// Delivers a subscription stanza to `to`'s actor on this node, starting it if needed.
+    pub async fn subscription_here(&self, to: &UserJid, from: &UserJid, kind: SubscriptionKind) {
         let _ = self.actor(to).send(Cmd::Inbound { from: from.clone(), kind }).await;
     }
 

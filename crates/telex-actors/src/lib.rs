@@ -17,7 +17,7 @@ pub mod rate;
 mod social;
 pub mod subscription;
 
-pub use hub::{Hub, Outbound, OutboundRx, OutboundTx, PresenceRelay, SessionId, SessionInfo, MOVED};
+pub use hub::{Homes, Hub, Outbound, OutboundRx, OutboundTx, PresenceRelay, SessionId, SessionInfo, MOVED};
 pub use ledger::Ledger;
 pub use messaging::{HistoryQuery, Limits, Messaging, Refused, Sent};
 pub use social::{RosterOp, RosterReply};

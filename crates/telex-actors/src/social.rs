@@ -13,7 +13,7 @@ use crate::presence::{aggregate, Coalesced};
 use crate::subscription::{inbound, outbound};
 
 /// Roster and block-list requests from the user's own devices.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum RosterOp {
     Get,
     /// Set the item's name and groups and ask to see the contact's presence.
@@ -43,7 +43,7 @@ pub enum RosterOp {
     Blocked,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RosterReply {
     Items(Vec<(UserJid, RosterItem)>),
     Blocked(Vec<UserJid>),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use telex_accounts::{Accounts, AccountsConfig};
 use telex_actors::{Limits, Messaging};
 use telex_api::{AdminService, ClientService, SessionsService};
+use telex_proto::v1::actors_server::ActorsServer;
 use telex_proto::v1::admin_server::AdminServer;
 use telex_proto::v1::client_server::ClientServer;
 use telex_proto::v1::node_server::NodeServer;
@@ -144,6 +145,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         Applied::Social(owner) => hub.social_changed(owner),
     });
     messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
+    messaging.hub().set_homes(Box::new(crate::homes::ClusterHomes::new(groups.clone())));
     let client = ClientServer::new(ClientService::new(accounts.clone(), messaging.clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
     tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
@@ -157,7 +159,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         builder = builder.tls_config(tls.server()).context("node_tls: the certificate or key is unusable")?;
     }
     let sessions = SessionsServer::new(SessionsService::new(groups.clone(), messaging.clone()));
-    let grpc = builder.add_service(health_service).add_service(node).add_service(relay).add_service(sessions);
+    let actors = ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), groups.clone()));
+    let grpc = builder
+        .add_service(health_service)
+        .add_service(node)
+        .add_service(relay)
+        .add_service(sessions)
+        .add_service(actors);
     tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
     let stop = shutdown.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });

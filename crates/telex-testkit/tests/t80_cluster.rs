@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use telex_proto::v1::server_frame::Frame;
 use telex_testkit::client::{login, Device};
 use telex_testkit::cluster::{archive, config_file, steady_load, three_nodes, wait_for_replicas, Sender, SHARDS};
 use telex_testkit::history::{check, Outcome, SendEvent};
@@ -169,8 +170,23 @@ async fn rosters_presence_and_blocks_work_between_nodes() {
     a_dev.presence("available", "", 0).await;
     b_dev.presence("available", "", 0).await;
 
-    // The subscription dance, each side on its own node.
+    // The subscription dance, each side on its own node; the request reaches bob's device live
+    // (through his actor, wherever it lives), and the roster push reaches alice's.
     alice(&["roster", "add", "bob@localhost", "--name", "Bob"]).success();
+    let asked = loop {
+        match b_dev.event(Duration::from_secs(5)).await.expect("bob's device never saw alice's request") {
+            Frame::SubscriptionRequest(r) => break r,
+            _ => continue,
+        }
+    };
+    assert_eq!(asked.from, "alice@localhost");
+    let pushed = loop {
+        match a_dev.event(Duration::from_secs(5)).await.expect("alice's device never got a roster push") {
+            Frame::Roster(r) if r.jid == "bob@localhost" => break r,
+            _ => continue,
+        }
+    };
+    assert_eq!(pushed.item.expect("an item").name, "Bob");
     bob(&["roster", "approve", "alice@localhost"]).success();
     bob(&["roster", "add", "alice@localhost"]).success();
     alice(&["roster", "approve", "bob@localhost"]).success();
