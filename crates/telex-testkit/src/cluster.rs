@@ -70,6 +70,20 @@ pub fn three_nodes_with_faults(extra: &[&str]) -> (Vec<tempfile::TempDir>, NetFa
     (dirs, faults, nodes.try_into().unwrap_or_else(|_| unreachable!("three nodes")))
 }
 
+/// `telex cluster verify` through `node`, retried while replicas still catch up.
+pub fn assert_replicas_identical(node: &Telexd) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = node.cli(&["cluster", "verify"]);
+        if out.ok {
+            assert!(out.stdout.contains("groups identical on every replica"), "{}", out.stdout);
+            return;
+        }
+        assert!(Instant::now() < deadline, "replicas differ: {}{}", out.stdout, out.stderr);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// A config file in `dir` with `text`; its path.
 pub fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
     let path = dir.path().join("telex.toml");

@@ -29,6 +29,9 @@ pub struct Figures {
     pub acked_lost: usize,
     pub archive_duplicates: usize,
     pub phantoms: usize,
+    /// Acknowledged sends of one sequential client stored before a send that client had
+    /// acknowledged earlier (the archive order contradicts the order of acknowledgements).
+    pub reorders: usize,
     /// Sends never acknowledged whose outcome was unknown: found once, or not at all.
     pub info_found: usize,
     pub info_absent: usize,
@@ -36,7 +39,7 @@ pub struct Figures {
 
 impl Figures {
     pub fn promise_kept(&self) -> bool {
-        self.acked_lost == 0 && self.archive_duplicates == 0 && self.phantoms == 0
+        self.acked_lost == 0 && self.archive_duplicates == 0 && self.phantoms == 0 && self.reorders == 0
     }
 }
 
@@ -44,21 +47,57 @@ impl std::fmt::Display for Figures {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "sends {} acked {} | acked_lost {} archive_duplicates {} phantoms {} | info found {} absent {}",
+            "sends {} acked {} | acked_lost {} archive_duplicates {} phantoms {} reorders {} | info found {} absent {}",
             self.sends,
             self.acked,
             self.acked_lost,
             self.archive_duplicates,
             self.phantoms,
+            self.reorders,
             self.info_found,
             self.info_absent
         )
     }
 }
 
-/// `events`: every attempt of every send. `archives`: for each archive owner, the client ids
+/// `events`: every attempt of every send of one client that sends one message at a time (each
+/// acknowledged before the next is sent). `archives`: for each archive owner, the client ids
 /// of the drained archive in archive order.
 pub fn check(events: &[SendEvent], archives: &BTreeMap<String, Vec<String>>) -> Figures {
+    check_streams(&[events], archives)
+}
+
+/// As `check`, for several such clients sending at the same time: order is checked within
+/// each client's stream, everything else over all of them.
+pub fn check_streams(streams: &[&[SendEvent]], archives: &BTreeMap<String, Vec<String>>) -> Figures {
+    let all: Vec<SendEvent> = streams.iter().flat_map(|s| s.iter().cloned()).collect();
+    let mut f = tally(&all, archives);
+    f.reorders = streams.iter().map(|s| reorders(s, archives)).sum();
+    f
+}
+
+/// Adjacent acknowledgements of one sequential client whose archive positions go backwards.
+fn reorders(events: &[SendEvent], archives: &BTreeMap<String, Vec<String>>) -> usize {
+    let mut acked: Vec<(&str, &str)> = Vec::new();
+    for e in events.iter().filter(|e| e.outcome == Outcome::Ok) {
+        if !acked.contains(&(e.owner.as_str(), e.client_id.as_str())) {
+            acked.push((&e.owner, &e.client_id));
+        }
+    }
+    let position = |owner: &str, id: &str| archives.get(owner)?.iter().position(|x| x == id);
+    let mut last: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut n = 0;
+    for (owner, id) in acked {
+        let Some(p) = position(owner, id) else { continue };
+        if last.get(owner).is_some_and(|prev| *prev > p) {
+            n += 1;
+        }
+        last.insert(owner, p);
+    }
+    n
+}
+
+fn tally(events: &[SendEvent], archives: &BTreeMap<String, Vec<String>>) -> Figures {
     let mut per_send: BTreeMap<(&str, &str), BTreeSet<Outcome>> = BTreeMap::new();
     for e in events {
         per_send.entry((&e.owner, &e.client_id)).or_default().insert(e.outcome);
@@ -125,5 +164,18 @@ mod tests {
         let f = check(&events, &archive(&["b", "b", "c", "z"]));
         assert_eq!((f.acked_lost, f.archive_duplicates, f.phantoms), (1, 1, 2), "{f}");
         assert!(!f.promise_kept());
+    }
+
+    #[test]
+    fn archive_order_must_follow_acknowledgement_order() {
+        let events = [ev("a", Outcome::Ok), ev("b", Outcome::Info), ev("b", Outcome::Ok), ev("c", Outcome::Ok)];
+        assert_eq!(check(&events, &archive(&["a", "b", "c"])).reorders, 0);
+        let f = check(&events, &archive(&["b", "a", "c"]));
+        assert_eq!(f.reorders, 1, "{f}");
+        assert!(!f.promise_kept());
+        // Two clients interleaved in one archive: each stream is in order.
+        let other = [ev("x", Outcome::Ok), ev("y", Outcome::Ok)];
+        let f = check_streams(&[&events, &other], &archive(&["x", "a", "b", "y", "c"]));
+        assert_eq!(f.reorders, 0, "{f}");
     }
 }

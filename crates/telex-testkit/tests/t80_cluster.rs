@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use telex_proto::v1::server_frame::Frame;
 use telex_testkit::client::{login, Device};
-use telex_testkit::cluster::{archive, config_file, steady_load, three_nodes, wait_for_replicas, Sender, SHARDS};
+use telex_testkit::cluster::{
+    archive, assert_replicas_identical, config_file, steady_load, three_nodes, wait_for_replicas, Sender, SHARDS,
+};
 use telex_testkit::history::{check, Outcome, SendEvent};
 use telex_testkit::{data_dir, Telexd};
 
@@ -83,6 +85,7 @@ async fn leader_kill_under_load_loses_no_acknowledged_message() {
         assert!(Instant::now() < deadline, "node 1 never caught up: {} vs {} entries", from_n1.len(), from_n3.len());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_replicas_identical(&n2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +159,7 @@ async fn rolling_restart_under_load_loses_nothing() {
     println!("rolling restart: {figures}");
     assert!(figures.promise_kept(), "{figures}");
     assert!(figures.acked > 10, "{figures}");
+    assert_replicas_identical(&nodes[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,4 +270,5 @@ async fn a_fourth_node_replaces_a_removed_one_under_load() {
     println!("add node 4, remove node 1: {figures}");
     assert!(figures.promise_kept(), "{figures}");
     assert!(figures.acked > 10, "{figures}");
+    assert_replicas_identical(&n4);
 }

@@ -7,25 +7,12 @@ use std::time::{Duration, Instant};
 
 use telex_testkit::client::{login, Device};
 use telex_testkit::cluster::{
-    archive, config_file, steady_load, three_nodes, three_nodes_with_faults, wait_for_replicas, Sender,
+    archive, assert_replicas_identical, config_file, steady_load, three_nodes, three_nodes_with_faults,
+    wait_for_replicas, Sender,
 };
-use telex_testkit::history::{check, Outcome};
+use telex_testkit::history::{check, check_streams, Outcome};
 use telex_testkit::netfault::Link;
 use telex_testkit::{http_get, Telexd};
-
-/// `telex cluster verify` through `node`, retried while replicas still catch up.
-fn assert_replicas_identical(node: &Telexd) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = node.cli(&["cluster", "verify"]);
-        if out.ok {
-            assert!(out.stdout.contains("groups identical on every replica"), "{}", out.stdout);
-            return;
-        }
-        assert!(Instant::now() < deadline, "replicas differ: {}{}", out.stdout, out.stderr);
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_minority_refuses_writes_and_the_majority_carries_on() {
@@ -72,12 +59,11 @@ async fn a_cut_off_minority_refuses_writes_and_the_majority_carries_on() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     stop_tx.send(true).expect("the load task is still running");
-    let mut events = load.await.unwrap();
+    let events = load.await.unwrap();
     println!("{:?} load stopped", t0.elapsed());
-    events.extend(minority.events);
-    events.extend(probe.events);
     let bob = archive(&n2, "bob@localhost").await;
-    let figures = check(&events, &BTreeMap::from([("bob@localhost".to_string(), bob)]));
+    let streams: [&[_]; 3] = [&events, &minority.events, &probe.events];
+    let figures = check_streams(&streams, &BTreeMap::from([("bob@localhost".to_string(), bob)]));
     println!("minority partition and black hole: {figures}");
     assert!(figures.promise_kept(), "{figures}");
     assert!(figures.acked > 10, "{figures}");
@@ -178,8 +164,7 @@ async fn rebalanced_leaders_serve_users_whose_shards_lead_on_different_nodes() {
     }
     let got = b_dev.message(Duration::from_secs(5)).await.expect("b gets a's messages live");
     assert_eq!(got.client_id, "a0");
-    let mut events = a_send.events;
-    events.extend(b_send.events);
+
     // Each archive holds the owner's own sent copies too; the checker looks at received ones.
     let received =
         |ids: Vec<String>, from: char| -> Vec<String> { ids.into_iter().filter(|id| id.starts_with(from)).collect() };
@@ -187,7 +172,7 @@ async fn rebalanced_leaders_serve_users_whose_shards_lead_on_different_nodes() {
         (b.to_string(), received(archive(&n1, b).await, 'a')),
         (a.to_string(), received(archive(&n1, a).await, 'b')),
     ]);
-    let figures = check(&events, &archives);
+    let figures = check_streams(&[&a_send.events, &b_send.events], &archives);
     println!("users on differently led shards: {figures}");
     assert!(figures.promise_kept(), "{figures}");
     assert_eq!(figures.acked, 40);
