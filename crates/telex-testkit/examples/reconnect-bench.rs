@@ -17,7 +17,6 @@ use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{login, Device};
-use telex_testkit::{data_dir, Telexd};
 
 #[derive(Parser)]
 struct Args {
@@ -32,14 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let shards = args.shards.to_string();
     let flags = ["--shards", shards.as_str()];
-    let mut dirs = Vec::new();
-    let mut nodes: Vec<Telexd> = Vec::new();
-    for id in 1..=3u64 {
-        let (tmp, dir) = data_dir();
-        let seed = nodes.first().map(|n| n.addrs.node);
-        nodes.push(Telexd::start_member(&dir, id, seed, &flags));
-        dirs.push(tmp);
-    }
+    let (_dirs, mut nodes) = telex_testkit::cluster::start_cluster(3, &flags);
     let rebalanced = nodes[0].cli(&["cluster", "rebalance"]).success();
     eprintln!("{rebalanced}");
     let mut admin = AdminClient::connect(nodes[0].admin_url()).await?;

@@ -27,17 +27,24 @@ pub fn wait_for_replicas(node: &Telexd, voters: usize) {
     }
 }
 
-/// Starts nodes 1..=3 (2 and 3 join node 1) with `extra` flags, waits until every group has
-/// three voters, and adds alice and bob. The temporary directories must outlive the nodes.
-pub fn three_nodes(extra: &[&str]) -> (Vec<tempfile::TempDir>, [Telexd; 3]) {
+/// Starts nodes 1..=`n` (the others join node 1) with `extra` flags; each is ready (it
+/// replicates every group) when this returns. The temporary directories must outlive the nodes.
+pub fn start_cluster(n: u64, extra: &[&str]) -> (Vec<tempfile::TempDir>, Vec<Telexd>) {
     let mut dirs = Vec::new();
     let mut nodes: Vec<Telexd> = Vec::new();
-    for id in 1..=3 {
+    for id in 1..=n {
         let (tmp, dir) = data_dir();
         let seed = nodes.first().map(|n| n.addrs.node);
         nodes.push(Telexd::start_member(&dir, id, seed, extra));
         dirs.push(tmp);
     }
+    (dirs, nodes)
+}
+
+/// Starts nodes 1..=3 (2 and 3 join node 1) with `extra` flags, waits until every group has
+/// three voters, and adds alice and bob. The temporary directories must outlive the nodes.
+pub fn three_nodes(extra: &[&str]) -> (Vec<tempfile::TempDir>, [Telexd; 3]) {
+    let (dirs, nodes) = start_cluster(3, extra);
     wait_for_replicas(&nodes[0], 3);
     for user in ["alice@localhost", "bob@localhost"] {
         nodes[0].cli(&["user", "add", user, "--password", "pw"]).success();
