@@ -1,0 +1,458 @@
+//! The XMPP stream parser: bytes in, in any chunking; the stream header, whole stanzas and the
+//! stream end out. Pure (no I/O), so it can be unit-tested and fuzzed.
+//!
+//! Restricted XML (RFC 6120 §11.1): a DOCTYPE, a processing instruction (other than the XML
+//! declaration before the stream header), a comment, or an entity other than the five
+//! predefined ones is `restricted-xml`. Memory is bounded: a stanza larger than `max_stanza`
+//! bytes, or nested deeper than `max_depth`, is a `policy-violation` before it is buffered
+//! whole; the buffer never holds more than one stanza and one read.
+
+use quick_xml::errors::{Error as QxError, SyntaxError};
+use quick_xml::events::{BytesStart, Event as QxEvent};
+use quick_xml::Reader;
+
+/// An element of a stanza: its name as written (with any prefix), its attributes in document
+/// order (namespace declarations included), and its children.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Element {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub children: Vec<Node>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Element(Element),
+    Text(String),
+}
+
+impl Element {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Child elements, in order.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// The first child element named `name`.
+    pub fn child(&self, name: &str) -> Option<&Element> {
+        self.elements().find(|e| e.name == name)
+    }
+
+    /// The concatenated text directly inside this element.
+    pub fn text(&self) -> String {
+        self.children
+            .iter()
+            .filter_map(|n| match n {
+                Node::Text(t) => Some(t.as_str()),
+                Node::Element(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// What the parser found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// `<stream:stream ...>`: the element (no children) with its attributes.
+    StreamOpen(Element),
+    /// A complete top-level element inside the stream.
+    Stanza(Element),
+    /// `</stream:stream>`.
+    StreamClose,
+}
+
+/// Why the stream must end, named after the RFC 6120 stream error it maps to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XmlError {
+    /// `restricted-xml`: a feature XMPP forbids.
+    Restricted(String),
+    /// `not-well-formed`.
+    NotWellFormed(String),
+    /// `policy-violation`: a limit was exceeded.
+    TooBig(String),
+}
+
+impl XmlError {
+    /// The RFC 6120 stream error condition.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            XmlError::Restricted(_) => "restricted-xml",
+            XmlError::NotWellFormed(_) => "not-well-formed",
+            XmlError::TooBig(_) => "policy-violation",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            XmlError::Restricted(m) | XmlError::NotWellFormed(m) | XmlError::TooBig(m) => m,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest stanza, in bytes as received.
+    pub max_stanza: usize,
+    /// Deepest nesting inside a stanza.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_stanza: 256 * 1024, max_depth: 32 }
+    }
+}
+
+/// The incremental parser for one stream (restarted after STARTTLS and SASL with `reset`).
+pub struct StreamParser {
+    limits: Limits,
+    /// Bytes received and not yet consumed; starts at an element boundary.
+    buf: Vec<u8>,
+    opened: bool,
+    closed: bool,
+    /// Whether the XML declaration may still come (nothing else seen yet).
+    at_start: bool,
+}
+
+enum Step {
+    /// An event, and how many bytes of `buf` it consumed.
+    Done(Event, usize),
+    /// Bytes to skip (whitespace between stanzas, the XML declaration).
+    Skip(usize),
+    /// Need more bytes.
+    More,
+}
+
+impl StreamParser {
+    pub fn new(limits: Limits) -> Self {
+        StreamParser { limits, buf: Vec::new(), opened: false, closed: false, at_start: true }
+    }
+
+    /// Forgets everything: the next bytes start a new stream (after STARTTLS or SASL success).
+    pub fn reset(&mut self) {
+        *self = StreamParser::new(self.limits);
+    }
+
+    /// Adds received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, `None` until more bytes are fed.
+    pub fn next_event(&mut self) -> Result<Option<Event>, XmlError> {
+        loop {
+            if self.closed {
+                return Ok(None);
+            }
+            let step = if self.opened { self.stanza()? } else { self.header()? };
+            match step {
+                Step::Done(event, used) => {
+                    self.buf.drain(..used);
+                    match &event {
+                        Event::StreamOpen(_) => self.opened = true,
+                        Event::StreamClose => self.closed = true,
+                        Event::Stanza(_) => {}
+                    }
+                    return Ok(Some(event));
+                }
+                Step::Skip(used) => {
+                    self.buf.drain(..used);
+                }
+                Step::More => {
+                    if self.buf.len() > self.limits.max_stanza {
+                        let what = if self.opened { "stanza" } else { "stream header" };
+                        return Err(XmlError::TooBig(format!("{what} larger than {} bytes", self.limits.max_stanza)));
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn reader(&self) -> Reader<&[u8]> {
+        let mut r = Reader::from_reader(&self.buf[..]);
+        let c = r.config_mut();
+        // End names are checked against the parser's own stack (each call starts mid-stream).
+        c.check_end_names = false;
+        c.allow_unmatched_ends = true;
+        c.expand_empty_elements = false;
+        r
+    }
+
+    /// Before the stream header: an optional XML declaration, then `<stream:stream ...>`.
+    fn header(&mut self) -> Result<Step, XmlError> {
+        let mut r = self.reader();
+        let event = match r.read_event() {
+            Ok(e) => e,
+            Err(e) => return incomplete_or(e),
+        };
+        let used = r.buffer_position() as usize;
+        match event {
+            QxEvent::Decl(_) if self.at_start => {
+                self.at_start = false;
+                Ok(Step::Skip(used))
+            }
+            QxEvent::Text(t) if t.iter().all(u8::is_ascii_whitespace) => Ok(Step::Skip(used)),
+            QxEvent::Start(s) => {
+                let el = element(&s)?;
+                self.at_start = false;
+                if el.name != "stream:stream" && el.name != "stream" {
+                    return Err(XmlError::NotWellFormed(format!("expected a stream header, got <{}>", el.name)));
+                }
+                Ok(Step::Done(Event::StreamOpen(el), used))
+            }
+            QxEvent::Eof => Ok(Step::More),
+            other => {
+                Err(forbidden(&other).unwrap_or_else(|| XmlError::NotWellFormed("expected a stream header".into())))
+            }
+        }
+    }
+
+    /// Inside the stream: one whole top-level element, or the stream end.
+    fn stanza(&mut self) -> Result<Step, XmlError> {
+        let mut r = self.reader();
+        let mut stack: Vec<Element> = Vec::new();
+        loop {
+            let event = match r.read_event() {
+                Ok(e) => e,
+                Err(e) => return incomplete_or(e),
+            };
+            let used = r.buffer_position() as usize;
+            if used > self.limits.max_stanza {
+                return Err(XmlError::TooBig(format!("stanza larger than {} bytes", self.limits.max_stanza)));
+            }
+            if matches!(event, QxEvent::Start(_) | QxEvent::Empty(_)) && stack.len() >= self.limits.max_depth {
+                return Err(XmlError::TooBig(format!("elements nested deeper than {}", self.limits.max_depth)));
+            }
+            match event {
+                QxEvent::Start(s) => stack.push(element(&s)?),
+                QxEvent::Empty(s) => {
+                    let el = element(&s)?;
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push(Node::Element(el)),
+                        None => return Ok(Step::Done(Event::Stanza(el), used)),
+                    }
+                }
+                QxEvent::End(e) => {
+                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                    match stack.pop() {
+                        Some(el) if el.name != name => {
+                            return Err(XmlError::NotWellFormed(format!("</{name}> closes <{}>", el.name)));
+                        }
+                        Some(el) => match stack.last_mut() {
+                            Some(parent) => parent.children.push(Node::Element(el)),
+                            None => return Ok(Step::Done(Event::Stanza(el), used)),
+                        },
+                        // The end of the stream element itself.
+                        None if name == "stream:stream" || name == "stream" => {
+                            return Ok(Step::Done(Event::StreamClose, used));
+                        }
+                        None => return Err(XmlError::NotWellFormed(format!("</{name}> closes nothing"))),
+                    }
+                }
+                QxEvent::Text(t) => {
+                    let text = t.decode().map_err(|e| XmlError::NotWellFormed(format!("bad text: {e}")))?;
+                    match stack.last_mut() {
+                        Some(parent) => push_text(parent, &text),
+                        None if text.trim().is_empty() => return Ok(Step::Skip(used)),
+                        None => return Err(XmlError::NotWellFormed("text outside a stanza".into())),
+                    }
+                }
+                QxEvent::CData(c) => {
+                    let text = c.decode().map_err(|e| XmlError::NotWellFormed(format!("bad CDATA: {e}")))?;
+                    match stack.last_mut() {
+                        Some(parent) => push_text(parent, &text),
+                        None => return Err(XmlError::NotWellFormed("CDATA outside a stanza".into())),
+                    }
+                }
+                QxEvent::GeneralRef(g) => {
+                    let c = entity(&g)?;
+                    match stack.last_mut() {
+                        Some(parent) => push_text(parent, c.encode_utf8(&mut [0; 4])),
+                        None => return Err(XmlError::NotWellFormed("text outside a stanza".into())),
+                    }
+                }
+                QxEvent::Eof => return Ok(Step::More),
+                other => {
+                    return Err(forbidden(&other).unwrap_or_else(|| XmlError::Restricted("unexpected markup".into())))
+                }
+            }
+        }
+    }
+}
+
+fn push_text(parent: &mut Element, text: &str) {
+    if let Some(Node::Text(t)) = parent.children.last_mut() {
+        t.push_str(text);
+    } else {
+        parent.children.push(Node::Text(text.to_string()));
+    }
+}
+
+/// An error at the end of the buffer means "wait for more"; anywhere else it is fatal.
+fn incomplete_or(e: QxError) -> Result<Step, XmlError> {
+    match e {
+        QxError::Syntax(
+            SyntaxError::UnclosedTag
+            | SyntaxError::UnclosedPIOrXmlDecl
+            | SyntaxError::UnclosedComment
+            | SyntaxError::UnclosedCData
+            | SyntaxError::UnclosedDoctype
+            | SyntaxError::InvalidBangMarkup,
+        ) => Ok(Step::More),
+        QxError::IllFormed(quick_xml::errors::IllFormedError::UnclosedReference) => Ok(Step::More),
+        QxError::IllFormed(e) => Err(XmlError::NotWellFormed(e.to_string())),
+        e => Err(XmlError::NotWellFormed(e.to_string())),
+    }
+}
+
+/// The restricted-XML verdict for markup XMPP forbids.
+fn forbidden(e: &QxEvent<'_>) -> Option<XmlError> {
+    let what = match e {
+        QxEvent::DocType(_) => "a DOCTYPE (DTDs are not allowed)",
+        QxEvent::PI(_) => "a processing instruction",
+        QxEvent::Comment(_) => "a comment",
+        QxEvent::Decl(_) => "an XML declaration inside the stream",
+        _ => return None,
+    };
+    Some(XmlError::Restricted(format!("{what} is not allowed in an XMPP stream")))
+}
+
+/// One of the five predefined entities or a character reference; anything else is refused.
+fn entity(r: &quick_xml::events::BytesRef<'_>) -> Result<char, XmlError> {
+    if r.is_char_ref() {
+        return match r.resolve_char_ref() {
+            Ok(Some(c)) => Ok(c),
+            _ => Err(XmlError::NotWellFormed("bad character reference".into())),
+        };
+    }
+    let name = r.decode().map_err(|e| XmlError::NotWellFormed(e.to_string()))?;
+    match name.as_ref() {
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "amp" => Ok('&'),
+        "apos" => Ok('\''),
+        "quot" => Ok('"'),
+        other => Err(XmlError::Restricted(format!("entity &{other}; is not one of the five XML predefines"))),
+    }
+}
+
+fn element(s: &BytesStart<'_>) -> Result<Element, XmlError> {
+    let name = std::str::from_utf8(s.name().as_ref())
+        .map_err(|_| XmlError::NotWellFormed("element name is not UTF-8".into()))?
+        .to_string();
+    let mut attrs = Vec::new();
+    for a in s.attributes() {
+        let a = a.map_err(|e| XmlError::NotWellFormed(format!("bad attribute in <{name}>: {e}")))?;
+        let key = std::str::from_utf8(a.key.as_ref())
+            .map_err(|_| XmlError::NotWellFormed("attribute name is not UTF-8".into()))?
+            .to_string();
+        let value = a.unescape_value().map_err(|e| match e {
+            QxError::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(..)) => {
+                XmlError::Restricted(format!("attribute {key} uses an entity other than the five XML predefines"))
+            }
+            e => XmlError::NotWellFormed(format!("bad value of attribute {key}: {e}")),
+        })?;
+        attrs.push((key, value.into_owned()));
+    }
+    Ok(Element { name, attrs, children: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+    fn parse_in_chunks(doc: &str, chunk: usize) -> Result<Vec<Event>, XmlError> {
+        let mut p = StreamParser::new(Limits::default());
+        let mut out = Vec::new();
+        for piece in doc.as_bytes().chunks(chunk) {
+            p.feed(piece);
+            while let Some(e) = p.next_event()? {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn header_stanzas_and_close_in_any_chunking() {
+        let doc = format!(
+            "{HEADER}\n  <message to='bob@localhost' type='chat'><body>hi &amp; &#x263A; &lt;3</body></message>\
+             <presence/><iq id='1' type='get'><query xmlns='jabber:iq:roster'/></iq></stream:stream>"
+        );
+        let whole = parse_in_chunks(&doc, doc.len()).unwrap();
+        for chunk in [1, 2, 3, 7, 64] {
+            assert_eq!(parse_in_chunks(&doc, chunk).unwrap(), whole, "chunk size {chunk}");
+        }
+        assert_eq!(whole.len(), 5);
+        let Event::StreamOpen(h) = &whole[0] else { panic!("{whole:?}") };
+        assert_eq!(h.attr("to"), Some("localhost"));
+        let Event::Stanza(m) = &whole[1] else { panic!() };
+        assert_eq!(m.child("body").unwrap().text(), "hi & \u{263A} <3");
+        assert_eq!(whole[2], Event::Stanza(Element { name: "presence".into(), ..Default::default() }));
+        let Event::Stanza(iq) = &whole[3] else { panic!() };
+        assert_eq!(iq.child("query").unwrap().attr("xmlns"), Some("jabber:iq:roster"));
+        assert_eq!(whole[4], Event::StreamClose);
+    }
+
+    #[test]
+    fn restricted_xml_is_refused() {
+        let cases = [
+            "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>]><stream:stream>",
+            &format!("{HEADER}<message><body>&lol;</body></message>"),
+            &format!("{HEADER}<!-- hello --><presence/>"),
+            &format!("{HEADER}<?php echo 1; ?><presence/>"),
+            &format!("{HEADER}<message to='&x;'/>"),
+        ];
+        for doc in cases {
+            let err = parse_in_chunks(doc, 5).unwrap_err();
+            assert_eq!(err.condition(), "restricted-xml", "{doc}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn limits_and_malformed_input() {
+        let mut p = StreamParser::new(Limits { max_stanza: 1024, max_depth: 4 });
+        p.feed(HEADER.as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+        p.feed(b"<message><body>");
+        assert_eq!(p.next_event(), Ok(None));
+        p.feed(&[b'x'; 2000]);
+        assert_eq!(p.next_event().unwrap_err().condition(), "policy-violation");
+
+        let deep = format!("{HEADER}<a><b><c><d><e/></d></c></b></a>");
+        let err = parse_in_chunks(&deep, 3).err();
+        assert!(err.is_none(), "depth 5 is within the default limit");
+        let mut p = StreamParser::new(Limits { max_stanza: 1024, max_depth: 4 });
+        p.feed(deep.as_bytes());
+        let mut last = Ok(None);
+        for _ in 0..3 {
+            last = p.next_event();
+        }
+        assert_eq!(last.unwrap_err().condition(), "policy-violation");
+
+        let err = parse_in_chunks(&format!("{HEADER}<message></iq>"), 4).unwrap_err();
+        assert_eq!(err.condition(), "not-well-formed", "{err:?}");
+        let err = parse_in_chunks("<html>", 2).unwrap_err();
+        assert_eq!(err.condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn reset_starts_a_new_stream() {
+        let mut p = StreamParser::new(Limits::default());
+        p.feed(HEADER.as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+        p.reset();
+        p.feed(HEADER.as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+    }
+}
