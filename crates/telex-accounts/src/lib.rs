@@ -5,6 +5,7 @@
 //! storm neither blocks the async runtime nor queues without bound.
 //! This crate knows nothing about gRPC or XMPP; gateways call it.
 
+pub mod sasl;
 pub mod scram;
 mod token;
 

@@ -15,7 +15,7 @@ pub enum Hash {
     Sha256,
 }
 
-fn hmac(hash: Hash, key: &[u8], msg: &[u8]) -> Vec<u8> {
+pub(crate) fn hmac(hash: Hash, key: &[u8], msg: &[u8]) -> Vec<u8> {
     match hash {
         Hash::Sha256 => {
             let mut m = Hmac::<Sha256>::new_from_slice(key).expect("hmac takes any key length");
@@ -30,7 +30,7 @@ fn hmac(hash: Hash, key: &[u8], msg: &[u8]) -> Vec<u8> {
     }
 }
 
-fn digest(hash: Hash, data: &[u8]) -> Vec<u8> {
+pub(crate) fn digest(hash: Hash, data: &[u8]) -> Vec<u8> {
     match hash {
         Hash::Sha256 => Sha256::digest(data).to_vec(),
         Hash::Sha1 => Sha1::digest(data).to_vec(),
