@@ -6,6 +6,7 @@
 #   cluster/local.sh stop      SIGTERM every node
 #   cluster/local.sh kill N    kill -9 node N (try it, then `status` from another node)
 #   cluster/local.sh restart N start node N again on its data directory
+#   cluster/local.sh clean     stop every node and delete the cluster's data
 #
 # Node N listens on 127.0.0.1: client 74N0, node 74N1, admin 74N2, http 74N3 (node 1: 7410-7413),
 # keeps its data in ${TELEX_CLUSTER_DIR:-./telex-cluster}/nN and logs to .../nN.log.
@@ -19,7 +20,7 @@ SHARDS="${TELEX_SHARDS:-16}"
 
 port() { echo "74$1$2"; }
 
-start_node() {
+launch_node() {
   local n=$1
   mkdir -p "$DIR"
   local join=()
@@ -30,6 +31,11 @@ start_node() {
     --admin-addr "127.0.0.1:$(port "$n" 2)" --http-addr "127.0.0.1:$(port "$n" 3)" \
     "${join[@]}" >>"$DIR/n$n.log" 2>&1 &
   echo $! >"$DIR/n$n.pid"
+}
+
+# Waits until node N says it is ready (a restarted node needs a majority of its peers up).
+wait_ready() {
+  local n=$1
   for _ in $(seq 1 300); do
     if curl -fs "http://127.0.0.1:$(port "$n" 3)/readyz" >/dev/null 2>&1; then
       echo "node $n ready: client 127.0.0.1:$(port "$n" 0), admin 127.0.0.1:$(port "$n" 2)"
@@ -44,7 +50,14 @@ start_node() {
 case "${1:-}" in
   start)
     make --no-print-directory build >/dev/null
-    for n in 1 2 3; do start_node "$n"; done
+    if [ -d "$DIR/n1" ]; then
+      # A cluster that ran before: all at once, since a node is ready only with a majority up.
+      for n in 1 2 3; do launch_node "$n"; done
+      for n in 1 2 3; do wait_ready "$n"; done
+    else
+      # A new cluster: node 1 first, then each new node joins it in turn.
+      for n in 1 2 3; do launch_node "$n"; wait_ready "$n"; done
+    fi
     echo "try: $BIN/telex --admin 127.0.0.1:$(port 1 2) cluster status"
     ;;
   status) "$BIN/telex" --admin "127.0.0.1:$(port "${2:-1}" 2)" cluster status ;;
@@ -55,6 +68,11 @@ case "${1:-}" in
     done
     ;;
   kill) kill -9 "$(cat "$DIR/n$2.pid")" && rm -f "$DIR/n$2.pid" && echo "node $2 killed" ;;
-  restart) start_node "$2" ;;
-  *) sed -n '2,12p' "$0"; exit 2 ;;
+  restart) launch_node "$2"; wait_ready "$2" ;;
+  clean)
+    "$0" stop
+    rm -rf "$DIR"
+    echo "removed $DIR"
+    ;;
+  *) sed -n '2,13p' "$0"; exit 2 ;;
 esac
