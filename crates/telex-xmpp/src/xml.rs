@@ -455,4 +455,62 @@ mod tests {
         p.feed(HEADER.as_bytes());
         assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
     }
+
+    /// A small deterministic generator, so the test needs no crate and always replays.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Arbitrary bytes, and valid streams mutated byte by byte, in arbitrary chunkings: the
+    /// parser never panics, never holds more than a stanza and a chunk, and the same input
+    /// gives the same verdict whatever the chunking.
+    #[test]
+    fn arbitrary_input_in_arbitrary_chunks_never_panics() {
+        let mut rng = Rng(0x5eed_1234_abcd_9876);
+        let valid = format!("{HEADER}<message to='a@b'><body>x &amp; y</body></message><presence/></stream:stream>");
+        let limits = Limits { max_stanza: 512, max_depth: 8 };
+        for round in 0..3000 {
+            let mut doc: Vec<u8> = if round % 2 == 0 {
+                (0..rng.below(300)).map(|_| b"<>/='\"&;!?[]-ab :x\n\xff"[rng.below(20)]).collect()
+            } else {
+                valid.as_bytes().to_vec()
+            };
+            for _ in 0..rng.below(4) {
+                if !doc.is_empty() {
+                    let i = rng.below(doc.len());
+                    doc[i] = rng.next() as u8;
+                }
+            }
+            let run = |chunk: usize| {
+                let mut p = StreamParser::new(limits);
+                let mut events = Vec::new();
+                for piece in doc.chunks(chunk.max(1)) {
+                    p.feed(piece);
+                    loop {
+                        match p.next_event() {
+                            Ok(Some(e)) => events.push(e),
+                            Ok(None) => break,
+                            Err(e) => return (events, Some(e.condition())),
+                        }
+                    }
+                    assert!(p.buf.len() <= limits.max_stanza + chunk.max(1), "buffer grew past its bound");
+                }
+                (events, None)
+            };
+            let whole = run(doc.len());
+            let chunked = run(1 + rng.below(16));
+            assert_eq!(whole, chunked, "round {round}: {:?}", String::from_utf8_lossy(&doc));
+        }
+    }
 }
