@@ -97,8 +97,7 @@ impl Gateway {
         let deadline = Instant::now() + ATTACH_PATIENCE;
         let mut last = Status::unavailable("the user's shard has no leader yet");
         while Instant::now() < deadline {
-            let leader = self.groups.raft(group).and_then(|r| r.metrics().borrow().current_leader);
-            match leader {
+            match self.groups.serving_leader(group) {
                 Some(l) if l == self.groups.node_id() => return self.attach_local().await,
                 Some(l) => match self.attach_remote(group, l).await {
                     Ok(a) => return Ok(a),

@@ -40,7 +40,7 @@ impl Sessions for SessionsService {
         let user = UserJid::parse(&metadata_text(&r, USER_KEY)?).map_err(to_status)?;
         let device = metadata_text(&r, DEVICE_KEY)?;
         let group = shard::shard_of(&user, self.groups.shards());
-        let leader = self.groups.raft(group).and_then(|g| g.metrics().borrow().current_leader);
+        let leader = self.groups.serving_leader(group);
         if leader != Some(self.groups.node_id()) {
             let leader = leader.map_or("no node".to_string(), |l| format!("node {l}"));
             return Err(Status::failed_precondition(format!(

@@ -273,7 +273,7 @@ async fn follow_leadership(groups: Arc<Groups>, hub: telex_actors::Hub, shutdown
             _ = shutdown.cancelled() => return,
         }
         for (group, was) in led.iter_mut().enumerate().skip(1) {
-            let now = groups.leads(group as u32);
+            let now = groups.serving_leader(group as u32) == Some(groups.node_id());
             if *was && !now {
                 let g = group as u32;
                 let moved =

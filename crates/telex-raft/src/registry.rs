@@ -113,6 +113,8 @@ pub struct Groups {
     pub(crate) network: NetworkFactory,
     forwarder: Forwarder,
     appended: AppendHook,
+    /// Peers the watchdog currently finds unreachable.
+    pub(crate) down: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
 }
 
 /// Set once the actors exist; called by every group's state machine after it applies changes
@@ -172,7 +174,8 @@ impl Groups {
             .map(|(group, raft)| proposer::spawn(group as GroupId, raft.clone(), config.write_timeout))
             .collect();
         let forwarder = Forwarder::default();
-        Ok(Arc::new(Groups { config, store, rafts, proposers, network, forwarder, appended }))
+        let down = Default::default();
+        Ok(Arc::new(Groups { config, store, rafts, proposers, network, forwarder, appended, down }))
     }
 
     /// Makes this node the single voter of every group that has no membership yet. Idempotent:
@@ -206,9 +209,19 @@ impl Groups {
         self.rafts.get(group as usize)
     }
 
-    /// Whether this node is the group's leader right now.
-    pub fn leads(&self, group: GroupId) -> bool {
-        self.raft(group).is_some_and(|r| r.metrics().borrow().state == ServerState::Leader)
+    /// The group's leader as far as serving sessions goes: none while this node leads it but
+    /// cannot reach a majority of its voters (openraft 0.9 keeps such a leader in office, yet it
+    /// can commit nothing, so its sessions are better served elsewhere).
+    pub fn serving_leader(&self, group: GroupId) -> Option<NodeId> {
+        let m = self.raft(group)?.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        if leader != self.config.node_id {
+            return Some(leader);
+        }
+        let down = self.down.read().unwrap_or_else(|e| e.into_inner());
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let up = voters.iter().filter(|v| !down.contains(v)).count();
+        (up * 2 > voters.len()).then_some(leader)
     }
 
     /// Number of groups (meta and shards).

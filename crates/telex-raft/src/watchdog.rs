@@ -66,6 +66,7 @@ impl Groups {
             }
             failures.retain(|p, _| peers.contains(p));
             let down: BTreeSet<NodeId> = failures.iter().filter(|(_, n)| **n >= DOWN_AFTER).map(|(p, _)| *p).collect();
+            down.clone_into(&mut self.down.write().unwrap_or_else(|e| e.into_inner()));
             if down.is_empty() {
                 continue;
             }
