@@ -213,15 +213,20 @@ impl Groups {
     /// cannot reach a majority of its voters (openraft 0.9 keeps such a leader in office, yet it
     /// can commit nothing, so its sessions are better served elsewhere).
     pub fn serving_leader(&self, group: GroupId) -> Option<NodeId> {
-        let m = self.raft(group)?.metrics().borrow().clone();
+        // Polled often (every session attach, every group each 100 ms): borrow, do not clone.
+        let metrics = self.raft(group)?.metrics();
+        let m = metrics.borrow();
         let leader = m.current_leader?;
         if leader != self.config.node_id {
             return Some(leader);
         }
         let down = self.down.read().unwrap_or_else(|e| e.into_inner());
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
-        let up = voters.iter().filter(|v| !down.contains(v)).count();
-        (up * 2 > voters.len()).then_some(leader)
+        let (mut voters, mut up) = (0, 0);
+        for v in m.membership_config.membership().voter_ids() {
+            voters += 1;
+            up += usize::from(!down.contains(&v));
+        }
+        (up * 2 > voters).then_some(leader)
     }
 
     /// Number of groups (meta and shards).
