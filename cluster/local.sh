@@ -29,6 +29,7 @@ launch_node() {
   "$BIN/telexd" --node-id "$n" --data-dir "$DIR/n$n" --shards "$SHARDS" \
     --client-addr "127.0.0.1:$(port "$n" 0)" --node-addr "127.0.0.1:$(port "$n" 1)" \
     --admin-addr "127.0.0.1:$(port "$n" 2)" --http-addr "127.0.0.1:$(port "$n" 3)" \
+    --xmpp-addr "127.0.0.1:$(port "$n" 4)" --xmpp-tls-addr "127.0.0.1:$(port "$n" 5)" \
     "${join[@]}" >>"$DIR/n$n.log" 2>&1 &
   echo $! >"$DIR/n$n.pid"
 }
@@ -38,7 +39,7 @@ wait_ready() {
   local n=$1
   for _ in $(seq 1 300); do
     if curl -fs "http://127.0.0.1:$(port "$n" 3)/readyz" >/dev/null 2>&1; then
-      echo "node $n ready: client 127.0.0.1:$(port "$n" 0), admin 127.0.0.1:$(port "$n" 2)"
+      echo "node $n ready: client 127.0.0.1:$(port "$n" 0), admin 127.0.0.1:$(port "$n" 2), xmpp 127.0.0.1:$(port "$n" 4)"
       return
     fi
     sleep 0.2

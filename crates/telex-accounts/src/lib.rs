@@ -237,33 +237,9 @@ impl Accounts {
 
     async fn login_inner(&self, jid: &str, password: &str, device: &str) -> Result<Issued, TelexError> {
         let jid = UserJid::parse(jid)?;
-        if password.len() > MAX_PASSWORD_BYTES {
-            return Err(TelexError::bad_credentials());
-        }
         let device = device_name(device)?;
+        self.check_password(&jid, password).await?;
         let shard = self.groups.shard_of(&jid);
-        // See accounts created or passwords changed through other nodes.
-        self.groups.sync(shard).await?;
-        let tenant_known = reads::tenant(self.groups.store(), jid.domain())?.is_some();
-        let account = if tenant_known { reads::account(self.groups.store(), shard, &jid)? } else { None };
-        let keys = match &account {
-            Some(a) => a.credentials.sha256.clone(),
-            // Same work for an unknown user, so timing does not reveal who exists.
-            None => ScramKeys {
-                salt: vec![0; 16],
-                iterations: self.config.scram_iterations,
-                stored_key: vec![0; 32],
-                server_key: Vec::new(),
-            },
-        };
-        let pw = password.to_string();
-        let ok = self.hash(move || scram::verify(scram::Hash::Sha256, &pw, &keys)).await?;
-        let Some(account) = account.filter(|_| ok) else {
-            return Err(TelexError::bad_credentials());
-        };
-        if account.disabled {
-            return Err(TelexError::new(ErrorCode::PermissionDenied, format!("account {jid} is disabled")));
-        }
         let now = now_ms();
         let (token, secret_hash) = SessionToken::generate(&jid);
         let record = TokenRecord {
@@ -276,6 +252,51 @@ impl Accounts {
         let expires_at = record.expires_at;
         self.groups.write(shard, Command::IssueToken { jid: jid.clone(), token: record }).await?.into_result()?;
         Ok(Issued { token: token.encode(), principal: Principal { jid, device, token_id: token.id, expires_at } })
+    }
+
+    /// Checks a password (SASL PLAIN, or the password behind a login). A wrong password, an
+    /// unknown user and an unknown tenant all get the same answer after the same hashing work;
+    /// a disabled account is told so only once its password is right.
+    pub async fn check_password(&self, jid: &UserJid, password: &str) -> Result<AccountRecord, TelexError> {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return Err(TelexError::bad_credentials());
+        }
+        let (account, keys) = self.scram_keys(jid, scram::Hash::Sha256).await?;
+        let pw = password.to_string();
+        let ok = self.hash(move || scram::verify(scram::Hash::Sha256, &pw, &keys)).await?;
+        let account = account.filter(|_| ok).ok_or_else(TelexError::bad_credentials)?;
+        enabled(account)
+    }
+
+    /// The stored SCRAM keys for a SASL exchange: the account's, or (for an unknown user or
+    /// tenant) keys that match no password, so the exchange fails only at the proof.
+    pub async fn scram_keys(
+        &self,
+        jid: &UserJid,
+        hash: scram::Hash,
+    ) -> Result<(Option<AccountRecord>, ScramKeys), TelexError> {
+        let shard = self.groups.shard_of(jid);
+        // See accounts created or passwords changed through other nodes.
+        self.groups.sync(shard).await?;
+        let tenant_known = reads::tenant(self.groups.store(), jid.domain())?.is_some();
+        let account = if tenant_known { reads::account(self.groups.store(), shard, jid)? } else { None };
+        let keys = match (&account, hash) {
+            (Some(a), scram::Hash::Sha256) => a.credentials.sha256.clone(),
+            (Some(a), scram::Hash::Sha1) => a.credentials.sha1.clone(),
+            (None, _) => {
+                use sha2::Digest;
+                // A salt derived from the name, so asking twice looks like a real account.
+                let salt = sha2::Sha256::digest(jid.to_string().as_bytes())[..16].to_vec();
+                let len = if hash == scram::Hash::Sha256 { 32 } else { 20 };
+                ScramKeys {
+                    salt,
+                    iterations: self.config.scram_iterations,
+                    stored_key: vec![0; len],
+                    server_key: vec![0; len],
+                }
+            }
+        };
+        Ok((account, keys))
     }
 
     /// Who a session token belongs to, if it is valid, unexpired and unrevoked.
@@ -313,6 +334,14 @@ impl Accounts {
     }
 }
 
+/// The account, unless it is disabled.
+pub fn enabled(account: AccountRecord) -> Result<AccountRecord, TelexError> {
+    if account.disabled {
+        return Err(TelexError::new(ErrorCode::PermissionDenied, format!("account {} is disabled", account.jid)));
+    }
+    Ok(account)
+}
+
 fn check_password(password: &str) -> Result<(), TelexError> {
     if password.is_empty() {
         return Err(TelexError::invalid("password must not be empty"));
@@ -324,7 +353,7 @@ fn check_password(password: &str) -> Result<(), TelexError> {
 }
 
 /// A valid device name, or a fresh one when none is given.
-fn device_name(device: &str) -> Result<String, TelexError> {
+pub fn device_name(device: &str) -> Result<String, TelexError> {
     if device.is_empty() {
         use rand::Rng;
         return Ok(format!("telex-{:08x}", rand::thread_rng().gen::<u32>()));

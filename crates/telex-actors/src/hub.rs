@@ -514,7 +514,13 @@ impl UserActor {
                 ));
             }
         }
-        let durable = self.ledger.cursor(&self.user, &device)?;
+        let mut durable = self.ledger.cursor(&self.user, &device)?;
+        if durable == 0 {
+            // A device seen for the first time catches up on what none of the user's devices
+            // has received (offline messages), not on the whole archive: history is a query.
+            let live = self.sessions.values().map(|s| s.cursor.acked()).max().unwrap_or(0);
+            durable = self.ledger.latest_cursor(&self.user)?.max(live);
+        }
         let id = SessionId(SESSION_IDS.fetch_add(1, Ordering::Relaxed));
         self.sessions.insert(
             device.clone(),

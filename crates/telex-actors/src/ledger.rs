@@ -16,6 +16,8 @@ pub trait Ledger: Send + Sync + 'static {
     fn position_of(&self, owner: &UserJid, server_id: &str) -> Result<Option<u64>, TelexError>;
     /// A device's durable cursor.
     fn cursor(&self, owner: &UserJid, device: &str) -> Result<u64, TelexError>;
+    /// The furthest any of `owner`'s devices has durably acknowledged.
+    fn latest_cursor(&self, owner: &UserJid) -> Result<u64, TelexError>;
     /// Archive entries with positions in `from..=to`, at most `limit`, in order.
     fn range(
         &self,

@@ -41,6 +41,20 @@ pub enum RosterOp {
         jid: UserJid,
     },
     Blocked,
+    /// Set the item's name and groups only (an XMPP roster set), creating it if needed.
+    Set {
+        contact: UserJid,
+        name: String,
+        groups: Vec<String>,
+    },
+    /// Ask to see the contact's presence, keeping the item's name and groups.
+    Subscribe {
+        contact: UserJid,
+    },
+    /// Stop seeing the contact's presence, or withdraw a pending request.
+    Unsubscribe {
+        contact: UserJid,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -109,6 +123,35 @@ impl UserActor {
                 self.save(&contact, Some(o.item)).await?;
                 if o.route {
                     self.hub.deliver_subscription(&contact, &self.user, SubscriptionKind::Subscribe).await;
+                }
+                Ok(items(self))
+            }
+            RosterOp::Subscribe { contact } => {
+                let item = self.item(&contact).unwrap_or_default();
+                let (name, groups) = (item.name, item.groups);
+                Box::pin(self.roster_op(RosterOp::Add { contact, name, groups })).await
+            }
+            RosterOp::Set { contact, name, groups } => {
+                if contact == self.user {
+                    return Err(TelexError::invalid("you cannot add yourself to your roster"));
+                }
+                if !self.ledger.user_exists(&contact)? {
+                    return Err(TelexError::not_found(format!("no such user {contact}")));
+                }
+                let mut item = self.item(&contact).unwrap_or_default();
+                item.name = name;
+                item.groups = groups;
+                self.save(&contact, Some(item)).await?;
+                Ok(items(self))
+            }
+            RosterOp::Unsubscribe { contact } => {
+                let item = self.item(&contact).unwrap_or_default();
+                let o = outbound(&item, SubscriptionKind::Unsubscribe);
+                if o.changed && self.item(&contact).is_some() {
+                    self.save(&contact, Some(o.item)).await?;
+                }
+                if o.route {
+                    self.hub.deliver_subscription(&contact, &self.user, SubscriptionKind::Unsubscribe).await;
                 }
                 Ok(items(self))
             }

@@ -38,6 +38,28 @@ fn bearer<T>(r: &Request<T>) -> Result<String, Status> {
     Ok(token.trim().to_string())
 }
 
+/// Opens a device session for an authenticated user, whatever protocol the device speaks:
+/// `inbound` is what the device sends, the result what it receives. On a single node the
+/// session is served here; in a cluster it goes to the user's actor on the leader of the
+/// user's shard, and follows it when leadership moves.
+pub async fn open_session<S>(
+    accounts: &Accounts,
+    messaging: &Messaging,
+    jid: UserJid,
+    device: String,
+    inbound: S,
+) -> Result<FrameStream, Status>
+where
+    S: futures::Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
+{
+    let groups = accounts.groups();
+    if groups.members(telex_types::META_GROUP).len() > 1 {
+        crate::gateway::start(groups.clone(), messaging.clone(), jid, device, inbound).await
+    } else {
+        local_session(messaging, jid, device, inbound).await
+    }
+}
+
 pub(crate) fn message(position: u64, m: ArchivedMessage) -> pb::Message {
     pb::Message {
         position,
@@ -82,15 +104,7 @@ impl Client for ClientService {
 
     async fn session(&self, r: Request<Streaming<pb::ClientFrame>>) -> Reply<FrameStream> {
         let p = self.principal(bearer(&r)).await?;
-        let inbound = r.into_inner();
-        let groups = self.accounts.groups();
-        let frames = if groups.members(telex_types::META_GROUP).len() > 1 {
-            // A cluster: the session goes to the user's actor on the leader of the user's shard,
-            // and follows it when leadership moves.
-            crate::gateway::start(groups.clone(), self.messaging.clone(), p.jid, p.device, inbound).await?
-        } else {
-            local_session(&self.messaging, p.jid, p.device, inbound).await?
-        };
+        let frames = open_session(&self.accounts, &self.messaging, p.jid, p.device, r.into_inner()).await?;
         Ok(Response::new(frames))
     }
 

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use telex_actors::Messaging;
 use telex_proto::v1 as pb;
 use telex_proto::v1::sessions_client::SessionsClient;
@@ -19,7 +19,7 @@ use telex_types::{shard, UserJid};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 
 use crate::session::{frame, local_session, FrameResult, FrameStream, SENDS_IN_FLIGHT};
 
@@ -39,13 +39,16 @@ const MAX_EMPTY_ATTACHMENTS: usize = 20;
 /// Starts serving a device session through this node once it is attached to the user's actor
 /// (so a refusal, such as too many sessions, is the call's status); returns what the device
 /// receives.
-pub(crate) async fn start(
+pub(crate) async fn start<S>(
     groups: Arc<Groups>,
     messaging: Messaging,
     jid: UserJid,
     device: String,
-    inbound: Streaming<pb::ClientFrame>,
-) -> Result<FrameStream, Status> {
+    inbound: S,
+) -> Result<FrameStream, Status>
+where
+    S: Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
+{
     let gw = Gateway { groups, messaging, jid, device };
     let first = gw.attach().await?;
     let (down_tx, down_rx) = mpsc::channel(SENDS_IN_FLIGHT);
@@ -150,7 +153,10 @@ fn not_attached(client_id: String) -> pb::SendResult {
     }
 }
 
-async fn run(gw: Gateway, first: Attachment, mut inbound: Streaming<pb::ClientFrame>, down: mpsc::Sender<FrameResult>) {
+async fn run<S>(gw: Gateway, first: Attachment, mut inbound: S, down: mpsc::Sender<FrameResult>)
+where
+    S: Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin,
+{
     let mut presence: Option<pb::SetPresence> = None;
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut closing = gw.messaging.hub().closing();
@@ -169,8 +175,8 @@ async fn run(gw: Gateway, first: Attachment, mut inbound: Streaming<pb::ClientFr
         let attached = loop {
             tokio::select! {
                 a = &mut attaching => break a,
-                f = inbound.message() => {
-                    let Ok(Some(f)) = f else { return };
+                f = inbound.next() => {
+                    let Some(Ok(f)) = f else { return };
                     let refused = match f.frame {
                         Some(pb::client_frame::Frame::Send(s)) => not_attached(s.client_id),
                         Some(pb::client_frame::Frame::Presence(p)) => {
@@ -202,9 +208,9 @@ async fn run(gw: Gateway, first: Attachment, mut inbound: Streaming<pb::ClientFr
         loop {
             tokio::select! {
                 _ = check.tick() => if gw.leader_moved_from(att.remote) { break },
-                f = inbound.message() => {
+                f = inbound.next() => {
                     // The device is gone: dropping the attachment ends it there too.
-                    let Ok(Some(f)) = f else { return };
+                    let Some(Ok(f)) = f else { return };
                     match &f.frame {
                         Some(pb::client_frame::Frame::Send(s)) => { in_flight.insert(s.client_id.clone()); }
                         Some(pb::client_frame::Frame::Presence(p)) => presence = Some(p.clone()),

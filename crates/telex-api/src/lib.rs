@@ -9,5 +9,6 @@ mod sessions;
 pub mod status;
 
 pub use admin::AdminService;
-pub use client::ClientService;
+pub use client::{open_session, ClientService};
+pub use session::{device_presence, FrameResult, FrameStream};
 pub use sessions::SessionsService;

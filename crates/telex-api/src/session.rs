@@ -25,8 +25,8 @@ const OUTBOUND: usize = 64;
 /// Sends of one session being committed at once.
 pub(crate) const SENDS_IN_FLIGHT: usize = 64;
 
-pub(crate) type FrameResult = Result<pb::ServerFrame, Status>;
-pub(crate) type FrameStream = Pin<Box<dyn Stream<Item = FrameResult> + Send>>;
+pub type FrameResult = Result<pb::ServerFrame, Status>;
+pub type FrameStream = Pin<Box<dyn Stream<Item = FrameResult> + Send>>;
 
 /// A device's response stream, polled by its connection: archive entries, presence and roster
 /// pushes from the actor's queue; send results from the session's reader; and the reason when
@@ -154,7 +154,7 @@ pub(crate) fn frame(f: pb::server_frame::Frame) -> Result<pb::ServerFrame, Statu
 
 const MAX_STATUS_BYTES: usize = 1024;
 
-pub(crate) fn device_presence(p: pb::SetPresence) -> Result<DevicePresence, TelexError> {
+pub fn device_presence(p: pb::SetPresence) -> Result<DevicePresence, TelexError> {
     let show = Show::parse(&p.show).ok_or_else(|| {
         TelexError::invalid(format!("presence show {:?} is not available, chat, away, xa, dnd or unavailable", p.show))
     })?;

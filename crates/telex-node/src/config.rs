@@ -23,6 +23,7 @@ pub struct Config {
     pub listen: Listen,
     /// mTLS on the node-to-node listener and towards peers; off when the paths are empty.
     pub node_tls: NodeTls,
+    pub xmpp: Xmpp,
     pub raft: Raft,
     pub auth: Auth,
     pub limits: Limits,
@@ -70,8 +71,43 @@ pub struct Listen {
     pub node: SocketAddr,
     /// Admin gRPC API. Keep it on loopback unless it is firewalled.
     pub admin: SocketAddr,
-    /// HTTP: /healthz, /readyz, /metrics.
+    /// HTTP: /healthz, /readyz, /metrics, and XMPP over WebSocket at /xmpp-websocket.
     pub http: SocketAddr,
+    /// XMPP client-to-server with STARTTLS.
+    pub xmpp: SocketAddr,
+    /// XMPP client-to-server with TLS from the first byte (XEP-0368).
+    pub xmpp_tls: SocketAddr,
+}
+
+/// The XMPP gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Xmpp {
+    /// PEM certificate chain and key for c2s TLS; empty: a self-signed certificate for the
+    /// served domains, made at start-up (for loopback development).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Refuse authentication without TLS on connections that are not from loopback.
+    pub require_tls: bool,
+    /// Time a connection has to authenticate.
+    pub preauth_timeout_secs: u64,
+    /// How long a dropped stream-managed session waits to be resumed (XEP-0198).
+    pub resume_timeout_secs: u64,
+    /// Largest stanza accepted; a bigger one ends the stream with `policy-violation`.
+    pub max_stanza_bytes: usize,
+}
+
+impl Default for Xmpp {
+    fn default() -> Self {
+        Xmpp {
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            require_tls: true,
+            preauth_timeout_secs: 30,
+            resume_timeout_secs: 300,
+            max_stanza_bytes: 256 * 1024,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -171,6 +207,7 @@ impl Default for Config {
             join: String::new(),
             listen: Listen::default(),
             node_tls: NodeTls::default(),
+            xmpp: Xmpp::default(),
             raft: Raft::default(),
             auth: Auth::default(),
             limits: Limits::default(),
@@ -183,7 +220,7 @@ impl Default for Config {
 impl Default for Listen {
     fn default() -> Self {
         let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        Listen { client: at(7400), node: at(7401), admin: at(7402), http: at(7480) }
+        Listen { client: at(7400), node: at(7401), admin: at(7402), http: at(7480), xmpp: at(5222), xmpp_tls: at(5223) }
     }
 }
 
@@ -254,6 +291,16 @@ impl Config {
         let set = [&t.cert, &t.key, &t.ca].iter().filter(|p| !p.as_os_str().is_empty()).count();
         if set != 0 && set != 3 {
             return Err("node_tls: set cert, key and ca together (or none)".into());
+        }
+        let x = &self.xmpp;
+        if x.cert.as_os_str().is_empty() != x.key.as_os_str().is_empty() {
+            return Err("xmpp: set cert and key together (or neither)".into());
+        }
+        if x.preauth_timeout_secs == 0 {
+            return Err("xmpp.preauth_timeout_secs: must be at least 1".into());
+        }
+        if !(1024..=16 << 20).contains(&x.max_stanza_bytes) {
+            return Err("xmpp.max_stanza_bytes: must be 1024 to 16777216".into());
         }
         if r.write_timeout_ms == 0 {
             return Err("raft.write_timeout_ms: must be at least 1".into());

@@ -3,7 +3,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -14,6 +18,7 @@ pub(crate) struct HttpState {
     pub groups: Arc<Groups>,
     /// Set once start-up (leaders elected, bootstrap tenant present) is complete.
     pub ready: Arc<AtomicBool>,
+    pub xmpp: Arc<telex_xmpp::Xmpp>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -21,7 +26,19 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|| async { crate::telemetry::prometheus().render() }))
+        .route("/xmpp-websocket", get(xmpp_websocket))
         .with_state(state)
+}
+
+/// XMPP over WebSocket (RFC 7395): the `xmpp` subprotocol, one element per text message.
+async fn xmpp_websocket(
+    State(s): State<HttpState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.protocols(["xmpp"])
+        .max_message_size(s.xmpp.max_stanza() + 1024)
+        .on_upgrade(move |socket| crate::xmpp::websocket(s.xmpp, socket, peer))
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {

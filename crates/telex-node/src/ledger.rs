@@ -47,6 +47,10 @@ impl Ledger for RaftLedger {
         reads::cursor(self.groups.store(), self.groups.shard_of(owner), owner, device)
     }
 
+    fn latest_cursor(&self, owner: &UserJid) -> Result<u64, TelexError> {
+        reads::latest_cursor(self.groups.store(), self.groups.shard_of(owner), owner)
+    }
+
     fn range(
         &self,
         owner: &UserJid,

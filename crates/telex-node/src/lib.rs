@@ -10,6 +10,7 @@ mod http;
 mod ledger;
 mod node;
 mod relay;
+mod xmpp;
 pub mod telemetry;
 
 pub use config::Config;

@@ -39,6 +39,8 @@ pub struct Addrs {
     pub node: SocketAddr,
     pub admin: SocketAddr,
     pub http: SocketAddr,
+    pub xmpp: SocketAddr,
+    pub xmpp_tls: SocketAddr,
 }
 
 /// A started node. Dropping it does not stop it: cancel the shutdown token, then `wait`.
@@ -79,11 +81,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let node_l = bind("nodes", config.listen.node).await?;
     let admin_l = bind("admin", config.listen.admin).await?;
     let http_l = bind("http", config.listen.http).await?;
+    let xmpp_l = bind("XMPP", config.listen.xmpp).await?;
+    let xmpp_tls_l = bind("XMPP over TLS", config.listen.xmpp_tls).await?;
     let addrs = Addrs {
         client: client_l.local_addr()?,
         node: node_l.local_addr()?,
         admin: admin_l.local_addr()?,
         http: http_l.local_addr()?,
+        xmpp: xmpp_l.local_addr()?,
+        xmpp_tls: xmpp_tls_l.local_addr()?,
     };
     write_addrs(&config.data_dir, &addrs)?;
 
@@ -167,10 +173,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .add_service(sessions)
         .add_service(actors);
     tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
+    let xmpp = crate::xmpp::start(&config, accounts.clone(), messaging.clone()).await?;
+    for (listener, direct_tls) in [(xmpp_l, false), (xmpp_tls_l, true)] {
+        let (xmpp, stop) = (xmpp.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = telex_xmpp::serve_c2s(xmpp, listener, direct_tls) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
     let stop = shutdown.clone();
-    let app = router(HttpState { groups: groups.clone(), ready: ready.clone() });
+    let app = router(HttpState { groups: groups.clone(), ready: ready.clone(), xmpp });
     tracker.spawn(async move {
-        if let Err(e) = axum::serve(http_l, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(e) = axum::serve(http_l, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(stop.cancelled_owned()).await {
             tracing::error!(error = %e, "http listener failed");
         }
     });
@@ -186,7 +202,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     tracker.close();
 
     tracing::info!(node_id = config.node_id, client = %addrs.client, node = %addrs.node, admin = %addrs.admin,
-        http = %addrs.http, data_dir = %config.data_dir.display(), shards = config.raft.shards, "telexd listening");
+        http = %addrs.http, xmpp = %addrs.xmpp, data_dir = %config.data_dir.display(), shards = config.raft.shards, "telexd listening");
 
     let task = tokio::spawn({
         let (groups, accounts) = (groups.clone(), accounts.clone());

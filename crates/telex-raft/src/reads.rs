@@ -71,6 +71,14 @@ pub fn cursor(store: &Store, group: GroupId, jid: &UserJid, device: &str) -> Res
     counter(store, group, &schema::cursor(jid, device))
 }
 
+/// The furthest any of a user's devices has acknowledged (0 when none has a cursor).
+pub fn latest_cursor(store: &Store, group: GroupId, jid: &UserJid) -> Result<u64, TelexError> {
+    let from = group_key(group, &schema::cursors_of(jid));
+    let to = schema::prefix_end(&from);
+    let rows = store.scan(Cf::State, &from, &to, usize::MAX).map_err(|e| TelexError::internal(e.to_string()))?;
+    Ok(rows.iter().filter_map(|(_, v)| Some(u64::from_be_bytes(v.as_slice().try_into().ok()?))).max().unwrap_or(0))
+}
+
 /// Where the message with `server_id` is in a user's archive.
 pub fn archive_position(
     store: &Store,

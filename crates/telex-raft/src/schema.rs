@@ -78,6 +78,11 @@ pub fn blocked_of(owner: &UserJid) -> Vec<u8> {
     user_prefix(b"b/", owner)
 }
 
+/// Every delivery cursor of a user.
+pub fn cursors_of(owner: &UserJid) -> Vec<u8> {
+    user_prefix(b"c/", owner)
+}
+
 /// Delivery cursor of one device.
 pub fn cursor(owner: &UserJid, device: &str) -> Vec<u8> {
     [user_prefix(b"c/", owner).as_slice(), device.as_bytes()].concat()

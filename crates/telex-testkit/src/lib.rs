@@ -32,6 +32,8 @@ pub struct Addrs {
     pub admin: SocketAddr,
     pub node: SocketAddr,
     pub http: SocketAddr,
+    pub xmpp: SocketAddr,
+    pub xmpp_tls: SocketAddr,
 }
 
 /// A `telexd` child process with its own data directory.
@@ -60,6 +62,8 @@ impl Telexd {
                 admin: ([0, 0, 0, 0], 0).into(),
                 node: ([0, 0, 0, 0], 0).into(),
                 http: ([0, 0, 0, 0], 0).into(),
+                xmpp: ([0, 0, 0, 0], 0).into(),
+                xmpp_tls: ([0, 0, 0, 0], 0).into(),
             },
             child: None,
             log: data_dir.with_extension("log"),
@@ -88,6 +92,7 @@ impl Telexd {
             .arg(&self.data_dir)
             .args(["--client-addr", &at(a.client), "--node-addr", &at(a.node)])
             .args(["--admin-addr", &at(a.admin), "--http-addr", &at(a.http)])
+            .args(["--xmpp-addr", &at(a.xmpp), "--xmpp-tls-addr", &at(a.xmpp_tls)])
             .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
@@ -105,7 +110,14 @@ impl Telexd {
             if let Ok(text) = std::fs::read_to_string(&path) {
                 let v: serde_json::Value = serde_json::from_str(&text).expect("listen.json is JSON");
                 let get = |k: &str| v[k].as_str().unwrap().parse().unwrap();
-                return Addrs { client: get("client"), admin: get("admin"), node: get("node"), http: get("http") };
+                return Addrs {
+                    client: get("client"),
+                    admin: get("admin"),
+                    node: get("node"),
+                    http: get("http"),
+                    xmpp: get("xmpp"),
+                    xmpp_tls: get("xmpp_tls"),
+                };
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("telexd exited with {status} before listening; log:\n{}", self.log_text());

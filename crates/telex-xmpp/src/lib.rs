@@ -1,5 +1,24 @@
-//! The XMPP gateway (issue 5, in progress). So far: the restricted-XML stream parser that the
-//! c2s listener will sit on, and the translation between stanzas and session frames.
+//! The XMPP gateway (RFC 6120/6121): standard clients on c2s (STARTTLS or direct TLS) and
+//! WebSocket (RFC 7395). An XMPP connection is one more device session on the same actors as
+//! the native API: stanzas are translated to session frames (`stanza`), so delivery, carbons,
+//! offline catch-up and cluster routing are the native ones.
+//!
+//! Pure parts: `xml` (restricted-XML stream parser), `stanza` and `iq` (translation), `sm`
+//! (stream-management counters). I/O: `wire` (bytes), `auth` (SASL), `conn` (one connection),
+//! `resume` (sessions waiting for a XEP-0198 resumption), `listener`.
 
+mod auth;
+mod conn;
+pub mod iq;
+mod listener;
+pub mod ns;
+mod resume;
+pub mod sm;
 pub mod stanza;
+pub mod tls;
+pub mod wire;
 pub mod xml;
+
+pub use conn::{Xmpp, XmppConfig};
+pub use listener::serve_c2s;
+pub use wire::Transport;

@@ -4,27 +4,34 @@
 
 use telex_proto::v1 as pb;
 
+use crate::iq::{request, Request};
+use crate::ns;
 use crate::xml::{Element, Node};
-
-pub const NS_CLIENT: &str = "jabber:client";
-pub const NS_ROSTER: &str = "jabber:iq:roster";
-pub const NS_STANZA_ID: &str = "urn:xmpp:sid:0";
-pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
 
 /// What a stanza from the client asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Inbound {
     /// A frame for the session (send, presence).
     Frame(pb::ClientFrame),
-    /// Roster get (`iq` id to answer).
-    RosterGet { id: String },
+    /// An iq request (`id` to answer).
+    Iq { id: String, request: Request },
+    /// A subscription stanza (`subscribe`, `subscribed`, `unsubscribe`, `unsubscribed`) to `to`.
+    Subscription { to: String, kind: Subscription },
     /// A stanza the gateway answers with an error of this condition (and text).
     Refuse { stanza: Element, condition: &'static str, text: String },
-    /// Nothing to do (for example a chat state without a body, passed through later).
+    /// Nothing to do (an iq result, a chat state without a body, a probe).
     Ignore,
 }
 
-fn bare(jid: &str) -> &str {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subscription {
+    Subscribe,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+}
+
+pub fn bare(jid: &str) -> &str {
     jid.split('/').next().unwrap_or(jid)
 }
 
@@ -44,10 +51,20 @@ pub fn inbound(stanza: &Element, next_id: impl FnOnce() -> String) -> Inbound {
 }
 
 fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
+    if m.attr("type") == Some("error") {
+        return Inbound::Ignore;
+    }
     let Some(body) = m.child("body").map(Element::text) else { return Inbound::Ignore };
     let Some(to) = m.attr("to") else {
         return Inbound::Refuse { stanza: m.clone(), condition: "bad-request", text: "a message needs a 'to'".into() };
     };
+    if m.attr("type") == Some("groupchat") {
+        return Inbound::Refuse {
+            stanza: m.clone(),
+            condition: "feature-not-implemented",
+            text: "group chat is not offered here yet".into(),
+        };
+    }
     let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
     let send = pb::SendMessage { client_id, to: bare(to).to_string(), body };
     Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) })
@@ -59,6 +76,14 @@ fn presence(p: &Element) -> Inbound {
         let priority = p.child("priority").and_then(|e| e.text().trim().parse::<i32>().ok()).unwrap_or(0);
         let presence = pb::SetPresence { show: show.to_string(), status, priority: priority.clamp(-128, 127) };
         Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(presence)) })
+    };
+    let subscription = |kind| match p.attr("to") {
+        Some(to) => Inbound::Subscription { to: bare(to).to_string(), kind },
+        None => Inbound::Refuse {
+            stanza: p.clone(),
+            condition: "bad-request",
+            text: "a subscription stanza needs a 'to'".into(),
+        },
     };
     match (p.attr("type"), p.attr("to")) {
         // Broadcast presence: available (with an optional <show/>) or unavailable.
@@ -75,22 +100,36 @@ fn presence(p: &Element) -> Inbound {
             }
         }
         (Some("unavailable"), None) => set("unavailable"),
+        (Some("subscribe"), _) => subscription(Subscription::Subscribe),
+        (Some("subscribed"), _) => subscription(Subscription::Subscribed),
+        (Some("unsubscribe"), _) => subscription(Subscription::Unsubscribe),
+        (Some("unsubscribed"), _) => subscription(Subscription::Unsubscribed),
+        // Directed presence and probes: presence is shared through subscriptions only.
         _ => Inbound::Ignore,
     }
 }
 
 fn iq(q: &Element) -> Inbound {
     let id = q.attr("id").unwrap_or_default().to_string();
-    let payload = q.elements().next();
-    match (q.attr("type"), payload.map(|e| (e.name.as_str(), e.attr("xmlns")))) {
-        (Some("get"), Some(("query", Some(NS_ROSTER)))) => Inbound::RosterGet { id },
-        (Some("get" | "set"), _) => Inbound::Refuse {
+    match q.attr("type") {
+        Some(kind @ ("get" | "set")) => {
+            if id.is_empty() {
+                return Inbound::Refuse { stanza: q.clone(), condition: "bad-request", text: "an iq needs an 'id'".into() };
+            }
+            let payloads: Vec<&Element> = q.elements().collect();
+            let request = match payloads.as_slice() {
+                [one] => request(kind, Some(one)),
+                _ => Request::Bad("an iq request carries exactly one child element".into()),
+            };
+            Inbound::Iq { id, request }
+        }
+        // Results and errors addressed to the server (answers to roster pushes, pings).
+        Some("result" | "error") => Inbound::Ignore,
+        _ => Inbound::Refuse {
             stanza: q.clone(),
-            condition: "service-unavailable",
-            text: "this request is not supported".into(),
+            condition: "bad-request",
+            text: "an iq's type is get, set, result or error".into(),
         },
-        // Results and errors addressed to the server: nothing to answer.
-        _ => Inbound::Ignore,
     }
 }
 
@@ -100,23 +139,38 @@ pub fn el(name: &str, attrs: &[(&str, &str)], children: Vec<Node>) -> Element {
     Element { name: name.to_string(), attrs, children }
 }
 
-fn text_el(name: &str, text: &str) -> Node {
+pub fn text_el(name: &str, text: &str) -> Node {
     Node::Element(el(name, &[], vec![Node::Text(text.to_string())]))
 }
 
 /// What the session sends the client, as a stanza for the device `me` (a full JID). `None`
-/// for frames that have no stanza (a successful send: XMPP has no acknowledgement for it).
-pub fn outbound(frame: pb::server_frame::Frame, me: &str) -> Option<Element> {
+/// for frames that have no stanza: a successful send (XMPP has no acknowledgement for it), and
+/// the user's own messages from the archive unless they came from another device and the
+/// client enabled carbons (then they come as XEP-0280 `<sent/>` copies).
+pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Option<Element> {
     use pb::server_frame::Frame;
     match frame {
         Frame::Message(m) => {
             let from = if m.from_device.is_empty() { m.from.clone() } else { format!("{}/{}", m.from, m.from_device) };
-            let stanza_id = el("stanza-id", &[("xmlns", NS_STANZA_ID), ("id", &m.server_id), ("by", bare(me))], vec![]);
-            Some(el(
+            let stanza_id = el("stanza-id", &[("xmlns", ns::STANZA_ID), ("id", &m.server_id), ("by", bare(me))], vec![]);
+            let own = m.from == bare(me);
+            let to = if own { m.to.as_str() } else { me };
+            let message = el(
                 "message",
-                &[("from", &from), ("to", me), ("id", &m.client_id), ("type", "chat")],
+                &[("from", &from), ("to", to), ("id", &m.client_id), ("type", "chat")],
                 vec![text_el("body", &m.body), Node::Element(stanza_id)],
-            ))
+            );
+            if !own {
+                return Some(message);
+            }
+            if !carbons || me.strip_prefix(m.from.as_str()) == Some(&format!("/{}", m.from_device)) {
+                return None;
+            }
+            let mut message = message;
+            message.attrs.insert(0, ("xmlns".into(), ns::CLIENT.into()));
+            let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(message)]);
+            let sent = el("sent", &[("xmlns", ns::CARBONS)], vec![Node::Element(forwarded)]);
+            Some(el("message", &[("from", bare(me)), ("to", me), ("type", "chat")], vec![Node::Element(sent)]))
         }
         Frame::Presence(p) => {
             let mut children = Vec::new();
@@ -137,7 +191,7 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str) -> Option<Element> {
                 Some(i) => roster_item(&i),
                 None => el("item", &[("jid", &push.jid), ("subscription", "remove")], vec![]),
             };
-            let query = el("query", &[("xmlns", NS_ROSTER)], vec![Node::Element(item)]);
+            let query = el("query", &[("xmlns", ns::ROSTER)], vec![Node::Element(item)]);
             Some(el("iq", &[("type", "set"), ("to", me), ("id", "push")], vec![Node::Element(query)]))
         }
         Frame::SubscriptionRequest(r) => {
@@ -148,8 +202,8 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str) -> Option<Element> {
                 "error",
                 &[("type", if r.retryable { "wait" } else { "cancel" })],
                 vec![
-                    Node::Element(el(condition_of(&r.error_code), &[("xmlns", NS_STANZAS)], vec![])),
-                    Node::Element(el("text", &[("xmlns", NS_STANZAS)], vec![Node::Text(r.error.clone())])),
+                    Node::Element(el(condition_of(&r.error_code), &[("xmlns", ns::STANZAS)], vec![])),
+                    Node::Element(el("text", &[("xmlns", ns::STANZAS)], vec![Node::Text(r.error.clone())])),
                 ],
             );
             Some(el("message", &[("to", me), ("id", &r.client_id), ("type", "error")], vec![Node::Element(error)]))
@@ -166,7 +220,7 @@ pub fn roster_item(i: &pb::RosterItem) -> Element {
 }
 
 /// The RFC 6120 stanza error condition for a Telex error code.
-fn condition_of(code: &str) -> &'static str {
+pub fn condition_of(code: &str) -> &'static str {
     match code {
         "not_found" => "item-not-found",
         "already_exists" => "conflict",
@@ -282,9 +336,14 @@ mod tests {
             Inbound::Refuse { .. }
         ));
         let get = parse("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
-        assert_eq!(inbound(&get, String::new), Inbound::RosterGet { id: "r1".into() });
-        let other = parse("<iq type='get' id='v1'><vCard xmlns='vcard-temp'/></iq>");
-        assert!(matches!(inbound(&other, String::new), Inbound::Refuse { condition: "service-unavailable", .. }));
+        assert_eq!(inbound(&get, String::new), Inbound::Iq { id: "r1".into(), request: Request::RosterGet });
+        let no_id = parse("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>");
+        assert!(matches!(inbound(&no_id, String::new), Inbound::Refuse { condition: "bad-request", .. }));
+        assert_eq!(
+            inbound(&parse("<presence to='bob@x/phone' type='subscribe'/>"), String::new),
+            Inbound::Subscription { to: "bob@x".into(), kind: Subscription::Subscribe }
+        );
+        assert_eq!(inbound(&parse("<presence to='bob@x' type='probe'/>"), String::new), Inbound::Ignore);
     }
 
     #[test]
@@ -298,7 +357,7 @@ mod tests {
             client_id: "c1".into(),
             ..Default::default()
         };
-        let stanza = outbound(Frame::Message(m), "bob@x/phone").unwrap();
+        let stanza = outbound(Frame::Message(m.clone()), "bob@x/phone", false).unwrap();
         let mut xml = String::new();
         to_xml(&stanza, &mut xml);
         let back = parse(&xml);
@@ -306,11 +365,19 @@ mod tests {
         assert_eq!(back.child("body").unwrap().text(), "<b>&'\"");
         assert_eq!(back.child("stanza-id").unwrap().attr("id"), Some("s1"));
 
+        // Alice's own message reaches her other devices as a carbon, if they asked for them.
+        let own = pb::Message { to: "bob@x".into(), ..m };
+        assert_eq!(outbound(Frame::Message(own.clone()), "alice@x/laptop", true), None, "the sending device");
+        assert_eq!(outbound(Frame::Message(own.clone()), "alice@x/phone", false), None, "carbons off");
+        let carbon = outbound(Frame::Message(own), "alice@x/phone", true).unwrap();
+        let copy = carbon.child("sent").unwrap().child("forwarded").unwrap().child("message").unwrap();
+        assert_eq!((copy.attr("from"), copy.attr("to")), (Some("alice@x/laptop"), Some("bob@x")));
+
         let away = pb::PresenceUpdate { from: "alice@x".into(), show: "away".into(), ..Default::default() };
-        let p = outbound(Frame::Presence(away), "bob@x/phone").unwrap();
+        let p = outbound(Frame::Presence(away), "bob@x/phone", false).unwrap();
         assert_eq!(p.child("show").unwrap().text(), "away");
         let gone = pb::PresenceUpdate { from: "alice@x".into(), show: "unavailable".into(), ..Default::default() };
-        assert_eq!(outbound(Frame::Presence(gone), "bob@x/p").unwrap().attr("type"), Some("unavailable"));
+        assert_eq!(outbound(Frame::Presence(gone), "bob@x/p", false).unwrap().attr("type"), Some("unavailable"));
 
         let refused = pb::SendResult {
             client_id: "c2".into(),
@@ -318,9 +385,9 @@ mod tests {
             error: "blocked".into(),
             ..Default::default()
         };
-        let e = outbound(Frame::Sent(refused), "bob@x/p").unwrap();
+        let e = outbound(Frame::Sent(refused), "bob@x/p", false).unwrap();
         assert_eq!(e.attr("type"), Some("error"));
         assert!(e.child("error").unwrap().child("forbidden").is_some());
-        assert!(outbound(Frame::Sent(pb::SendResult::default()), "bob@x/p").is_none());
+        assert!(outbound(Frame::Sent(pb::SendResult::default()), "bob@x/p", false).is_none());
     }
 }

@@ -144,6 +144,11 @@ impl StreamParser {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Bytes held, waiting to complete an element.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The next complete event, `None` until more bytes are fed.
     pub fn next_event(&mut self) -> Result<Option<Event>, XmlError> {
         loop {

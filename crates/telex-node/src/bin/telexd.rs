@@ -29,6 +29,12 @@ struct Args {
     /// HTTP listener for /healthz, /readyz, /metrics [default: 127.0.0.1:7480].
     #[arg(long, env = "TELEX_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// XMPP c2s listener, STARTTLS [default: 127.0.0.1:5222].
+    #[arg(long, env = "TELEX_XMPP_ADDR")]
+    xmpp_addr: Option<SocketAddr>,
+    /// XMPP c2s listener, direct TLS [default: 127.0.0.1:5223].
+    #[arg(long, env = "TELEX_XMPP_TLS_ADDR")]
+    xmpp_tls_addr: Option<SocketAddr>,
     /// This node's id [default: 1].
     #[arg(long, env = "TELEX_NODE_ID")]
     node_id: Option<u64>,
@@ -68,6 +74,12 @@ fn load(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.http_addr {
         config.listen.http = v;
+    }
+    if let Some(v) = args.xmpp_addr {
+        config.listen.xmpp = v;
+    }
+    if let Some(v) = args.xmpp_tls_addr {
+        config.listen.xmpp_tls = v;
     }
     if let Some(v) = args.node_id {
         config.node_id = v;

@@ -1,0 +1,264 @@
+//! The XMPP gateway against slixmpp (a client this project did not write): login with SCRAM,
+//! subscriptions and presence, chat, archive paging, carbons, stream resumption, a slixmpp user
+//! and a `telex` CLI user talking both ways, and bad input, each leaving the server healthy.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use telex_testkit::{data_dir, http_get, Telexd};
+
+/// The virtualenv python with slixmpp (installed on first use).
+fn python() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/xmpp-clients.sh");
+    let out = Command::new(script).stderr(Stdio::inherit()).output().expect("run xmpp-clients.sh");
+    assert!(out.status.success(), "installing slixmpp failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn scenario(node: &Telexd, name: &str, extra: &[&str]) -> Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xmpp/scenarios.py");
+    Command::new(python())
+        .arg(script)
+        .arg(name)
+        .args(["--port", &node.addrs.xmpp.port().to_string()])
+        .args(["--tls-port", &node.addrs.xmpp_tls.port().to_string()])
+        .args(extra)
+        .output()
+        .expect("run scenarios.py")
+}
+
+fn assert_ok(out: &Output, name: &str, node: &Telexd) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("OK {name}")),
+        "scenario {name} failed:\n{stdout}\n{stderr}\nserver log tail:\n{}",
+        tail(&node.log_text(), 40)
+    );
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn users(node: &Telexd, names: &[&str]) {
+    for n in names {
+        node.cli(&["user", "add", &format!("{n}@localhost"), "--password", "pw"]).success();
+    }
+}
+
+fn healthy(node: &Telexd) {
+    assert_eq!(http_get(node.addrs.http, "/healthz").map(|(c, _)| c), Some(200));
+    // And still serving XMPP: a fresh stream gets its header and features.
+    let mut raw = Raw::connect(node.addrs.xmpp);
+    raw.send(&open("localhost"));
+    raw.expect("<stream:features>");
+}
+
+fn open(domain: &str) -> String {
+    format!("<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+}
+
+/// A hand-driven c2s connection, for input no real client would send.
+struct Raw {
+    s: TcpStream,
+    got: String,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        Raw { s, got: String::new() }
+    }
+
+    fn send(&mut self, text: &str) {
+        self.s.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Reads until `needle` arrived (everything read so far is kept), or panics.
+    fn expect(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while !self.got.contains(needle) {
+            assert!(Instant::now() < deadline, "never got {needle:?}; got {:?}", self.got);
+            match self.s.read(&mut buf) {
+                Ok(0) => panic!("connection closed before {needle:?}; got {:?}", self.got),
+                Ok(n) => self.got.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(_) => {}
+            }
+        }
+        self.got.clone()
+    }
+
+    /// Whether the server closed the connection within a few seconds.
+    fn closed(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            match self.s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => self.got.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => {}
+            }
+        }
+        false
+    }
+
+    /// Authenticates with PLAIN (allowed on loopback) and binds `resource`.
+    fn login(addr: SocketAddr, user: &str, resource: &str) -> Raw {
+        use base64::Engine;
+        let mut r = Raw::connect(addr);
+        r.send(&open("localhost"));
+        r.expect("</stream:features>");
+        let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0pw"));
+        r.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"));
+        r.expect("<success");
+        r.got.clear();
+        r.send(&open("localhost"));
+        r.expect("</stream:features>");
+        r.send(&format!(
+            "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ));
+        r.expect("</iq>");
+        r.got.clear();
+        r
+    }
+}
+
+#[test]
+fn slixmpp_clients_chat_page_the_archive_and_get_carbons() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob", "carol"]);
+    let out = scenario(&node, "chat", &[]);
+    assert_ok(&out, "chat", &node);
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    // What slixmpp sent is in the same archive the native API reads.
+    let history = node.cli(&["history", "--user", "bob@localhost", "--password", "pw", "--with", "alice@localhost"]);
+    let text = history.success();
+    assert!(text.contains("a0") && text.contains("b19"), "{text}");
+    healthy(&node);
+}
+
+#[test]
+fn slixmpp_resumes_a_dropped_stream_without_losing_a_message() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let out = scenario(&node, "resume", &[]);
+    assert_ok(&out, "resume", &node);
+    healthy(&node);
+}
+
+#[test]
+fn a_slixmpp_user_and_a_cli_user_chat_both_ways() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "carol"]);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xmpp/scenarios.py");
+    let talker = Command::new(python())
+        .arg(script)
+        .args(["talk", "--port", &node.addrs.xmpp.port().to_string(), "--user", "alice", "--peer", "carol"])
+        .args(["--send", "hello carol from xmpp", "--expect", "hi alice from the cli"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let auth = ["--user", "carol@localhost", "--password", "pw"];
+    let heard = node.cli(&[&["listen"][..], &auth, &["--count", "1", "--timeout", "30"]].concat()).success();
+    assert!(heard.contains("hello carol from xmpp") && heard.contains("alice@localhost"), "{heard}");
+    node.cli(&[&["send"][..], &auth, &["alice@localhost", "hi alice from the cli"]].concat()).success();
+    let out = talker.wait_with_output().unwrap();
+    assert_ok(&out, "talk", &node);
+}
+
+#[test]
+fn bad_input_gets_the_right_error_and_leaves_the_server_healthy() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let addr = node.addrs.xmpp;
+
+    // Entity expansion ("billion laughs"): a DTD is refused outright.
+    let mut r = Raw::connect(addr);
+    r.send("<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;'>]>");
+    r.send(&open("localhost")[21..]);
+    r.expect("<restricted-xml");
+    assert!(r.closed(), "the stream ends after a stream error");
+
+    // An oversized stanza, before it is buffered whole.
+    let mut r = Raw::login(addr, "alice", "big");
+    r.send(&format!("<message to='bob@localhost'><body>{}</body></message>", "x".repeat(300 * 1024)));
+    r.expect("<policy-violation");
+    assert!(r.closed());
+
+    // A stanza before authentication.
+    let mut r = Raw::connect(addr);
+    r.send(&open("localhost"));
+    r.expect("</stream:features>");
+    r.send("<message to='bob@localhost'><body>sneaky</body></message>");
+    r.expect("<not-authorized");
+    assert!(r.closed());
+
+    // A spoofed 'from'.
+    let mut r = Raw::login(addr, "alice", "spoof");
+    r.send("<message from='bob@localhost/x' to='alice@localhost'><body>I am bob</body></message>");
+    r.expect("<invalid-from");
+    assert!(r.closed());
+
+    // An unknown domain.
+    let mut r = Raw::connect(addr);
+    r.send(&open("nowhere.example"));
+    r.expect("<host-unknown");
+
+    // A bad SCRAM proof (slixmpp with a wrong password).
+    let out = scenario(&node, "bad_password", &[]);
+    assert_ok(&out, "bad_password", &node);
+
+    // Resuming another user's stream: refused as if it did not exist.
+    let mut a = Raw::login(addr, "alice", "resumable");
+    a.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+    let got = a.expect("/>");
+    let id = got.split("id='").nth(1).and_then(|s| s.split('\'').next()).expect("an SM id").to_string();
+    let mut b = Raw::connect(addr);
+    b.send(&open("localhost"));
+    b.expect("</stream:features>");
+    use base64::Engine;
+    let creds = base64::engine::general_purpose::STANDARD.encode("\0bob\0pw");
+    b.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>"));
+    b.expect("<success");
+    b.send(&open("localhost"));
+    b.expect("<sm xmlns='urn:xmpp:sm:3'/>");
+    b.send(&format!("<resume xmlns='urn:xmpp:sm:3' previd='{id}' h='0'/>"));
+    b.expect("<item-not-found");
+    // Alice's stream is untouched: she still gets answers.
+    a.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    a.expect("id='p1'");
+
+    healthy(&node);
+}
+
+#[test]
+fn xmpp_over_websocket_talks_to_a_c2s_client() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let out = scenario(&node, "websocket", &["--http-port", &node.addrs.http.port().to_string()]);
+    assert_ok(&out, "websocket", &node);
+    healthy(&node);
+}
+
+#[test]
+fn slixmpp_clients_on_different_nodes_of_a_cluster_chat() {
+    // alice and bob exist; alice connects to node 1, bob to node 2, the tablet to node 1.
+    let (_dirs, nodes) = telex_testkit::cluster::three_nodes(&[]);
+    let bob_port = nodes[1].addrs.xmpp.port().to_string();
+    let out = scenario(&nodes[0], "chat", &["--bob-port", &bob_port]);
+    assert_ok(&out, "chat", &nodes[0]);
+}

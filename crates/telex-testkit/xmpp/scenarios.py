@@ -1,0 +1,295 @@
+"""XMPP scenarios driven with slixmpp, a client this project did not write.
+
+Usage: python scenarios.py SCENARIO --host H --port P --domain D [--tls-port P2] [...]
+Each scenario asserts what it expects and exits non-zero with a message naming what failed.
+The users (alice, bob with password "pw") must exist; the test creates them.
+"""
+
+import argparse
+import asyncio
+import logging
+import ssl
+import sys
+import time
+
+import slixmpp
+from slixmpp.exceptions import IqError
+
+TIMEOUT = 20
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", flush=True)
+    sys.exit(1)
+
+
+class Client(slixmpp.ClientXMPP):
+    def __init__(self, jid, password, *, mechanism="SCRAM-SHA-256", direct_tls=False):
+        super().__init__(jid, password, sasl_mech=mechanism)
+        self.enable_direct_tls = direct_tls
+        self.enable_starttls = not direct_tls
+        self.enable_plaintext = False
+        # The loopback dev certificate is self-signed.
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359"]:
+            self.register_plugin(p)
+        self.inbox = []
+        self.carbons_sent = []
+        self.presences = {}
+        self.session = asyncio.get_event_loop().create_future()
+        self.failed_auth = asyncio.get_event_loop().create_future()
+        self.add_event_handler("session_start", self._started)
+        self.add_event_handler("session_resumed", self._resumed)
+        self.add_event_handler("failed_all_auth", lambda _: self.failed_auth.done() or self.failed_auth.set_result(True))
+        self.add_event_handler("message", self._message)
+        self.add_event_handler("carbon_sent", self._carbon_sent)
+        self.add_event_handler("changed_status", self._presence)
+
+    async def _started(self, _):
+        self.send_presence()
+        await self.get_roster()
+        if not self.session.done():
+            self.session.set_result(True)
+
+    def _resumed(self, _):
+        if not self.session.done():
+            self.session.set_result(True)
+
+    def _message(self, msg):
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            self.inbox.append((str(msg["from"].bare), msg["body"], msg["stanza_id"]["id"]))
+
+    def _carbon_sent(self, msg):
+        m = msg["carbon_sent"]
+        self.carbons_sent.append((str(m["to"].bare), m["body"]))
+
+    def _presence(self, pres):
+        self.presences[str(pres["from"].bare)] = pres["type"]
+
+    async def start(self, host, port):
+        self.connect(host, port)
+        await asyncio.wait_for(asyncio.shield(self.session), TIMEOUT)
+
+
+async def until(what, cond, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def befriend(a, b):
+    """a asks to see b's presence; slixmpp's defaults approve and ask back."""
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
+    await until(f"{a.boundjid.bare} and {b.boundjid.bare} to see each other online",
+                lambda: a.presences.get(b.boundjid.bare) == "available"
+                and b.presences.get(a.boundjid.bare) == "available")
+    await until("both-way subscriptions in the rosters",
+                lambda: a.client_roster[b.boundjid.bare]["subscription"] == "both"
+                and b.client_roster[a.boundjid.bare]["subscription"] == "both")
+
+
+async def chat(args):
+    a = Client(f"alice@{args.domain}/laptop", "pw")
+    b = Client(f"bob@{args.domain}/phone", "pw", mechanism="SCRAM-SHA-1")
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.bob_port or args.port)
+    await befriend(a, b)
+
+    n = 20
+    for i in range(n):
+        a.send_message(mto=b.boundjid.bare, mbody=f"a{i}", mtype="chat")
+    await until(f"bob to get {n} messages", lambda: len(b.inbox) >= n)
+    for i in range(n):
+        b.send_message(mto=a.boundjid.bare, mbody=f"b{i}", mtype="chat")
+    await until(f"alice to get {n} messages", lambda: len(a.inbox) >= n)
+    await asyncio.sleep(0.5)
+    if [m[1] for m in b.inbox] != [f"a{i}" for i in range(n)]:
+        fail(f"bob got {[m[1] for m in b.inbox]}")
+    if [m[1] for m in a.inbox] != [f"b{i}" for i in range(n)]:
+        fail(f"alice got {[m[1] for m in a.inbox]}")
+    if len({m[2] for m in b.inbox}) != n or not all(m[2] for m in b.inbox):
+        fail("messages lack unique XEP-0359 stanza ids")
+
+    # Archive paging (XEP-0313 + XEP-0059): everything with bob, 7 at a time, in order.
+    bodies = []
+    async for rsm in a["xep_0313"].iterate(with_jid=slixmpp.JID(b.boundjid.bare), total=100, rsm={"max": 7}):
+        for r in rsm["mam"]["results"]:
+            bodies.append(r["mam_result"]["forwarded"]["stanza"]["body"])
+    expected = [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)]
+    if bodies != expected:
+        fail(f"archive pages gave {bodies}")
+
+    # Carbons (XEP-0280) on a second device of alice.
+    a2 = Client(f"alice@{args.domain}/tablet", "pw", direct_tls=True)
+    await a2.start(args.host, args.tls_port)
+    await a2["xep_0280"].enable()
+    a.send_message(mto=b.boundjid.bare, mbody="from the laptop", mtype="chat")
+    await until("the tablet to get a carbon of the laptop's message", lambda: ("bob@" + args.domain, "from the laptop") in a2.carbons_sent)
+    b.send_message(mto=a.boundjid.bare, mbody="to every device", mtype="chat")
+    await until("both of alice's devices to get bob's message",
+                lambda: any(m[1] == "to every device" for m in a.inbox) and any(m[1] == "to every device" for m in a2.inbox))
+
+    # Ping, disco and the block list answer.
+    await a["xep_0199"].ping(jid=slixmpp.JID(args.domain), timeout=5)
+    info = await a["xep_0030"].get_info(jid=args.domain)
+    for feature in ["urn:xmpp:mam:2", "urn:xmpp:carbons:2", "urn:xmpp:ping"]:
+        if feature not in info["disco_info"]["features"]:
+            fail(f"disco#info lacks {feature}")
+    await a["xep_0191"].block(slixmpp.JID(f"carol@{args.domain}"))
+    blocked = await a["xep_0191"].get_blocked()
+    if [str(j) for j in blocked["blocklist"]["items"]] != [f"carol@{args.domain}"]:
+        fail(f"block list is {blocked['blocklist']['items']}")
+    await a["xep_0191"].unblock(slixmpp.JID(f"carol@{args.domain}"))
+    for c in (a, b, a2):
+        c.disconnect()
+    print("OK chat", flush=True)
+
+
+async def resume(args):
+    a = Client(f"alice@{args.domain}/laptop", "pw")
+    b = Client(f"bob@{args.domain}/phone", "pw")
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.port)
+    await until("stream management with resumption", lambda: a["xep_0198"].sm_id is not None)
+    for i in range(5):
+        b.send_message(mto=a.boundjid.bare, mbody=f"before{i}", mtype="chat")
+    await until("alice to get the first messages", lambda: len(a.inbox) >= 5)
+    # The connection drops without a stream end; bob keeps writing meanwhile.
+    a.session = asyncio.get_event_loop().create_future()
+    a.abort()
+    for i in range(10):
+        b.send_message(mto=a.boundjid.bare, mbody=f"during{i}", mtype="chat")
+    await asyncio.sleep(1)
+    resumed = asyncio.get_event_loop().create_future()
+    a.add_event_handler("session_resumed", lambda _: resumed.done() or resumed.set_result(True))
+    a.connect(args.host, args.port)
+    await asyncio.wait_for(resumed, TIMEOUT)
+    for i in range(5):
+        b.send_message(mto=a.boundjid.bare, mbody=f"after{i}", mtype="chat")
+    await until("alice to get every message", lambda: len(a.inbox) >= 20)
+    await asyncio.sleep(0.5)
+    got = [m[1] for m in a.inbox]
+    want = [f"before{i}" for i in range(5)] + [f"during{i}" for i in range(10)] + [f"after{i}" for i in range(5)]
+    if got != want:
+        fail(f"after resumption alice has {got}")
+    a.disconnect()
+    b.disconnect()
+    print("OK resume", flush=True)
+
+
+async def bad_password(args):
+    c = Client(f"alice@{args.domain}/x", "wrong")
+    c.connect(args.host, args.port)
+    try:
+        await asyncio.wait_for(c.failed_auth, TIMEOUT)
+    except asyncio.TimeoutError:
+        fail("a wrong password was not refused")
+    c.abort()
+    print("OK bad_password", flush=True)
+
+
+async def talk(args):
+    """Sends `--send` to `--peer` and waits for a message from it containing `--expect`."""
+    a = Client(f"{args.user}@{args.domain}/talk", "pw")
+    await a.start(args.host, args.port)
+    a.send_message(mto=f"{args.peer}@{args.domain}", mbody=args.send, mtype="chat")
+    print("SENT", flush=True)
+    await until(f"a message from {args.peer}", lambda: any(m[0] == f"{args.peer}@{args.domain}" and args.expect in m[1] for m in a.inbox), 30)
+    a.disconnect()
+    print("OK talk", flush=True)
+
+
+class Ws:
+    """XMPP over WebSocket (RFC 7395): aiohttp's WebSocket and slixmpp's SASL; slixmpp itself
+    has no WebSocket transport, so the framing exchange is scripted here."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.got = []
+
+    async def send(self, xml):
+        await self.ws.send_str(xml)
+
+    async def expect(self, needle):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            for i, m in enumerate(self.got):
+                if needle in m:
+                    del self.got[: i + 1]
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail(f"WebSocket: never got {needle!r}; got {self.got}")
+            msg = await self.ws.receive(timeout=left)
+            if msg.type != 1:  # aiohttp.WSMsgType.TEXT
+                fail(f"WebSocket: {msg.type} while waiting for {needle!r}")
+            self.got.append(msg.data)
+
+
+async def websocket(args):
+    import base64
+    import aiohttp
+    from slixmpp.util.sasl import choose
+
+    b = Client(f"bob@{args.domain}/phone", "pw")
+    await b.start(args.host, args.port)
+    framing = "urn:ietf:params:xml:ns:xmpp-framing"
+    async with aiohttp.ClientSession() as http:
+        raw = await http.ws_connect(f"ws://{args.host}:{args.http_port}/xmpp-websocket", protocols=["xmpp"])
+        if raw.protocol != "xmpp":
+            fail(f"the server chose WebSocket subprotocol {raw.protocol!r}")
+        ws = Ws(raw)
+        await ws.send(f"<open xmlns='{framing}' to='{args.domain}' version='1.0'/>")
+        await ws.expect("<open")
+        features = await ws.expect("mechanisms")
+        if "SCRAM-SHA-256" not in features:
+            fail(f"features: {features}")
+        mech = choose(["SCRAM-SHA-256"], lambda req, opt: {"username": b"alice", "password": b"pw"},
+                      lambda sec: {k: k == "unencrypted_scram" for k in sec})
+        first = base64.b64encode(mech.process()).decode()
+        await ws.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{first}</auth>")
+        challenge = (await ws.expect("<challenge")).split(">")[1].split("<")[0]
+        final = base64.b64encode(mech.process(base64.b64decode(challenge))).decode()
+        await ws.send(f"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{final}</response>")
+        success = (await ws.expect("<success")).split(">")[1].split("<")[0]
+        mech.process(base64.b64decode(success))  # checks the server's signature
+        await ws.send(f"<open xmlns='{framing}' to='{args.domain}' version='1.0'/>")
+        await ws.expect("urn:ietf:params:xml:ns:xmpp-bind")
+        await ws.send("<iq xmlns='jabber:client' type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>web</resource></bind></iq>")
+        await ws.expect(f"alice@{args.domain}/web")
+        await ws.send("<presence xmlns='jabber:client'/>")
+        await ws.send(f"<message xmlns='jabber:client' to='bob@{args.domain}' id='w1' type='chat'><body>over websocket</body></message>")
+        await until("bob to get the WebSocket message", lambda: any(m[1] == "over websocket" for m in b.inbox))
+        b.send_message(mto=f"alice@{args.domain}", mbody="back to the browser", mtype="chat")
+        await ws.expect("back to the browser")
+        await ws.send(f"<close xmlns='{framing}'/>")
+        await ws.expect("<close")
+    b.disconnect()
+    print("OK websocket", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("scenario")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5222)
+    p.add_argument("--tls-port", type=int, default=5223)
+    p.add_argument("--http-port", type=int, default=7480)
+    p.add_argument("--bob-port", type=int, default=0)
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--user", default="alice")
+    p.add_argument("--peer", default="bob")
+    p.add_argument("--send", default="hello")
+    p.add_argument("--expect", default="")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
+    scenarios = {"chat": chat, "resume": resume, "bad_password": bad_password, "talk": talk, "websocket": websocket}
+    asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+//! SASL (RFC 6120 §6): SCRAM-SHA-256, SCRAM-SHA-1 and PLAIN over the accounts the native API
+//! uses. The exchanges themselves are pure (`telex_accounts::sasl`); this carries them.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use telex_accounts::sasl::{self, SaslError};
+use telex_accounts::scram::Hash;
+use telex_accounts::Accounts;
+use telex_types::{Domain, ErrorCode, UserJid};
+
+use crate::ns;
+use crate::stanza::el;
+use crate::wire::{Wire, WireError};
+use crate::xml::{Element, Event, Node};
+
+/// The mechanisms offered: PLAIN only where the password cannot be read on the way.
+pub fn mechanisms(plain_allowed: bool) -> Vec<&'static str> {
+    let mut m = vec!["SCRAM-SHA-256", "SCRAM-SHA-1"];
+    if plain_allowed {
+        m.push("PLAIN");
+    }
+    m
+}
+
+/// How an authentication attempt ended.
+pub enum Outcome {
+    Success(UserJid),
+    /// The client was told why; it may try again.
+    Failed,
+    /// The stream must end (the client went away, or sent something that breaks the stream).
+    Ended(Option<WireError>),
+}
+
+fn failure(condition: &str, text: &str) -> Element {
+    let mut children = vec![Node::Element(el(condition, &[], vec![]))];
+    if !text.is_empty() {
+        children.push(Node::Element(el("text", &[], vec![Node::Text(text.into())])));
+    }
+    el("failure", &[("xmlns", ns::SASL)], children)
+}
+
+/// The user a SASL username names: a localpart of the stream's domain, or a bare JID in it.
+fn user_of(name: &str, domain: &Domain) -> Option<UserJid> {
+    let jid = if name.contains('@') { name.to_string() } else { format!("{name}@{domain}") };
+    UserJid::parse(&jid).ok().filter(|j| j.domain() == domain)
+}
+
+/// Carries out one `<auth/>` exchange.
+pub async fn authenticate(
+    accounts: &Accounts,
+    wire: &mut Wire,
+    auth: &Element,
+    domain: &Domain,
+    plain_allowed: bool,
+) -> Outcome {
+    let mechanism = auth.attr("mechanism").unwrap_or_default();
+    let text = auth.text();
+    // "=" is an empty initial response (RFC 6120 §6.4.2).
+    let text = if text.trim() == "=" { "" } else { text.trim() };
+    let Ok(initial) = LENIENT.decode(text) else {
+        return fail(wire, "incorrect-encoding", "the initial response is not base64").await;
+    };
+    let initial = String::from_utf8_lossy(&initial).into_owned();
+    match mechanism {
+        "PLAIN" if plain_allowed => plain(accounts, wire, &initial, domain).await,
+        "SCRAM-SHA-256" => scram(accounts, wire, Hash::Sha256, &initial, domain).await,
+        "SCRAM-SHA-1" => scram(accounts, wire, Hash::Sha1, &initial, domain).await,
+        "PLAIN" => fail(wire, "encryption-required", "PLAIN needs an encrypted stream").await,
+        other => fail(wire, "invalid-mechanism", &format!("{other:?} is not offered")).await,
+    }
+}
+
+/// Base64 with or without padding.
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+async fn fail(wire: &mut Wire, condition: &str, text: &str) -> Outcome {
+    metrics::counter!("telex_xmpp_auth_total", "outcome" => condition.to_string()).increment(1);
+    wire.send(&failure(condition, text));
+    match wire.flush().await {
+        Ok(()) => Outcome::Failed,
+        Err(e) => Outcome::Ended(Some(WireError::Io(e))),
+    }
+}
+
+async fn success(wire: &mut Wire, jid: UserJid, data: Option<String>) -> Outcome {
+    metrics::counter!("telex_xmpp_auth_total", "outcome" => "success").increment(1);
+    let children = data.map(|d| vec![Node::Text(B64.encode(d))]).unwrap_or_default();
+    wire.send(&el("success", &[("xmlns", ns::SASL)], children));
+    match wire.flush().await {
+        Ok(()) => Outcome::Success(jid),
+        Err(e) => Outcome::Ended(Some(WireError::Io(e))),
+    }
+}
+
+/// The failure for an account error: disabled accounts are told so, everything else is
+/// `not-authorized` with one text (unknown user and wrong password look alike).
+async fn refused(wire: &mut Wire, e: telex_types::TelexError) -> Outcome {
+    match e.code {
+        ErrorCode::PermissionDenied => fail(wire, "account-disabled", &e.message).await,
+        ErrorCode::Unauthenticated | ErrorCode::NotFound | ErrorCode::InvalidArgument => {
+            fail(wire, "not-authorized", "invalid username or password").await
+        }
+        _ => fail(wire, "temporary-auth-failure", &e.message).await,
+    }
+}
+
+async fn plain(accounts: &Accounts, wire: &mut Wire, initial: &str, domain: &Domain) -> Outcome {
+    let mut parts = initial.split('\0');
+    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return fail(wire, "malformed-request", "PLAIN wants authzid NUL authcid NUL password").await;
+    };
+    let Some(jid) = user_of(authcid, domain) else {
+        return fail(wire, "not-authorized", "invalid username or password").await;
+    };
+    if !authzid.is_empty() && user_of(authzid, domain).as_ref() != Some(&jid) {
+        return fail(wire, "invalid-authzid", "you may only act as yourself").await;
+    }
+    match accounts.check_password(&jid, password).await {
+        Ok(_) => success(wire, jid, None).await,
+        Err(e) => refused(wire, e).await,
+    }
+}
+
+async fn scram(accounts: &Accounts, wire: &mut Wire, hash: Hash, initial: &str, domain: &Domain) -> Outcome {
+    let first = match sasl::client_first(initial) {
+        Ok(f) => f,
+        Err(SaslError::Malformed(m)) => return fail(wire, "malformed-request", &m).await,
+        Err(SaslError::NotAuthorized) => return fail(wire, "not-authorized", "invalid username or password").await,
+    };
+    let jid = user_of(&first.username, domain);
+    // An unknown or malformed name still gets a challenge, so it looks like a wrong password.
+    let lookup = jid.clone().unwrap_or_else(|| UserJid::parse(&format!("nobody@{domain}")).expect("valid jid"));
+    let (account, keys) = match accounts.scram_keys(&lookup, hash).await {
+        Ok(k) => k,
+        Err(e) => return fail(wire, "temporary-auth-failure", &e.message).await,
+    };
+    let nonce: String = {
+        use rand::Rng;
+        let bytes: [u8; 18] = rand::thread_rng().gen();
+        B64.encode(bytes)
+    };
+    let server = sasl::ServerFirst::new(hash, &first, keys, &nonce);
+    wire.send(&el("challenge", &[("xmlns", ns::SASL)], vec![Node::Text(B64.encode(server.message()))]));
+    if let Err(e) = wire.flush().await {
+        return Outcome::Ended(Some(WireError::Io(e)));
+    }
+    let response = match wire.read().await {
+        Ok(Some(Event::Stanza(r))) => r,
+        Ok(_) => return Outcome::Ended(None),
+        Err(e) => return Outcome::Ended(Some(e)),
+    };
+    if response.attr("xmlns") != Some(ns::SASL) || response.name != "response" {
+        if response.name == "abort" {
+            return fail(wire, "aborted", "").await;
+        }
+        return fail(wire, "malformed-request", "expected <response/>").await;
+    }
+    let Ok(fin) = LENIENT.decode(response.text().trim()) else {
+        return fail(wire, "incorrect-encoding", "the response is not base64").await;
+    };
+    match server.client_final(&String::from_utf8_lossy(&fin)) {
+        Ok(server_final) => match (account, jid) {
+            (Some(a), Some(jid)) => match telex_accounts::enabled(a) {
+                Ok(_) => success(wire, jid, Some(server_final)).await,
+                Err(e) => refused(wire, e).await,
+            },
+            _ => fail(wire, "not-authorized", "invalid username or password").await,
+        },
+        Err(SaslError::Malformed(m)) => fail(wire, "malformed-request", &m).await,
+        Err(SaslError::NotAuthorized) => fail(wire, "not-authorized", "invalid username or password").await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_name_users_of_the_stream_domain() {
+        let d = Domain::parse("example.com").unwrap();
+        assert_eq!(user_of("alice", &d).unwrap().to_string(), "alice@example.com");
+        assert_eq!(user_of("alice@example.com", &d).unwrap().to_string(), "alice@example.com");
+        assert!(user_of("alice@other.org", &d).is_none());
+        assert!(user_of("", &d).is_none());
+    }
+
+    #[test]
+    fn plain_only_when_allowed() {
+        assert!(!mechanisms(false).contains(&"PLAIN"));
+        assert_eq!(mechanisms(true)[0], "SCRAM-SHA-256");
+    }
+}

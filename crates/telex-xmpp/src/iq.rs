@@ -1,0 +1,337 @@
+//! What an `<iq/>` from the client asks for, and how the answers look. Pure: the connection
+//! carries out the request and builds the reply with these helpers.
+
+use crate::ns;
+use crate::stanza::{el, text_el};
+use crate::xml::{Element, Node};
+
+/// A request the gateway understands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Request {
+    Bind { resource: String },
+    /// RFC 3921 session establishment: a no-op kept for old clients.
+    Session,
+    RosterGet,
+    RosterSet { jid: String, name: String, groups: Vec<String> },
+    RosterRemove { jid: String },
+    DiscoInfo,
+    DiscoItems,
+    Ping,
+    Carbons { enable: bool },
+    Mam(MamQuery),
+    BlockList,
+    Block { jids: Vec<String> },
+    /// Empty: unblock everyone.
+    Unblock { jids: Vec<String> },
+    /// vCard get (of the user, or of the JID in `to`).
+    VCardGet,
+    VCardSet,
+    /// A malformed request of a known kind.
+    Bad(String),
+    /// Anything else (answered `service-unavailable`).
+    Unsupported,
+}
+
+/// A XEP-0313 query with XEP-0059 paging.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MamQuery {
+    pub queryid: String,
+    pub with: Option<String>,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub after_id: Option<String>,
+    /// `Some(None)`: `<before/>` empty, the last page.
+    pub before_id: Option<Option<String>>,
+    pub max: Option<usize>,
+}
+
+/// Parses the payload of an `iq` of `kind` ("get" or "set").
+pub fn request(kind: &str, payload: Option<&Element>) -> Request {
+    let Some(p) = payload else { return Request::Bad("an iq request needs one child element".into()) };
+    let xmlns = p.attr("xmlns").unwrap_or_default();
+    match (kind, p.name.as_str(), xmlns) {
+        ("set", "bind", ns::BIND) => {
+            Request::Bind { resource: p.child("resource").map(|r| r.text().trim().to_string()).unwrap_or_default() }
+        }
+        ("set", "session", ns::SESSION) => Request::Session,
+        ("get", "query", ns::ROSTER) => Request::RosterGet,
+        ("set", "query", ns::ROSTER) => roster_set(p),
+        ("get", "query", ns::DISCO_INFO) => Request::DiscoInfo,
+        ("get", "query", ns::DISCO_ITEMS) => Request::DiscoItems,
+        ("get", "ping", ns::PING) => Request::Ping,
+        ("set", "enable", ns::CARBONS) => Request::Carbons { enable: true },
+        ("set", "disable", ns::CARBONS) => Request::Carbons { enable: false },
+        ("set", "query", ns::MAM) => mam(p),
+        ("get", "blocklist", ns::BLOCKING) => Request::BlockList,
+        ("set", "block", ns::BLOCKING) => match item_jids(p) {
+            jids if jids.is_empty() => Request::Bad("<block/> needs at least one <item jid='...'/>".into()),
+            jids => Request::Block { jids },
+        },
+        ("set", "unblock", ns::BLOCKING) => Request::Unblock { jids: item_jids(p) },
+        ("get", "vCard", ns::VCARD) => Request::VCardGet,
+        ("set", "vCard", ns::VCARD) => Request::VCardSet,
+        _ => Request::Unsupported,
+    }
+}
+
+fn item_jids(p: &Element) -> Vec<String> {
+    p.elements().filter(|e| e.name == "item").filter_map(|e| e.attr("jid")).map(str::to_string).collect()
+}
+
+fn roster_set(q: &Element) -> Request {
+    let items: Vec<&Element> = q.elements().filter(|e| e.name == "item").collect();
+    let [item] = items.as_slice() else {
+        return Request::Bad("a roster set carries exactly one <item/>".into());
+    };
+    let Some(jid) = item.attr("jid") else { return Request::Bad("the roster item has no 'jid'".into()) };
+    if item.attr("subscription") == Some("remove") {
+        return Request::RosterRemove { jid: jid.to_string() };
+    }
+    let groups = item.elements().filter(|g| g.name == "group").map(|g| g.text()).collect();
+    Request::RosterSet { jid: jid.to_string(), name: item.attr("name").unwrap_or_default().to_string(), groups }
+}
+
+fn mam(q: &Element) -> Request {
+    let mut query = MamQuery { queryid: q.attr("queryid").unwrap_or_default().to_string(), ..Default::default() };
+    if let Some(form) = q.child("x") {
+        for field in form.elements().filter(|f| f.name == "field") {
+            let value = field.child("value").map(|v| v.text().trim().to_string()).unwrap_or_default();
+            let time = |v: &str| parse_time(v).ok_or_else(|| format!("'{v}' is not an XEP-0082 date-time"));
+            match field.attr("var") {
+                Some("with") => query.with = Some(value),
+                Some("start") => match time(&value) {
+                    Ok(t) => query.start_ms = Some(t),
+                    Err(e) => return Request::Bad(e),
+                },
+                Some("end") => match time(&value) {
+                    Ok(t) => query.end_ms = Some(t),
+                    Err(e) => return Request::Bad(e),
+                },
+                Some("FORM_TYPE") | None => {}
+                Some(other) => return Request::Bad(format!("unknown MAM filter '{other}'")),
+            }
+        }
+    }
+    if let Some(set) = q.child("set") {
+        if let Some(max) = set.child("max") {
+            match max.text().trim().parse() {
+                Ok(m) => query.max = Some(m),
+                Err(_) => return Request::Bad("<max/> is not a number".into()),
+            }
+        }
+        query.after_id = set.child("after").map(|a| a.text().trim().to_string()).filter(|a| !a.is_empty());
+        query.before_id = set.child("before").map(|b| Some(b.text().trim().to_string()).filter(|b| !b.is_empty()));
+    }
+    Request::Mam(query)
+}
+
+/// An XEP-0082 date-time (UTC `Z` or a numeric offset) in Unix milliseconds.
+pub fn parse_time(s: &str) -> Option<u64> {
+    let (base, offset_ms) = match s.strip_suffix('Z') {
+        Some(b) => (b.to_string(), 0i64),
+        None => {
+            let at = s.len().checked_sub(6)?;
+            let (b, off) = s.split_at(at);
+            let sign = match off.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = off[1..].split_once(':')?;
+            (b.to_string(), sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?) * 60_000)
+        }
+    };
+    let t = humantime::parse_rfc3339_weak(&base).ok()?;
+    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64 - offset_ms;
+    u64::try_from(ms).ok()
+}
+
+/// Unix milliseconds as an XEP-0082 date-time.
+pub fn format_time(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+/// `<iq type='result'/>` answering `id`, with an optional payload.
+pub fn result(id: &str, to: &str, payload: Option<Element>) -> Element {
+    el("iq", &[("type", "result"), ("id", id), ("to", to)], payload.map(Node::Element).into_iter().collect())
+}
+
+/// A stanza error reply to `stanza`, addressed back to the client.
+pub fn error_reply(stanza: &Element, to: &str, kind: &str, condition: &str, text: &str) -> Element {
+    let mut children = vec![Node::Element(el(condition, &[("xmlns", ns::STANZAS)], vec![]))];
+    if !text.is_empty() {
+        children.push(Node::Element(el("text", &[("xmlns", ns::STANZAS)], vec![Node::Text(text.to_string())])));
+    }
+    let error = el("error", &[("type", kind)], children);
+    let from = stanza.attr("to").unwrap_or_default();
+    let id = stanza.attr("id").unwrap_or_default();
+    el(&stanza.name, &[("type", "error"), ("id", id), ("from", from), ("to", to)], vec![Node::Element(error)])
+}
+
+/// The features this server offers, for disco#info on the server and on accounts.
+pub const SERVER_FEATURES: &[&str] = &[
+    ns::DISCO_INFO,
+    ns::DISCO_ITEMS,
+    ns::PING,
+    ns::CARBONS,
+    ns::BLOCKING,
+    ns::STANZA_ID,
+    ns::OFFLINE,
+    ns::MAM,
+    "jabber:iq:roster",
+    "urn:xmpp:sm:3",
+];
+
+/// disco#info: the server's identity and features (the account's, for a bare JID).
+pub fn disco_info(for_account: bool) -> Element {
+    let identity = if for_account {
+        el("identity", &[("category", "account"), ("type", "registered")], vec![])
+    } else {
+        el("identity", &[("category", "server"), ("type", "im"), ("name", "Telex")], vec![])
+    };
+    let mut children = vec![Node::Element(identity)];
+    let features: &[&str] = if for_account { &[ns::MAM, ns::DISCO_INFO] } else { SERVER_FEATURES };
+    children.extend(features.iter().map(|f| Node::Element(el("feature", &[("var", f)], vec![]))));
+    el("query", &[("xmlns", ns::DISCO_INFO)], children)
+}
+
+/// `<query xmlns='...disco#items'/>` with no items (no components yet).
+pub fn disco_items() -> Element {
+    el("query", &[("xmlns", ns::DISCO_ITEMS)], vec![])
+}
+
+/// The XEP-0191 block list.
+pub fn blocklist(jids: &[String]) -> Element {
+    let items = jids.iter().map(|j| Node::Element(el("item", &[("jid", j)], vec![]))).collect();
+    el("blocklist", &[("xmlns", ns::BLOCKING)], items)
+}
+
+/// One archived message as a XEP-0313 result.
+pub struct Archived<'a> {
+    pub server_id: &'a str,
+    pub from: String,
+    pub to: &'a str,
+    pub client_id: &'a str,
+    pub body: &'a str,
+    pub sent_at_ms: u64,
+}
+
+pub fn mam_result(me: &str, queryid: &str, m: &Archived<'_>) -> Element {
+    let inner = el(
+        "message",
+        &[("xmlns", ns::CLIENT), ("from", &m.from), ("to", m.to), ("id", m.client_id), ("type", "chat")],
+        vec![text_el("body", m.body)],
+    );
+    let delay = el("delay", &[("xmlns", ns::DELAY), ("stamp", &format_time(m.sent_at_ms))], vec![]);
+    let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(delay), Node::Element(inner)]);
+    let result = el("result", &[("xmlns", ns::MAM), ("queryid", queryid), ("id", m.server_id)], vec![Node::Element(forwarded)]);
+    el("message", &[("to", me)], vec![Node::Element(result)])
+}
+
+/// The `<fin/>` closing a MAM query.
+pub fn mam_fin(first: Option<&str>, last: Option<&str>, complete: bool) -> Element {
+    let mut set = Vec::new();
+    if let Some(f) = first {
+        set.push(text_el("first", f));
+    }
+    if let Some(l) = last {
+        set.push(text_el("last", l));
+    }
+    let set = el("set", &[("xmlns", ns::RSM)], set);
+    let complete = if complete { "true" } else { "" };
+    el("fin", &[("xmlns", ns::MAM), ("complete", complete)], vec![Node::Element(set)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{Event, Limits, StreamParser};
+
+    fn parse(xml: &str) -> Element {
+        let mut p = StreamParser::new(Limits::default());
+        p.feed(format!("<stream:stream xmlns='jabber:client' xmlns:stream='{}'>{xml}", ns::STREAM).as_bytes());
+        p.next_event().unwrap();
+        match p.next_event().unwrap() {
+            Some(Event::Stanza(e)) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn req(xml: &str) -> Request {
+        let iq = parse(xml);
+        let payload = iq.elements().next();
+        request(iq.attr("type").unwrap(), payload)
+    }
+
+    #[test]
+    fn roster_requests() {
+        assert_eq!(req("<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>"), Request::RosterGet);
+        assert_eq!(
+            req("<iq type='set' id='1'><query xmlns='jabber:iq:roster'><item jid='b@x' name='B'><group>W</group></item></query></iq>"),
+            Request::RosterSet { jid: "b@x".into(), name: "B".into(), groups: vec!["W".into()] }
+        );
+        assert_eq!(
+            req("<iq type='set' id='1'><query xmlns='jabber:iq:roster'><item jid='b@x' subscription='remove'/></query></iq>"),
+            Request::RosterRemove { jid: "b@x".into() }
+        );
+        assert!(matches!(req("<iq type='set' id='1'><query xmlns='jabber:iq:roster'/></iq>"), Request::Bad(_)));
+    }
+
+    #[test]
+    fn mam_query_with_form_and_paging() {
+        let q = req(&format!(
+            "<iq type='set' id='q'><query xmlns='{}' queryid='f27'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE' type='hidden'><value>{}</value></field>\
+             <field var='with'><value>b@x</value></field>\
+             <field var='start'><value>2010-06-07T00:00:00Z</value></field></x>\
+             <set xmlns='{}'><max>10</max><before/></set></query></iq>",
+            ns::MAM,
+            ns::MAM,
+            ns::RSM
+        ));
+        assert_eq!(
+            q,
+            Request::Mam(MamQuery {
+                queryid: "f27".into(),
+                with: Some("b@x".into()),
+                start_ms: Some(1_275_868_800_000),
+                max: Some(10),
+                before_id: Some(None),
+                ..Default::default()
+            })
+        );
+        let bad = req(&format!(
+            "<iq type='set' id='q'><query xmlns='{}'><x xmlns='jabber:x:data'><field var='start'><value>yesterday</value></field></x></query></iq>",
+            ns::MAM
+        ));
+        assert!(matches!(bad, Request::Bad(m) if m.contains("yesterday")));
+    }
+
+    #[test]
+    fn times_round_trip_and_take_offsets() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_time("1970-01-01T01:00:01+01:00"), Some(1000));
+        assert_eq!(parse_time("1970-01-01T00:00:01.250Z"), Some(1250));
+        assert_eq!(format_time(1250), "1970-01-01T00:00:01.250Z");
+        assert_eq!(parse_time("garbage"), None);
+    }
+
+    #[test]
+    fn other_requests() {
+        assert_eq!(req("<iq type='get' id='p'><ping xmlns='urn:xmpp:ping'/></iq>"), Request::Ping);
+        assert_eq!(
+            req("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone</resource></bind></iq>"),
+            Request::Bind { resource: "phone".into() }
+        );
+        assert_eq!(
+            req("<iq type='set' id='b'><block xmlns='urn:xmpp:blocking'><item jid='c@x'/></block></iq>"),
+            Request::Block { jids: vec!["c@x".into()] }
+        );
+        assert_eq!(
+            req("<iq type='set' id='b'><unblock xmlns='urn:xmpp:blocking'/></iq>"),
+            Request::Unblock { jids: vec![] }
+        );
+        assert_eq!(req("<iq type='get' id='v'><query xmlns='jabber:iq:version'/></iq>"), Request::Unsupported);
+        assert!(matches!(req("<iq type='get' id='v'/>"), Request::Bad(_)));
+    }
+}

@@ -1,0 +1,26 @@
+//! XML namespaces this gateway speaks.
+
+pub const CLIENT: &str = "jabber:client";
+pub const STREAM: &str = "http://etherx.jabber.org/streams";
+pub const STREAMS_ERR: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
+pub const ROSTER: &str = "jabber:iq:roster";
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const PING: &str = "urn:xmpp:ping";
+pub const SM: &str = "urn:xmpp:sm:3";
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+pub const DELAY: &str = "urn:xmpp:delay";
+pub const MAM: &str = "urn:xmpp:mam:2";
+pub const RSM: &str = "http://jabber.org/protocol/rsm";
+pub const DATA: &str = "jabber:x:data";
+pub const STANZA_ID: &str = "urn:xmpp:sid:0";
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+pub const VCARD: &str = "vcard-temp";
+pub const OFFLINE: &str = "msgoffline";

@@ -1,0 +1,202 @@
+//! One client connection's bytes: a TCP stream (plain, after STARTTLS, or direct TLS) or an
+//! RFC 7395 WebSocket carried as text messages. Reading yields parser events; writing queues
+//! serialized XML that goes out in one write per `flush` (one syscall for a burst of stanzas).
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+
+use crate::ns;
+use crate::stanza::to_xml;
+use crate::xml::{Element, Event, Limits, StreamParser, XmlError};
+
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Bytes read from a socket at once.
+const READ_CHUNK: usize = 4096;
+
+pub enum Transport {
+    Tcp { io: Pin<Box<dyn Io>>, tls: bool, loopback: bool },
+    /// Text messages in and out; the HTTP server pumps them to and from the WebSocket.
+    WebSocket { rx: mpsc::Receiver<String>, tx: mpsc::Sender<String>, tls: bool, loopback: bool },
+}
+
+#[derive(Debug)]
+pub enum WireError {
+    Io(io::Error),
+    Xml(XmlError),
+}
+
+pub struct Wire {
+    transport: Transport,
+    parser: StreamParser,
+    events: VecDeque<Event>,
+    out: String,
+    /// WebSocket: finished messages waiting for `flush`.
+    frames: Vec<String>,
+}
+
+impl Wire {
+    pub fn new(transport: Transport, limits: Limits) -> Self {
+        let mut parser = StreamParser::new(limits);
+        if matches!(transport, Transport::WebSocket { .. }) {
+            // Each message is one element (RFC 7395); one parser reads them all as a stream.
+            parser.feed(format!("<stream:stream xmlns='{}' xmlns:stream='{}'>", ns::CLIENT, ns::STREAM).as_bytes());
+            let _ = parser.next_event();
+        }
+        Wire { transport, parser, events: VecDeque::new(), out: String::new(), frames: Vec::new() }
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.transport, Transport::WebSocket { .. })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        match &self.transport {
+            Transport::Tcp { tls, .. } | Transport::WebSocket { tls, .. } => *tls,
+        }
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        match &self.transport {
+            Transport::Tcp { loopback, .. } | Transport::WebSocket { loopback, .. } => *loopback,
+        }
+    }
+
+    /// The next event; `None` when the peer closed the connection. Cancel-safe: bytes read are
+    /// fed to the parser before anything else can run.
+    pub async fn read(&mut self) -> Result<Option<Event>, WireError> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Ok(Some(e));
+            }
+            while let Some(e) = self.parser.next_event().map_err(WireError::Xml)? {
+                self.events.push_back(self.websocket_event(e));
+            }
+            if !self.events.is_empty() {
+                continue;
+            }
+            match &mut self.transport {
+                Transport::Tcp { io, .. } => {
+                    let mut buf = [0u8; READ_CHUNK];
+                    let n = io.read(&mut buf).await.map_err(WireError::Io)?;
+                    if n == 0 {
+                        return Ok(None);
+                    }
+                    self.parser.feed(&buf[..n]);
+                }
+                Transport::WebSocket { rx, .. } => match rx.recv().await {
+                    Some(text) => self.parser.feed(text.as_bytes()),
+                    None => return Ok(None),
+                },
+            }
+        }
+    }
+
+    /// RFC 7395 framing: `<open/>` and `<close/>` stand for the stream header and end.
+    fn websocket_event(&self, e: Event) -> Event {
+        match e {
+            Event::Stanza(el) if self.is_websocket() && el.attr("xmlns") == Some(ns::FRAMING) => match el.name.as_str() {
+                "open" => Event::StreamOpen(el),
+                "close" => Event::StreamClose,
+                _ => Event::Stanza(el),
+            },
+            other => other,
+        }
+    }
+
+    /// Queues the stream header (`<open/>` on a WebSocket).
+    pub fn open(&mut self, from: &str, id: &str) {
+        if self.is_websocket() {
+            self.out.push_str(&format!("<open xmlns='{}' from='{from}' id='{id}' version='1.0' xml:lang='en'/>", ns::FRAMING));
+            self.end_frame();
+        } else {
+            self.out.push_str(&format!(
+                "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' from='{from}' id='{id}' version='1.0' xml:lang='en'>",
+                ns::CLIENT,
+                ns::STREAM
+            ));
+        }
+    }
+
+    /// Queues a top-level element; `stream:` elements get their namespace on a WebSocket.
+    pub fn send(&mut self, e: &Element) {
+        if self.is_websocket() {
+            let mut e = e.clone();
+            if e.name.starts_with("stream:") {
+                e.attrs.insert(0, ("xmlns:stream".into(), ns::STREAM.into()));
+            } else if e.attr("xmlns").is_none() {
+                e.attrs.insert(0, ("xmlns".into(), ns::CLIENT.into()));
+            }
+            to_xml(&e, &mut self.out);
+            self.end_frame();
+        } else {
+            to_xml(e, &mut self.out);
+        }
+    }
+
+    /// Queues the end of the stream.
+    pub fn close(&mut self) {
+        if self.is_websocket() {
+            self.out.push_str(&format!("<close xmlns='{}'/>", ns::FRAMING));
+            self.end_frame();
+        } else {
+            self.out.push_str("</stream:stream>");
+        }
+    }
+
+    fn end_frame(&mut self) {
+        self.frames.push(std::mem::take(&mut self.out));
+    }
+
+    /// Whether anything is queued.
+    pub fn pending(&self) -> bool {
+        !self.out.is_empty() || !self.frames.is_empty()
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        match &mut self.transport {
+            Transport::Tcp { io, .. } => {
+                if !self.out.is_empty() {
+                    io.write_all(self.out.as_bytes()).await?;
+                    self.out.clear();
+                    io.flush().await?;
+                }
+            }
+            Transport::WebSocket { tx, .. } => {
+                for f in self.frames.drain(..) {
+                    tx.send(f).await.map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new stream starts after STARTTLS or SASL success.
+    pub fn restart(&mut self) {
+        if !self.is_websocket() {
+            self.parser.reset();
+        }
+        self.events.clear();
+    }
+
+    /// Upgrades a TCP stream to TLS (after `<proceed/>` was flushed).
+    pub async fn starttls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
+        let Transport::Tcp { io, loopback, .. } = &mut self.transport else {
+            return Err(io::Error::other("STARTTLS on a WebSocket"));
+        };
+        let loopback = *loopback;
+        let placeholder: Pin<Box<dyn Io>> = Box::pin(tokio::io::empty());
+        let plain = std::mem::replace(io, placeholder);
+        let secured = acceptor.accept(plain).await?;
+        self.transport = Transport::Tcp { io: Box::pin(secured), tls: true, loopback };
+        self.restart();
+        Ok(())
+    }
+}
