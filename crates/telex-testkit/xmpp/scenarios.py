@@ -115,9 +115,8 @@ async def chat(args):
 
     # Archive paging (XEP-0313 + XEP-0059): everything with bob, 7 at a time, in order.
     bodies = []
-    async for rsm in a["xep_0313"].iterate(with_jid=slixmpp.JID(b.boundjid.bare), total=100, rsm={"max": 7}):
-        for r in rsm["mam"]["results"]:
-            bodies.append(r["mam_result"]["forwarded"]["stanza"]["body"])
+    async for m in a["xep_0313"].iterate(with_jid=slixmpp.JID(b.boundjid.bare), total=100, rsm={"max": 7}):
+        bodies.append(m["mam_result"]["forwarded"]["stanza"]["body"])
     expected = [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)]
     if bodies != expected:
         fail(f"archive pages gave {bodies}")
