@@ -21,6 +21,8 @@ pub use token::SessionToken;
 
 /// Longest password accepted; bounds the hashing work one request can cause.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Largest vCard stored (photos belong in HTTP upload, not here).
+pub const MAX_VCARD_BYTES: usize = 64 * 1024;
 /// Longest device (resource) name.
 pub const MAX_DEVICE_BYTES: usize = 256;
 
@@ -297,6 +299,25 @@ impl Accounts {
             }
         };
         Ok((account, keys))
+    }
+
+    /// Stores a user's vCard (serialized XML; empty deletes it).
+    pub async fn set_vcard(&self, jid: &UserJid, vcard: String) -> Result<(), TelexError> {
+        if vcard.len() > MAX_VCARD_BYTES {
+            return Err(TelexError::new(
+                ErrorCode::ResourceExhausted,
+                format!("a vCard may hold at most {MAX_VCARD_BYTES} bytes"),
+            ));
+        }
+        let shard = self.groups.shard_of(jid);
+        self.groups.write(shard, Command::SetVCard { owner: jid.clone(), vcard }).await?.into_result().map(|_| ())
+    }
+
+    /// A user's vCard, if one is stored (read after catching up with the user's shard).
+    pub async fn vcard(&self, jid: &UserJid) -> Result<Option<String>, TelexError> {
+        let shard = self.groups.shard_of(jid);
+        self.groups.sync(shard).await?;
+        reads::vcard(self.groups.store(), shard, jid)
     }
 
     /// Who a session token belongs to, if it is valid, unexpired and unrevoked.

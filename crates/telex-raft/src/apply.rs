@@ -164,6 +164,15 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             }
             Ok(Response::Changed(u64::from(was != blocked)))
         }
+        Command::SetVCard { owner, vcard } => {
+            let key = schema::vcard(&owner);
+            if vcard.is_empty() {
+                txn.delete(key);
+            } else {
+                txn.put(key, encode(&vcard));
+            }
+            Ok(Response::Done)
+        }
         Command::SetCursor { owner, device, position } => {
             let key = schema::cursor(&owner, &device);
             let old = match txn.get(&key)? {

@@ -71,6 +71,11 @@ pub fn cursor(store: &Store, group: GroupId, jid: &UserJid, device: &str) -> Res
     counter(store, group, &schema::cursor(jid, device))
 }
 
+/// A user's stored vCard XML.
+pub fn vcard(store: &Store, group: GroupId, jid: &UserJid) -> Result<Option<String>, TelexError> {
+    get(store, group, &schema::vcard(jid))
+}
+
 /// The furthest any of a user's devices has acknowledged (0 when none has a cursor).
 pub fn latest_cursor(store: &Store, group: GroupId, jid: &UserJid) -> Result<u64, TelexError> {
     let from = group_key(group, &schema::cursors_of(jid));

@@ -78,6 +78,11 @@ pub fn blocked_of(owner: &UserJid) -> Vec<u8> {
     user_prefix(b"b/", owner)
 }
 
+/// A user's vCard (XEP-0054).
+pub fn vcard(owner: &UserJid) -> Vec<u8> {
+    user_prefix(b"v/", owner)
+}
+
 /// Every delivery cursor of a user.
 pub fn cursors_of(owner: &UserJid) -> Vec<u8> {
     user_prefix(b"c/", owner)

@@ -32,7 +32,7 @@ class Client(slixmpp.ClientXMPP):
         # The loopback dev certificate is self-signed.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359"]:
+        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359", "xep_0054"]:
             self.register_plugin(p)
         self.inbox = []
         self.carbons_sent = []
@@ -142,6 +142,15 @@ async def chat(args):
     if [str(j) for j in blocked["blocklist"]["items"]] != [f"carol@{args.domain}"]:
         fail(f"block list is {blocked['blocklist']['items']}")
     await a["xep_0191"].unblock(slixmpp.JID(f"carol@{args.domain}"))
+
+    # vCard storage (XEP-0054): alice publishes hers, bob reads it.
+    card = a["xep_0054"].make_vcard()
+    card["FN"] = "Alice Liddell"
+    card["NICKNAME"] = "al & co"
+    await a["xep_0054"].publish_vcard(card)
+    got = await b["xep_0054"].get_vcard(slixmpp.JID(f"alice@{args.domain}"), cached=False, local=False)
+    if got["vcard_temp"]["FN"] != "Alice Liddell" or "<NICKNAME>al &amp; co</NICKNAME>" not in str(got["vcard_temp"]):
+        fail(f"bob read alice's vCard as {got['vcard_temp']}")
     for c in (a, b, a2):
         c.disconnect()
     print("OK chat", flush=True)

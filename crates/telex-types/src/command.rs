@@ -74,6 +74,11 @@ pub enum Command {
         jid: UserJid,
         blocked: bool,
     },
+    /// Stores `owner`'s vCard (XEP-0054), serialized XML; empty deletes it.
+    SetVCard {
+        owner: UserJid,
+        vcard: String,
+    },
     /// Meta group: replaces a tenant's limit overrides.
     SetTenantLimits {
         domain: Domain,
@@ -102,6 +107,7 @@ impl Command {
             Command::RosterDelete { .. } => "roster_delete",
             Command::SetBlocked { .. } => "set_blocked",
             Command::SetTenantLimits { .. } => "set_tenant_limits",
+            Command::SetVCard { .. } => "set_vcard",
             Command::Batch(_) => "batch",
         }
     }

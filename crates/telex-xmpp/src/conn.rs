@@ -745,6 +745,10 @@ impl Xmpp {
         let to = e.attr("to").map(bare);
         let to_server = to.is_none_or(|t| t == domain.as_str());
         let to_account = to == Some(s.jid.to_string().as_str());
+        if let (Request::VCardGet, Some(other)) = (&req, to) {
+            // Anyone's vCard may be read; the server answers for its users.
+            return self.vcard_get(e, &me, id, other).await;
+        }
         if !to_server && !to_account {
             return iq::error_reply(e, &me, "cancel", "service-unavailable", "requests are not routed to other users");
         }
@@ -835,12 +839,33 @@ impl Xmpp {
                 Ok(_) => iq::result(id, &me, None),
                 Err(err) => fail(err),
             },
-            Request::VCardGet => iq::error_reply(e, &me, "cancel", "item-not-found", "no vCard is stored"),
-            Request::VCardSet => {
-                iq::error_reply(e, &me, "cancel", "feature-not-implemented", "vCard storage is not offered yet")
+            Request::VCardGet => self.vcard_get(e, &me, id, &s.jid.to_string()).await,
+            Request::VCardSet(card) => {
+                let mut xml = String::new();
+                stanza::to_xml(&card, &mut xml);
+                match self.accounts.set_vcard(&s.jid, xml).await {
+                    Ok(()) => iq::result(id, &me, None),
+                    Err(err) => fail(err),
+                }
             }
             Request::Bad(text) => iq::error_reply(e, &me, "modify", "bad-request", &text),
             Request::Unsupported => iq::error_reply(e, &me, "cancel", "service-unavailable", "not supported"),
+        }
+    }
+
+    /// XEP-0054: the stored vCard of `owner`, or an empty one (RFC: no vCard is not an error).
+    async fn vcard_get(&self, e: &Element, me: &str, id: &str, owner: &str) -> Element {
+        let Ok(owner) = UserJid::parse(owner) else {
+            return iq::error_reply(e, me, "cancel", "service-unavailable", "no such user here");
+        };
+        let empty = || el("vCard", &[("xmlns", ns::VCARD)], vec![]);
+        match self.accounts.vcard(&owner).await {
+            Ok(Some(xml)) => iq::result(id, me, Some(crate::xml::parse_element(&xml).unwrap_or_else(empty))),
+            Ok(None) => iq::result(id, me, Some(empty())),
+            Err(err) => {
+                let (cond, kind) = condition(&err);
+                iq::error_reply(e, me, kind, cond, &err.message)
+            }
         }
     }
 

@@ -25,7 +25,8 @@ pub enum Request {
     Unblock { jids: Vec<String> },
     /// vCard get (of the user, or of the JID in `to`).
     VCardGet,
-    VCardSet,
+    /// The `<vCard/>` to store.
+    VCardSet(Element),
     /// A malformed request of a known kind.
     Bad(String),
     /// Anything else (answered `service-unavailable`).
@@ -69,7 +70,7 @@ pub fn request(kind: &str, payload: Option<&Element>) -> Request {
         },
         ("set", "unblock", ns::BLOCKING) => Request::Unblock { jids: item_jids(p) },
         ("get", "vCard", ns::VCARD) => Request::VCardGet,
-        ("set", "vCard", ns::VCARD) => Request::VCardSet,
+        ("set", "vCard", ns::VCARD) => Request::VCardSet(p.clone()),
         _ => Request::Unsupported,
     }
 }
@@ -178,6 +179,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::STANZA_ID,
     ns::OFFLINE,
     ns::MAM,
+    ns::VCARD,
     "jabber:iq:roster",
     "urn:xmpp:sm:3",
 ];

@@ -109,6 +109,17 @@ impl Default for Limits {
     }
 }
 
+/// Parses one element serialized by this server (a stored vCard), `None` if it is not one.
+pub fn parse_element(xml: &str) -> Option<Element> {
+    let mut p = StreamParser::new(Limits { max_stanza: xml.len() + 1, max_depth: 64 });
+    p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
+    p.feed(xml.as_bytes());
+    match (p.next_event(), p.next_event()) {
+        (Ok(Some(Event::StreamOpen(_))), Ok(Some(Event::Stanza(e)))) => Some(e),
+        _ => None,
+    }
+}
+
 /// The incremental parser for one stream (restarted after STARTTLS and SASL with `reset`).
 pub struct StreamParser {
     limits: Limits,
