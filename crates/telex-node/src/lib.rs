@@ -10,8 +10,8 @@ mod http;
 mod ledger;
 mod node;
 mod relay;
-mod xmpp;
 pub mod telemetry;
+mod xmpp;
 
 pub use config::Config;
 pub use node::{run, start, Addrs, RunningNode};

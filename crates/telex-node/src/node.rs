@@ -186,7 +186,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let stop = shutdown.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone(), xmpp });
     tracker.spawn(async move {
-        if let Err(e) = axum::serve(http_l, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(stop.cancelled_owned()).await {
+        if let Err(e) = axum::serve(http_l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
             tracing::error!(error = %e, "http listener failed");
         }
     });

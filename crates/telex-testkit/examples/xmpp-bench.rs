@@ -6,7 +6,8 @@
 //!   R messages/s in total; reports messages delivered per second and the latency from the
 //!   intended send time to arrival at the receiver.
 //!
-//!     cargo build --release --bins
+//! ```text
+//! cargo build --release --bins
 //!     cargo run --release -p telex-testkit --example xmpp-bench -- --idle 10000
 //!     cargo run --release -p telex-testkit --example xmpp-bench -- --rate 5000 --seconds 15
 
@@ -110,7 +111,9 @@ async fn idle(node: &Telexd, sessions: usize) -> anyhow::Result<()> {
         let mut opening = tokio::task::JoinSet::new();
         for &i in chunk {
             let addr = node.addrs.xmpp;
-            opening.spawn(async move { Conn::login(addr, &format!("idle{}", i / RESOURCES), &format!("r{}", i % RESOURCES)).await });
+            opening.spawn(async move {
+                Conn::login(addr, &format!("idle{}", i / RESOURCES), &format!("r{}", i % RESOURCES)).await
+            });
         }
         while let Some(c) = opening.join_next().await {
             held.push(c??);
@@ -182,7 +185,8 @@ async fn throughput(node: &Telexd, args: &Args) -> anyhow::Result<()> {
                 let due = offset + interval.mul_f64(k as f64);
                 tokio::time::sleep_until((start + due).into()).await;
                 let intended = start_ms + due.as_millis() as u64;
-                let m = format!("<message to='r{i}@localhost' id='m{k}' type='chat'><body>t{intended}</body></message>");
+                let m =
+                    format!("<message to='r{i}@localhost' id='m{k}' type='chat'><body>t{intended}</body></message>");
                 s.w.write_all(m.as_bytes()).await?;
                 // Drain what the server sends back (errors, if any) without blocking.
                 while let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, s.r.read(&mut buf)).await {

@@ -273,7 +273,12 @@ fn condition(e: &TelexError) -> (&'static str, &'static str) {
 }
 
 impl Xmpp {
-    pub fn new(accounts: Arc<Accounts>, messaging: Messaging, config: XmppConfig, tls: Option<TlsAcceptor>) -> Arc<Self> {
+    pub fn new(
+        accounts: Arc<Accounts>,
+        messaging: Messaging,
+        config: XmppConfig,
+        tls: Option<TlsAcceptor>,
+    ) -> Arc<Self> {
         Arc::new(Xmpp { accounts, messaging, config, tls, resumable: Arc::new(Registry::default()) })
     }
 
@@ -355,7 +360,8 @@ impl Xmpp {
         if header.attr("version").is_some_and(|v| !v.starts_with("1.")) {
             return Err(stream_error("unsupported-version", "this server speaks XMPP 1.0"));
         }
-        let domain = Domain::parse(&to).map_err(|_| stream_error("host-unknown", format!("{to:?} is not served here")))?;
+        let domain =
+            Domain::parse(&to).map_err(|_| stream_error("host-unknown", format!("{to:?} is not served here")))?;
         let served = self.accounts.tenants().map_err(|e| stream_error("internal-server-error", e.message))?;
         if !served.iter().any(|t| t.domain == domain) {
             return Err(stream_error("host-unknown", format!("{domain} is not served here")));
@@ -381,7 +387,8 @@ impl Xmpp {
                         f.push(Node::Element(el("starttls", &[("xmlns", ns::TLS)], required)));
                     }
                     if !must_tls {
-                        let mechs = auth::mechanisms(plain_allowed).into_iter().map(|m| text_el("mechanism", m)).collect();
+                        let mechs =
+                            auth::mechanisms(plain_allowed).into_iter().map(|m| text_el("mechanism", m)).collect();
                         f.push(Node::Element(el("mechanisms", &[("xmlns", ns::SASL)], mechs)));
                     }
                     f
@@ -391,7 +398,9 @@ impl Xmpp {
                 let e = match wire.read().await? {
                     Some(Event::Stanza(e)) => e,
                     Some(Event::StreamClose) | None => return Err(End::Quiet),
-                    Some(Event::StreamOpen(_)) => return Err(stream_error("not-well-formed", "a second stream header")),
+                    Some(Event::StreamOpen(_)) => {
+                        return Err(stream_error("not-well-formed", "a second stream header"))
+                    }
                 };
                 match (e.name.as_str(), e.attr("xmlns")) {
                     ("starttls", Some(ns::TLS)) if offer_tls => {
@@ -410,7 +419,10 @@ impl Xmpp {
                             auth::Outcome::Failed => {
                                 failures += 1;
                                 if failures >= MAX_AUTH_FAILURES {
-                                    return Err(stream_error("policy-violation", "too many failed authentication attempts"));
+                                    return Err(stream_error(
+                                        "policy-violation",
+                                        "too many failed authentication attempts",
+                                    ));
                                 }
                             }
                             auth::Outcome::Ended(Some(e)) => return Err(e.into()),
@@ -489,7 +501,9 @@ impl Xmpp {
                         }
                     }
                 }
-                (name, _) => return Err(stream_error("not-authorized", format!("<{name}/> before binding a resource"))),
+                (name, _) => {
+                    return Err(stream_error("not-authorized", format!("<{name}/> before binding a resource")))
+                }
             }
         }
     }
@@ -740,7 +754,15 @@ impl Xmpp {
         }
     }
 
-    async fn iq(&self, wire: &mut Wire, s: &mut Session, e: &Element, id: &str, req: Request, domain: &Domain) -> Element {
+    async fn iq(
+        &self,
+        wire: &mut Wire,
+        s: &mut Session,
+        e: &Element,
+        id: &str,
+        req: Request,
+        domain: &Domain,
+    ) -> Element {
         let me = s.full.clone();
         let to = e.attr("to").map(bare);
         let to_server = to.is_none_or(|t| t == domain.as_str());
@@ -908,7 +930,8 @@ impl Xmpp {
             }
         }
         for (_, m) in &page {
-            let from = if m.from_device.is_empty() { m.from.to_string() } else { format!("{}/{}", m.from, m.from_device) };
+            let from =
+                if m.from_device.is_empty() { m.from.to_string() } else { format!("{}/{}", m.from, m.from_device) };
             let to = m.to.to_string();
             let archived = iq::Archived {
                 server_id: &m.server_id,

@@ -8,21 +8,35 @@ use crate::xml::{Element, Node};
 /// A request the gateway understands.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Request {
-    Bind { resource: String },
+    Bind {
+        resource: String,
+    },
     /// RFC 3921 session establishment: a no-op kept for old clients.
     Session,
     RosterGet,
-    RosterSet { jid: String, name: String, groups: Vec<String> },
-    RosterRemove { jid: String },
+    RosterSet {
+        jid: String,
+        name: String,
+        groups: Vec<String>,
+    },
+    RosterRemove {
+        jid: String,
+    },
     DiscoInfo,
     DiscoItems,
     Ping,
-    Carbons { enable: bool },
+    Carbons {
+        enable: bool,
+    },
     Mam(MamQuery),
     BlockList,
-    Block { jids: Vec<String> },
+    Block {
+        jids: Vec<String>,
+    },
     /// Empty: unblock everyone.
-    Unblock { jids: Vec<String> },
+    Unblock {
+        jids: Vec<String>,
+    },
     /// vCard get (of the user, or of the JID in `to`).
     VCardGet,
     /// The `<vCard/>` to store.
@@ -226,7 +240,8 @@ pub fn mam_result(me: &str, queryid: &str, m: &Archived<'_>) -> Element {
     );
     let delay = el("delay", &[("xmlns", ns::DELAY), ("stamp", &format_time(m.sent_at_ms))], vec![]);
     let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(delay), Node::Element(inner)]);
-    let result = el("result", &[("xmlns", ns::MAM), ("queryid", queryid), ("id", m.server_id)], vec![Node::Element(forwarded)]);
+    let result =
+        el("result", &[("xmlns", ns::MAM), ("queryid", queryid), ("id", m.server_id)], vec![Node::Element(forwarded)]);
     el("message", &[("to", me)], vec![Node::Element(result)])
 }
 

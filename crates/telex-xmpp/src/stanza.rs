@@ -114,7 +114,11 @@ fn iq(q: &Element) -> Inbound {
     match q.attr("type") {
         Some(kind @ ("get" | "set")) => {
             if id.is_empty() {
-                return Inbound::Refuse { stanza: q.clone(), condition: "bad-request", text: "an iq needs an 'id'".into() };
+                return Inbound::Refuse {
+                    stanza: q.clone(),
+                    condition: "bad-request",
+                    text: "an iq needs an 'id'".into(),
+                };
             }
             let payloads: Vec<&Element> = q.elements().collect();
             let request = match payloads.as_slice() {
@@ -152,7 +156,8 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Opti
     match frame {
         Frame::Message(m) => {
             let from = if m.from_device.is_empty() { m.from.clone() } else { format!("{}/{}", m.from, m.from_device) };
-            let stanza_id = el("stanza-id", &[("xmlns", ns::STANZA_ID), ("id", &m.server_id), ("by", bare(me))], vec![]);
+            let stanza_id =
+                el("stanza-id", &[("xmlns", ns::STANZA_ID), ("id", &m.server_id), ("by", bare(me))], vec![]);
             let own = m.from == bare(me);
             let to = if own { m.to.as_str() } else { me };
             let message = el(

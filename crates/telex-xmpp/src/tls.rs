@@ -17,13 +17,15 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     if certs.is_empty() {
         return Err(format!("{} holds no certificate", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
     acceptor(certs, key)
 }
 
 /// An acceptor with a fresh self-signed certificate for `names`.
 pub fn self_signed(names: &[String]) -> Result<TlsAcceptor, String> {
-    let cert = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| format!("self-signed certificate: {e}"))?;
+    let cert =
+        rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| format!("self-signed certificate: {e}"))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
     acceptor(vec![cert.cert.der().clone()], key)
 }

@@ -21,9 +21,18 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 const READ_CHUNK: usize = 4096;
 
 pub enum Transport {
-    Tcp { io: Pin<Box<dyn Io>>, tls: bool, loopback: bool },
+    Tcp {
+        io: Pin<Box<dyn Io>>,
+        tls: bool,
+        loopback: bool,
+    },
     /// Text messages in and out; the HTTP server pumps them to and from the WebSocket.
-    WebSocket { rx: mpsc::Receiver<String>, tx: mpsc::Sender<String>, tls: bool, loopback: bool },
+    WebSocket {
+        rx: mpsc::Receiver<String>,
+        tx: mpsc::Sender<String>,
+        tls: bool,
+        loopback: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -101,7 +110,8 @@ impl Wire {
     /// RFC 7395 framing: `<open/>` and `<close/>` stand for the stream header and end.
     fn websocket_event(&self, e: Event) -> Event {
         match e {
-            Event::Stanza(el) if self.is_websocket() && el.attr("xmlns") == Some(ns::FRAMING) => match el.name.as_str() {
+            Event::Stanza(el) if self.is_websocket() && el.attr("xmlns") == Some(ns::FRAMING) => match el.name.as_str()
+            {
                 "open" => Event::StreamOpen(el),
                 "close" => Event::StreamClose,
                 _ => Event::Stanza(el),
@@ -113,7 +123,10 @@ impl Wire {
     /// Queues the stream header (`<open/>` on a WebSocket).
     pub fn open(&mut self, from: &str, id: &str) {
         if self.is_websocket() {
-            self.out.push_str(&format!("<open xmlns='{}' from='{from}' id='{id}' version='1.0' xml:lang='en'/>", ns::FRAMING));
+            self.out.push_str(&format!(
+                "<open xmlns='{}' from='{from}' id='{id}' version='1.0' xml:lang='en'/>",
+                ns::FRAMING
+            ));
             self.end_frame();
         } else {
             self.out.push_str(&format!(
