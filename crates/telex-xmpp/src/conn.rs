@@ -325,17 +325,19 @@ impl Xmpp {
     }
 
     async fn run(&self, wire: &mut Wire, opened: &mut bool) -> End {
-        let negotiated = tokio::time::timeout(self.config.preauth_timeout, self.authenticate(wire, opened)).await;
+        let negotiated =
+            tokio::time::timeout(self.config.preauth_timeout, Box::pin(self.authenticate(wire, opened))).await;
         let (jid, domain) = match negotiated {
             Ok(Ok(a)) => a,
             Ok(Err(end)) => return end,
             Err(_) => return stream_error("connection-timeout", "authenticate sooner"),
         };
-        let session = match tokio::time::timeout(self.config.preauth_timeout, self.bind(wire, &jid, &domain)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(end)) => return end,
-            Err(_) => return stream_error("connection-timeout", "bind a resource sooner"),
-        };
+        let session =
+            match tokio::time::timeout(self.config.preauth_timeout, Box::pin(self.bind(wire, &jid, &domain))).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(end)) => return end,
+                Err(_) => return stream_error("connection-timeout", "bind a resource sooner"),
+            };
         self.established(wire, session, &domain).await
     }
 
@@ -593,7 +595,9 @@ impl Xmpp {
                 },
                 _ = sleep_until(s.retry_at), if s.retry_at.is_some() => s.retry(),
                 ev = wire.read(), if s.ready_for_input() => match ev {
-                    Ok(Some(Event::Stanza(e))) => self.stanza(wire, &mut s, e, domain).await,
+                    // Boxed: the request handling is large and rare; an idle session keeps
+                    // only the small waiting state.
+                    Ok(Some(Event::Stanza(e))) => Box::pin(self.stanza(wire, &mut s, e, domain)).await,
                     Ok(Some(Event::StreamClose)) => {
                         wire.close();
                         let _ = wire.flush().await;

@@ -27,12 +27,14 @@ pub async fn serve_c2s(xmpp: Arc<Xmpp>, listener: TcpListener, direct_tls: bool)
             tokio::spawn(async move {
                 let transport = if direct_tls {
                     let Some(acceptor) = xmpp.tls().cloned() else { return };
-                    match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(socket)).await {
-                        Ok(Ok(tls)) => Transport::Tcp { io: Box::pin(tls), tls: true, loopback },
+                    match tokio::time::timeout(std::time::Duration::from_secs(10), Box::pin(acceptor.accept(socket)))
+                        .await
+                    {
+                        Ok(Ok(tls)) => Transport::Tls { io: Box::pin(tls), loopback },
                         _ => return,
                     }
                 } else {
-                    Transport::Tcp { io: Box::pin(socket), tls: false, loopback }
+                    Transport::Plain { socket, loopback }
                 };
                 xmpp.serve(transport).await;
             });

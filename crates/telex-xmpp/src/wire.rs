@@ -7,6 +7,7 @@ use std::io;
 use std::pin::Pin;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
@@ -19,20 +20,18 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// Bytes read from a socket at once.
 const READ_CHUNK: usize = 4096;
+/// Buffer capacity kept between bursts.
+const KEEP_BUFFER: usize = 8192;
 
 pub enum Transport {
-    Tcp {
-        io: Pin<Box<dyn Io>>,
-        tls: bool,
-        loopback: bool,
-    },
+    /// Unencrypted TCP. Read by readiness, so an idle connection holds no read buffer.
+    Plain { socket: TcpStream, loopback: bool },
+    /// TCP after STARTTLS, or direct TLS.
+    Tls { io: Pin<Box<dyn Io>>, loopback: bool },
+    /// Mid-upgrade to TLS (only if the upgrade failed, and then the connection ends).
+    Gone,
     /// Text messages in and out; the HTTP server pumps them to and from the WebSocket.
-    WebSocket {
-        rx: mpsc::Receiver<String>,
-        tx: mpsc::Sender<String>,
-        tls: bool,
-        loopback: bool,
-    },
+    WebSocket { rx: mpsc::Receiver<String>, tx: mpsc::Sender<String>, tls: bool, loopback: bool },
 }
 
 #[derive(Debug)]
@@ -67,13 +66,17 @@ impl Wire {
 
     pub fn is_tls(&self) -> bool {
         match &self.transport {
-            Transport::Tcp { tls, .. } | Transport::WebSocket { tls, .. } => *tls,
+            Transport::Tls { .. } => true,
+            Transport::WebSocket { tls, .. } => *tls,
+            Transport::Plain { .. } | Transport::Gone => false,
         }
     }
 
     pub fn is_loopback(&self) -> bool {
         match &self.transport {
-            Transport::Tcp { loopback, .. } | Transport::WebSocket { loopback, .. } => *loopback,
+            Transport::Plain { loopback, .. } | Transport::Tls { loopback, .. } => *loopback,
+            Transport::WebSocket { loopback, .. } => *loopback,
+            Transport::Gone => false,
         }
     }
 
@@ -91,13 +94,25 @@ impl Wire {
                 continue;
             }
             match &mut self.transport {
-                Transport::Tcp { io, .. } => {
+                Transport::Plain { socket, .. } => {
+                    socket.readable().await.map_err(WireError::Io)?;
                     let mut buf = [0u8; READ_CHUNK];
-                    let n = io.read(&mut buf).await.map_err(WireError::Io)?;
+                    match socket.try_read(&mut buf) {
+                        Ok(0) => return Ok(None),
+                        Ok(n) => self.parser.feed(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(WireError::Io(e)),
+                    }
+                }
+                Transport::Gone => return Ok(None),
+                Transport::Tls { io, .. } => {
+                    // Straight into the parser's buffer: no buffer of its own held while idle.
+                    let input = self.parser.input();
+                    input.reserve(READ_CHUNK.min(input.capacity().max(256)));
+                    let n = io.read_buf(input).await.map_err(WireError::Io)?;
                     if n == 0 {
                         return Ok(None);
                     }
-                    self.parser.feed(&buf[..n]);
                 }
                 Transport::WebSocket { rx, .. } => match rx.recv().await {
                     Some(text) => self.parser.feed(text.as_bytes()),
@@ -175,20 +190,36 @@ impl Wire {
     /// Writes everything queued.
     pub async fn flush(&mut self) -> io::Result<()> {
         match &mut self.transport {
-            Transport::Tcp { io, .. } => {
+            Transport::Plain { socket, .. } => {
+                if !self.out.is_empty() {
+                    socket.write_all(self.out.as_bytes()).await?;
+                    self.out.clear();
+                }
+            }
+            Transport::Tls { io, .. } => {
                 if !self.out.is_empty() {
                     io.write_all(self.out.as_bytes()).await?;
                     self.out.clear();
                     io.flush().await?;
                 }
             }
+            Transport::Gone => return Err(io::Error::from(io::ErrorKind::BrokenPipe)),
             Transport::WebSocket { tx, .. } => {
                 for f in self.frames.drain(..) {
                     tx.send(f).await.map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
                 }
             }
         }
+        self.trim();
         Ok(())
+    }
+
+    /// Gives back buffer space a burst left behind, so idle connections stay small.
+    fn trim(&mut self) {
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = String::new();
+        }
+        self.parser.trim(KEEP_BUFFER);
     }
 
     /// A new stream starts after STARTTLS or SASL success.
@@ -201,14 +232,11 @@ impl Wire {
 
     /// Upgrades a TCP stream to TLS (after `<proceed/>` was flushed).
     pub async fn starttls(&mut self, acceptor: &TlsAcceptor) -> io::Result<()> {
-        let Transport::Tcp { io, loopback, .. } = &mut self.transport else {
-            return Err(io::Error::other("STARTTLS on a WebSocket"));
+        let Transport::Plain { socket, loopback } = std::mem::replace(&mut self.transport, Transport::Gone) else {
+            return Err(io::Error::other("STARTTLS on a stream that is not plain TCP"));
         };
-        let loopback = *loopback;
-        let placeholder: Pin<Box<dyn Io>> = Box::pin(tokio::io::empty());
-        let plain = std::mem::replace(io, placeholder);
-        let secured = acceptor.accept(plain).await?;
-        self.transport = Transport::Tcp { io: Box::pin(secured), tls: true, loopback };
+        let secured = acceptor.accept(socket).await?;
+        self.transport = Transport::Tls { io: Box::pin(secured), loopback };
         self.restart();
         Ok(())
     }

@@ -155,6 +155,18 @@ impl StreamParser {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// The buffer received bytes are appended to (as `feed` does), for reading in place.
+    pub fn input(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Frees buffer capacity above `keep` when nothing is pending.
+    pub fn trim(&mut self, keep: usize) {
+        if self.buf.is_empty() && self.buf.capacity() > keep {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Bytes held, waiting to complete an element.
     pub fn buffered(&self) -> usize {
         self.buf.len()
