@@ -24,6 +24,7 @@ test: build
 	else \
 		$(CARGO) test --release --workspace --no-fail-fast; \
 	fi
+	@./scripts/fuzz-smoke.sh 20
 
 # Read-only gate: formatting and lints.
 check:

@@ -14,6 +14,10 @@ if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip'
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3 python3-venv >&2
 fi
 
+# Tests call this in parallel: one installs, the others wait.
+exec 9>"$VENV.lock"
+flock 9
+
 if [ ! -f "$VENV/.telex-$(echo "$want" | tr ' =' '__')" ]; then
   rm -rf "$VENV"
   python3 -m venv "$VENV" >&2

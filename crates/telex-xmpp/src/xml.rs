@@ -120,6 +120,8 @@ pub fn parse_element(xml: &str) -> Option<Element> {
     }
 }
 
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// The incremental parser for one stream (restarted after STARTTLS and SASL with `reset`).
 pub struct StreamParser {
     limits: Limits,
@@ -129,6 +131,8 @@ pub struct StreamParser {
     closed: bool,
     /// Whether the XML declaration may still come (nothing else seen yet).
     at_start: bool,
+    /// Nothing consumed yet: a byte order mark may come.
+    fresh: bool,
 }
 
 enum Step {
@@ -142,7 +146,7 @@ enum Step {
 
 impl StreamParser {
     pub fn new(limits: Limits) -> Self {
-        StreamParser { limits, buf: Vec::new(), opened: false, closed: false, at_start: true }
+        StreamParser { limits, buf: Vec::new(), opened: false, closed: false, at_start: true, fresh: true }
     }
 
     /// Forgets everything: the next bytes start a new stream (after STARTTLS or SASL success).
@@ -178,9 +182,17 @@ impl StreamParser {
             if self.closed {
                 return Ok(None);
             }
+            // quick-xml drops a byte order mark at the start of what it reads, and each call
+            // reads from where the last element ended: only the stream's first bytes may be one
+            // (between elements only whitespace or markup may come, so the byte that starts a
+            // mark is an error now, whatever follows).
+            if !self.fresh && self.buf.first() == BOM.first() {
+                return Err(XmlError::NotWellFormed("text or a byte order mark between elements".into()));
+            }
             let step = if self.opened { self.stanza()? } else { self.header()? };
             match step {
                 Step::Done(event, used) => {
+                    self.fresh = false;
                     self.buf.drain(..used);
                     match &event {
                         Event::StreamOpen(_) => self.opened = true,
@@ -190,6 +202,7 @@ impl StreamParser {
                     return Ok(Some(event));
                 }
                 Step::Skip(used) => {
+                    self.fresh = false;
                     self.buf.drain(..used);
                 }
                 Step::More => {
@@ -215,6 +228,15 @@ impl StreamParser {
 
     /// Before the stream header: an optional XML declaration, then `<stream:stream ...>`.
     fn header(&mut self) -> Result<Step, XmlError> {
+        // A UTF-8 byte order mark may open the stream; decided here, whatever the chunking.
+        if self.fresh && !self.buf.is_empty() {
+            if self.buf.starts_with(BOM) {
+                return Ok(Step::Skip(BOM.len()));
+            }
+            if BOM.starts_with(&self.buf) {
+                return Ok(Step::More);
+            }
+        }
         let mut r = self.reader();
         let event = match r.read_event() {
             Ok(e) => e,
@@ -284,6 +306,8 @@ impl StreamParser {
                         None => return Err(XmlError::NotWellFormed(format!("</{name}> closes nothing"))),
                     }
                 }
+                // Text running to the end of what arrived may be cut mid-character: wait.
+                QxEvent::Text(_) if used == self.buf.len() => return Ok(Step::More),
                 QxEvent::Text(t) => {
                     let text = t.decode().map_err(|e| XmlError::NotWellFormed(format!("bad text: {e}")))?;
                     match stack.last_mut() {
@@ -539,6 +563,41 @@ mod tests {
             let whole = run(doc.len());
             let chunked = run(1 + rng.below(16));
             assert_eq!(whole, chunked, "round {round}: {:?}", String::from_utf8_lossy(&doc));
+        }
+    }
+
+    /// Found by the fuzz target: a byte order mark split across reads was taken for text.
+    #[test]
+    fn a_byte_order_mark_is_skipped_in_any_chunking() {
+        let doc = format!("\u{feff}{HEADER}<presence/>");
+        for chunk in [1, 2, 3, doc.len()] {
+            let mut p = StreamParser::new(Limits::default());
+            let mut events = Vec::new();
+            for piece in doc.as_bytes().chunks(chunk) {
+                p.feed(piece);
+                while let Some(e) = p.next_event().unwrap() {
+                    events.push(e);
+                }
+            }
+            assert!(matches!(events.as_slice(), [Event::StreamOpen(_), Event::Stanza(_)]), "chunk {chunk}: {events:?}");
+        }
+    }
+
+    /// Found by the fuzz target: a character split across reads was refused as bad UTF-8.
+    #[test]
+    fn a_character_split_across_reads_is_fine() {
+        let doc = format!("{HEADER}<message><body>h\u{e9}llo \u{1F600}</body></message>");
+        for chunk in 1..8 {
+            let mut p = StreamParser::new(Limits::default());
+            let mut events = Vec::new();
+            for piece in doc.as_bytes().chunks(chunk) {
+                p.feed(piece);
+                while let Some(e) = p.next_event().unwrap() {
+                    events.push(e);
+                }
+            }
+            let Some(Event::Stanza(m)) = events.get(1) else { panic!("chunk {chunk}: {events:?}") };
+            assert_eq!(m.child("body").unwrap().text(), "h\u{e9}llo \u{1F600}");
         }
     }
 }
