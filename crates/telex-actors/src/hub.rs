@@ -30,6 +30,8 @@ pub enum Outbound {
     Roster { contact: UserJid, item: Option<RosterItem> },
     /// Someone asks to see the user's presence.
     SubscriptionRequest { from: UserJid },
+    /// A signal from another user's device (chat state, receipt, marker); not stored.
+    Signal { from: UserJid, from_device: String, payload: String },
 }
 
 /// A device's queue. Items are boxed so the channel's preallocated slots stay small: every
@@ -82,6 +84,12 @@ pub(crate) enum Cmd {
         device: String,
         id: SessionId,
         presence: DevicePresence,
+    },
+    /// Something for the user's online devices only.
+    Signal {
+        from: UserJid,
+        from_device: String,
+        payload: String,
     },
     /// A contact's aggregated presence changed.
     ContactPresence {
@@ -137,6 +145,15 @@ pub trait Homes: Send + Sync {
     fn roster(&self, node: u64, user: &UserJid, op: RosterOp) -> BoxFuture<'static, Result<RosterReply, TelexError>>;
     /// Delivers a subscription stanza to `to`'s actor on `node`.
     fn subscription(&self, node: u64, to: &UserJid, from: &UserJid, kind: SubscriptionKind) -> BoxFuture<'static, ()>;
+    /// Delivers a signal to `to`'s online devices through its actor on `node` (best effort).
+    fn signal(
+        &self,
+        node: u64,
+        to: &UserJid,
+        from: &UserJid,
+        from_device: &str,
+        payload: String,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// Sends (contact, from, presence) to the other nodes of the cluster; must not block.
@@ -350,6 +367,25 @@ impl Hub {
         }
     }
 
+    /// Delivers a signal to `to`'s online devices, wherever its actor lives. Best effort: an
+    /// offline user, a full queue or an unreachable node drops it.
+    pub(crate) async fn deliver_signal(&self, to: &UserJid, from: &UserJid, from_device: &str, payload: String) {
+        match (self.remote_home(to), self.homes.get()) {
+            (Some(node), Some(homes)) => homes.signal(node, to, from, from_device, payload).await,
+            _ => self.signal_here(to, from, from_device, payload),
+        }
+    }
+
+    /// Delivers a signal to `to`'s actor on this node if it is running (the user is online).
+    pub fn signal_here(&self, to: &UserJid, from: &UserJid, from_device: &str, payload: String) {
+        if let Some(a) = self.actors.get(to) {
+            let cmd = Cmd::Signal { from: from.clone(), from_device: from_device.to_string(), payload };
+            if a.try_send(cmd).is_err() {
+                metrics::counter!("telex_signals_dropped_total").increment(1);
+            }
+        }
+    }
+
     /// Delivers a subscription stanza to `to`'s actor on this node, starting it if needed.
     pub async fn subscription_here(&self, to: &UserJid, from: &UserJid, kind: SubscriptionKind) {
         let _ = self.actor(to).send(Cmd::Inbound { from: from.clone(), kind }).await;
@@ -477,6 +513,7 @@ impl UserActor {
                 }
             }
             Cmd::ContactPresence { from, presence } => self.contact_presence(from, presence),
+            Cmd::Signal { from, from_device, payload } => self.signal(from, from_device, payload),
             Cmd::Kick { device, reason, reply } => {
                 let present = self.sessions.contains_key(&device);
                 self.kill(&device, reason);

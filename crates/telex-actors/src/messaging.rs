@@ -59,6 +59,8 @@ impl Default for Limits {
 
 const MAX_CLIENT_ID: usize = 128;
 const MAX_PAGE: usize = 500;
+/// Largest signal payload.
+pub const MAX_SIGNAL_BYTES: usize = 4096;
 
 /// A durably stored message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,6 +168,24 @@ impl Messaging {
         self.hub.notify(&to);
         self.hub.notify(from);
         Ok(Sent { server_id, position, recipient_position })
+    }
+
+    /// Passes a signal (chat state, receipt, marker) to `to`'s online devices; nothing is
+    /// stored. Rate limited with messages; a block either way drops it silently (as XMPP
+    /// does), and so does an offline or unknown recipient.
+    pub async fn signal(&self, from: &UserJid, device: &str, to: &str, payload: String) -> Result<(), Refused> {
+        let limits = self.limits.for_tenant(&self.ledger.tenant_limits(from.domain())?);
+        self.take_token(from, &limits)?;
+        let to = UserJid::parse(to)?;
+        if payload.len() > MAX_SIGNAL_BYTES {
+            return Err(TelexError::invalid(format!("a signal may carry at most {MAX_SIGNAL_BYTES} bytes")).into());
+        }
+        if self.ledger.is_blocked(from, &to)? {
+            return Ok(());
+        }
+        metrics::counter!("telex_signals_total").increment(1);
+        self.hub.deliver_signal(&to, from, device, payload).await;
+        Ok(())
     }
 
     /// The recipient, once the send is known to be acceptable.

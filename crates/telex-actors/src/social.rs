@@ -204,6 +204,19 @@ impl UserActor {
         }
     }
 
+    /// A signal from another user's device, for every device of this user; hidden when the
+    /// user blocks the sender (the sender's side checked the other direction).
+    pub(crate) fn signal(&mut self, from: UserJid, from_device: String, payload: String) {
+        if self.load().is_err() || self.is_blocked(&from) {
+            return;
+        }
+        self.push_all(|| Outbound::Signal {
+            from: from.clone(),
+            from_device: from_device.clone(),
+            payload: payload.clone(),
+        });
+    }
+
     /// A subscription stanza from a contact.
     pub(crate) async fn inbound(&mut self, from: UserJid, kind: SubscriptionKind) {
         if let Err(e) = self.load() {

@@ -132,6 +132,12 @@ where
                     });
                 }
                 Some(pb::client_frame::Frame::Ack(a)) => hub.ack(&jid, &device, session, a.position).await,
+                Some(pb::client_frame::Frame::Signal(s)) => {
+                    // Best effort, no answer: a refused signal is only logged.
+                    if let Err(r) = messaging.signal(&jid, &device, &s.to, s.payload).await {
+                        tracing::debug!(user = %jid, error = %r.error, "signal dropped");
+                    }
+                }
                 Some(pb::client_frame::Frame::Presence(p)) => match device_presence(p) {
                     Ok(p) => hub.set_presence(&jid, &device, session, p).await,
                     Err(e) => {
@@ -184,6 +190,9 @@ fn outbound_frame(o: Outbound) -> pb::server_frame::Frame {
         }
         Outbound::SubscriptionRequest { from } => {
             Frame::SubscriptionRequest(pb::SubscriptionRequest { from: from.to_string() })
+        }
+        Outbound::Signal { from, from_device, payload } => {
+            Frame::Signal(pb::Signal { from: from.to_string(), from_device, payload })
         }
     }
 }

@@ -44,6 +44,17 @@ fn unreachable(node: u64, e: impl std::fmt::Display) -> TelexError {
 }
 
 impl Homes for ClusterHomes {
+    fn signal(
+        &self,
+        node: u64,
+        to: &UserJid,
+        from: &UserJid,
+        from_device: &str,
+        payload: String,
+    ) -> BoxFuture<'static, ()> {
+        self.signal_call(node, to, from, from_device, payload)
+    }
+
     fn remote_home(&self, user: &UserJid) -> Option<u64> {
         let group = shard::shard_of(user, self.groups.shards());
         let leader = self.groups.raft(group)?.metrics().borrow().current_leader?;
@@ -88,6 +99,26 @@ impl Homes for ClusterHomes {
     }
 }
 
+impl ClusterHomes {
+    fn signal_call(
+        &self,
+        node: u64,
+        to: &UserJid,
+        from: &UserJid,
+        from_device: &str,
+        payload: String,
+    ) -> BoxFuture<'static, ()> {
+        let client = self.client(node, to);
+        let call = pb::ActorCall { payload: encode(&(to.clone(), from.clone(), from_device.to_string(), payload)) };
+        Box::pin(async move {
+            if let Ok(mut c) = client {
+                // Ephemeral: a lost signal is not retried.
+                let _ = tokio::time::timeout(CALL_TIMEOUT, c.signal(call)).await;
+            }
+        })
+    }
+}
+
 /// The receiving side, on the node-to-node listener: runs the call on the actor here.
 pub struct ActorsService {
     hub: Hub,
@@ -111,6 +142,14 @@ impl Actors for ActorsService {
         let (user, op): (UserJid, RosterOp) = decode(&r.into_inner().payload).map_err(bad)?;
         let result = self.hub.roster_here(&user, op).await;
         Ok(Response::new(pb::ActorReply { payload: encode(&result) }))
+    }
+
+    async fn signal(&self, r: Request<pb::ActorCall>) -> Result<Response<pb::ActorReply>, Status> {
+        self.groups.admit(r.peer_certs(), None)?;
+        let (to, from, device, payload): (UserJid, UserJid, String, String) =
+            decode(&r.into_inner().payload).map_err(bad)?;
+        self.hub.signal_here(&to, &from, &device, payload);
+        Ok(Response::new(pb::ActorReply { payload: encode(&()) }))
     }
 
     async fn subscription(&self, r: Request<pb::ActorCall>) -> Result<Response<pb::ActorReply>, Status> {

@@ -32,11 +32,12 @@ class Client(slixmpp.ClientXMPP):
         # The loopback dev certificate is self-signed.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359", "xep_0054"]:
+        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359", "xep_0054", "xep_0085", "xep_0333"]:
             self.register_plugin(p)
         self.inbox = []
         self.carbons_sent = []
         self.presences = {}
+        self.signals = []
         self.session = asyncio.get_event_loop().create_future()
         self.failed_auth = asyncio.get_event_loop().create_future()
         self.add_event_handler("session_start", self._started)
@@ -45,6 +46,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("message", self._message)
         self.add_event_handler("carbon_sent", self._carbon_sent)
         self.add_event_handler("changed_status", self._presence)
+        self.add_event_handler("chatstate", lambda m: self.signals.append(("chatstate", str(m["from"]), m["chat_state"])))
+        self.add_event_handler("marker_displayed", lambda m: self.signals.append(("displayed", str(m["from"]), m["displayed"]["id"])))
 
     async def _started(self, _):
         self.send_presence()
@@ -112,6 +115,14 @@ async def chat(args):
         fail(f"alice got {[m[1] for m in a.inbox]}")
     if len({m[2] for m in b.inbox}) != n or not all(m[2] for m in b.inbox):
         fail("messages lack unique XEP-0359 stanza ids")
+
+    # Chat states (XEP-0085) and chat markers (XEP-0333) pass through, not stored.
+    typing = a.make_message(mto=b.boundjid.bare, mtype="chat")
+    typing["chat_state"] = "composing"
+    typing.send()
+    await until("bob to see alice typing", lambda: ("chatstate", str(a.boundjid), "composing") in b.signals)
+    b["xep_0333"].send_marker(a.boundjid.bare, "a19", "displayed")
+    await until("alice to see bob's displayed marker", lambda: ("displayed", str(b.boundjid), "a19") in a.signals)
 
     # Archive paging (XEP-0313 + XEP-0059): everything with bob, 7 at a time, in order.
     bodies = []

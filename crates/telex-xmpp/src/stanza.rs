@@ -54,7 +54,7 @@ fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
     if m.attr("type") == Some("error") {
         return Inbound::Ignore;
     }
-    let Some(body) = m.child("body").map(Element::text) else { return Inbound::Ignore };
+    let Some(body) = m.child("body").map(Element::text) else { return signal(m) };
     let Some(to) = m.attr("to") else {
         return Inbound::Refuse { stanza: m.clone(), condition: "bad-request", text: "a message needs a 'to'".into() };
     };
@@ -68,6 +68,27 @@ fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
     let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
     let send = pb::SendMessage { client_id, to: bare(to).to_string(), body };
     Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) })
+}
+
+/// The namespaces of what passes through as a signal (not stored): chat states (XEP-0085),
+/// delivery receipts (XEP-0184) and chat markers (XEP-0333).
+pub const SIGNAL_NAMESPACES: &[&str] =
+    &["http://jabber.org/protocol/chatstates", "urn:xmpp:receipts", "urn:xmpp:chat-markers:0"];
+
+/// A message without a body: its chat state, receipt or marker goes to the recipient's online
+/// devices; anything else is dropped.
+fn signal(m: &Element) -> Inbound {
+    let mut payload = String::new();
+    for e in m.elements().filter(|e| e.attr("xmlns").is_some_and(|ns| SIGNAL_NAMESPACES.contains(&ns))) {
+        to_xml(e, &mut payload);
+    }
+    match m.attr("to") {
+        Some(to) if !payload.is_empty() => {
+            let signal = pb::SendSignal { to: bare(to).to_string(), payload };
+            Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Signal(signal)) })
+        }
+        _ => Inbound::Ignore,
+    }
 }
 
 fn presence(p: &Element) -> Inbound {
@@ -214,6 +235,12 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Opti
             Some(el("message", &[("to", me), ("id", &r.client_id), ("type", "error")], vec![Node::Element(error)]))
         }
         Frame::Sent(_) => None,
+        Frame::Signal(s) => {
+            // What another client sent as a signal; only well-formed XML is passed on.
+            let wrapped = crate::xml::parse_element(&format!("<x>{}</x>", s.payload))?;
+            let from = if s.from_device.is_empty() { s.from.clone() } else { format!("{}/{}", s.from, s.from_device) };
+            Some(el("message", &[("from", &from), ("to", me), ("type", "chat")], wrapped.children))
+        }
     }
 }
 
@@ -312,14 +339,31 @@ mod tests {
         assert_eq!((s.to.as_str(), s.client_id.as_str(), s.body.as_str()), ("bob@x", "m1", "hi & bye"));
         let s = send_of(inbound(&parse("<message to='bob@x'><body>no id</body></message>"), || "gen-7".into()));
         assert_eq!(s.client_id, "gen-7");
-        // A chat state alone carries no body: nothing to store.
-        assert_eq!(
-            inbound(
-                &parse("<message to='bob@x'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"),
-                String::new
-            ),
-            Inbound::Ignore
+        // A chat state alone carries no body: nothing to store, passed on as a signal.
+        let typing = inbound(
+            &parse("<message to='bob@x/pc'><composing xmlns='http://jabber.org/protocol/chatstates'/><x xmlns='y'/></message>"),
+            String::new,
         );
+        let Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Signal(s)) }) = typing else {
+            panic!("{typing:?}")
+        };
+        assert_eq!(
+            (s.to.as_str(), s.payload.as_str()),
+            ("bob@x", "<composing xmlns='http://jabber.org/protocol/chatstates'/>")
+        );
+        let back = outbound(
+            pb::server_frame::Frame::Signal(pb::Signal {
+                from: "alice@x".into(),
+                from_device: "pc".into(),
+                payload: s.payload,
+            }),
+            "bob@x/phone",
+            false,
+        )
+        .unwrap();
+        assert_eq!(back.attr("from"), Some("alice@x/pc"));
+        assert!(back.child("composing").is_some());
+        assert_eq!(inbound(&parse("<message to='bob@x'><x xmlns='y'/></message>"), String::new), Inbound::Ignore);
         assert!(matches!(
             inbound(&parse("<message><body>x</body></message>"), String::new),
             Inbound::Refuse { condition: "bad-request", .. }
