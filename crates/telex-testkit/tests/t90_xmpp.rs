@@ -180,8 +180,9 @@ fn a_slixmpp_user_and_a_cli_user_chat_both_ways() {
 
 #[test]
 fn bad_input_gets_the_right_error_and_leaves_the_server_healthy() {
-    let (_tmp, dir) = data_dir();
-    let node = Telexd::start(&dir, &["--shards", "8"]);
+    let (tmp, dir) = data_dir();
+    let config = telex_testkit::cluster::config_file(&tmp, "[xmpp]\npreauth_timeout_secs = 1\n");
+    let node = Telexd::start(&dir, &["--shards", "8", "--config", &config]);
     users(&node, &["alice", "bob"]);
     let addr = node.addrs.xmpp;
 
@@ -210,6 +211,13 @@ fn bad_input_gets_the_right_error_and_leaves_the_server_healthy() {
     let mut r = Raw::login(addr, "alice", "spoof");
     r.send("<message from='bob@localhost/x' to='alice@localhost'><body>I am bob</body></message>");
     r.expect("<invalid-from");
+    assert!(r.closed());
+
+    // A connection that never authenticates is cut off at the deadline.
+    let mut r = Raw::connect(addr);
+    r.send(&open("localhost"));
+    r.expect("</stream:features>");
+    r.expect("<connection-timeout");
     assert!(r.closed());
 
     // An unknown domain.

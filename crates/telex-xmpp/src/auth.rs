@@ -23,6 +23,27 @@ pub fn mechanisms(plain_allowed: bool) -> Vec<&'static str> {
     m
 }
 
+/// What a stream offers before authentication.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub starttls: bool,
+    /// Nothing but STARTTLS is allowed yet.
+    pub tls_required: bool,
+    /// SASL mechanisms offered (none while TLS is required).
+    pub mechanisms: Vec<&'static str>,
+}
+
+/// The pre-authentication offer: TLS is required off loopback (when `require_tls`), PLAIN is
+/// offered only where the password cannot be read on the way (TLS, or loopback).
+pub fn offer(require_tls: bool, tls_available: bool, secure: bool, loopback: bool, websocket: bool) -> Offer {
+    let tls_required = require_tls && !loopback && !secure;
+    Offer {
+        starttls: tls_available && !secure && !websocket,
+        tls_required,
+        mechanisms: if tls_required { Vec::new() } else { mechanisms(secure || loopback) },
+    }
+}
+
 /// How an authentication attempt ended.
 pub enum Outcome {
     Success(UserJid),
@@ -187,6 +208,26 @@ mod tests {
         assert_eq!(user_of("alice@example.com", &d).unwrap().to_string(), "alice@example.com");
         assert!(user_of("alice@other.org", &d).is_none());
         assert!(user_of("", &d).is_none());
+    }
+
+    #[test]
+    fn tls_is_required_off_loopback_and_plain_needs_tls_or_loopback() {
+        // A remote client on plain TCP: STARTTLS, required, nothing else.
+        let remote = offer(true, true, false, false, false);
+        assert_eq!(remote, Offer { starttls: true, tls_required: true, mechanisms: vec![] });
+        // After STARTTLS: every mechanism, PLAIN included.
+        let secured = offer(true, true, true, false, false);
+        assert_eq!((secured.starttls, secured.tls_required), (false, false));
+        assert!(secured.mechanisms.contains(&"PLAIN"));
+        // Loopback dev: TLS offered, not required; PLAIN allowed.
+        let local = offer(true, true, false, true, false);
+        assert_eq!((local.starttls, local.tls_required), (true, false));
+        assert!(local.mechanisms.contains(&"PLAIN"));
+        // Encryption not required: SCRAM only in the clear.
+        let relaxed = offer(false, true, false, false, false);
+        assert_eq!(relaxed.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+        // WebSocket has no STARTTLS.
+        assert!(!offer(true, true, false, true, true).starttls);
     }
 
     #[test]

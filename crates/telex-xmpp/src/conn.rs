@@ -378,19 +378,25 @@ impl Xmpp {
     async fn authenticate(&self, wire: &mut Wire, opened: &mut bool) -> Result<(UserJid, Domain), End> {
         let mut failures = 0;
         'stream: loop {
-            let must_tls = self.config.require_tls && !wire.is_loopback() && !wire.is_tls();
-            let offer_tls = self.tls.is_some() && !wire.is_tls() && !wire.is_websocket();
-            let plain_allowed = wire.is_tls() || wire.is_loopback();
+            let offer = auth::offer(
+                self.config.require_tls,
+                self.tls.is_some(),
+                wire.is_tls(),
+                wire.is_loopback(),
+                wire.is_websocket(),
+            );
+            let (must_tls, offer_tls) = (offer.tls_required, offer.starttls);
+            let plain_allowed = offer.mechanisms.contains(&"PLAIN");
             let domain = self
                 .open_stream(wire, opened, |_| {
                     let mut f = Vec::new();
-                    if offer_tls {
-                        let required = if must_tls { vec![Node::Element(el("required", &[], vec![]))] } else { vec![] };
+                    if offer.starttls {
+                        let required =
+                            if offer.tls_required { vec![Node::Element(el("required", &[], vec![]))] } else { vec![] };
                         f.push(Node::Element(el("starttls", &[("xmlns", ns::TLS)], required)));
                     }
-                    if !must_tls {
-                        let mechs =
-                            auth::mechanisms(plain_allowed).into_iter().map(|m| text_el("mechanism", m)).collect();
+                    if !offer.tls_required {
+                        let mechs = offer.mechanisms.iter().map(|m| text_el("mechanism", m)).collect();
                         f.push(Node::Element(el("mechanisms", &[("xmlns", ns::SASL)], mechs)));
                     }
                     f
