@@ -264,8 +264,9 @@ fn xmpp_over_websocket_talks_to_a_c2s_client() {
 
 #[test]
 fn slixmpp_clients_on_different_nodes_of_a_cluster_chat() {
-    // alice and bob exist; alice connects to node 1, bob to node 2, the tablet to node 1.
+    // alice, bob and carol; alice connects to node 1, bob to node 2, the tablet to node 1.
     let (_dirs, nodes) = telex_testkit::cluster::three_nodes(&[]);
+    nodes[0].cli(&["user", "add", "carol@localhost", "--password", "pw"]).success();
     let bob_port = nodes[1].addrs.xmpp.port().to_string();
     let out = scenario(&nodes[0], "chat", &["--bob-port", &bob_port]);
     assert_ok(&out, "chat", &nodes[0]);

@@ -46,6 +46,9 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("message", self._message)
         self.add_event_handler("carbon_sent", self._carbon_sent)
         self.add_event_handler("changed_status", self._presence)
+        self.directed = []
+        self.add_event_handler("presence_available", lambda p: self.directed.append((str(p["from"]), "available", p["status"])))
+        self.add_event_handler("presence_unavailable", lambda p: self.directed.append((str(p["from"]), "unavailable", "")))
         self.add_event_handler("chatstate", lambda m: self.signals.append(("chatstate", str(m["from"]), m["chat_state"])))
         self.add_event_handler("marker_displayed", lambda m: self.signals.append(("displayed", str(m["from"]), m["displayed"]["id"])))
 
@@ -154,6 +157,17 @@ async def chat(args):
         fail(f"block list is {blocked['blocklist']['items']}")
     await a["xep_0191"].unblock(slixmpp.JID(f"carol@{args.domain}"))
 
+    # Directed presence (RFC 6121 4.6) to carol, who is not on alice's roster; she learns
+    # when alice's device goes away.
+    c = Client(f"carol@{args.domain}/desk", "pw")
+    await c.start(args.host, args.port)
+    a.send_presence(pto=c.boundjid.bare, pstatus="hello carol")
+    await until("carol to get alice's directed presence",
+                lambda: (str(a.boundjid), "available", "hello carol") in c.directed)
+    a2.disconnect()
+    a.send_presence(pto=c.boundjid.bare, ptype="unavailable")
+    await until("carol to learn alice is unavailable", lambda: (str(a.boundjid), "unavailable", "") in c.directed)
+
     # vCard storage (XEP-0054): alice publishes hers, bob reads it.
     card = a["xep_0054"].make_vcard()
     card["FN"] = "Alice Liddell"
@@ -162,8 +176,8 @@ async def chat(args):
     got = await b["xep_0054"].get_vcard(slixmpp.JID(f"alice@{args.domain}"), cached=False, local=False)
     if got["vcard_temp"]["FN"] != "Alice Liddell" or "<NICKNAME>al &amp; co</NICKNAME>" not in str(got["vcard_temp"]):
         fail(f"bob read alice's vCard as {got['vcard_temp']}")
-    for c in (a, b, a2):
-        c.disconnect()
+    for x in (a, b, c):
+        x.disconnect()
     print("OK chat", flush=True)
 
 

@@ -121,6 +121,8 @@ pub struct Session {
     /// Registered for resumption under this id.
     resume_id: Option<(String, Arc<Registry>)>,
     pub(crate) take: Option<mpsc::Receiver<Take>>,
+    /// Entities this device sent directed presence to (told when it goes unavailable).
+    directed: std::collections::HashSet<String>,
 }
 
 impl Drop for Session {
@@ -229,6 +231,30 @@ impl Session {
                 }
                 Ok(None)
             }
+        }
+    }
+
+    /// Tells every entity that got directed presence that this device is unavailable.
+    fn unavailable_to_directed(&mut self) {
+        for to in std::mem::take(&mut self.directed) {
+            let gone = el("presence", &[("type", "unavailable")], vec![]);
+            if let Inbound::Frame(f) = stanza::directed_presence(&to, false, &gone) {
+                let _ = self.up.try_send(f);
+            }
+        }
+    }
+
+    /// Keeps track of directed presence (RFC 6121 §4.6): whom this device told it is available.
+    fn track_directed(&mut self, p: &Element) {
+        match (p.attr("to"), p.attr("type")) {
+            (Some(to), None) => {
+                self.directed.insert(bare(to).to_string());
+            }
+            (Some(to), Some("unavailable")) => {
+                self.directed.remove(bare(to));
+            }
+            (None, Some("unavailable")) => self.unavailable_to_directed(),
+            _ => {}
         }
     }
 
@@ -549,6 +575,7 @@ impl Xmpp {
             next_id: 0,
             resume_id: None,
             take: None,
+            directed: Default::default(),
         })
     }
 
@@ -590,6 +617,22 @@ impl Xmpp {
 
     /// The bound session: stanzas in, frames out, until the stream or the session ends.
     async fn established(&self, wire: &mut Wire, mut s: Session, domain: &Domain) -> End {
+        match self.session_loop(wire, &mut s, domain).await {
+            Flow::Park => End::Park(Box::new(s)),
+            Flow::HandOver(give) => {
+                let _ = give.send(s);
+                End::Quiet
+            }
+            Flow::End(end) => {
+                // Whoever got directed presence learns the device is gone (RFC 6121 §4.6.3).
+                s.unavailable_to_directed();
+                end
+            }
+        }
+    }
+
+    /// The bound session's loop; says how it ended.
+    async fn session_loop(&self, wire: &mut Wire, s: &mut Session, domain: &Domain) -> Flow {
         loop {
             let step = tokio::select! {
                 permit = s.up.clone().reserve_owned(), if !s.backlog.is_empty() => match permit {
@@ -603,33 +646,33 @@ impl Xmpp {
                 ev = wire.read(), if s.ready_for_input() => match ev {
                     // Boxed: the request handling is large and rare; an idle session keeps
                     // only the small waiting state.
-                    Ok(Some(Event::Stanza(e))) => Box::pin(self.stanza(wire, &mut s, e, domain)).await,
+                    Ok(Some(Event::Stanza(e))) => Box::pin(self.stanza(wire, s, e, domain)).await,
                     Ok(Some(Event::StreamClose)) => {
                         wire.close();
                         let _ = wire.flush().await;
-                        return End::Quiet;
+                        return Flow::End(End::Quiet);
                     }
                     Ok(Some(Event::StreamOpen(_))) => Err(stream_error("not-well-formed", "a second stream header")),
-                    Ok(None) | Err(WireError::Io(_)) => return self.dropped(s),
+                    Ok(None) | Err(WireError::Io(_)) => return dropped(s),
                     Err(e) => Err(e.into()),
                 },
-                f = s.frames.next() => self.frame(wire, &mut s, Some(f)),
+                f = s.frames.next() => self.frame(wire, s, Some(f)),
                 t = resume::next_take(&mut s.take) => {
                     // The client resumed this session on another connection: hand it over.
-                    if let Some(give) = t {
-                        let _ = give.send(s);
+                    match t {
+                        Some(give) => return Flow::HandOver(give),
+                        None => return Flow::End(End::Quiet),
                     }
-                    return End::Quiet;
                 }
             };
             if let Err(end) = step {
-                return end;
+                return Flow::End(end);
             }
             // Whatever else is ready goes out in the same write.
             for _ in 0..BATCH {
                 let Some(f) = s.frames.next().now_or_never() else { break };
-                if let Err(end) = self.frame(wire, &mut s, Some(f)) {
-                    return end;
+                if let Err(end) = self.frame(wire, s, Some(f)) {
+                    return Flow::End(end);
                 }
             }
             if wire.pending() {
@@ -638,26 +681,20 @@ impl Xmpp {
                     s.requested = true;
                 }
                 if wire.flush().await.is_err() {
-                    return self.dropped(s);
+                    return dropped(s);
                 }
                 if let Some(p) = s.to_ack.take() {
                     if let Err(end) = s.push_up(ack(p)) {
-                        return end;
+                        return Flow::End(end);
                     }
                 }
             }
             if s.overflowing() {
-                return stream_error("policy-violation", format!("more than {MAX_UNACKED} stanzas unacknowledged"));
+                return Flow::End(stream_error(
+                    "policy-violation",
+                    format!("more than {MAX_UNACKED} stanzas unacknowledged"),
+                ));
             }
-        }
-    }
-
-    /// The connection is gone: a resumable session waits for its client; any other ends.
-    fn dropped(&self, s: Session) -> End {
-        if s.take.is_some() {
-            End::Park(Box::new(s))
-        } else {
-            End::Quiet
         }
     }
 
@@ -683,6 +720,9 @@ impl Xmpp {
             if from != s.full && from != s.jid.to_string() {
                 return Err(stream_error("invalid-from", format!("you are {}, not {from}", s.full)));
             }
+        }
+        if e.name == "presence" {
+            s.track_directed(&e);
         }
         match stanza::inbound(&e, || s.next_client_id()) {
             Inbound::Frame(f) => {
@@ -963,6 +1003,24 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// How a bound session's loop ended.
+enum Flow {
+    End(End),
+    /// The connection dropped; the session can be resumed.
+    Park,
+    /// The client resumed the session on another connection.
+    HandOver(Take),
+}
+
+/// The connection is gone: a resumable session waits for its client; any other ends.
+fn dropped(s: &Session) -> Flow {
+    if s.take.is_some() {
+        Flow::Park
+    } else {
+        Flow::End(End::Quiet)
     }
 }
 

@@ -76,19 +76,42 @@ pub const SIGNAL_NAMESPACES: &[&str] =
     &["http://jabber.org/protocol/chatstates", "urn:xmpp:receipts", "urn:xmpp:chat-markers:0"];
 
 /// A message without a body: its chat state, receipt or marker goes to the recipient's online
-/// devices; anything else is dropped.
+/// devices; anything else is dropped. The signal's payload is the stanza without its
+/// addresses (the recipient's gateway sets them).
 fn signal(m: &Element) -> Inbound {
-    let mut payload = String::new();
-    for e in m.elements().filter(|e| e.attr("xmlns").is_some_and(|ns| SIGNAL_NAMESPACES.contains(&ns))) {
-        to_xml(e, &mut payload);
-    }
+    let kept: Vec<Node> = m
+        .elements()
+        .filter(|e| e.attr("xmlns").is_some_and(|ns| SIGNAL_NAMESPACES.contains(&ns)))
+        .map(|e| Node::Element(e.clone()))
+        .collect();
     match m.attr("to") {
-        Some(to) if !payload.is_empty() => {
-            let signal = pb::SendSignal { to: bare(to).to_string(), payload };
-            Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Signal(signal)) })
+        Some(to) if !kept.is_empty() => {
+            let kind = m.attr("type").unwrap_or("chat");
+            let id = m.attr("id").unwrap_or_default();
+            signal_frame(to, &el("message", &[("type", kind), ("id", id)], kept))
         }
         _ => Inbound::Ignore,
     }
+}
+
+fn signal_frame(to: &str, stanza: &Element) -> Inbound {
+    let mut payload = String::new();
+    to_xml(stanza, &mut payload);
+    let signal = pb::SendSignal { to: bare(to).to_string(), payload };
+    Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Signal(signal)) })
+}
+
+/// Directed presence (RFC 6121 §4.6): this device's presence for one entity only, subscribed or
+/// not, passed on as a signal. The connection remembers whom it told, to say unavailable later.
+pub fn directed_presence(to: &str, available: bool, p: &Element) -> Inbound {
+    let children = p
+        .elements()
+        .filter(|e| matches!(e.name.as_str(), "show" | "status" | "priority" | "c"))
+        .map(|e| Node::Element(e.clone()))
+        .collect();
+    let presence =
+        if available { el("presence", &[], children) } else { el("presence", &[("type", "unavailable")], vec![]) };
+    signal_frame(to, &presence)
 }
 
 fn presence(p: &Element) -> Inbound {
@@ -121,6 +144,8 @@ fn presence(p: &Element) -> Inbound {
             }
         }
         (Some("unavailable"), None) => set("unavailable"),
+        (None, Some(to)) => directed_presence(to, true, p),
+        (Some("unavailable"), Some(to)) => directed_presence(to, false, p),
         (Some("subscribe"), _) => subscription(Subscription::Subscribe),
         (Some("subscribed"), _) => subscription(Subscription::Subscribed),
         (Some("unsubscribe"), _) => subscription(Subscription::Unsubscribe),
@@ -236,10 +261,17 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Opti
         }
         Frame::Sent(_) => None,
         Frame::Signal(s) => {
-            // What another client sent as a signal; only well-formed XML is passed on.
-            let wrapped = crate::xml::parse_element(&format!("<x>{}</x>", s.payload))?;
+            // A stanza another device passed on (XMPP or not): only a well-formed message or
+            // presence goes out, with the addresses set here.
+            let mut stanza = crate::xml::parse_element(&s.payload)?;
+            if !matches!(stanza.name.as_str(), "message" | "presence") {
+                return None;
+            }
             let from = if s.from_device.is_empty() { s.from.clone() } else { format!("{}/{}", s.from, s.from_device) };
-            Some(el("message", &[("from", &from), ("to", me), ("type", "chat")], wrapped.children))
+            stanza.attrs.retain(|(k, _)| k != "from" && k != "to" && k != "xmlns");
+            stanza.attrs.insert(0, ("to".into(), me.to_string()));
+            stanza.attrs.insert(0, ("from".into(), from));
+            Some(stanza)
         }
     }
 }
@@ -349,7 +381,7 @@ mod tests {
         };
         assert_eq!(
             (s.to.as_str(), s.payload.as_str()),
-            ("bob@x", "<composing xmlns='http://jabber.org/protocol/chatstates'/>")
+            ("bob@x", "<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
         );
         let back = outbound(
             pb::server_frame::Frame::Signal(pb::Signal {
