@@ -141,10 +141,19 @@ impl Messaging {
         to: &str,
         client_id: &str,
         body: &str,
+        extras: &str,
     ) -> Result<Sent, Refused> {
         let limits = self.limits.for_tenant(&self.ledger.tenant_limits(from.domain())?);
         self.take_token(from, &limits)?;
         let to = self.check(from, to, client_id, body, &limits)?;
+        if extras.len() > limits.max_body_bytes {
+            return Err(TelexError::invalid(format!(
+                "message extras are {} bytes; the limit is {} bytes",
+                extras.len(),
+                limits.max_body_bytes
+            ))
+            .into());
+        }
         let message = ArchivedMessage {
             server_id: server_id(from, client_id),
             from: from.clone(),
@@ -152,6 +161,7 @@ impl Messaging {
             from_device: device.to_string(),
             client_id: client_id.to_string(),
             body: body.to_string(),
+            extras: extras.to_string(),
             sent_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         };
         let server_id = message.server_id.clone();

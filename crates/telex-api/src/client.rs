@@ -70,6 +70,7 @@ pub(crate) fn message(position: u64, m: ArchivedMessage) -> pb::Message {
         body: m.body,
         sent_at_ms: m.sent_at,
         client_id: m.client_id,
+        extras: m.extras,
     }
 }
 

@@ -125,7 +125,7 @@ where
                     let (messaging, jid, device, tx) =
                         (messaging.clone(), jid.clone(), device.clone(), resp_tx.clone());
                     tokio::spawn(async move {
-                        let result = messaging.send(&jid, &device, &s.to, &s.client_id, &s.body).await;
+                        let result = messaging.send(&jid, &device, &s.to, &s.client_id, &s.body, &s.extras).await;
                         let sent = frame(pb::server_frame::Frame::Sent(send_result(s.client_id, result)));
                         let _ = tx.send(Box::new(sent)).await;
                         drop(permit);

@@ -173,7 +173,12 @@ fn fresh_client_id() -> String {
 pub async fn send(cli: &Cli, args: &SendArgs) -> CliResult {
     let mut s = open(cli, &args.auth).await?;
     let client_id = args.client_id.clone().unwrap_or_else(fresh_client_id);
-    let send = pb::SendMessage { client_id: client_id.clone(), to: args.to.clone(), body: args.text.clone() };
+    let send = pb::SendMessage {
+        client_id: client_id.clone(),
+        to: args.to.clone(),
+        body: args.text.clone(),
+        ..Default::default()
+    };
     s.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) })
         .await
         .map_err(|_| "the session closed before the message was sent")?;
@@ -313,6 +318,7 @@ pub async fn chat(cli: &Cli, args: &ChatArgs) -> CliResult {
                         client_id: format!("{}-{n}", fresh_client_id()),
                         to: to.trim().into(),
                         body: text.trim().into(),
+                        ..Default::default()
                     })
                 } else {
                     eprintln!("? {CHAT_HELP}");

@@ -24,7 +24,13 @@ impl Ledger for RaftLedger {
     fn append(&self, owner: UserJid, message: ArchivedMessage) -> BoxFuture<'_, Result<u64, TelexError>> {
         Box::pin(async move {
             let group = self.groups.shard_of(&owner);
-            self.groups.write(group, Command::AppendArchive { owner, message }).await?.into_result()
+            let command = if message.extras.is_empty() {
+                Command::AppendArchive { owner, message }
+            } else {
+                let extras = message.extras.clone();
+                Command::AppendArchiveWithExtras { owner, message, extras }
+            };
+            self.groups.write(group, command).await?.into_result()
         })
     }
 

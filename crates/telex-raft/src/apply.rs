@@ -128,22 +128,8 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             Ok(Response::Changed(existed as u64))
         }
         Command::RevokeAllTokens { jid } => Ok(Response::Changed(revoke_all(txn, &jid)?)),
-        Command::AppendArchive { owner, message } => {
-            let dedup = schema::archive_dedup(&owner, &message.from, &message.client_id);
-            if let Some(pos) = txn.get(&dedup)? {
-                return Ok(Response::Appended { position: decode_u64(&pos)?, duplicate: true });
-            }
-            let head_key = schema::archive_head(&owner);
-            let position = match txn.get(&head_key)? {
-                Some(v) => decode_u64(&v)? + 1,
-                None => 1,
-            };
-            txn.put(schema::archive_entry(&owner, position), encode(&message));
-            txn.put(head_key, position.to_be_bytes().to_vec());
-            txn.put(dedup, position.to_be_bytes().to_vec());
-            txn.put(schema::archive_id(&owner, &message.server_id), position.to_be_bytes().to_vec());
-            Ok(Response::Appended { position, duplicate: false })
-        }
+        Command::AppendArchive { owner, message } => append(txn, &owner, &message, ""),
+        Command::AppendArchiveWithExtras { owner, message, extras } => append(txn, &owner, &message, &extras),
         Command::RosterPut { owner, contact, item } => {
             txn.put(schema::roster_item(&owner, &contact), encode(&(contact, item)));
             Ok(Response::Done)
@@ -193,6 +179,33 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
         }
         Command::Batch(cmds) => cmds.into_iter().map(|c| apply(c, txn)).collect::<Result<_, _>>().map(Response::Batch),
     }
+}
+
+/// Appends `message` (and its extension elements, if any) to `owner`'s archive unless the same
+/// (sender, client id) is already there; either way answers with its position.
+fn append(
+    txn: &mut Txn<'_>,
+    owner: &telex_types::UserJid,
+    message: &telex_types::records::ArchivedMessage,
+    extras: &str,
+) -> Result<Response, String> {
+    let dedup = schema::archive_dedup(owner, &message.from, &message.client_id);
+    if let Some(pos) = txn.get(&dedup)? {
+        return Ok(Response::Appended { position: decode_u64(&pos)?, duplicate: true });
+    }
+    let head_key = schema::archive_head(owner);
+    let position = match txn.get(&head_key)? {
+        Some(v) => decode_u64(&v)? + 1,
+        None => 1,
+    };
+    txn.put(schema::archive_entry(owner, position), encode(message));
+    if !extras.is_empty() {
+        txn.put(schema::archive_extras(owner, position), encode(&extras.to_string()));
+    }
+    txn.put(head_key, position.to_be_bytes().to_vec());
+    txn.put(dedup, position.to_be_bytes().to_vec());
+    txn.put(schema::archive_id(owner, &message.server_id), position.to_be_bytes().to_vec());
+    Ok(Response::Appended { position, duplicate: false })
 }
 
 fn decode_u64(bytes: &[u8]) -> Result<u64, String> {
@@ -314,7 +327,26 @@ mod tests {
             client_id: client_id.into(),
             body: "hi".into(),
             sent_at: 1,
+            extras: String::new(),
         }
+    }
+
+    #[test]
+    fn extension_elements_are_stored_beside_an_unchanged_entry() {
+        let mut m = Mem::default();
+        let (alice, bob) = (UserJid::parse("alice@x").unwrap(), UserJid::parse("bob@x").unwrap());
+        let plain = msg(&alice, &bob, "c1");
+        let extras = "<request xmlns='urn:xmpp:receipts'/>".to_string();
+        let cmd =
+            Command::AppendArchiveWithExtras { owner: bob.clone(), message: plain.clone(), extras: extras.clone() };
+        assert_eq!(m.run(cmd), Response::Appended { position: 1, duplicate: false });
+        // The entry is encoded as before (readers of old entries see the same bytes)...
+        assert_eq!(m.0.get(&schema::archive_entry(&bob, 1)), Some(&encode(&plain)));
+        // ...and the extras live under their own key.
+        assert_eq!(m.0.get(&schema::archive_extras(&bob, 1)), Some(&encode(&extras)));
+        // A retry finds the first copy and stores nothing twice.
+        let again = Command::AppendArchiveWithExtras { owner: bob.clone(), message: plain, extras };
+        assert_eq!(m.run(again), Response::Appended { position: 1, duplicate: true });
     }
 
     #[test]

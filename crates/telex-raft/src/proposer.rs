@@ -89,6 +89,7 @@ async fn propose(group: GroupId, raft: &Raft, timeout: Duration, batch: Vec<Prop
 fn weight(cmd: &Command) -> usize {
     match cmd {
         Command::AppendArchive { message, .. } => 256 + message.body.len(),
+        Command::AppendArchiveWithExtras { message, extras, .. } => 256 + message.body.len() + extras.len(),
         _ => 256,
     }
 }

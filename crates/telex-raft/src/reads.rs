@@ -124,12 +124,26 @@ pub fn archive_range(
         None => schema::prefix_end(&group_key(group, &schema::archive_of(jid))),
     };
     let rows = store.scan(Cf::State, &start, &end, limit).map_err(|e| TelexError::internal(e.to_string()))?;
-    rows.iter()
-        .map(|(k, v)| {
-            let pos = u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte position suffix"));
-            Ok((pos, decode(v)?))
-        })
-        .collect()
+    let position = |k: &[u8]| u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte position suffix"));
+    let mut page: Vec<(u64, ArchivedMessage)> =
+        rows.iter().map(|(k, v)| Ok((position(k), decode(v)?))).collect::<Result<_, TelexError>>()?;
+    // The extension elements of the same positions, one more range scan.
+    if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
+        let from = group_key(group, &schema::archive_extras(jid, *first));
+        let to = group_key(group, &schema::archive_extras(jid, last + 1));
+        let extras = store.scan(Cf::State, &from, &to, usize::MAX).map_err(|e| TelexError::internal(e.to_string()))?;
+        let mut at = 0;
+        for (k, v) in extras {
+            let p = position(&k);
+            while at < page.len() && page[at].0 < p {
+                at += 1;
+            }
+            if at < page.len() && page[at].0 == p {
+                page[at].1.extras = decode(&v)?;
+            }
+        }
+    }
+    Ok(page)
 }
 
 pub fn token(store: &Store, group: GroupId, jid: &UserJid, id: &str) -> Result<Option<TokenRecord>, TelexError> {

@@ -46,6 +46,11 @@ pub fn archive_entry(jid: &UserJid, position: u64) -> Vec<u8> {
     [user_prefix(b"a/", jid).as_slice(), &position.to_be_bytes()].concat()
 }
 
+/// Extension elements of the archive entry at `position` (only for entries that have some).
+pub fn archive_extras(jid: &UserJid, position: u64) -> Vec<u8> {
+    [user_prefix(b"x/", jid).as_slice(), &position.to_be_bytes()].concat()
+}
+
 pub fn archive_of(jid: &UserJid) -> Vec<u8> {
     user_prefix(b"a/", jid)
 }

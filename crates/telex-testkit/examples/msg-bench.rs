@@ -147,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
                     client_id: format!("{n}:{}", at.as_micros()),
                     to: format!("r{i}@localhost"),
                     body: "benchmark message body of modest size".into(),
+                    ..Default::default()
                 };
                 if up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) }).await.is_err() {
                     break;

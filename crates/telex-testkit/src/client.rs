@@ -53,13 +53,15 @@ impl Device {
     }
 
     pub async fn send(&self, to: &str, client_id: &str, body: &str) {
-        let send = pb::SendMessage { client_id: client_id.into(), to: to.into(), body: body.into() };
+        let send =
+            pb::SendMessage { client_id: client_id.into(), to: to.into(), body: body.into(), ..Default::default() };
         self.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) }).await.expect("session open");
     }
 
     /// Like `send`, but false instead of a panic when the session is gone.
     pub async fn try_send(&self, to: &str, client_id: &str, body: &str) -> bool {
-        let send = pb::SendMessage { client_id: client_id.into(), to: to.into(), body: body.into() };
+        let send =
+            pb::SendMessage { client_id: client_id.into(), to: to.into(), body: body.into(), ..Default::default() };
         self.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) }).await.is_ok()
     }
 

@@ -32,12 +32,14 @@ class Client(slixmpp.ClientXMPP):
         # The loopback dev certificate is self-signed.
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
-        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359", "xep_0054", "xep_0085", "xep_0333"]:
+        for p in ["xep_0030", "xep_0199", "xep_0198", "xep_0280", "xep_0313", "xep_0191", "xep_0359", "xep_0054", "xep_0085", "xep_0333", "xep_0184"]:
             self.register_plugin(p)
         self.inbox = []
         self.carbons_sent = []
         self.presences = {}
         self.signals = []
+        self.receipts = []
+        self.add_event_handler("receipt_received", lambda m: self.receipts.append(m["receipt"]))
         self.session = asyncio.get_event_loop().create_future()
         self.failed_auth = asyncio.get_event_loop().create_future()
         self.add_event_handler("session_start", self._started)
@@ -127,11 +129,18 @@ async def chat(args):
     b["xep_0333"].send_marker(a.boundjid.bare, "a19", "displayed")
     await until("alice to see bob's displayed marker", lambda: ("displayed", str(b.boundjid), "a19") in a.signals)
 
+    # Delivery receipts (XEP-0184): the request is stored with the message, bob's client
+    # answers, and the receipt comes back to alice.
+    asked = a.make_message(mto=b.boundjid.bare, mbody="please confirm", mtype="chat")
+    asked["request_receipt"] = True
+    asked.send()
+    await until("alice to get bob's receipt", lambda: asked["id"] in a.receipts)
+
     # Archive paging (XEP-0313 + XEP-0059): everything with bob, 7 at a time, in order.
     bodies = []
     async for m in a["xep_0313"].iterate(with_jid=slixmpp.JID(b.boundjid.bare), total=100, rsm={"max": 7}):
         bodies.append(m["mam_result"]["forwarded"]["stanza"]["body"])
-    expected = [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)]
+    expected = [f"a{i}" for i in range(n)] + [f"b{i}" for i in range(n)] + ["please confirm"]
     if bodies != expected:
         fail(f"archive pages gave {bodies}")
 

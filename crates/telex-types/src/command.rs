@@ -74,6 +74,12 @@ pub enum Command {
         jid: UserJid,
         blocked: bool,
     },
+    /// `AppendArchive` for a message with extension elements, stored beside the entry.
+    AppendArchiveWithExtras {
+        owner: UserJid,
+        message: ArchivedMessage,
+        extras: String,
+    },
     /// Stores `owner`'s vCard (XEP-0054), serialized XML; empty deletes it.
     SetVCard {
         owner: UserJid,
@@ -108,6 +114,7 @@ impl Command {
             Command::SetBlocked { .. } => "set_blocked",
             Command::SetTenantLimits { .. } => "set_tenant_limits",
             Command::SetVCard { .. } => "set_vcard",
+            Command::AppendArchiveWithExtras { .. } => "append_archive",
             Command::Batch(_) => "batch",
         }
     }

@@ -80,6 +80,12 @@ pub struct ArchivedMessage {
     pub body: String,
     /// When the sender's actor accepted it.
     pub sent_at: UnixMillis,
+    /// Extension elements that travel with the message (XMPP: receipt requests, markers,
+    /// replies, encrypted payloads; serialized XML, opaque to the server). Stored under a key
+    /// of its own beside the entry (`Command::AppendArchiveWithExtras`), so the entry's
+    /// encoding is unchanged; filled in when read.
+    #[serde(skip)]
+    pub extras: String,
 }
 
 /// A session token issued at login, stored under its user. Only a hash of the secret is kept.

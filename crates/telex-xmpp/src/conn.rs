@@ -989,6 +989,7 @@ impl Xmpp {
                 to: &to,
                 client_id: &m.client_id,
                 body: &m.body,
+                extras: &m.extras,
                 sent_at_ms: m.sent_at,
             };
             Self::emit(wire, s, iq::mam_result(&me, &q.queryid, &archived));

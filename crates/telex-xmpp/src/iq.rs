@@ -229,6 +229,7 @@ pub struct Archived<'a> {
     pub to: &'a str,
     pub client_id: &'a str,
     pub body: &'a str,
+    pub extras: &'a str,
     pub sent_at_ms: u64,
 }
 
@@ -236,7 +237,7 @@ pub fn mam_result(me: &str, queryid: &str, m: &Archived<'_>) -> Element {
     let inner = el(
         "message",
         &[("xmlns", ns::CLIENT), ("from", &m.from), ("to", m.to), ("id", m.client_id), ("type", "chat")],
-        vec![text_el("body", m.body)],
+        std::iter::once(text_el("body", m.body)).chain(crate::stanza::extras(m.extras)).collect(),
     );
     let delay = el("delay", &[("xmlns", ns::DELAY), ("stamp", &format_time(m.sent_at_ms))], vec![]);
     let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(delay), Node::Element(inner)]);

@@ -66,8 +66,23 @@ fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
         };
     }
     let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
-    let send = pb::SendMessage { client_id, to: bare(to).to_string(), body };
+    // Everything but the body travels with it, except a stanza id: only the server assigns those.
+    let mut extras = String::new();
+    for e in
+        m.elements().filter(|e| e.name != "body" && !(e.name == "stanza-id" && e.attr("xmlns") == Some(ns::STANZA_ID)))
+    {
+        to_xml(e, &mut extras);
+    }
+    let send = pb::SendMessage { client_id, to: bare(to).to_string(), body, extras };
     Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) })
+}
+
+/// The stored extension elements of a message, as children (nothing if they do not parse).
+pub fn extras(xml: &str) -> Vec<Node> {
+    if xml.is_empty() {
+        return Vec::new();
+    }
+    crate::xml::parse_element(&format!("<x>{xml}</x>")).map(|x| x.children).unwrap_or_default()
 }
 
 /// The namespaces of what passes through as a signal (not stored): chat states (XEP-0085),
@@ -209,7 +224,7 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Opti
             let message = el(
                 "message",
                 &[("from", &from), ("to", to), ("id", &m.client_id), ("type", "chat")],
-                vec![text_el("body", &m.body), Node::Element(stanza_id)],
+                [text_el("body", &m.body), Node::Element(stanza_id)].into_iter().chain(extras(&m.extras)).collect(),
             );
             if !own {
                 return Some(message);
