@@ -86,7 +86,7 @@ mod tests {
     use super::*;
 
     fn dev(show: Show, priority: i8, status: &str) -> DevicePresence {
-        DevicePresence { show, priority, status: status.into() }
+        DevicePresence { show, priority, status: status.into(), extras: String::new() }
     }
 
     #[test]

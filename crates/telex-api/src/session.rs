@@ -159,6 +159,7 @@ pub(crate) fn frame(f: pb::server_frame::Frame) -> Result<pb::ServerFrame, Statu
 }
 
 const MAX_STATUS_BYTES: usize = 1024;
+const MAX_PRESENCE_EXTRAS_BYTES: usize = 2048;
 
 pub fn device_presence(p: pb::SetPresence) -> Result<DevicePresence, TelexError> {
     let show = Show::parse(&p.show).ok_or_else(|| {
@@ -169,7 +170,10 @@ pub fn device_presence(p: pb::SetPresence) -> Result<DevicePresence, TelexError>
     if p.status.len() > MAX_STATUS_BYTES {
         return Err(TelexError::invalid(format!("presence status is longer than {MAX_STATUS_BYTES} bytes")));
     }
-    Ok(DevicePresence { show, status: p.status, priority })
+    if p.extras.len() > MAX_PRESENCE_EXTRAS_BYTES {
+        return Err(TelexError::invalid(format!("presence extras are longer than {MAX_PRESENCE_EXTRAS_BYTES} bytes")));
+    }
+    Ok(DevicePresence { show, status: p.status, priority, extras: p.extras })
 }
 
 fn outbound_frame(o: Outbound) -> pb::server_frame::Frame {
@@ -182,6 +186,7 @@ fn outbound_frame(o: Outbound) -> pb::server_frame::Frame {
                 show: p.show.as_str().to_string(),
                 status: p.status,
                 priority: i32::from(p.priority),
+                extras: p.extras,
             },
             None => pb::PresenceUpdate { from: from.to_string(), show: "unavailable".into(), ..Default::default() },
         }),

@@ -283,7 +283,7 @@ pub async fn chat(cli: &Cli, args: &ChatArgs) -> CliResult {
     use tokio::io::AsyncBufReadExt;
     let mut s = open(cli, &args.auth).await?;
     let up = s.up.clone();
-    let available = pb::SetPresence { show: "available".into(), status: String::new(), priority: 0 };
+    let available = pb::SetPresence { show: "available".into(), ..Default::default() };
     up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(available)) })
         .await
         .map_err(|_| "the session closed")?;
@@ -311,7 +311,7 @@ pub async fn chat(cli: &Cli, args: &ChatArgs) -> CliResult {
                 }
                 let frame = if let Some(rest) = line.strip_prefix("/presence ") {
                     let (show, status) = rest.split_once(' ').unwrap_or((rest, ""));
-                    pb::client_frame::Frame::Presence(pb::SetPresence { show: show.into(), status: status.into(), priority: 0 })
+                    pb::client_frame::Frame::Presence(pb::SetPresence { show: show.into(), status: status.into(), ..Default::default() })
                 } else if let Some((to, text)) = line.split_once(':') {
                     n += 1;
                     pb::client_frame::Frame::Send(pb::SendMessage {

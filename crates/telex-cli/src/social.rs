@@ -181,7 +181,7 @@ pub async fn presence(cli: &Cli, cmd: &PresenceCmd) -> CliResult {
         PresenceCmd::Watch { auth, timeout, count } => (auth, "available", String::new(), 0, *timeout, *count),
     };
     let mut s = open(cli, auth).await?;
-    let set = pb::SetPresence { show: show.to_string(), status, priority };
+    let set = pb::SetPresence { show: show.to_string(), status, priority, ..Default::default() };
     s.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(set)) })
         .await
         .map_err(|_| "the session closed")?;

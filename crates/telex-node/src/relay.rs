@@ -31,6 +31,7 @@ pub fn start(groups: Arc<Groups>) -> PresenceRelay {
             available: presence.is_some(),
             show: presence.as_ref().map(|p| p.show.as_str().to_string()).unwrap_or_default(),
             status: presence.as_ref().map(|p| p.status.clone()).unwrap_or_default(),
+            extras: presence.as_ref().map(|p| p.extras.clone()).unwrap_or_default(),
             priority: presence.map(|p| i32::from(p.priority)).unwrap_or(0),
         };
         if tx.try_send(item).is_err() {
@@ -89,6 +90,7 @@ impl Relay for RelayService {
                 show: Show::parse(&i.show).unwrap_or(Show::Available),
                 status: i.status,
                 priority: i.priority.clamp(-128, 127) as i8,
+                extras: i.extras,
             });
             self.hub.presence_from_peer(&to, &from, presence);
         }

@@ -142,7 +142,8 @@ async fn main() -> anyhow::Result<()> {
                 }
                 tokio::time::sleep_until((start + at).into()).await;
                 let show = if n.is_multiple_of(2) { "away" } else { "available" };
-                let p = pb::SetPresence { show: show.into(), status: format!("t{}", at.as_micros()), priority: 0 };
+                let p =
+                    pb::SetPresence { show: show.into(), status: format!("t{}", at.as_micros()), ..Default::default() };
                 if up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) }).await.is_err() {
                     break;
                 }

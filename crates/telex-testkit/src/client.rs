@@ -85,7 +85,7 @@ impl Device {
     }
 
     pub async fn presence(&self, show: &str, status: &str, priority: i32) {
-        let p = pb::SetPresence { show: show.into(), status: status.into(), priority };
+        let p = pb::SetPresence { show: show.into(), status: status.into(), priority, ..Default::default() };
         self.up
             .send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) })
             .await

@@ -49,6 +49,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("carbon_sent", self._carbon_sent)
         self.add_event_handler("changed_status", self._presence)
         self.directed = []
+        self.raw_presences = []
+        self.add_event_handler("presence", lambda p: self.raw_presences.append(str(p)))
         self.add_event_handler("presence_available", lambda p: self.directed.append((str(p["from"]), "available", p["status"])))
         self.add_event_handler("presence_unavailable", lambda p: self.directed.append((str(p["from"]), "unavailable", "")))
         self.add_event_handler("chatstate", lambda m: self.signals.append(("chatstate", str(m["from"]), m["chat_state"])))
@@ -120,6 +122,14 @@ async def chat(args):
         fail(f"alice got {[m[1] for m in a.inbox]}")
     if len({m[2] for m in b.inbox}) != n or not all(m[2] for m in b.inbox):
         fail("messages lack unique XEP-0359 stanza ids")
+
+    # Entity capabilities (XEP-0115) in presence reach contacts.
+    from xml.etree import ElementTree as ET
+    caps = a.make_presence(pstatus="with caps")
+    caps.xml.append(ET.fromstring("<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='https://telex.test' ver='QgayPKawpkPSDYmwT/WM94uAlu0='/>"))
+    caps.send()
+    await until("bob to see alice's capabilities",
+                lambda: any("QgayPKawpkPSDYmwT/WM94uAlu0=" in p and "with caps" in p for p in b.raw_presences))
 
     # Chat states (XEP-0085) and chat markers (XEP-0333) pass through, not stored.
     typing = a.make_message(mto=b.boundjid.bare, mtype="chat")

@@ -47,4 +47,7 @@ pub struct DevicePresence {
     pub status: String,
     /// RFC 6121 priority, -128..=127.
     pub priority: i8,
+    /// Extension elements announced with it, opaque to the server (XMPP: entity capabilities,
+    /// avatar hash); contacts see the ones of the device whose presence wins.
+    pub extras: String,
 }

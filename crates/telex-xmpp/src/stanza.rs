@@ -133,7 +133,14 @@ fn presence(p: &Element) -> Inbound {
     let set = |show: &str| {
         let status = p.child("status").map(Element::text).unwrap_or_default();
         let priority = p.child("priority").and_then(|e| e.text().trim().parse::<i32>().ok()).unwrap_or(0);
-        let presence = pb::SetPresence { show: show.to_string(), status, priority: priority.clamp(-128, 127) };
+        // Entity capabilities, avatar hashes and the like go to contacts with it.
+        let mut extras = String::new();
+        if show != "unavailable" {
+            for e in p.elements().filter(|e| !matches!(e.name.as_str(), "show" | "status" | "priority")) {
+                to_xml(e, &mut extras);
+            }
+        }
+        let presence = pb::SetPresence { show: show.to_string(), status, priority: priority.clamp(-128, 127), extras };
         Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(presence)) })
     };
     let subscription = |kind| match p.attr("to") {
@@ -249,6 +256,7 @@ pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Opti
             if p.priority != 0 {
                 children.push(text_el("priority", &p.priority.to_string()));
             }
+            children.extend(extras(&p.extras));
             let kind = if p.show == "unavailable" { "unavailable" } else { "" };
             Some(el("presence", &[("from", &p.from), ("to", me), ("type", kind)], children))
         }
@@ -424,8 +432,9 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(p("<presence/>").show, "available");
-        let away = p("<presence><show>away</show><status>lunch</status><priority>5</priority></presence>");
+        let away = p("<presence><show>away</show><status>lunch</status><priority>5</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>");
         assert_eq!((away.show.as_str(), away.status.as_str(), away.priority), ("away", "lunch", 5));
+        assert_eq!(away.extras, "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>");
         assert_eq!(p("<presence type='unavailable'/>").show, "unavailable");
         assert!(matches!(
             inbound(&parse("<presence><show>sleepy</show></presence>"), String::new),
