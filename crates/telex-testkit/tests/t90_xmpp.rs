@@ -271,3 +271,79 @@ fn slixmpp_clients_on_different_nodes_of_a_cluster_chat() {
     let out = scenario(&nodes[0], "chat", &["--bob-port", &bob_port]);
     assert_ok(&out, "chat", &nodes[0]);
 }
+
+/// Asks (`<r/>`, every 100 ms) until the server counts at least `want` handled stanzas; the `h`
+/// seen last, or `None` by the deadline. A refused message shows as an error stanza.
+fn wait_handled(r: &mut Raw, want: u32, within: Duration) -> (Option<u32>, bool) {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    let mut asked = Instant::now() - Duration::from_secs(1);
+    loop {
+        if asked.elapsed() >= Duration::from_millis(100) {
+            r.send("<r xmlns='urn:xmpp:sm:3'/>");
+            asked = Instant::now();
+        }
+        let refused = r.got.contains("type='error'");
+        let h = r.got.rmatch_indices("<a xmlns='urn:xmpp:sm:3' h='").next().and_then(|(at, m)| {
+            let rest = &r.got[at + m.len()..];
+            rest[..rest.find('\'')?].parse::<u32>().ok()
+        });
+        if h.is_some_and(|h| h >= want) || refused || Instant::now() > deadline {
+            r.got.clear();
+            return (h, refused);
+        }
+        if let Ok(n) = r.s.read(&mut buf) {
+            if n == 0 {
+                return (h, refused);
+            }
+            r.got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+}
+
+#[test]
+fn an_xmpp_sender_loses_no_handled_message_when_the_leader_is_killed() {
+    use std::collections::BTreeMap;
+    use telex_testkit::history::{check, Outcome, SendEvent};
+
+    let (_dirs, [mut n1, n2, n3]) = telex_testkit::cluster::three_nodes(&[]);
+    // Alice's client is on node 2; her actor and bob's shard start out led by node 1.
+    let mut r = Raw::login(n2.addrs.xmpp, "alice", "laptop");
+    r.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    r.expect("<enabled");
+    r.got.clear();
+    let mut events = Vec::new();
+    let started = Instant::now();
+    let mut killed = false;
+    let mut sent: u32 = 0;
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        if !killed && started.elapsed() > Duration::from_secs(2) {
+            n1.kill9();
+            killed = true;
+        }
+        let id = format!("x{i}");
+        loop {
+            r.send(&format!("<message to='bob@localhost' id='{id}' type='chat'><body>m {i}</body></message>"));
+            sent += 1;
+            // "Handled" means committed: h covers this message only once it is stored.
+            let (h, refused) = wait_handled(&mut r, sent, Duration::from_secs(20));
+            assert!(!refused, "a send was refused");
+            let outcome = if h.is_some_and(|h| h >= sent) { Outcome::Ok } else { Outcome::Info };
+            events.push(SendEvent { owner: "bob@localhost".into(), client_id: id.clone(), outcome });
+            if outcome == Outcome::Ok {
+                break;
+            }
+        }
+        i += 1;
+    }
+    assert!(killed);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let from_n3 = rt.block_on(telex_testkit::cluster::archive(&n3, "bob@localhost"));
+    let from_n2 = rt.block_on(telex_testkit::cluster::archive(&n2, "bob@localhost"));
+    assert_eq!(from_n2, from_n3, "replicas disagree on bob's archive");
+    let figures = check(&events, &BTreeMap::from([("bob@localhost".to_string(), from_n3)]));
+    println!("XMPP sender across a leader kill: {figures}");
+    assert!(figures.promise_kept(), "{figures}");
+    assert!(figures.acked > 20, "too few messages to mean anything: {figures}");
+}
