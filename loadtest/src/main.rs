@@ -1,0 +1,106 @@
+//! `telex-loadtest`: offers open-loop load to an XMPP server (Telex or any other), measures
+//! latency and throughput, and writes a report with plots.
+
+mod report;
+mod run;
+mod scenario;
+mod stats;
+mod xmpp;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::scenario::Scenario;
+
+#[derive(Parser)]
+#[command(name = "telex-loadtest", version, about = "Open-loop load tests for Telex and other XMPP servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a scenario and writes the report.
+    Run {
+        /// A built-in scenario: smoke, chat.
+        #[arg(long, conflicts_with = "scenario")]
+        preset: Option<String>,
+        /// A scenario file (TOML; see loadtest/README.md).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        /// The server's XMPP c2s address (plain TCP).
+        #[arg(long, default_value = "127.0.0.1:5222")]
+        server: SocketAddr,
+        /// Telex admin API to provision users through; "none" if they exist already.
+        #[arg(long, default_value = "127.0.0.1:7402")]
+        admin: String,
+        /// Report directory.
+        #[arg(long, default_value = "loadtest-report")]
+        out: PathBuf,
+        /// Writes the sends as JSON lines for the history checker.
+        #[arg(long)]
+        history: Option<PathBuf>,
+        /// Overrides the scenario's measured duration.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Lists the presets with their settings.
+    Presets,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match real_main().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("telex-loadtest: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn real_main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Presets => {
+            for p in scenario::PRESETS {
+                println!("# {p}\n{}", toml::to_string(&Scenario::preset(p).map_err(anyhow::Error::msg)?)?);
+            }
+            Ok(())
+        }
+        Command::Run { preset, scenario, server, admin, out, history, duration } => {
+            let mut s = match (preset, scenario) {
+                (Some(p), _) => Scenario::preset(&p).map_err(anyhow::Error::msg)?,
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path)?;
+                    Scenario::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                (None, None) => Scenario::preset("smoke").map_err(anyhow::Error::msg)?,
+            };
+            if let Some(d) = duration {
+                s.duration_secs = d;
+            }
+            s.validate().map_err(anyhow::Error::msg)?;
+            let admin = (admin != "none").then_some(admin);
+            let options = run::Options { server, admin, out: out.clone(), history };
+            let stats = run::run(&s, &options).await?;
+            let from = (s.ramp_up_secs + s.warm_up_secs) as usize;
+            let to = from + s.duration_secs as usize;
+            let server_name = server.to_string();
+            let result = report::Result {
+                scenario: &s,
+                server: &server_name,
+                measured_from_sec: from,
+                measured_to_sec: to,
+                summary: stats.summary(from, to),
+                seconds: report::per_second(&stats),
+            };
+            report::write(&options.out, &result)?;
+            print!("{}", report::markdown(&result));
+            eprintln!("report: {}", out.join("summary.md").display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Scenarios: what load to offer, as TOML or a built-in preset. Pure, so every rule is tested;
+//! a bad file gets an error naming the field.
+
+use serde::{Deserialize, Serialize};
+
+/// How the tool talks to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// XMPP c2s over plain TCP (SASL PLAIN): any XMPP server configured for it.
+    Xmpp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub driver: Driver,
+    /// XMPP domain the users live in.
+    pub domain: String,
+    pub users: usize,
+    /// Connections (resources) per user.
+    pub devices: usize,
+    /// Each user writes to this many others (its neighbours in a ring).
+    pub contacts: usize,
+    /// New connections per second while logging in.
+    pub login_rate: f64,
+    /// Messages per second over all users, offered on schedule (open loop).
+    pub message_rate: f64,
+    /// Body size in bytes (at least the timestamp it carries).
+    pub message_bytes: usize,
+    /// Share of recipients kept offline (their messages are stored, not delivered live).
+    pub offline_fraction: f64,
+    /// Seconds over which the message rate climbs to `message_rate`.
+    pub ramp_up_secs: u64,
+    /// Seconds at full rate before measuring.
+    pub warm_up_secs: u64,
+    /// Seconds measured at full rate.
+    pub duration_secs: u64,
+    /// Password of every provisioned user.
+    pub password: String,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "custom".into(),
+            driver: Driver::Xmpp,
+            domain: "localhost".into(),
+            users: 100,
+            devices: 1,
+            contacts: 20,
+            login_rate: 200.0,
+            message_rate: 500.0,
+            message_bytes: 64,
+            offline_fraction: 0.0,
+            ramp_up_secs: 2,
+            warm_up_secs: 2,
+            duration_secs: 10,
+            password: "loadtest".into(),
+        }
+    }
+}
+
+pub const PRESETS: &[&str] = &["smoke", "chat"];
+
+impl Scenario {
+    /// A built-in scenario.
+    pub fn preset(name: &str) -> Result<Scenario, String> {
+        let base = Scenario { name: name.to_string(), ..Scenario::default() };
+        let s = match name {
+            "smoke" => Scenario {
+                users: 10,
+                contacts: 3,
+                message_rate: 50.0,
+                ramp_up_secs: 0,
+                warm_up_secs: 1,
+                duration_secs: 3,
+                ..base
+            },
+            "chat" => Scenario { users: 1000, contacts: 20, message_rate: 1000.0, duration_secs: 30, ..base },
+            other => return Err(format!("unknown preset {other:?}; presets: {}", PRESETS.join(", "))),
+        };
+        Ok(s)
+    }
+
+    /// Parses a TOML scenario: every field optional (defaults above), unknown fields refused.
+    pub fn from_toml(text: &str) -> Result<Scenario, String> {
+        let s: Scenario = toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Values that parse but make no sense; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.users < 2 {
+            return Err("users: at least 2 (someone to write to)".into());
+        }
+        if self.devices == 0 {
+            return Err("devices: at least 1".into());
+        }
+        if self.contacts == 0 || self.contacts >= self.users {
+            return Err(format!("contacts: 1 to users - 1 ({})", self.users - 1));
+        }
+        if self.login_rate.is_nan() || self.login_rate <= 0.0 {
+            return Err("login_rate: must be above 0".into());
+        }
+        if self.message_rate.is_nan() || self.message_rate < 0.0 {
+            return Err("message_rate: must not be negative".into());
+        }
+        if self.message_bytes < 16 || self.message_bytes > 64 * 1024 {
+            return Err("message_bytes: 16 to 65536".into());
+        }
+        if !(0.0..1.0).contains(&self.offline_fraction) {
+            return Err("offline_fraction: 0 or more, below 1".into());
+        }
+        if self.duration_secs == 0 {
+            return Err("duration_secs: at least 1".into());
+        }
+        if self.domain.is_empty() {
+            return Err("domain: must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// Users that connect (the rest stay offline and only receive into their archives).
+    pub fn online_users(&self) -> usize {
+        let offline = (self.users as f64 * self.offline_fraction).floor() as usize;
+        self.users - offline
+    }
+
+    /// Who user `u` writes to: its next `contacts` neighbours in the ring.
+    pub fn contact(&self, u: usize, k: usize) -> usize {
+        (u + 1 + k % self.contacts) % self.users
+    }
+
+    /// The offered rate `t` seconds after sending starts.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        if self.ramp_up_secs == 0 || t >= self.ramp_up_secs as f64 {
+            self.message_rate
+        } else {
+            self.message_rate * (t / self.ramp_up_secs as f64).max(0.05)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_valid() {
+        for p in PRESETS {
+            Scenario::preset(p).unwrap().validate().unwrap();
+        }
+        assert!(Scenario::preset("nope").unwrap_err().contains("smoke"));
+    }
+
+    #[test]
+    fn bad_files_name_the_field() {
+        assert!(Scenario::from_toml("userz = 3").unwrap_err().contains("userz"));
+        assert!(Scenario::from_toml("users = \"many\"").unwrap_err().contains("users"));
+        assert!(Scenario::from_toml("users = 1").unwrap_err().starts_with("users"));
+        assert!(Scenario::from_toml("users = 5\ncontacts = 5").unwrap_err().starts_with("contacts"));
+        assert!(Scenario::from_toml("offline_fraction = 1.5").unwrap_err().starts_with("offline_fraction"));
+        assert!(Scenario::from_toml("driver = \"smtp\"").unwrap_err().contains("driver"));
+        let ok = Scenario::from_toml("users = 50\nmessage_rate = 10.0").unwrap();
+        assert_eq!((ok.users, ok.message_rate, ok.contacts), (50, 10.0, 20));
+    }
+
+    #[test]
+    fn contacts_ring_and_ramp() {
+        let s = Scenario { users: 10, contacts: 3, ramp_up_secs: 10, message_rate: 100.0, ..Scenario::default() };
+        let to: Vec<usize> = (0..3).map(|k| s.contact(8, k)).collect();
+        assert_eq!(to, [9, 0, 1]);
+        assert_eq!(s.rate_at(5.0), 50.0);
+        assert_eq!(s.rate_at(20.0), 100.0);
+        assert_eq!(Scenario { offline_fraction: 0.25, users: 8, ..s }.online_users(), 6);
+    }
+}

@@ -1,0 +1,140 @@
+//! What a run measured: latency histograms overall and per second, per-second counts, errors.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+/// One second of the run.
+#[derive(Clone, Debug)]
+pub struct Second {
+    pub sent: u64,
+    pub acked: u64,
+    pub delivered: u64,
+    pub errors: u64,
+    pub delivery: Histogram<u64>,
+}
+
+impl Default for Second {
+    fn default() -> Self {
+        Second { sent: 0, acked: 0, delivered: 0, errors: 0, delivery: histogram() }
+    }
+}
+
+#[derive(Debug)]
+pub struct Stats {
+    /// Intended send time → arrival at the recipient, µs.
+    pub delivery: Histogram<u64>,
+    /// Intended send time → the server's acknowledgement, µs.
+    pub ack: Histogram<u64>,
+    pub seconds: Vec<Second>,
+    pub errors: BTreeMap<String, u64>,
+    pub logins: u64,
+    pub login_secs: f64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            delivery: histogram(),
+            ack: histogram(),
+            seconds: Vec::new(),
+            errors: BTreeMap::new(),
+            logins: 0,
+            login_secs: 0.0,
+        }
+    }
+}
+
+impl Stats {
+    fn second(&mut self, s: usize) -> &mut Second {
+        if self.seconds.len() <= s {
+            self.seconds.resize_with(s + 1, Second::default);
+        }
+        &mut self.seconds[s]
+    }
+
+    pub fn sent(&mut self, at_sec: usize) {
+        self.second(at_sec).sent += 1;
+    }
+
+    pub fn acked(&mut self, at_sec: usize, latency_us: u64) {
+        self.second(at_sec).acked += 1;
+        let _ = self.ack.record(latency_us.max(1));
+    }
+
+    pub fn delivered(&mut self, at_sec: usize, latency_us: u64) {
+        let s = self.second(at_sec);
+        s.delivered += 1;
+        let _ = s.delivery.record(latency_us.max(1));
+        let _ = self.delivery.record(latency_us.max(1));
+    }
+
+    pub fn error(&mut self, at_sec: usize, kind: &str) {
+        self.second(at_sec).errors += 1;
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// The measured window's figures (`from..to` seconds of the sending phase).
+    pub fn summary(&self, from: usize, to: usize) -> Summary {
+        let window = &self.seconds[from.min(self.seconds.len())..to.min(self.seconds.len())];
+        let secs = window.len().max(1) as f64;
+        let mut delivery = histogram();
+        for s in window {
+            delivery.add(&s.delivery).expect("same bounds");
+        }
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Summary {
+            sent_per_sec: window.iter().map(|s| s.sent).sum::<u64>() as f64 / secs,
+            acked_per_sec: window.iter().map(|s| s.acked).sum::<u64>() as f64 / secs,
+            delivered_per_sec: window.iter().map(|s| s.delivered).sum::<u64>() as f64 / secs,
+            delivery_p50_ms: ms(&delivery, 0.5),
+            delivery_p99_ms: ms(&delivery, 0.99),
+            delivery_max_ms: delivery.max() as f64 / 1000.0,
+            ack_p50_ms: ms(&self.ack, 0.5),
+            ack_p99_ms: ms(&self.ack, 0.99),
+            errors: self.errors.clone(),
+            logins_per_sec: self.logins as f64 / self.login_secs.max(1e-9),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub sent_per_sec: f64,
+    pub acked_per_sec: f64,
+    pub delivered_per_sec: f64,
+    pub delivery_p50_ms: f64,
+    pub delivery_p99_ms: f64,
+    pub delivery_max_ms: f64,
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub logins_per_sec: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_what_counts() {
+        let mut s = Stats::default();
+        for sec in 0..4 {
+            for _ in 0..10 {
+                s.sent(sec);
+                s.delivered(sec, if sec == 0 { 900_000 } else { 2_000 });
+            }
+        }
+        s.error(2, "timeout");
+        let w = s.summary(1, 4);
+        assert_eq!(w.sent_per_sec, 10.0);
+        assert!((w.delivery_p99_ms - 2.0).abs() < 0.01, "warm-up excluded: {w:?}");
+        assert_eq!(w.errors["timeout"], 1);
+    }
+}
