@@ -62,7 +62,7 @@ impl Default for Scenario {
     }
 }
 
-pub const PRESETS: &[&str] = &["smoke", "chat"];
+pub const PRESETS: &[&str] = &["smoke", "chat", "login-storm"];
 
 impl Scenario {
     /// A built-in scenario.
@@ -79,6 +79,16 @@ impl Scenario {
                 ..base
             },
             "chat" => Scenario { users: 1000, contacts: 20, message_rate: 1000.0, duration_secs: 30, ..base },
+            // Logins only: how fast the server authenticates and binds.
+            "login-storm" => Scenario {
+                users: 5000,
+                login_rate: 2000.0,
+                message_rate: 0.0,
+                ramp_up_secs: 0,
+                warm_up_secs: 0,
+                duration_secs: 1,
+                ..base
+            },
             other => return Err(format!("unknown preset {other:?}; presets: {}", PRESETS.join(", "))),
         };
         Ok(s)
