@@ -118,7 +118,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
     let mut n: u64 = 0;
     let mut next_at = 0.0_f64;
     let mut last_progress = 0;
-    while next_at < sending_secs as f64 {
+    while s.message_rate > 0.0 && next_at < sending_secs as f64 {
         let due = send_start + Duration::from_secs_f64(next_at);
         // Take measurements while waiting.
         loop {
