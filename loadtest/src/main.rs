@@ -4,6 +4,7 @@
 mod report;
 mod run;
 mod scenario;
+mod sink;
 mod stats;
 mod xmpp;
 
@@ -47,6 +48,17 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
+    /// The tool's own ceiling: a scenario against an in-process endpoint that only
+    /// acknowledges, so no result is the tool's limit in disguise.
+    Ceiling {
+        #[arg(long, default_value = "chat")]
+        preset: String,
+        /// Messages per second to offer.
+        #[arg(long, default_value_t = 20000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+    },
     /// Lists the presets with their settings.
     Presets,
 }
@@ -68,6 +80,26 @@ async fn real_main() -> anyhow::Result<()> {
             for p in scenario::PRESETS {
                 println!("# {p}\n{}", toml::to_string(&Scenario::preset(p).map_err(anyhow::Error::msg)?)?);
             }
+            Ok(())
+        }
+        Command::Ceiling { preset, rate, duration } => {
+            let mut s = Scenario::preset(&preset).map_err(anyhow::Error::msg)?;
+            s.message_rate = rate;
+            s.duration_secs = duration;
+            s.validate().map_err(anyhow::Error::msg)?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let server = listener.local_addr()?;
+            let sink = tokio::spawn(sink::serve(listener));
+            let options = run::Options { server, admin: None, out: PathBuf::from("loadtest-ceiling"), history: None };
+            let stats = run::run(&s, &options).await?;
+            sink.abort();
+            let from = (s.ramp_up_secs + s.warm_up_secs) as usize;
+            let w = stats.summary(from, from + s.duration_secs as usize);
+            println!(
+                "tool ceiling ({} connections, one process): offered {rate} msg/s, sent {:.0}/s, acknowledged {:.0}/s, \
+                 ack p50 {:.1} ms, p99 {:.1} ms, errors {:?}",
+                stats.logins, w.sent_per_sec, w.acked_per_sec, w.ack_p50_ms, w.ack_p99_ms, w.errors
+            );
             Ok(())
         }
         Command::Run { preset, scenario, server, admin, out, history, duration } => {
