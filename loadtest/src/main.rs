@@ -47,6 +47,29 @@ enum Command {
         /// Overrides the scenario's measured duration.
         #[arg(long)]
         duration: Option<u64>,
+        /// Worker processes sharing the connections (a process may hold at most ~20,000).
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Source addresses, one per worker in turn (default: 127.0.0.2, 127.0.0.3, ... with
+        /// several workers), so more connections fit than one address's ports allow.
+        #[arg(long, value_delimiter = ',')]
+        sources: Vec<std::net::IpAddr>,
+    },
+    /// One worker process of a run (started by `run --workers`); prints its figures as JSON.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        scenario_json: String,
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        index: usize,
+        #[arg(long)]
+        of: usize,
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+        #[arg(long)]
+        start_at_us: u64,
     },
     /// The tool's own ceiling: a scenario against an in-process endpoint that only
     /// acknowledges, so no result is the tool's limit in disguise.
@@ -90,7 +113,8 @@ async fn real_main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let server = listener.local_addr()?;
             let sink = tokio::spawn(sink::serve(listener));
-            let options = run::Options { server, admin: None, out: PathBuf::from("loadtest-ceiling"), history: None };
+            let options =
+                run::Options { server, admin: None, history: None, slice: (0, 1), source: None, start_at_us: None };
             let stats = run::run(&s, &options).await?;
             sink.abort();
             let from = (s.ramp_up_secs + s.warm_up_secs) as usize;
@@ -102,7 +126,21 @@ async fn real_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Run { preset, scenario, server, admin, out, history, duration } => {
+        Command::Worker { scenario_json, server, index, of, source, start_at_us } => {
+            let s: Scenario = serde_json::from_str(&scenario_json)?;
+            let options = run::Options {
+                server,
+                admin: None,
+                history: None,
+                slice: (index, of),
+                source,
+                start_at_us: Some(start_at_us),
+            };
+            let stats = run::run(&s, &options).await?;
+            println!("{}", stats.to_json());
+            Ok(())
+        }
+        Command::Run { preset, scenario, server, admin, out, history, duration, workers, sources } => {
             let mut s = match (preset, scenario) {
                 (Some(p), _) => Scenario::preset(&p).map_err(anyhow::Error::msg)?,
                 (None, Some(path)) => {
@@ -116,8 +154,19 @@ async fn real_main() -> anyhow::Result<()> {
             }
             s.validate().map_err(anyhow::Error::msg)?;
             let admin = (admin != "none").then_some(admin);
-            let options = run::Options { server, admin, out: out.clone(), history };
-            let stats = run::run(&s, &options).await?;
+            let stats = if workers > 1 {
+                run::workers(&s, server, admin.as_deref(), workers, &sources).await?
+            } else {
+                let options = run::Options {
+                    server,
+                    admin,
+                    history,
+                    slice: (0, 1),
+                    source: sources.first().copied(),
+                    start_at_us: None,
+                };
+                run::run(&s, &options).await?
+            };
             let from = (s.ramp_up_secs + s.warm_up_secs) as usize;
             let to = from + s.duration_secs as usize;
             let server_name = server.to_string();
@@ -129,7 +178,7 @@ async fn real_main() -> anyhow::Result<()> {
                 summary: stats.summary(from, to),
                 seconds: report::per_second(&stats),
             };
-            report::write(&options.out, &result)?;
+            report::write(&out, &result)?;
             print!("{}", report::markdown(&result));
             eprintln!("report: {}", out.join("summary.md").display());
             Ok(())

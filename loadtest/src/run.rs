@@ -16,17 +16,21 @@ use crate::scenario::Scenario;
 use crate::stats::Stats;
 use crate::xmpp::{self, Conn, Outgoing};
 
-/// Time since the run started, shared by every connection.
+/// Wall-clock time in µs (shared by every worker process on the machine: a message's send
+/// time is written by one process and read by another), and when sending starts.
 #[derive(Clone)]
 pub struct Clock {
-    start: Instant,
-    /// Sending starts here (µs); seconds are counted from it. Set once logins are done.
+    /// Sending starts here (Unix µs); seconds are counted from it.
     sending_from_us: Arc<AtomicU64>,
+}
+
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 impl Clock {
     pub fn now_us(&self) -> u64 {
-        self.start.elapsed().as_micros() as u64
+        unix_us()
     }
 
     /// The second of the sending phase that `us` falls in.
@@ -46,8 +50,13 @@ pub struct Options {
     pub server: SocketAddr,
     /// Telex admin API for provisioning (`None`: users exist already).
     pub admin: Option<String>,
-    pub out: PathBuf,
     pub history: Option<PathBuf>,
+    /// This process's share: connections `i` with `i % of == index`, and `1/of` of the rate.
+    pub slice: (usize, usize),
+    /// Local address connections are made from (several 127.0.0.x spread the port space).
+    pub source: Option<std::net::IpAddr>,
+    /// When sending starts (Unix µs), so that worker processes start together.
+    pub start_at_us: Option<u64>,
 }
 
 async fn provision(admin: &str, s: &Scenario) -> anyhow::Result<()> {
@@ -71,8 +80,8 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
         provision(admin, s).await?;
         eprintln!("provisioned {} users", s.users);
     }
-    let start = Instant::now();
-    let clock = Clock { start, sending_from_us: Arc::new(AtomicU64::new(u64::MAX)) };
+    let clock = Clock { sending_from_us: Arc::new(AtomicU64::new(u64::MAX)) };
+    let (index, of) = o.slice;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let mut stats = Stats::default();
 
@@ -81,13 +90,14 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
     let mut conns: Vec<Conn> = Vec::new();
     let mut logging_in = tokio::task::JoinSet::new();
     let total = s.online_users() * s.devices;
-    for i in 0..total {
-        let due = login_start + Duration::from_secs_f64(i as f64 / s.login_rate);
+    for (k, i) in (0..total).filter(|i| i % of == index).enumerate() {
+        let due = login_start + Duration::from_secs_f64(k as f64 * of as f64 / s.login_rate);
         tokio::time::sleep_until(due.into()).await;
         let (user, device) = (i / s.devices, i % s.devices);
         let (domain, password, tx) = (s.domain.clone(), s.password.clone(), tx.clone());
-        let (server, clock) = (o.server, clock.clone());
-        logging_in.spawn(async move { xmpp::connect(server, &domain, user, device, &password, clock, tx).await });
+        let (server, source, clock) = (o.server, o.source, clock.clone());
+        logging_in
+            .spawn(async move { xmpp::connect(server, source, &domain, user, device, &password, clock, tx).await });
     }
     while let Some(c) = logging_in.join_next().await {
         match c? {
@@ -109,10 +119,10 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
     conns.sort_by_key(|c| c.user);
 
     // Send on schedule.
-    let sending_from_us = clock.now_us();
+    let sending_from_us = o.start_at_us.unwrap_or_else(unix_us);
     clock.sending_from_us.store(sending_from_us, Ordering::Relaxed);
     let sending_secs = s.ramp_up_secs + s.warm_up_secs + s.duration_secs;
-    let send_start = Instant::now();
+    let send_start = Instant::now() + Duration::from_micros(sending_from_us.saturating_sub(unix_us()));
     let body_pad = "x".repeat(s.message_bytes.saturating_sub(24));
     let mut history = Vec::new();
     let mut n: u64 = 0;
@@ -146,7 +156,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
             Err(_) => stats.error(sec, "client backlog (connection not keeping up)"),
         }
         n += 1;
-        let rate = s.rate_at(next_at);
+        let rate = s.rate_at(next_at) / of as f64;
         next_at += if rate > 0.0 { 1.0 / rate } else { sending_secs as f64 };
     }
     // Let the last deliveries and acknowledgements arrive.
@@ -158,6 +168,49 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
     drop(conns);
     if let Some(path) = &o.history {
         write_history(path, &history)?;
+    }
+    Ok(stats)
+}
+
+/// Runs the scenario in `n` worker processes (connections and rate shared out, each from its
+/// own source address), all sending from the same instant, and merges their figures.
+pub async fn workers(
+    s: &Scenario,
+    server: SocketAddr,
+    admin: Option<&str>,
+    n: usize,
+    sources: &[std::net::IpAddr],
+) -> anyhow::Result<Stats> {
+    if let Some(admin) = admin {
+        provision(admin, s).await?;
+        eprintln!("provisioned {} users", s.users);
+    }
+    // Everyone logs in first (at the scenario's rate, generously), then sends together.
+    let login_secs = (s.online_users() * s.devices) as f64 / s.login_rate;
+    let start_at_us = unix_us() + ((login_secs * 1.5 + 3.0) * 1e6) as u64;
+    let exe = std::env::current_exe()?;
+    let json = serde_json::to_string(s)?;
+    let mut children = Vec::new();
+    for i in 0..n {
+        let source = match sources {
+            [] => std::net::IpAddr::from([127, 0, 0, 2 + (i % 250) as u8]),
+            list => list[i % list.len()],
+        };
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args(["worker", "--scenario-json", &json, "--server", &server.to_string()])
+            .args(["--index", &i.to_string(), "--of", &n.to_string(), "--source", &source.to_string()])
+            .args(["--start-at-us", &start_at_us.to_string()])
+            .stdout(std::process::Stdio::piped());
+        // Waiting for a process blocks: on the blocking pool.
+        children.push(tokio::task::spawn_blocking(move || command.output()));
+    }
+    let mut stats = Stats::default();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.await?.context("running a worker")?;
+        anyhow::ensure!(out.status.success(), "worker {i} failed ({})", out.status);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("a worker's figures")?;
+        stats.merge_json(&v)?;
     }
     Ok(stats)
 }

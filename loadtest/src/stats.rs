@@ -138,3 +138,84 @@ mod tests {
         assert_eq!(w.errors["timeout"], 1);
     }
 }
+
+/// A histogram as base64 of the HdrHistogram V2 (deflate) encoding, to pass between processes.
+fn encode(h: &Histogram<u64>) -> String {
+    use base64::Engine;
+    use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new().serialize(h, &mut bytes).expect("serializing into a Vec");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn decode(s: &str) -> anyhow::Result<Histogram<u64>> {
+    use base64::Engine;
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s)?;
+    Ok(Deserializer::new().deserialize(&mut &bytes[..])?)
+}
+
+impl Stats {
+    /// Everything measured, for the parent process to merge.
+    pub fn to_json(&self) -> serde_json::Value {
+        let seconds: Vec<_> = self
+            .seconds
+            .iter()
+            .map(|s| serde_json::json!([s.sent, s.acked, s.delivered, s.errors, encode(&s.delivery)]))
+            .collect();
+        serde_json::json!({
+            "delivery": encode(&self.delivery),
+            "ack": encode(&self.ack),
+            "seconds": seconds,
+            "errors": self.errors,
+            "logins": self.logins,
+            "login_secs": self.login_secs,
+        })
+    }
+
+    /// Adds a worker's measurements.
+    pub fn merge_json(&mut self, v: &serde_json::Value) -> anyhow::Result<()> {
+        let str_of = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+        self.delivery.add(decode(&str_of(&v["delivery"]))?)?;
+        self.ack.add(decode(&str_of(&v["ack"]))?)?;
+        for (i, s) in v["seconds"].as_array().into_iter().flatten().enumerate() {
+            let n = |k: usize| s[k].as_u64().unwrap_or(0);
+            let mine = self.second(i);
+            mine.sent += n(0);
+            mine.acked += n(1);
+            mine.delivered += n(2);
+            mine.errors += n(3);
+            mine.delivery.add(decode(&str_of(&s[4]))?)?;
+        }
+        for (k, n) in v["errors"].as_object().into_iter().flatten() {
+            *self.errors.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
+        }
+        self.logins += v["logins"].as_u64().unwrap_or(0);
+        self.login_secs = self.login_secs.max(v["login_secs"].as_f64().unwrap_or(0.0));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    #[test]
+    fn workers_merge_into_one_set_of_figures() {
+        let mut a = Stats::default();
+        let mut b = Stats::default();
+        for _ in 0..100 {
+            a.delivered(0, 1_000);
+            b.delivered(1, 9_000);
+        }
+        a.error(0, "x");
+        b.logins = 5;
+        let mut all = Stats::default();
+        all.merge_json(&a.to_json()).unwrap();
+        all.merge_json(&b.to_json()).unwrap();
+        assert_eq!(all.delivery.len(), 200);
+        assert_eq!((all.seconds[0].delivered, all.seconds[1].delivered), (100, 100));
+        assert_eq!(all.errors["x"], 1);
+        assert_eq!(all.logins, 5);
+    }
+}

@@ -51,8 +51,10 @@ async fn expect(r: &mut OwnedReadHalf, got: &mut String, needle: &str) -> anyhow
 }
 
 /// Connects, authenticates and binds; then starts the writer and reader tasks.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     addr: SocketAddr,
+    source: Option<std::net::IpAddr>,
     domain: &str,
     user: usize,
     device: usize,
@@ -60,7 +62,15 @@ pub async fn connect(
     clock: Clock,
     events: mpsc::UnboundedSender<Event>,
 ) -> anyhow::Result<Conn> {
-    let (mut r, mut w) = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?.into_split();
+    let stream = match source {
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}"))?;
+            socket.connect(addr).await
+        }
+        None => TcpStream::connect(addr).await,
+    };
+    let (mut r, mut w) = stream.with_context(|| format!("connecting to {addr}"))?.into_split();
     let mut got = String::new();
     let open = format!(
         "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
