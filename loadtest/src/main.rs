@@ -47,6 +47,9 @@ enum Command {
         /// Overrides the scenario's measured duration.
         #[arg(long)]
         duration: Option<u64>,
+        /// Overrides the scenario's message rate (msg/s over all users).
+        #[arg(long)]
+        rate: Option<f64>,
         /// Worker processes sharing the connections (a process may hold at most ~20,000).
         #[arg(long, default_value_t = 1)]
         workers: usize,
@@ -140,7 +143,7 @@ async fn real_main() -> anyhow::Result<()> {
             println!("{}", stats.to_json());
             Ok(())
         }
-        Command::Run { preset, scenario, server, admin, out, history, duration, workers, sources } => {
+        Command::Run { preset, scenario, server, admin, out, history, duration, rate, workers, sources } => {
             let mut s = match (preset, scenario) {
                 (Some(p), _) => Scenario::preset(&p).map_err(anyhow::Error::msg)?,
                 (None, Some(path)) => {
@@ -151,6 +154,9 @@ async fn real_main() -> anyhow::Result<()> {
             };
             if let Some(d) = duration {
                 s.duration_secs = d;
+            }
+            if let Some(r) = rate {
+                s.message_rate = r;
             }
             s.validate().map_err(anyhow::Error::msg)?;
             let admin = (admin != "none").then_some(admin);
