@@ -100,6 +100,17 @@ impl UserActor {
         Ok(())
     }
 
+    /// The item for `contact` with a new name and groups, if `contact` may be on the roster.
+    fn named_item(&self, contact: &UserJid, name: String, groups: Vec<String>) -> Result<RosterItem, TelexError> {
+        if contact == &self.user {
+            return Err(TelexError::invalid("you cannot add yourself to your roster"));
+        }
+        if !self.ledger.user_exists(contact)? {
+            return Err(TelexError::not_found(format!("no such user {contact}")));
+        }
+        Ok(RosterItem { name, groups, ..self.item(contact).unwrap_or_default() })
+    }
+
     pub(crate) async fn roster_op(&mut self, op: RosterOp) -> Result<RosterReply, TelexError> {
         self.load()?;
         let items =
@@ -110,15 +121,7 @@ impl UserActor {
             RosterOp::Get => Ok(items(self)),
             RosterOp::Blocked => Ok(RosterReply::Blocked(self.blocked.iter().flatten().cloned().collect())),
             RosterOp::Add { contact, name, groups } => {
-                if contact == self.user {
-                    return Err(TelexError::invalid("you cannot add yourself to your roster"));
-                }
-                if !self.ledger.user_exists(&contact)? {
-                    return Err(TelexError::not_found(format!("no such user {contact}")));
-                }
-                let mut item = self.item(&contact).unwrap_or_default();
-                item.name = name;
-                item.groups = groups;
+                let item = self.named_item(&contact, name, groups)?;
                 let o = outbound(&item, SubscriptionKind::Subscribe);
                 self.save(&contact, Some(o.item)).await?;
                 if o.route {
@@ -132,15 +135,7 @@ impl UserActor {
                 Box::pin(self.roster_op(RosterOp::Add { contact, name, groups })).await
             }
             RosterOp::Set { contact, name, groups } => {
-                if contact == self.user {
-                    return Err(TelexError::invalid("you cannot add yourself to your roster"));
-                }
-                if !self.ledger.user_exists(&contact)? {
-                    return Err(TelexError::not_found(format!("no such user {contact}")));
-                }
-                let mut item = self.item(&contact).unwrap_or_default();
-                item.name = name;
-                item.groups = groups;
+                let item = self.named_item(&contact, name, groups)?;
                 self.save(&contact, Some(item)).await?;
                 Ok(items(self))
             }

@@ -52,7 +52,14 @@ impl Homes for ClusterHomes {
         from_device: &str,
         payload: String,
     ) -> BoxFuture<'static, ()> {
-        self.signal_call(node, to, from, from_device, payload)
+        let client = self.client(node, to);
+        let call = pb::ActorCall { payload: encode(&(to.clone(), from.clone(), from_device.to_string(), payload)) };
+        Box::pin(async move {
+            if let Ok(mut c) = client {
+                // Ephemeral: a lost signal is not retried.
+                let _ = tokio::time::timeout(CALL_TIMEOUT, c.signal(call)).await;
+            }
+        })
     }
 
     fn remote_home(&self, user: &UserJid) -> Option<u64> {
@@ -94,26 +101,6 @@ impl Homes for ClusterHomes {
             // devices is lost, and they see the request on their next roster fetch.
             if let Err(e) = sent {
                 tracing::warn!(to = %to, node, error = %e, "subscription stanza not delivered to the contact's actor");
-            }
-        })
-    }
-}
-
-impl ClusterHomes {
-    fn signal_call(
-        &self,
-        node: u64,
-        to: &UserJid,
-        from: &UserJid,
-        from_device: &str,
-        payload: String,
-    ) -> BoxFuture<'static, ()> {
-        let client = self.client(node, to);
-        let call = pb::ActorCall { payload: encode(&(to.clone(), from.clone(), from_device.to_string(), payload)) };
-        Box::pin(async move {
-            if let Ok(mut c) = client {
-                // Ephemeral: a lost signal is not retried.
-                let _ = tokio::time::timeout(CALL_TIMEOUT, c.signal(call)).await;
             }
         })
     }
