@@ -1,10 +1,13 @@
 //! `telex-loadtest`: offers open-loop load to an XMPP server (Telex or any other), measures
 //! latency and throughput, and writes a report with plots.
 
+mod driver;
+mod grpc;
 mod report;
 mod run;
 mod scenario;
 mod sink;
+mod stanzas;
 mod stats;
 mod xmpp;
 
@@ -26,15 +29,23 @@ struct Cli {
 enum Command {
     /// Runs a scenario and writes the report.
     Run {
-        /// A built-in scenario: smoke, chat.
+        /// A built-in scenario: smoke, chat, presence-storm, login-storm, reconnect-storm.
         #[arg(long, conflicts_with = "scenario")]
         preset: Option<String>,
         /// A scenario file (TOML; see loadtest/README.md).
         #[arg(long)]
         scenario: Option<PathBuf>,
-        /// The server's XMPP c2s address (plain TCP).
-        #[arg(long, default_value = "127.0.0.1:5222")]
-        server: SocketAddr,
+        /// Server addresses, comma-separated, connections spread over them (a cluster's nodes):
+        /// XMPP c2s (plain TCP), or the client API with `--driver grpc`. Default: the local
+        /// node's (127.0.0.1:5222, or 127.0.0.1:7400 for gRPC).
+        #[arg(long, value_delimiter = ',')]
+        server: Vec<SocketAddr>,
+        /// Overrides the scenario's driver: xmpp or grpc.
+        #[arg(long)]
+        driver: Option<String>,
+        /// Overrides the scenario's provision_command (creates users on other servers).
+        #[arg(long)]
+        provision_command: Option<String>,
         /// Telex admin API to provision users through; "none" if they exist already.
         #[arg(long, default_value = "127.0.0.1:7402")]
         admin: String,
@@ -63,8 +74,10 @@ enum Command {
     Worker {
         #[arg(long)]
         scenario_json: String,
+        #[arg(long, value_delimiter = ',')]
+        server: Vec<SocketAddr>,
         #[arg(long)]
-        server: SocketAddr,
+        history: Option<PathBuf>,
         #[arg(long)]
         index: usize,
         #[arg(long)]
@@ -116,8 +129,15 @@ async fn real_main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let server = listener.local_addr()?;
             let sink = tokio::spawn(sink::serve(listener));
-            let options =
-                run::Options { server, admin: None, history: None, slice: (0, 1), source: None, start_at_us: None };
+            s.driver = scenario::Driver::Xmpp;
+            let options = run::Options {
+                servers: vec![server],
+                admin: None,
+                history: None,
+                slice: (0, 1),
+                source: None,
+                start_at_us: None,
+            };
             let stats = run::run(&s, &options).await?;
             sink.abort();
             let from = (s.ramp_up_secs + s.warm_up_secs) as usize;
@@ -129,12 +149,14 @@ async fn real_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Worker { scenario_json, server, index, of, source, start_at_us } => {
-            let s: Scenario = serde_json::from_str(&scenario_json)?;
+        Command::Worker { scenario_json, server, history, index, of, source, start_at_us } => {
+            let mut s: Scenario = serde_json::from_str(&scenario_json)?;
+            // The parent provisioned.
+            s.provision_command.clear();
             let options = run::Options {
-                server,
+                servers: server,
                 admin: None,
-                history: None,
+                history,
                 slice: (index, of),
                 source,
                 start_at_us: Some(start_at_us),
@@ -143,7 +165,20 @@ async fn real_main() -> anyhow::Result<()> {
             println!("{}", stats.to_json());
             Ok(())
         }
-        Command::Run { preset, scenario, server, admin, out, history, duration, rate, workers, sources } => {
+        Command::Run {
+            preset,
+            scenario,
+            server,
+            driver,
+            provision_command,
+            admin,
+            out,
+            history,
+            duration,
+            rate,
+            workers,
+            sources,
+        } => {
             let mut s = match (preset, scenario) {
                 (Some(p), _) => Scenario::preset(&p).map_err(anyhow::Error::msg)?,
                 (None, Some(path)) => {
@@ -158,24 +193,36 @@ async fn real_main() -> anyhow::Result<()> {
             if let Some(r) = rate {
                 s.message_rate = r;
             }
+            if let Some(c) = provision_command {
+                s.provision_command = c;
+            }
+            if let Some(d) = driver {
+                s.driver = toml::Value::String(d.clone())
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("--driver: xmpp or grpc, not {d:?}"))?;
+            }
             s.validate().map_err(anyhow::Error::msg)?;
-            let admin = (admin != "none").then_some(admin);
+            let servers = match (server.is_empty(), s.driver) {
+                (false, _) => server,
+                (true, scenario::Driver::Xmpp) => vec![SocketAddr::from(([127, 0, 0, 1], 5222))],
+                (true, scenario::Driver::Grpc) => vec![SocketAddr::from(([127, 0, 0, 1], 7400))],
+            };
+            let options = run::Options {
+                servers,
+                admin: (admin != "none").then_some(admin),
+                history,
+                slice: (0, 1),
+                source: sources.first().copied(),
+                start_at_us: None,
+            };
             let stats = if workers > 1 {
-                run::workers(&s, server, admin.as_deref(), workers, &sources).await?
+                run::workers(&s, &options, workers, &sources).await?
             } else {
-                let options = run::Options {
-                    server,
-                    admin,
-                    history,
-                    slice: (0, 1),
-                    source: sources.first().copied(),
-                    start_at_us: None,
-                };
                 run::run(&s, &options).await?
             };
             let from = (s.ramp_up_secs + s.warm_up_secs) as usize;
             let to = from + s.duration_secs as usize;
-            let server_name = server.to_string();
+            let server_name = options.servers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
             let result = report::Result {
                 scenario: &s,
                 server: &server_name,

@@ -16,17 +16,34 @@ pub struct Result<'a> {
     pub measured_from_sec: usize,
     pub measured_to_sec: usize,
     pub summary: Summary,
-    /// Per second of the sending phase: sent, acked, delivered, errors, delivery p50/p99 (ms).
-    pub seconds: Vec<[f64; 6]>,
+    /// Per second of the sending phase: sent, acked, delivered, errors, delivery p50/p99 (ms),
+    /// presence changes seen, their p99 (ms), reconnects.
+    pub seconds: Vec<[f64; 9]>,
 }
 
-pub fn per_second(stats: &Stats) -> Vec<[f64; 6]> {
+pub fn per_second(stats: &Stats) -> Vec<[f64; 9]> {
+    let q = |h: &hdrhistogram::Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
+        }
+    };
     stats
         .seconds
         .iter()
         .map(|s| {
-            let q = |q: f64| if s.delivery.is_empty() { 0.0 } else { s.delivery.value_at_quantile(q) as f64 / 1000.0 };
-            [s.sent as f64, s.acked as f64, s.delivered as f64, s.errors as f64, q(0.5), q(0.99)]
+            [
+                s.sent as f64,
+                s.acked as f64,
+                s.delivered as f64,
+                s.errors as f64,
+                q(&s.delivery, 0.5),
+                q(&s.delivery, 0.99),
+                s.presence as f64,
+                q(&s.presence_latency, 0.99),
+                s.reconnects as f64,
+            ]
         })
         .collect()
 }
@@ -37,12 +54,16 @@ pub fn markdown(r: &Result<'_>) -> String {
     let _ = writeln!(out, "# telex-loadtest: {} against {}\n", r.scenario.name, r.server);
     let _ = writeln!(
         out,
-        "{} users × {} devices, {} contacts each, {} msg/s offered, {} B bodies; measured seconds {}..{} of sending.\n",
+        "{} driver; {} users × {} devices, {} contacts each; offered {} msg/s ({} B bodies), {} presence changes/s, \
+         {} reconnects/s; measured seconds {}..{} of sending.\n",
+        format!("{:?}", r.scenario.driver).to_lowercase(),
         r.scenario.users,
         r.scenario.devices,
         r.scenario.contacts,
         r.scenario.message_rate,
         r.scenario.message_bytes,
+        r.scenario.presence_rate,
+        r.scenario.reconnect_rate,
         r.measured_from_sec,
         r.measured_to_sec
     );
@@ -57,6 +78,12 @@ pub fn markdown(r: &Result<'_>) -> String {
         ("delivery max (ms)", s.delivery_max_ms),
         ("ack p50 (ms)", s.ack_p50_ms),
         ("ack p99 (ms)", s.ack_p99_ms),
+        ("presence seen/s", s.presence_per_sec),
+        ("presence p50 (ms)", s.presence_p50_ms),
+        ("presence p99 (ms)", s.presence_p99_ms),
+        ("reconnects/s", s.reconnects_per_sec),
+        ("login p50 (ms)", s.login_p50_ms),
+        ("login p99 (ms)", s.login_p99_ms),
     ];
     for (k, v) in rows {
         let _ = writeln!(out, "| {k} | {v:.1} |");
@@ -75,6 +102,8 @@ pub fn markdown(r: &Result<'_>) -> String {
 
 /// A line chart: one polyline per series over seconds, with axes and a legend.
 pub fn svg(title: &str, unit: &str, series: &[(&str, &str, Vec<f64>)]) -> String {
+    // A series that stayed at zero (no presence in a chat run, say) is left out.
+    let series: Vec<_> = series.iter().filter(|s| s.2.iter().any(|v| *v != 0.0)).collect();
     let (w, h, left, bottom, top, right) = (720.0, 360.0, 60.0, 40.0, 30.0, 150.0);
     let n = series.iter().map(|s| s.2.len()).max().unwrap_or(0).max(2);
     let max = series.iter().flat_map(|s| s.2.iter().copied()).fold(0.0_f64, f64::max).max(1e-9) * 1.1;
@@ -121,10 +150,25 @@ pub fn write(dir: &Path, r: &Result<'_>) -> std::io::Result<()> {
     let throughput = svg(
         "throughput",
         "msg/s",
-        &[("sent", "#1f77b4", col(0)), ("acked", "#2ca02c", col(1)), ("delivered", "#ff7f0e", col(2))],
+        &[
+            ("sent", "#1f77b4", col(0)),
+            ("acked", "#2ca02c", col(1)),
+            ("delivered", "#ff7f0e", col(2)),
+            ("presence seen", "#9467bd", col(6)),
+            ("reconnects", "#8c564b", col(8)),
+            ("errors", "#d62728", col(3)),
+        ],
     );
     std::fs::write(dir.join("throughput.svg"), throughput)?;
-    let latency = svg("delivery latency", "ms", &[("p50", "#1f77b4", col(4)), ("p99", "#d62728", col(5))]);
+    let latency = svg(
+        "latency",
+        "ms",
+        &[
+            ("delivery p50", "#1f77b4", col(4)),
+            ("delivery p99", "#d62728", col(5)),
+            ("presence p99", "#9467bd", col(7)),
+        ],
+    );
     std::fs::write(dir.join("latency.svg"), latency)?;
     Ok(())
 }

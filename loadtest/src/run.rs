@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::driver::{Action, Conn, Event, Login};
 use crate::scenario::Scenario;
 use crate::stats::Stats;
-use crate::xmpp::{self, Conn, Outgoing};
 
 /// Wall-clock time in µs (shared by every worker process on the machine: a message's send
 /// time is written by one process and read by another), and when sending starts.
@@ -39,19 +39,13 @@ impl Clock {
     }
 }
 
-/// A measurement from a connection.
-pub enum Event {
-    Delivered { sec: usize, latency_us: u64 },
-    Acked { sec: usize, latency_us: u64 },
-    Error { sec: usize, kind: String },
-}
-
 pub struct Options {
-    pub server: SocketAddr,
+    /// Servers to connect to, connections spread over them in turn (the nodes of a cluster).
+    pub servers: Vec<SocketAddr>,
     /// Telex admin API for provisioning (`None`: users exist already).
     pub admin: Option<String>,
     pub history: Option<PathBuf>,
-    /// This process's share: connections `i` with `i % of == index`, and `1/of` of the rate.
+    /// This process's share: connections `i` with `i % of == index`, and `1/of` of the rates.
     pub slice: (usize, usize),
     /// Local address connections are made from (several 127.0.0.x spread the port space).
     pub source: Option<std::net::IpAddr>,
@@ -72,124 +66,273 @@ async fn provision(admin: &str, s: &Scenario) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!("provisioning lt{u}@{}: {}", s.domain, e.message()),
         }
     }
+    eprintln!("provisioned {} users", s.users);
     Ok(())
 }
 
-pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
-    if let Some(admin) = &o.admin {
-        provision(admin, s).await?;
-        eprintln!("provisioned {} users", s.users);
+/// Creates the users the scenario's way: its own command, else Telex's admin API if given.
+async fn provision_users(s: &Scenario, admin: Option<&str>) -> anyhow::Result<()> {
+    if s.provision_command.is_empty() {
+        return match admin {
+            Some(admin) => provision(admin, s).await,
+            None => Ok(()),
+        };
     }
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", &s.provision_command]);
+    command.env("LT_USERS", s.users.to_string()).env("LT_DOMAIN", &s.domain).env("LT_PASSWORD", &s.password);
+    // Waiting for a process blocks: on the blocking pool.
+    let status = tokio::task::spawn_blocking(move || command.status()).await?.context("provision_command")?;
+    anyhow::ensure!(status.success(), "provision_command failed ({status})");
+    eprintln!("provisioned {} users with provision_command", s.users);
+    Ok(())
+}
+
+/// What became of one message this process offered (the history checker's outcomes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Written, no answer (yet): unknown.
+    Info,
+    Ok,
+    Fail,
+}
+
+/// One connection slot: how to log it in again, and the connection while it is up.
+struct Slot {
+    login: Login,
+    conn: Option<Conn>,
+}
+
+/// A reconnect that finished: the slot, the connection or why not, and how long it took.
+type Relogged = (usize, anyhow::Result<Conn>, u64);
+
+/// The state of one run while it sends.
+struct Runner {
+    stats: Stats,
+    /// Per message number: sender, recipient and outcome.
+    history: Vec<(usize, usize, Outcome)>,
+    subscribed: usize,
+}
+
+impl Runner {
+    fn record(&mut self, e: Event) {
+        match e {
+            Event::Delivered { sec, latency_us } => self.stats.delivered(sec, latency_us),
+            Event::Acked { sec, latency_us, n } => {
+                self.stats.acked(sec, latency_us);
+                if let Some(h) = self.history.get_mut(n as usize) {
+                    if h.2 == Outcome::Info {
+                        h.2 = Outcome::Ok;
+                    }
+                }
+            }
+            Event::Refused { sec, n, kind } => {
+                self.stats.error(sec, &kind);
+                if let Some(h) = self.history.get_mut(n as usize) {
+                    h.2 = Outcome::Fail;
+                }
+            }
+            Event::PresenceSeen { sec, latency_us } => self.stats.presence_seen(sec, latency_us),
+            Event::Subscribed => self.subscribed += 1,
+            Event::Error { sec, kind } => self.stats.error(sec, &kind),
+        }
+    }
+}
+
+/// Logs the connection in, timing it.
+async fn timed_login(login: Login) -> (anyhow::Result<Conn>, u64) {
+    let t = Instant::now();
+    let c = login.connect().await;
+    (c, t.elapsed().as_micros() as u64)
+}
+
+/// The next open connection at or after slot `i`.
+fn open_slot(slots: &[Slot], i: usize) -> Option<&Conn> {
+    (0..slots.len()).find_map(|k| slots[(i + k) % slots.len()].conn.as_ref())
+}
+
+pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
+    provision_users(s, o.admin.as_deref()).await?;
     let clock = Clock { sending_from_us: Arc::new(AtomicU64::new(u64::MAX)) };
     let (index, of) = o.slice;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let mut stats = Stats::default();
+    let mut run = Runner { stats: Stats::default(), history: Vec::new(), subscribed: 0 };
 
     // Log in at the scenario's rate.
     let login_start = Instant::now();
-    let mut conns: Vec<Conn> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     let mut logging_in = tokio::task::JoinSet::new();
     let total = s.online_users() * s.devices;
     for (k, i) in (0..total).filter(|i| i % of == index).enumerate() {
         let due = login_start + Duration::from_secs_f64(k as f64 * of as f64 / s.login_rate);
         tokio::time::sleep_until(due.into()).await;
         let (user, device) = (i / s.devices, i % s.devices);
-        let (domain, password, tx) = (s.domain.clone(), s.password.clone(), tx.clone());
-        let (server, source, clock) = (o.server, o.source, clock.clone());
-        logging_in
-            .spawn(async move { xmpp::connect(server, source, &domain, user, device, &password, clock, tx).await });
+        let subscribe_to = if s.presence_rate > 0.0 && device == 0 {
+            (0..s.contacts).map(|k| s.contact(user, k)).collect()
+        } else {
+            Vec::new()
+        };
+        let login = Login {
+            driver: s.driver,
+            server: o.servers[i % o.servers.len()],
+            source: o.source,
+            domain: s.domain.clone(),
+            password: s.password.clone(),
+            user,
+            device,
+            subscribe_to,
+            body_bytes: s.message_bytes,
+            id_prefix: format!("lt-{index}-"),
+            clock: clock.clone(),
+            events: tx.clone(),
+        };
+        logging_in.spawn(async move {
+            let (c, us) = timed_login(login.clone()).await;
+            (login, c, us)
+        });
     }
-    while let Some(c) = logging_in.join_next().await {
-        match c? {
-            Ok(c) => conns.push(c),
-            Err(e) => {
-                *stats.errors.entry(format!("login: {e:#}")).or_default() += 1;
+    let mut wanted_subscriptions = 0;
+    while let Some(joined) = logging_in.join_next().await {
+        let (login, c, us) = joined?;
+        match c {
+            Ok(c) => {
+                run.stats.logged_in(us);
+                wanted_subscriptions += login.subscribe_to.len();
+                slots.push(Slot { login, conn: Some(c) });
             }
+            Err(e) => *run.stats.errors.entry(format!("login: {e:#}")).or_default() += 1,
         }
     }
-    stats.logins = conns.len() as u64;
-    stats.login_secs = login_start.elapsed().as_secs_f64();
-    anyhow::ensure!(!conns.is_empty(), "no connection logged in: {:?}", stats.errors);
+    run.stats.logins = slots.len() as u64;
+    run.stats.login_secs = login_start.elapsed().as_secs_f64();
+    anyhow::ensure!(!slots.is_empty(), "no connection logged in: {:?}", run.stats.errors);
     eprintln!(
         "{} connections in {:.1} s ({:.0}/s)",
-        conns.len(),
-        stats.login_secs,
-        stats.logins as f64 / stats.login_secs
+        slots.len(),
+        run.stats.login_secs,
+        run.stats.logins as f64 / run.stats.login_secs
     );
-    conns.sort_by_key(|c| c.user);
+    slots.sort_by_key(|c| c.login.user);
 
-    // Send on schedule.
+    // Presence scenarios: wait for the subscriptions to be approved (a minute at most).
+    if wanted_subscriptions > 0 {
+        let until = Instant::now() + Duration::from_secs(60);
+        while run.subscribed < wanted_subscriptions {
+            match tokio::time::timeout_at(until.into(), rx.recv()).await {
+                Ok(Some(e)) => run.record(e),
+                _ => break,
+            }
+        }
+        eprintln!("{} of {wanted_subscriptions} subscriptions approved", run.subscribed);
+        if run.subscribed < wanted_subscriptions {
+            *run.stats.errors.entry("subscription not approved in 60 s".into()).or_default() +=
+                (wanted_subscriptions - run.subscribed) as u64;
+        }
+    }
+
+    // Send on schedule: messages, presence changes and reconnects, each on its own timeline.
     let sending_from_us = o.start_at_us.unwrap_or_else(unix_us);
     clock.sending_from_us.store(sending_from_us, Ordering::Relaxed);
-    let sending_secs = s.ramp_up_secs + s.warm_up_secs + s.duration_secs;
+    let sending_secs = s.sending_secs() as f64;
     let send_start = Instant::now() + Duration::from_micros(sending_from_us.saturating_sub(unix_us()));
-    let body_pad = "x".repeat(s.message_bytes.saturating_sub(24));
-    let mut history = Vec::new();
-    let mut n: u64 = 0;
-    let mut next_at = 0.0_f64;
+    let (relogged_tx, mut relogged) = mpsc::unbounded_channel::<Relogged>();
+    let rates = [s.message_rate, s.presence_rate, s.reconnect_rate].map(|r| r / of as f64);
+    let mut next = rates.map(|r| if r > 0.0 { 0.0 } else { f64::INFINITY });
+    let mut counts = [0u64; 3];
     let mut last_progress = 0;
-    while s.message_rate > 0.0 && next_at < sending_secs as f64 {
-        let due = send_start + Duration::from_secs_f64(next_at);
+    loop {
+        let (kind, at) = (0..3).map(|k| (k, next[k])).fold((0, f64::INFINITY), |a, b| if b.1 < a.1 { b } else { a });
+        if at >= sending_secs {
+            break;
+        }
+        let due = send_start + Duration::from_secs_f64(at);
         // Take measurements while waiting.
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => break,
-                Some(e) = rx.recv() => record(&mut stats, e),
+                Some(e) = rx.recv() => run.record(e),
+                Some((slot, c, us)) = relogged.recv() => match c {
+                    Ok(c) => {
+                        run.stats.reconnected(clock.second(clock.now_us()), us);
+                        slots[slot].conn = Some(c);
+                    }
+                    Err(e) => run.stats.error(clock.second(clock.now_us()), &format!("reconnect: {e:#}")),
+                },
             }
         }
-        let sec = next_at as usize;
+        let sec = at as usize;
         if sec > last_progress {
             last_progress = sec;
-            progress(&stats, sec - 1, conns.len());
+            progress(&run.stats, sec - 1, slots.iter().filter(|c| c.conn.is_some()).count());
         }
-        let c = &conns[(n as usize) % conns.len()];
-        let to = s.contact(c.user, (n as usize / conns.len()) % s.contacts);
-        let intended_us = sending_from_us + (next_at * 1e6) as u64;
-        let id = format!("lt-{n}");
-        let xml = format!(
-            "<message to='lt{to}@{}' id='{id}' type='chat'><body>t{intended_us} {body_pad}</body></message>",
-            s.domain
-        );
-        stats.sent(sec);
-        match c.out.try_send(Outgoing { xml, intended_us: Some(intended_us) }) {
-            Ok(()) => history.push((format!("lt{to}@{}", s.domain), id)),
-            Err(_) => stats.error(sec, "client backlog (connection not keeping up)"),
+        let intended_us = sending_from_us + (at * 1e6) as u64;
+        let n = counts[kind];
+        counts[kind] += 1;
+        let pick = n as usize % slots.len();
+        match kind {
+            0 => {
+                let Some(c) = open_slot(&slots, pick) else {
+                    run.stats.error(sec, "no connection open");
+                    continue;
+                };
+                let to = s.contact(c.user, (n as usize / slots.len()) % s.contacts);
+                run.stats.sent(sec);
+                run.history.push((c.user, to, Outcome::Info));
+                if let Err(e) = c.out.try_send(Action::Message { to, n, intended_us }) {
+                    run.history[n as usize].2 = Outcome::Fail;
+                    let why = match e {
+                        mpsc::error::TrySendError::Full(_) => "client backlog (connection not keeping up)",
+                        mpsc::error::TrySendError::Closed(_) => "connection lost",
+                    };
+                    run.stats.error(sec, why);
+                }
+            }
+            1 => {
+                if let Some(c) = open_slot(&slots, pick) {
+                    let _ = c.out.try_send(Action::Presence { intended_us });
+                }
+            }
+            _ => {
+                // Drop the connection and log it in again; sends meanwhile go to the next one.
+                if slots[pick].conn.take().is_some() {
+                    let (login, done) = (slots[pick].login.clone(), relogged_tx.clone());
+                    tokio::spawn(async move {
+                        let (c, us) = timed_login(login).await;
+                        let _ = done.send((pick, c, us));
+                    });
+                }
+            }
         }
-        n += 1;
-        let rate = s.rate_at(next_at) / of as f64;
-        next_at += if rate > 0.0 { 1.0 / rate } else { sending_secs as f64 };
+        let rate = rates[kind] * s.ramp_at(at);
+        next[kind] += 1.0 / rate;
     }
     // Let the last deliveries and acknowledgements arrive.
     let drain_until = Instant::now() + Duration::from_secs(3);
     while let Ok(Some(e)) = tokio::time::timeout_at(drain_until.into(), rx.recv()).await {
-        record(&mut stats, e);
+        run.record(e);
     }
-    progress(&stats, sending_secs.saturating_sub(1) as usize, conns.len());
-    drop(conns);
+    progress(&run.stats, (sending_secs as usize).saturating_sub(1), slots.iter().filter(|c| c.conn.is_some()).count());
+    drop(slots);
     if let Some(path) = &o.history {
-        write_history(path, &history)?;
+        write_history(path, s, index, &run.history)?;
     }
-    Ok(stats)
+    Ok(run.stats)
 }
 
-/// Runs the scenario in `n` worker processes (connections and rate shared out, each from its
-/// own source address), all sending from the same instant, and merges their figures.
-pub async fn workers(
-    s: &Scenario,
-    server: SocketAddr,
-    admin: Option<&str>,
-    n: usize,
-    sources: &[std::net::IpAddr],
-) -> anyhow::Result<Stats> {
-    if let Some(admin) = admin {
-        provision(admin, s).await?;
-        eprintln!("provisioned {} users", s.users);
-    }
-    // Everyone logs in first (at the scenario's rate, generously), then sends together.
+/// Runs the scenario in `n` worker processes (connections and rates shared out, each from its
+/// own source address), all sending from the same instant, and merges their figures and
+/// histories.
+pub async fn workers(s: &Scenario, o: &Options, n: usize, sources: &[std::net::IpAddr]) -> anyhow::Result<Stats> {
+    provision_users(s, o.admin.as_deref()).await?;
+    // Everyone logs in (and subscribes) first, at the scenario's rate, generously; then all
+    // send together.
     let login_secs = (s.online_users() * s.devices) as f64 / s.login_rate;
-    let start_at_us = unix_us() + ((login_secs * 1.5 + 3.0) * 1e6) as u64;
+    let subscribe_secs = if s.presence_rate > 0.0 { (s.users * s.contacts) as f64 / 1000.0 } else { 0.0 };
+    let start_at_us = unix_us() + ((login_secs * 1.5 + subscribe_secs + 3.0) * 1e6) as u64;
     let exe = std::env::current_exe()?;
     let json = serde_json::to_string(s)?;
+    let servers: Vec<String> = o.servers.iter().map(|a| a.to_string()).collect();
+    let part = |i: usize| o.history.as_ref().map(|h| PathBuf::from(format!("{}.{i}", h.display())));
     let mut children = Vec::new();
     for i in 0..n {
         let source = match sources {
@@ -198,10 +341,13 @@ pub async fn workers(
         };
         let mut command = std::process::Command::new(&exe);
         command
-            .args(["worker", "--scenario-json", &json, "--server", &server.to_string()])
+            .args(["worker", "--scenario-json", &json, "--server", &servers.join(",")])
             .args(["--index", &i.to_string(), "--of", &n.to_string(), "--source", &source.to_string()])
             .args(["--start-at-us", &start_at_us.to_string()])
             .stdout(std::process::Stdio::piped());
+        if let Some(h) = part(i) {
+            command.arg("--history").arg(h);
+        }
         // Waiting for a process blocks: on the blocking pool.
         children.push(tokio::task::spawn_blocking(move || command.output()));
     }
@@ -212,34 +358,57 @@ pub async fn workers(
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("a worker's figures")?;
         stats.merge_json(&v)?;
     }
-    Ok(stats)
-}
-
-fn record(stats: &mut Stats, e: Event) {
-    match e {
-        Event::Delivered { sec, latency_us } => stats.delivered(sec, latency_us),
-        Event::Acked { sec, latency_us } => stats.acked(sec, latency_us),
-        Event::Error { sec, kind } => stats.error(sec, &kind),
+    if let Some(path) = &o.history {
+        let mut all = std::fs::File::create(path)?;
+        for i in 0..n {
+            let p = part(i).expect("history set");
+            std::io::copy(&mut std::fs::File::open(&p)?, &mut all)?;
+            std::fs::remove_file(p)?;
+        }
     }
+    Ok(stats)
 }
 
 /// The live progress line for second `sec`.
 fn progress(stats: &Stats, sec: usize, conns: usize) {
     let Some(s) = stats.seconds.get(sec) else { return };
-    let p99 = if s.delivery.is_empty() { 0.0 } else { s.delivery.value_at_quantile(0.99) as f64 / 1000.0 };
-    eprintln!(
-        "[{sec:>4}s] sent {:>6}/s  acked {:>6}/s  delivered {:>6}/s  p99 {p99:>8.1} ms  errors {:>4}  connections {conns}",
-        s.sent, s.acked, s.delivered, s.errors
+    let p99 = |h: &hdrhistogram::Histogram<u64>| {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(0.99) as f64 / 1000.0
+        }
+    };
+    let mut line = format!(
+        "[{sec:>4}s] sent {:>6}/s  acked {:>6}/s  delivered {:>6}/s  p99 {:>8.1} ms",
+        s.sent,
+        s.acked,
+        s.delivered,
+        p99(&s.delivery)
     );
+    if s.presence > 0 {
+        line += &format!("  presence {:>6}/s  p99 {:>8.1} ms", s.presence, p99(&s.presence_latency));
+    }
+    if s.reconnects > 0 {
+        line += &format!("  reconnects {:>4}/s", s.reconnects);
+    }
+    eprintln!("{line}  errors {:>4}  connections {conns}", s.errors);
 }
 
-/// JSON lines in the history checker's terms: every message the tool tried to send, with its
-/// recipient (the archive owner) and client id; whether it was acknowledged is in the
-/// summary, per message only for the checker's own runs.
-fn write_history(path: &PathBuf, sent: &[(String, String)]) -> anyhow::Result<()> {
+/// JSON lines in the history checker's terms: every message this process offered, with its
+/// sender, recipient (the archive owner), client id and outcome: `ok` acknowledged, `fail`
+/// refused or never written, `info` no answer (it may or may not be stored).
+fn write_history(path: &PathBuf, s: &Scenario, index: usize, sent: &[(usize, usize, Outcome)]) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    for (owner, id) in sent {
-        writeln!(f, "{}", serde_json::json!({ "owner": owner, "client_id": id, "outcome": "info" }))?;
+    for (n, (from, to, outcome)) in sent.iter().enumerate() {
+        let outcome = match outcome {
+            Outcome::Ok => "ok",
+            Outcome::Fail => "fail",
+            Outcome::Info => "info",
+        };
+        let (from, owner, id) =
+            (format!("lt{from}@{}", s.domain), format!("lt{to}@{}", s.domain), format!("lt-{index}-{n}"));
+        writeln!(f, "{}", serde_json::json!({ "from": from, "owner": owner, "client_id": id, "outcome": outcome }))?;
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 pub enum Driver {
     /// XMPP c2s over plain TCP (SASL PLAIN): any XMPP server configured for it.
     Xmpp,
+    /// Telex's native gRPC client API (`--server` is then the client API address).
+    Grpc,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +31,11 @@ pub struct Scenario {
     pub message_rate: f64,
     /// Body size in bytes (at least the timestamp it carries).
     pub message_bytes: usize,
+    /// Presence changes per second over all users; each user first subscribes to its
+    /// contacts' presence, so every change reaches `contacts` subscribers.
+    pub presence_rate: f64,
+    /// Connections dropped and logged in again per second over all users.
+    pub reconnect_rate: f64,
     /// Share of recipients kept offline (their messages are stored, not delivered live).
     pub offline_fraction: f64,
     /// Seconds over which the message rate climbs to `message_rate`.
@@ -39,6 +46,10 @@ pub struct Scenario {
     pub duration_secs: u64,
     /// Password of every provisioned user.
     pub password: String,
+    /// For servers other than Telex: a shell command that creates the users `lt0 ..
+    /// lt<LT_USERS-1>` in `LT_DOMAIN` with `LT_PASSWORD`, run once before logging in (empty:
+    /// provision through Telex's admin API, or not at all with `--admin none`).
+    pub provision_command: String,
 }
 
 impl Default for Scenario {
@@ -53,16 +64,19 @@ impl Default for Scenario {
             login_rate: 200.0,
             message_rate: 500.0,
             message_bytes: 64,
+            presence_rate: 0.0,
+            reconnect_rate: 0.0,
             offline_fraction: 0.0,
             ramp_up_secs: 2,
             warm_up_secs: 2,
             duration_secs: 10,
             password: "loadtest".into(),
+            provision_command: String::new(),
         }
     }
 }
 
-pub const PRESETS: &[&str] = &["smoke", "chat", "login-storm"];
+pub const PRESETS: &[&str] = &["smoke", "chat", "presence-storm", "login-storm", "reconnect-storm"];
 
 impl Scenario {
     /// A built-in scenario.
@@ -87,6 +101,24 @@ impl Scenario {
                 ramp_up_secs: 0,
                 warm_up_secs: 0,
                 duration_secs: 1,
+                ..base
+            },
+            // Presence changes only: every change fans out to 20 subscribers.
+            "presence-storm" => Scenario {
+                users: 1000,
+                contacts: 20,
+                message_rate: 0.0,
+                presence_rate: 500.0,
+                duration_secs: 20,
+                ..base
+            },
+            // Chat while a tenth of the users drop and log in again every second.
+            "reconnect-storm" => Scenario {
+                users: 1000,
+                contacts: 20,
+                message_rate: 500.0,
+                reconnect_rate: 100.0,
+                duration_secs: 20,
                 ..base
             },
             other => return Err(format!("unknown preset {other:?}; presets: {}", PRESETS.join(", "))),
@@ -118,6 +150,15 @@ impl Scenario {
         if self.message_rate.is_nan() || self.message_rate < 0.0 {
             return Err("message_rate: must not be negative".into());
         }
+        if self.presence_rate.is_nan() || self.presence_rate < 0.0 {
+            return Err("presence_rate: must not be negative".into());
+        }
+        if self.reconnect_rate.is_nan() || self.reconnect_rate < 0.0 {
+            return Err("reconnect_rate: must not be negative".into());
+        }
+        if self.presence_rate > 0.0 && self.offline_fraction > 0.0 {
+            return Err("presence_rate: needs every user online (offline_fraction 0)".into());
+        }
         if self.message_bytes < 16 || self.message_bytes > 64 * 1024 {
             return Err("message_bytes: 16 to 65536".into());
         }
@@ -144,13 +185,18 @@ impl Scenario {
         (u + 1 + k % self.contacts) % self.users
     }
 
-    /// The offered rate `t` seconds after sending starts.
-    pub fn rate_at(&self, t: f64) -> f64 {
+    /// The share of the full rates offered `t` seconds after sending starts (the ramp).
+    pub fn ramp_at(&self, t: f64) -> f64 {
         if self.ramp_up_secs == 0 || t >= self.ramp_up_secs as f64 {
-            self.message_rate
+            1.0
         } else {
-            self.message_rate * (t / self.ramp_up_secs as f64).max(0.05)
+            (t / self.ramp_up_secs as f64).max(0.05)
         }
+    }
+
+    /// Seconds from the start of sending to the end of the measured window.
+    pub fn sending_secs(&self) -> u64 {
+        self.ramp_up_secs + self.warm_up_secs + self.duration_secs
     }
 }
 
@@ -174,6 +220,10 @@ mod tests {
         assert!(Scenario::from_toml("users = 5\ncontacts = 5").unwrap_err().starts_with("contacts"));
         assert!(Scenario::from_toml("offline_fraction = 1.5").unwrap_err().starts_with("offline_fraction"));
         assert!(Scenario::from_toml("driver = \"smtp\"").unwrap_err().contains("driver"));
+        assert!(Scenario::from_toml("presence_rate = -1.0").unwrap_err().starts_with("presence_rate"));
+        let mixed = "presence_rate = 5.0\noffline_fraction = 0.5";
+        assert!(Scenario::from_toml(mixed).unwrap_err().starts_with("presence_rate"));
+        assert_eq!(Scenario::from_toml("driver = \"grpc\"").unwrap().driver, Driver::Grpc);
         let ok = Scenario::from_toml("users = 50\nmessage_rate = 10.0").unwrap();
         assert_eq!((ok.users, ok.message_rate, ok.contacts), (50, 10.0, 20));
     }
@@ -183,8 +233,8 @@ mod tests {
         let s = Scenario { users: 10, contacts: 3, ramp_up_secs: 10, message_rate: 100.0, ..Scenario::default() };
         let to: Vec<usize> = (0..3).map(|k| s.contact(8, k)).collect();
         assert_eq!(to, [9, 0, 1]);
-        assert_eq!(s.rate_at(5.0), 50.0);
-        assert_eq!(s.rate_at(20.0), 100.0);
+        assert_eq!(s.ramp_at(5.0), 0.5);
+        assert_eq!(s.ramp_at(20.0), 1.0);
         assert_eq!(Scenario { offline_fraction: 0.25, users: 8, ..s }.online_users(), 6);
     }
 }

@@ -17,12 +17,26 @@ pub struct Second {
     pub acked: u64,
     pub delivered: u64,
     pub errors: u64,
+    /// Presence changes seen by subscribers.
+    pub presence: u64,
+    /// Connections that dropped and logged in again.
+    pub reconnects: u64,
     pub delivery: Histogram<u64>,
+    pub presence_latency: Histogram<u64>,
 }
 
 impl Default for Second {
     fn default() -> Self {
-        Second { sent: 0, acked: 0, delivered: 0, errors: 0, delivery: histogram() }
+        Second {
+            sent: 0,
+            acked: 0,
+            delivered: 0,
+            errors: 0,
+            presence: 0,
+            reconnects: 0,
+            delivery: histogram(),
+            presence_latency: histogram(),
+        }
     }
 }
 
@@ -32,6 +46,8 @@ pub struct Stats {
     pub delivery: Histogram<u64>,
     /// Intended send time → the server's acknowledgement, µs.
     pub ack: Histogram<u64>,
+    /// Connect to logged in (bound, stream management on), µs: first logins and reconnects.
+    pub login: Histogram<u64>,
     pub seconds: Vec<Second>,
     pub errors: BTreeMap<String, u64>,
     pub logins: u64,
@@ -43,6 +59,7 @@ impl Default for Stats {
         Stats {
             delivery: histogram(),
             ack: histogram(),
+            login: histogram(),
             seconds: Vec::new(),
             errors: BTreeMap::new(),
             logins: 0,
@@ -75,6 +92,21 @@ impl Stats {
         let _ = self.delivery.record(latency_us.max(1));
     }
 
+    pub fn presence_seen(&mut self, at_sec: usize, latency_us: u64) {
+        let s = self.second(at_sec);
+        s.presence += 1;
+        let _ = s.presence_latency.record(latency_us.max(1));
+    }
+
+    pub fn logged_in(&mut self, latency_us: u64) {
+        let _ = self.login.record(latency_us.max(1));
+    }
+
+    pub fn reconnected(&mut self, at_sec: usize, latency_us: u64) {
+        self.second(at_sec).reconnects += 1;
+        self.logged_in(latency_us);
+    }
+
     pub fn error(&mut self, at_sec: usize, kind: &str) {
         self.second(at_sec).errors += 1;
         *self.errors.entry(kind.to_string()).or_default() += 1;
@@ -84,15 +116,23 @@ impl Stats {
     pub fn summary(&self, from: usize, to: usize) -> Summary {
         let window = &self.seconds[from.min(self.seconds.len())..to.min(self.seconds.len())];
         let secs = window.len().max(1) as f64;
-        let mut delivery = histogram();
+        let (mut delivery, mut presence) = (histogram(), histogram());
         for s in window {
             delivery.add(&s.delivery).expect("same bounds");
+            presence.add(&s.presence_latency).expect("same bounds");
         }
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let per_sec = |f: fn(&Second) -> u64| window.iter().map(f).sum::<u64>() as f64 / secs;
         Summary {
-            sent_per_sec: window.iter().map(|s| s.sent).sum::<u64>() as f64 / secs,
-            acked_per_sec: window.iter().map(|s| s.acked).sum::<u64>() as f64 / secs,
-            delivered_per_sec: window.iter().map(|s| s.delivered).sum::<u64>() as f64 / secs,
+            sent_per_sec: per_sec(|s| s.sent),
+            acked_per_sec: per_sec(|s| s.acked),
+            delivered_per_sec: per_sec(|s| s.delivered),
+            presence_per_sec: per_sec(|s| s.presence),
+            presence_p50_ms: ms(&presence, 0.5),
+            presence_p99_ms: ms(&presence, 0.99),
+            reconnects_per_sec: per_sec(|s| s.reconnects),
+            login_p50_ms: ms(&self.login, 0.5),
+            login_p99_ms: ms(&self.login, 0.99),
             delivery_p50_ms: ms(&delivery, 0.5),
             delivery_p99_ms: ms(&delivery, 0.99),
             delivery_max_ms: delivery.max() as f64 / 1000.0,
@@ -114,6 +154,13 @@ pub struct Summary {
     pub delivery_max_ms: f64,
     pub ack_p50_ms: f64,
     pub ack_p99_ms: f64,
+    pub presence_per_sec: f64,
+    pub presence_p50_ms: f64,
+    pub presence_p99_ms: f64,
+    pub reconnects_per_sec: f64,
+    /// First logins and reconnects together.
+    pub login_p50_ms: f64,
+    pub login_p99_ms: f64,
     pub errors: BTreeMap<String, u64>,
     pub logins_per_sec: f64,
 }
@@ -161,11 +208,15 @@ impl Stats {
         let seconds: Vec<_> = self
             .seconds
             .iter()
-            .map(|s| serde_json::json!([s.sent, s.acked, s.delivered, s.errors, encode(&s.delivery)]))
+            .map(|s| {
+                let counts = [s.sent, s.acked, s.delivered, s.errors, s.presence, s.reconnects];
+                serde_json::json!([counts, encode(&s.delivery), encode(&s.presence_latency)])
+            })
             .collect();
         serde_json::json!({
             "delivery": encode(&self.delivery),
             "ack": encode(&self.ack),
+            "login": encode(&self.login),
             "seconds": seconds,
             "errors": self.errors,
             "logins": self.logins,
@@ -178,14 +229,18 @@ impl Stats {
         let str_of = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
         self.delivery.add(decode(&str_of(&v["delivery"]))?)?;
         self.ack.add(decode(&str_of(&v["ack"]))?)?;
+        self.login.add(decode(&str_of(&v["login"]))?)?;
         for (i, s) in v["seconds"].as_array().into_iter().flatten().enumerate() {
-            let n = |k: usize| s[k].as_u64().unwrap_or(0);
+            let n = |k: usize| s[0][k].as_u64().unwrap_or(0);
             let mine = self.second(i);
             mine.sent += n(0);
             mine.acked += n(1);
             mine.delivered += n(2);
             mine.errors += n(3);
-            mine.delivery.add(decode(&str_of(&s[4]))?)?;
+            mine.presence += n(4);
+            mine.reconnects += n(5);
+            mine.delivery.add(decode(&str_of(&s[1]))?)?;
+            mine.presence_latency.add(decode(&str_of(&s[2]))?)?;
         }
         for (k, n) in v["errors"].as_object().into_iter().flatten() {
             *self.errors.entry(k.clone()).or_default() += n.as_u64().unwrap_or(0);
@@ -208,6 +263,8 @@ mod merge_tests {
             a.delivered(0, 1_000);
             b.delivered(1, 9_000);
         }
+        b.presence_seen(1, 3_000);
+        b.reconnected(1, 40_000);
         a.error(0, "x");
         b.logins = 5;
         let mut all = Stats::default();
@@ -217,5 +274,7 @@ mod merge_tests {
         assert_eq!((all.seconds[0].delivered, all.seconds[1].delivered), (100, 100));
         assert_eq!(all.errors["x"], 1);
         assert_eq!(all.logins, 5);
+        assert_eq!((all.seconds[1].presence, all.seconds[1].reconnects, all.login.len()), (1, 1, 1));
+        assert_eq!(all.seconds[1].presence_latency.max(), b.seconds[1].presence_latency.max());
     }
 }

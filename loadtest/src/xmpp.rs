@@ -2,193 +2,290 @@
 //! configured to accept on loopback. Each connection has a writer task fed by a bounded queue
 //! and a reader task that turns what arrives into measurements.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::run::{Clock, Event};
+use crate::driver::{stamped, Action, Conn, Event, Login, QUEUE};
+use crate::stanzas::{attr, child_text, name, Item, Splitter};
 
-/// Messages queued towards one connection before the scheduler counts a backlog error.
-const QUEUE: usize = 1024;
+/// Stanzas written since stream management was enabled and not yet acknowledged, in order:
+/// a message's (intended send time, number), or `None` for any other stanza (the server's
+/// `h` counts those too).
+type InFlight = Arc<Mutex<VecDeque<Option<(u64, u64)>>>>;
 
-/// A logged-in connection, ready to send.
-pub struct Conn {
-    pub user: usize,
-    pub out: mpsc::Sender<Outgoing>,
+/// Something the reader asks the writer to send: the XML, and whether it is a stanza.
+type Answer = (String, bool);
+
+struct Reader {
+    r: OwnedReadHalf,
+    split: Splitter,
+    buf: Vec<u8>,
 }
 
-/// One message: its stanza and its intended send time (µs since the clock's start); no time
-/// for the client's own stream-management answers.
-pub struct Outgoing {
-    pub xml: String,
-    pub intended_us: Option<u64>,
-}
-
-async fn expect(r: &mut OwnedReadHalf, got: &mut String, needle: &str) -> anyhow::Result<()> {
-    let mut buf = [0u8; 4096];
-    while !got.contains(needle) {
-        if got.contains("<failure") || got.contains("<stream:error") {
-            bail!("server said: {}", got.chars().take(300).collect::<String>());
+impl Reader {
+    /// The next top-level element, or an error when the stream ends or stalls.
+    async fn element(&mut self) -> anyhow::Result<String> {
+        loop {
+            match self.split.next() {
+                Some(Item::Element(e)) => return Ok(e),
+                Some(Item::StreamEnd) => bail!("the server closed the stream"),
+                None => {}
+            }
+            let n = tokio::time::timeout(Duration::from_secs(30), self.r.read(&mut self.buf))
+                .await
+                .context("no answer in 30 s")??;
+            if n == 0 {
+                bail!("connection closed");
+            }
+            self.split.push(&String::from_utf8_lossy(&self.buf[..n]));
         }
-        let n =
-            tokio::time::timeout(Duration::from_secs(30), r.read(&mut buf)).await.context("no answer in 30 s")??;
-        if n == 0 {
-            bail!("connection closed while waiting for {needle}");
-        }
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    let at = got.find(needle).expect("just found") + needle.len();
-    got.drain(..at);
-    Ok(())
+
+    /// Reads until an element named `want`; a SASL failure or stream error ends the login.
+    async fn expect(&mut self, want: &str) -> anyhow::Result<String> {
+        loop {
+            let e = self.element().await?;
+            match name(&e) {
+                n if n == want => return Ok(e),
+                "failure" | "stream:error" | "failed" => {
+                    bail!("server said: {}", e.chars().take(300).collect::<String>())
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
-/// Connects, authenticates and binds; then starts the writer and reader tasks.
-#[allow(clippy::too_many_arguments)]
-pub async fn connect(
-    addr: SocketAddr,
-    source: Option<std::net::IpAddr>,
-    domain: &str,
-    user: usize,
-    device: usize,
-    password: &str,
-    clock: Clock,
-    events: mpsc::UnboundedSender<Event>,
-) -> anyhow::Result<Conn> {
-    let stream = match source {
+/// Connects, authenticates, binds and enables stream management; asks for the scenario's
+/// subscriptions; then starts the writer and reader tasks.
+pub async fn connect(login: Login) -> anyhow::Result<Conn> {
+    let stream = match login.source {
         Some(ip) => {
             let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}"))?;
-            socket.connect(addr).await
+            socket.bind(std::net::SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}"))?;
+            socket.connect(login.server).await
         }
-        None => TcpStream::connect(addr).await,
+        None => TcpStream::connect(login.server).await,
     };
-    let (mut r, mut w) = stream.with_context(|| format!("connecting to {addr}"))?.into_split();
-    let mut got = String::new();
+    let (r, mut w) = stream.with_context(|| format!("connecting to {}", login.server))?.into_split();
+    let _ = w.as_ref().set_nodelay(true);
+    let mut reader = Reader { r, split: Splitter::default(), buf: vec![0; 16384] };
+    let domain = &login.domain;
     let open = format!(
         "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
     );
     w.write_all(open.as_bytes()).await?;
-    expect(&mut r, &mut got, "</stream:features>").await?;
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0lt{user}\0{password}"));
+    reader.expect("stream:features").await?;
+    let creds = base64::engine::general_purpose::STANDARD.encode(format!("\0lt{}\0{}", login.user, login.password));
     w.write_all(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{creds}</auth>").as_bytes())
         .await?;
-    expect(&mut r, &mut got, "<success").await?;
+    reader.expect("success").await?;
     w.write_all(open.as_bytes()).await?;
-    expect(&mut r, &mut got, "</stream:features>").await?;
+    reader.expect("stream:features").await?;
     let bind = format!(
-        "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>d{device}</resource></bind></iq>"
+        "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>d{}</resource></bind></iq>",
+        login.device
     );
     w.write_all(bind.as_bytes()).await?;
-    expect(&mut r, &mut got, "</iq>").await?;
+    let bound = reader.expect("iq").await?;
+    if attr(&bound, "type") != Some("result") {
+        bail!("bind refused: {}", bound.chars().take(300).collect::<String>());
+    }
+    // As clients do: the roster first (servers deliver subscription requests only to
+    // resources that asked for it, RFC 6121 §3.1.3), then available.
+    w.write_all(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await?;
+    reader.expect("iq").await?;
     w.write_all(b"<enable xmlns='urn:xmpp:sm:3'/><presence/>").await?;
-    expect(&mut r, &mut got, "<enabled").await?;
-
-    let in_flight: Arc<Mutex<VecDeque<u64>>> = Arc::default();
-    let (out, mut rx) = mpsc::channel::<Outgoing>(QUEUE);
-    let pending = in_flight.clone();
-    tokio::spawn(async move {
-        let mut batch = String::new();
-        while let Some(first) = rx.recv().await {
-            batch.clear();
-            let mut messages = false;
-            // Whatever else is queued goes in the same write.
-            let mut next = Some(first);
-            while let Some(m) = next.take().or_else(|| rx.try_recv().ok()) {
-                if let Some(t) = m.intended_us {
-                    pending.lock().expect("not poisoned").push_back(t);
-                    messages = true;
-                }
-                batch.push_str(&m.xml);
-            }
-            if messages {
-                batch.push_str("<r xmlns='urn:xmpp:sm:3'/>");
-            }
-            if w.write_all(batch.as_bytes()).await.is_err() {
-                break;
-            }
-        }
-        let _ = w.write_all(b"</stream:stream>").await;
-    });
-    tokio::spawn(read_loop(r, got, in_flight, out.clone(), clock, events));
+    reader.expect("enabled").await?;
+    let mut subscribe = String::new();
+    for c in &login.subscribe_to {
+        subscribe.push_str(&format!("<presence type='subscribe' to='{}'/>", login.jid(*c)));
+    }
+    w.write_all(subscribe.as_bytes()).await?;
+    // The initial presence and the subscription requests count towards `h`.
+    let in_flight = InFlight::new(Mutex::new(vec![None; 1 + login.subscribe_to.len()].into()));
+    let (out, actions) = mpsc::channel::<Action>(QUEUE);
+    // The reader's answers to the server (acks, approvals) go out through the writer.
+    let (answers_tx, answers) = mpsc::channel::<Answer>(QUEUE);
+    let user = login.user;
+    tokio::spawn(write_loop(w, actions, answers, in_flight.clone(), login.clone()));
+    tokio::spawn(read_loop(reader, in_flight, answers_tx, login));
     Ok(Conn { user, out })
 }
 
-/// Turns what the server sends into measurements: deliveries (from the send time in the
-/// body), acknowledgements (stream management `h`), errors; answers the server's `<r/>`.
-async fn read_loop(
-    mut r: OwnedReadHalf,
-    mut pending: String,
-    in_flight: Arc<Mutex<VecDeque<u64>>>,
-    answer: mpsc::Sender<Outgoing>,
-    clock: Clock,
-    events: mpsc::UnboundedSender<Event>,
+/// Writes actions and answers, batching whatever is queued into one write; ends the stream
+/// when the scheduler drops the connection.
+async fn write_loop(
+    mut w: OwnedWriteHalf,
+    mut actions: mpsc::Receiver<Action>,
+    mut answers: mpsc::Receiver<Answer>,
+    in_flight: InFlight,
+    login: Login,
 ) {
-    let mut buf = vec![0u8; 16384];
+    let mut batch = String::new();
+    // A server that counts a message as handled only once it is stored (Telex) may answer an
+    // `<r/>` before the last ones are: ask again while any are unacknowledged.
+    let mut again = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        batch.clear();
+        let mut messages = false;
+        tokio::select! {
+            a = actions.recv() => match a {
+                Some(a) => messages |= push_action(&mut batch, a, &in_flight, &login),
+                None => break,
+            },
+            Some(a) = answers.recv() => push_answer(&mut batch, a, &in_flight),
+            _ = again.tick() => messages = in_flight.lock().expect("not poisoned").iter().any(Option::is_some),
+        }
+        while let Ok(a) = actions.try_recv() {
+            messages |= push_action(&mut batch, a, &in_flight, &login);
+        }
+        while let Ok(a) = answers.try_recv() {
+            push_answer(&mut batch, a, &in_flight);
+        }
+        if messages {
+            batch.push_str("<r xmlns='urn:xmpp:sm:3'/>");
+        }
+        if w.write_all(batch.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.write_all(b"<presence type='unavailable'/></stream:stream>").await;
+}
+
+fn push_answer(batch: &mut String, (xml, stanza): Answer, in_flight: &InFlight) {
+    if stanza {
+        in_flight.lock().expect("not poisoned").push_back(None);
+    }
+    batch.push_str(&xml);
+}
+
+/// Adds the action's stanza to `batch`; true for a message (which wants an ack).
+fn push_action(batch: &mut String, a: Action, in_flight: &InFlight, login: &Login) -> bool {
+    match a {
+        Action::Message { to, n, intended_us } => {
+            in_flight.lock().expect("not poisoned").push_back(Some((intended_us, n)));
+            batch.push_str(&format!(
+                "<message to='{}' id='{}' type='chat'><body>{}</body></message>",
+                login.jid(to),
+                login.message_id(n),
+                login.body(intended_us)
+            ));
+            true
+        }
+        Action::Presence { intended_us } => {
+            in_flight.lock().expect("not poisoned").push_back(None);
+            batch.push_str(&format!("<presence><status>t{intended_us}</status></presence>"));
+            false
+        }
+    }
+}
+
+/// Turns what the server sends into measurements: deliveries and presence (from the send
+/// time they carry), acknowledgements (stream management `h`), refusals and errors; answers
+/// the server's `<r/>` and approves subscription requests.
+async fn read_loop(mut reader: Reader, in_flight: InFlight, answers: mpsc::Sender<Answer>, login: Login) {
+    let me = login.jid(login.user);
+    // Approvals: a `subscribed` presence or a roster push saying so (servers differ).
+    let asked: HashSet<String> = login.subscribe_to.iter().map(|c| login.jid(*c)).collect();
+    let mut approved = HashSet::new();
     let mut acked: u32 = 0;
     // Stanzas received since stream management was enabled (the server asks with <r/>).
     let mut received: u32 = 0;
-    // What arrived, for counting stanzas: a tail that may hold a cut-off tag is kept.
-    let mut scan = String::new();
-    loop {
-        let n = match r.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-        scan.push_str(&String::from_utf8_lossy(&buf[..n]));
-        // Top-level stanzas (no carbons or archive queries here, so none are nested; both tags
-        // are longer than the kept tail, so none is counted twice).
-        for tag in ["<message ", "<presence"] {
-            received += scan.matches(tag).count() as u32;
-        }
-        if scan.contains("<r xmlns='urn:xmpp:sm:3'/>") {
-            let a = Outgoing { xml: format!("<a xmlns='urn:xmpp:sm:3' h='{received}'/>"), intended_us: None };
-            let _ = answer.try_send(a);
-        }
-        let keep = (scan.len().saturating_sub(8)..=scan.len()).find(|&i| scan.is_char_boundary(i)).unwrap_or(0);
-        scan.drain(..keep);
+    let (clock, events) = (&login.clock, &login.events);
+    while let Ok(e) = reader.element().await {
         let now = clock.now_us();
         let sec = clock.second(now);
-        while let Some(at) = pending.find("<body>t") {
-            let Some(end) = pending[at..].find(' ').map(|e| at + e) else { break };
-            if let Ok(sent) = pending[at + 7..end].parse::<u64>() {
-                let _ = events.send(Event::Delivered { sec, latency_us: now.saturating_sub(sent) });
+        let kind = attr(&e, "type");
+        match name(&e) {
+            "message" => {
+                received = received.wrapping_add(1);
+                if kind == Some("error") {
+                    let n = attr(&e, "id").and_then(|id| login.number_of(id));
+                    let why = error_condition(&e);
+                    let _ = events.send(match n {
+                        Some(n) => Event::Refused { sec, n, kind: format!("message refused: {why}") },
+                        None => Event::Error { sec, kind: format!("message error: {why}") },
+                    });
+                } else if let Some(sent) = child_text(&e, "body").and_then(stamped) {
+                    let _ = events.send(Event::Delivered { sec, latency_us: now.saturating_sub(sent) });
+                }
             }
-            pending.drain(..end);
-        }
-        while let Some(at) = pending.find("<a xmlns='urn:xmpp:sm:3' h='") {
-            let rest = &pending[at + 28..];
-            let Some(end) = rest.find('\'') else { break };
-            if let Ok(h) = rest[..end].parse::<u32>() {
-                let mut q = in_flight.lock().expect("not poisoned");
-                while acked < h {
-                    acked += 1;
-                    if let Some(intended) = q.pop_front() {
-                        let _ = events.send(Event::Acked { sec, latency_us: now.saturating_sub(intended) });
+            "presence" => {
+                received = received.wrapping_add(1);
+                let from = attr(&e, "from").unwrap_or_default();
+                match kind {
+                    Some("subscribe") => {
+                        let _ = answers.try_send((format!("<presence type='subscribed' to='{from}'/>"), true));
+                    }
+                    Some("subscribed") if asked.contains(from) && approved.insert(from.to_string()) => {
+                        let _ = events.send(Event::Subscribed);
+                    }
+                    Some("error") => {
+                        let _ =
+                            events.send(Event::Error { sec, kind: format!("presence error: {}", error_condition(&e)) });
+                    }
+                    _ if from.split('/').next() != Some(me.as_str()) => {
+                        if let Some(sent) = child_text(&e, "status").and_then(stamped) {
+                            let _ = events.send(Event::PresenceSeen { sec, latency_us: now.saturating_sub(sent) });
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "iq" => {
+                received = received.wrapping_add(1);
+                // Answer what the server asks (pings, ...) rather than leave it waiting.
+                if matches!(kind, Some("get" | "set")) {
+                    let id = attr(&e, "id").unwrap_or_default();
+                    let _ = answers.try_send((format!("<iq type='result' id='{id}'/>"), true));
+                }
+                if let Some(at) = e.find("<item ") {
+                    let item = &e[at..];
+                    let sees = matches!(attr(item, "subscription"), Some("to" | "both"));
+                    let jid = attr(item, "jid").unwrap_or_default();
+                    if sees && asked.contains(jid) && approved.insert(jid.to_string()) {
+                        let _ = events.send(Event::Subscribed);
                     }
                 }
             }
-            pending.drain(..at + 28 + end);
-        }
-        for (needle, kind) in [("type='error'", "stanza error"), ("<stream:error", "stream error")] {
-            while let Some(at) = pending.find(needle) {
-                let _ = events.send(Event::Error { sec, kind: kind.to_string() });
-                pending.drain(..at + needle.len());
+            "r" => {
+                let _ = answers.try_send((format!("<a xmlns='urn:xmpp:sm:3' h='{received}'/>"), false));
             }
+            "a" => {
+                let Some(h) = attr(&e, "h").and_then(|h| h.parse::<u32>().ok()) else { continue };
+                let mut q = in_flight.lock().expect("not poisoned");
+                while acked != h {
+                    acked = acked.wrapping_add(1);
+                    if let Some(Some((intended, n))) = q.pop_front() {
+                        let _ = events.send(Event::Acked { sec, latency_us: now.saturating_sub(intended), n });
+                    }
+                }
+            }
+            "stream:error" => {
+                let _ = events.send(Event::Error { sec, kind: format!("stream error: {}", error_condition(&e)) });
+            }
+            _ => {}
         }
-        // Keep only a tail that may hold the start of something cut off.
-        if pending.len() > 4096 {
-            let cut = pending.len() - 1024;
-            let cut = (cut..pending.len()).find(|&i| pending.is_char_boundary(i)).unwrap_or(pending.len());
-            pending.drain(..cut);
-        }
+    }
+}
+
+/// The defined condition of a stanza or stream error (its first child element in the error).
+fn error_condition(e: &str) -> String {
+    let inner = e.find("<error").or_else(|| e.find("<stream:error")).map(|at| &e[at + 1..]).unwrap_or(e);
+    let inner = inner.find('<').map(|at| &inner[at..]).unwrap_or("");
+    let n = name(inner);
+    if n.is_empty() {
+        "unknown".to_string()
+    } else {
+        n.to_string()
     }
 }

@@ -303,14 +303,23 @@ impl UserActor {
         }
     }
 
-    /// On a device's first presence: the current presence of every contact it may see.
+    /// On a device's first presence: the current presence of every contact it may see, and
+    /// the subscription requests still waiting for the user's answer.
     fn probe(&mut self, device: &str) {
         if self.load().is_err() {
             return;
         }
         let Some(session) = self.sessions.get(device) else { return };
         for (contact, item) in self.roster.iter().flatten() {
-            if !item.subscription.has_to() || self.is_blocked(contact) {
+            if self.is_blocked(contact) {
+                continue;
+            }
+            // A request that arrived while no device was online waits for an answer
+            // (RFC 6121 §3.1.3): shown again to each device that comes online.
+            if item.pending_in {
+                let _ = session.tx.try_send(Box::new(Outbound::SubscriptionRequest { from: contact.clone() }));
+            }
+            if !item.subscription.has_to() {
                 continue;
             }
             let Some(p) = self.hub.online.get(contact).map(|p| p.clone()) else { continue };

@@ -100,6 +100,16 @@ pub fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
 
 /// Every client id in `owner`'s archive, read through `node`, in archive order.
 pub async fn archive(node: &Telexd, owner: &str) -> Vec<String> {
+    drain(node, owner, false).await
+}
+
+/// The client ids of the messages `owner` received (not the copies of ones it sent), read
+/// through `node`, in archive order.
+pub async fn received(node: &Telexd, owner: &str) -> Vec<String> {
+    drain(node, owner, true).await
+}
+
+async fn drain(node: &Telexd, owner: &str, received_only: bool) -> Vec<String> {
     let url = node.client_url();
     let token = login(&url, owner, "pw", "checker").await;
     let mut after = 0;
@@ -109,7 +119,7 @@ pub async fn archive(node: &Telexd, owner: &str) -> Vec<String> {
         let page = client(&url).await.history(authed(q, &token)).await.unwrap().into_inner().messages;
         let Some(last) = page.last() else { return ids };
         after = last.position;
-        ids.extend(page.into_iter().map(|m| m.client_id));
+        ids.extend(page.into_iter().filter(|m| !received_only || m.to == owner).map(|m| m.client_id));
     }
 }
 

@@ -21,6 +21,25 @@ pub struct SendEvent {
     pub outcome: Outcome,
 }
 
+/// Reads the JSON-lines history `telex-loadtest --history` writes, one stream per sender (each
+/// connection's messages are handled in order, so order is checked per sender).
+pub fn read_jsonl(text: &str) -> Result<Vec<Vec<SendEvent>>, String> {
+    let mut streams: BTreeMap<String, Vec<SendEvent>> = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let field = |k: &str| v[k].as_str().map(str::to_string).ok_or(format!("line {}: no {k}", i + 1));
+        let outcome = match field("outcome")?.as_str() {
+            "ok" => Outcome::Ok,
+            "fail" => Outcome::Fail,
+            "info" => Outcome::Info,
+            other => return Err(format!("line {}: outcome {other:?}", i + 1)),
+        };
+        let e = SendEvent { owner: field("owner")?, client_id: field("client_id")?, outcome };
+        streams.entry(field("from").unwrap_or_default()).or_default().push(e);
+    }
+    Ok(streams.into_values().collect())
+}
+
 /// The checker's figures. `acked_lost`, `archive_duplicates` and `phantoms` must be 0.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Figures {

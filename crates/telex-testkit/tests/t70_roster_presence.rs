@@ -176,3 +176,37 @@ async fn roster_cli_round_trip() {
     assert_eq!(as_user("alice@localhost", &["blocked"]).success().trim(), "bob@localhost");
     as_user("bob@localhost", &["send", "alice@localhost", "hi"]).failure("permission denied");
 }
+
+/// The request a device sees when it comes online, if any.
+async fn request_on_arrival(url: &str, token: &str) -> Option<String> {
+    let mut d = Device::open(url, token).await.unwrap();
+    d.presence("available", "", 0).await;
+    while let Some(e) = d.event(QUIET).await {
+        if let Frame::SubscriptionRequest(r) = e {
+            return Some(r.from);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_while_the_contact_was_offline_waits_for_their_answer() {
+    use pb::roster_update::Op;
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    for n in ["alice", "bob"] {
+        node.cli(&["user", "add", &format!("{n}@localhost"), "--password", "pw"]).success();
+    }
+    let url = node.client_url();
+    let ta = login(&url, "alice@localhost", "pw", "laptop").await;
+    let tb = login(&url, "bob@localhost", "pw", "desk").await;
+    let add = pb::RosterAdd { jid: "bob@localhost".into(), ..Default::default() };
+    roster(&url, &ta, Some(Op::Add(add))).await;
+    // Bob was offline: each device he brings online is asked, until he answers.
+    assert_eq!(request_on_arrival(&url, &tb).await.as_deref(), Some("alice@localhost"));
+    let tb2 = login(&url, "bob@localhost", "pw", "phone").await;
+    assert_eq!(request_on_arrival(&url, &tb2).await.as_deref(), Some("alice@localhost"));
+    roster(&url, &tb, Some(Op::Approve("alice@localhost".into()))).await;
+    let tb3 = login(&url, "bob@localhost", "pw", "tablet").await;
+    assert_eq!(request_on_arrival(&url, &tb3).await, None, "answered: not asked again");
+}

@@ -755,6 +755,7 @@ impl Xmpp {
         match e.name.as_str() {
             "enable" if !s.sm => {
                 s.sm = true;
+                s.inbound.enable();
                 let resume = matches!(e.attr("resume"), Some("true" | "1"));
                 let mut attrs = vec![("xmlns", ns::SM)];
                 let id;

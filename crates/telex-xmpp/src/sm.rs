@@ -15,9 +15,18 @@ pub struct Inbound {
     handled: u32,
     /// Stanzas after those: `Some(client id)` while its send is in flight, `None` once handled.
     pending: VecDeque<Option<String>>,
+    /// Pending stanzas that came before `<enable/>`: not counted when handled.
+    before_enable: usize,
 }
 
 impl Inbound {
+    /// Stream management was enabled: `h` counts from here (XEP-0198 §4), so stanzas the client
+    /// sent before (the roster query, say) never make its acknowledgements run ahead.
+    pub fn enable(&mut self) {
+        self.handled = 0;
+        self.before_enable = self.pending.len();
+    }
+
     /// A stanza that is handled as soon as it is read (presence, iq answered inline, ...).
     pub fn done(&mut self) {
         if self.pending.is_empty() {
@@ -39,7 +48,11 @@ impl Inbound {
         }
         while let Some(None) = self.pending.front() {
             self.pending.pop_front();
-            self.handled = self.handled.wrapping_add(1);
+            if self.before_enable > 0 {
+                self.before_enable -= 1;
+            } else {
+                self.handled = self.handled.wrapping_add(1);
+            }
         }
     }
 
@@ -139,6 +152,22 @@ mod tests {
         assert_eq!(i.h(), 5);
         i.sent("unknown");
         assert_eq!(i.h(), 5);
+    }
+
+    #[test]
+    fn h_counts_from_enable() {
+        let mut i = Inbound::default();
+        // A roster query answered, and a message still being stored, before <enable/>.
+        i.done();
+        i.sending("early".into());
+        i.enable();
+        assert_eq!(i.h(), 0);
+        i.done();
+        i.sending("late".into());
+        i.sent("late");
+        assert_eq!(i.h(), 0, "behind the early send");
+        i.sent("early");
+        assert_eq!(i.h(), 2, "the presence and the late message; not the early one");
     }
 
     #[test]
