@@ -199,6 +199,7 @@ listen:
     ip: "127.0.0.1"
     module: ejabberd_c2s
     max_stanza_size: 262144
+    backlog: 1024
     shaper: none
     access: c2s
     starttls: false
@@ -218,6 +219,10 @@ modules:
   mod_ping: {}
   mod_offline: {}
 YML
+  # ejabberdctl starts the server through `su ejabberd`, which applies PAM limits: 1,024 files
+  # by default, fewer than the users here.
+  limits=/etc/security/limits.d/telex-loadtest-ejabberd.conf
+  [ -f "$limits" ] || echo "ejabberd - nofile $(ulimit -Hn)" | $sudo tee "$limits" >/dev/null
   printf 'ERLANG_NODE=telexlt@localhost\nEJABBERD_CONFIG_PATH=%s\nERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0"\n' \
     "$ej/ejabberd.yml" >"$ej/ejabberdctl.cfg"
   # Users in one import (XEP-0227), not one `ejabberdctl register` (~0.4 s) each.
