@@ -6,12 +6,13 @@
 #
 #   loadtest/compare.sh [RATE] [DURATION] [SERVERS]
 #     RATE      the common rate for latency, CPU and memory (default 1000 msg/s); the rate
-#               ladder for "max sustained" starts there and climbs
+#               ladder for "max sustained" starts there: up by steps while delivery p99 stays
+#               within 50 ms (x1.5, 2, 3, 4, 6, 8, 12, 16, 24), down if it does not (x0.5, 0.25)
 #     DURATION  measured seconds per step (default 10)
 #     SERVERS   comma-separated, of telex,telex-cluster,prosody,ejabberd (default: all)
 #
-# Per server: the chat scenario (1,000 users, 20 contacts each) at RATE, then at higher rates
-# until delivery p99 exceeds 50 ms or delivery falls behind; then a login storm.
+# Per server: the chat scenario (1,000 users, 20 contacts each) at RATE, then the ladder; then
+# a login storm.
 # Writes loadtest-compare/<server>-<rate>/ (each run's report) and loadtest-compare/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -110,11 +111,15 @@ PY
 measure() {
   local name=$1 addrs=$2 pids_csv=$3 admin=$4 provision=${5:-}
   local rate verdict
-  for mult in 1 2 3 4 6 8 12 16 24; do
-    rate=$((RATE * mult))
+  # RATE first (the common-rate figures); then up in steps while p99 holds, or down if not.
+  verdict=$(step "$name" "$addrs" "$pids_csv" "$admin" "$provision" "$RATE")
+  echo "$name: $RATE msg/s -> $verdict" >&2
+  if [ "$verdict" = ok ]; then ladder="150 200 300 400 600 800 1200 1600 2400"; else ladder="50 25"; fi
+  for pct in $ladder; do
+    rate=$((RATE * pct / 100))
     verdict=$(step "$name" "$addrs" "$pids_csv" "$admin" "$provision" "$rate")
     echo "$name: $rate msg/s -> $verdict" >&2
-    [ "$verdict" = ok ] || break
+    if [ "$pct" -gt 100 ]; then [ "$verdict" = ok ] || break; else [ "$verdict" = ok ] && break; fi
   done
   # Logins per second, offered faster than any server takes them.
   local args=(run --preset login-storm --server "$addrs" --admin "$admin" --out "$OUT/$name-logins")
@@ -255,7 +260,7 @@ for s in servers:
     sustained = max([r["rate"] for r in mine if r["ok"]], default=0.0)
     fig[s] = dict(base, sustained=sustained, logins=logins(s))
 print(f"Chat scenario (1,000 users, 20 contacts each), XMPP plain c2s on loopback, {duration} s measured per step.")
-print(f"Max sustained: the highest offered rate of the ladder (x1, 2, 3, 4, 6, 8, 12, 16, 24 of {rate:.0f} msg/s) with delivery")
+print(f"Max sustained: the highest offered rate of the ladder (x0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24 of {rate:.0f} msg/s) with delivery")
 print(f"p99 <= {limit} ms, >= 95% delivered and <= 0.1% errors. Latency, memory and CPU at {rate:.0f} msg/s: memory is the peak RSS")
 print("growth during that run per connected user; CPU the server's CPU seconds over it (logins included) per 1,000 messages.")
 print("Logins/s from the login-storm preset (5,000 logins offered at 2,000/s).\n")
