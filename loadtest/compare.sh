@@ -9,7 +9,8 @@
 #               ladder for "max sustained" starts there: up by steps while delivery p99 stays
 #               within 50 ms (x1.5, 2, 3, 4, 6, 8, 12, 16, 24), down if it does not (x0.5, 0.25)
 #     DURATION  measured seconds per step (default 10)
-#     SERVERS   comma-separated, of telex,telex-cluster,prosody,ejabberd (default: all)
+#     SERVERS   comma-separated, of telex,telex-cluster,prosody,ejabberd (default: all); the
+#               table keeps earlier rows of the servers left out
 #
 # Per server: the chat scenario (1,000 users, 20 contacts each) at RATE, then the ladder; then
 # a login storm.
@@ -26,7 +27,14 @@ USERS=1000
 STORM=5000 # accounts for the login storm (lt0 .. lt4999)
 P99_LIMIT_MS=50
 mkdir -p "$OUT"
-rm -f "$OUT/rows.jsonl"
+# Rows of servers not measured this time are kept, so one server can be measured again.
+if [ -f "$OUT/rows.jsonl" ]; then
+  python3 - "$OUT/rows.jsonl" "$SERVERS" <<'PY'
+import json, sys
+keep = [l for l in open(sys.argv[1]) if json.loads(l)["server"] not in sys.argv[2].split(",")]
+open(sys.argv[1], "w").writelines(keep)
+PY
+fi
 # The servers' own users (ejabberd's runs as `ejabberd`) must reach the work directory.
 work=$(mktemp -d /tmp/telex-compare.XXXXXX)
 chmod 755 "$work"

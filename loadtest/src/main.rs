@@ -86,6 +86,8 @@ enum Command {
         source: Option<std::net::IpAddr>,
         #[arg(long)]
         start_at_us: u64,
+        #[arg(long)]
+        run_id: String,
     },
     /// The tool's own ceiling: a scenario against an in-process endpoint that only
     /// acknowledges, so no result is the tool's limit in disguise.
@@ -137,6 +139,7 @@ async fn real_main() -> anyhow::Result<()> {
                 slice: (0, 1),
                 source: None,
                 start_at_us: None,
+                run_id: run::new_run_id(),
             };
             let stats = run::run(&s, &options).await?;
             sink.abort();
@@ -149,7 +152,7 @@ async fn real_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Worker { scenario_json, server, history, index, of, source, start_at_us } => {
+        Command::Worker { scenario_json, server, history, index, of, source, start_at_us, run_id } => {
             let mut s: Scenario = serde_json::from_str(&scenario_json)?;
             // The parent provisioned.
             s.provision_command.clear();
@@ -160,6 +163,7 @@ async fn real_main() -> anyhow::Result<()> {
                 slice: (index, of),
                 source,
                 start_at_us: Some(start_at_us),
+                run_id,
             };
             let stats = run::run(&s, &options).await?;
             println!("{}", stats.to_json());
@@ -214,6 +218,7 @@ async fn real_main() -> anyhow::Result<()> {
                 slice: (0, 1),
                 source: sources.first().copied(),
                 start_at_us: None,
+                run_id: run::new_run_id(),
             };
             let stats = if workers > 1 {
                 run::workers(&s, &options, workers, &sources).await?

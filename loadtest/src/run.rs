@@ -51,6 +51,21 @@ pub struct Options {
     pub source: Option<std::net::IpAddr>,
     /// When sending starts (Unix µs), so that worker processes start together.
     pub start_at_us: Option<u64>,
+    /// Names this run in message ids (`lt-<run>-<worker>-<n>`): servers deduplicate by id, so
+    /// a run must not reuse the ids of one before it.
+    pub run_id: String,
+}
+
+/// A run id unlikely to repeat: the start time in milliseconds, base 36.
+pub fn new_run_id() -> String {
+    let mut n = unix_us() / 1000;
+    let mut id = Vec::new();
+    while n > 0 {
+        id.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    id.reverse();
+    String::from_utf8(id).expect("ascii")
 }
 
 async fn provision(admin: &str, s: &Scenario) -> anyhow::Result<()> {
@@ -182,7 +197,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
             device,
             subscribe_to,
             body_bytes: s.message_bytes,
-            id_prefix: format!("lt-{index}-"),
+            id_prefix: format!("lt-{}-{index}-", o.run_id),
             clock: clock.clone(),
             events: tx.clone(),
         };
@@ -314,7 +329,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
     progress(&run.stats, (sending_secs as usize).saturating_sub(1), slots.iter().filter(|c| c.conn.is_some()).count());
     drop(slots);
     if let Some(path) = &o.history {
-        write_history(path, s, index, &run.history)?;
+        write_history(path, s, &format!("lt-{}-{index}-", o.run_id), &run.history)?;
     }
     Ok(run.stats)
 }
@@ -343,7 +358,7 @@ pub async fn workers(s: &Scenario, o: &Options, n: usize, sources: &[std::net::I
         command
             .args(["worker", "--scenario-json", &json, "--server", &servers.join(",")])
             .args(["--index", &i.to_string(), "--of", &n.to_string(), "--source", &source.to_string()])
-            .args(["--start-at-us", &start_at_us.to_string()])
+            .args(["--start-at-us", &start_at_us.to_string(), "--run-id", &o.run_id])
             .stdout(std::process::Stdio::piped());
         if let Some(h) = part(i) {
             command.arg("--history").arg(h);
@@ -398,7 +413,12 @@ fn progress(stats: &Stats, sec: usize, conns: usize) {
 /// JSON lines in the history checker's terms: every message this process offered, with its
 /// sender, recipient (the archive owner), client id and outcome: `ok` acknowledged, `fail`
 /// refused or never written, `info` no answer (it may or may not be stored).
-fn write_history(path: &PathBuf, s: &Scenario, index: usize, sent: &[(usize, usize, Outcome)]) -> anyhow::Result<()> {
+fn write_history(
+    path: &PathBuf,
+    s: &Scenario,
+    id_prefix: &str,
+    sent: &[(usize, usize, Outcome)],
+) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     for (n, (from, to, outcome)) in sent.iter().enumerate() {
         let outcome = match outcome {
@@ -407,7 +427,7 @@ fn write_history(path: &PathBuf, s: &Scenario, index: usize, sent: &[(usize, usi
             Outcome::Info => "info",
         };
         let (from, owner, id) =
-            (format!("lt{from}@{}", s.domain), format!("lt{to}@{}", s.domain), format!("lt-{index}-{n}"));
+            (format!("lt{from}@{}", s.domain), format!("lt{to}@{}", s.domain), format!("{id_prefix}{n}"));
         writeln!(f, "{}", serde_json::json!({ "from": from, "owner": owner, "client_id": id, "outcome": outcome }))?;
     }
     Ok(())

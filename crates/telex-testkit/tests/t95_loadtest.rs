@@ -83,6 +83,17 @@ fn the_smoke_preset_runs_against_a_node_and_writes_its_report() {
     let history = std::fs::read_to_string(&history).unwrap();
     assert_eq!(history.lines().count(), 3 * 50, "one line per message offered");
     assert!(history.lines().all(|l| l.contains("\"outcome\":\"ok\"")), "every message acknowledged: {history}");
+
+    // Again, against the same node and users: a new run's message ids are new (the server
+    // deduplicates by id), so everything is stored and delivered again.
+    let (s, _) = loadtest(
+        &["--preset", "smoke", "--duration", "2", "--server", &node.addrs.xmpp.to_string()]
+            .into_iter()
+            .chain(["--admin", &node.addrs.admin.to_string()])
+            .collect::<Vec<_>>(),
+        &tmp.path().join("again"),
+    );
+    assert!(s["delivered_per_sec"].as_f64().unwrap() >= 45.0, "second run: {s}");
 }
 
 #[test]
