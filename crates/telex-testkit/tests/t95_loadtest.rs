@@ -20,6 +20,18 @@ fn loadtest(args: &[&str], out: &Path) -> (serde_json::Value, String) {
     (result["summary"].clone(), stderr)
 }
 
+/// Messages sent, acknowledged and delivered over the whole run (every second, the drain
+/// included): rates inside the measured window depend on how busy the machine is, these do not.
+fn totals(out: &Path) -> [f64; 3] {
+    [0, 1, 2].map(|k| total(out, k))
+}
+
+/// The sum of one per-second column of `result.json` (see `report::Result::seconds`).
+fn total(out: &Path, column: usize) -> f64 {
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
+    result["seconds"].as_array().unwrap().iter().map(|s| s[column].as_f64().unwrap()).sum()
+}
+
 /// A scenario file for users with the checker's password.
 fn scenario(dir: &Path, toml: &str) -> String {
     let path = dir.join("scenario.toml");
@@ -75,7 +87,8 @@ fn the_smoke_preset_runs_against_a_node_and_writes_its_report() {
     let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
     let s = &result["summary"];
     assert_eq!(s["sent_per_sec"].as_f64(), Some(50.0), "{s}");
-    assert!(s["delivered_per_sec"].as_f64().unwrap() >= 45.0, "{s}");
+    // 3 s of sending (1 warm-up, 2 measured) at 50/s: each acknowledged and delivered once.
+    assert_eq!(totals(&out), [150.0; 3], "{s}");
     assert!(s["errors"].as_object().unwrap().is_empty(), "{s}");
     for f in ["summary.md", "throughput.svg", "latency.svg"] {
         assert!(out.join(f).exists(), "{f} missing");
@@ -86,14 +99,15 @@ fn the_smoke_preset_runs_against_a_node_and_writes_its_report() {
 
     // Again, against the same node and users: a new run's message ids are new (the server
     // deduplicates by id), so everything is stored and delivered again.
+    let again = tmp.path().join("again");
     let (s, _) = loadtest(
         &["--preset", "smoke", "--duration", "2", "--server", &node.addrs.xmpp.to_string()]
             .into_iter()
             .chain(["--admin", &node.addrs.admin.to_string()])
             .collect::<Vec<_>>(),
-        &tmp.path().join("again"),
+        &again,
     );
-    assert!(s["delivered_per_sec"].as_f64().unwrap() >= 45.0, "second run: {s}");
+    assert_eq!(totals(&again), [150.0; 3], "second run: {s}");
 }
 
 #[test]
@@ -114,7 +128,7 @@ fn worker_processes_from_several_source_addresses_merge_into_one_report() {
     let s = &result["summary"];
     // Both halves of the rate and of the users, added up.
     assert_eq!(s["sent_per_sec"].as_f64(), Some(50.0), "{s}");
-    assert!(s["delivered_per_sec"].as_f64().unwrap() >= 45.0, "{s}");
+    assert_eq!(totals(&out), [150.0; 3], "{s}");
     assert!(s["errors"].as_object().unwrap().is_empty(), "{s}");
 }
 
@@ -125,14 +139,14 @@ fn a_presence_storm_reaches_every_subscriber() {
     let file =
         scenario(tmp.path(), "users = 12\ncontacts = 3\nmessage_rate = 0.0\npresence_rate = 24.0\nduration_secs = 2");
     let admin = node.addrs.admin.to_string();
-    let (s, stderr) = loadtest(
-        &["--scenario", &file, "--server", &node.addrs.xmpp.to_string(), "--admin", &admin],
-        &tmp.path().join("report"),
-    );
+    let out = tmp.path().join("report");
+    let (s, stderr) =
+        loadtest(&["--scenario", &file, "--server", &node.addrs.xmpp.to_string(), "--admin", &admin], &out);
     assert!(stderr.contains("36 of 36 subscriptions approved"), "{stderr}");
-    // Each change reaches the 3 users subscribed to it.
-    let seen = s["presence_per_sec"].as_f64().unwrap();
-    assert!((60.0..=80.0).contains(&seen), "presence seen/s {seen}: {s}");
+    // 3 s at 24 changes/s, each seen by the 3 users subscribed to it (give or take a few:
+    // presence is not stored, and a user's changes close together may be coalesced).
+    let seen = total(&out, 6);
+    assert!((200.0..=240.0).contains(&seen), "{seen} presence changes seen, 216 expected: {s}");
     assert!(s["presence_p99_ms"].as_f64().unwrap() > 0.0, "{s}");
     assert!(s["errors"].as_object().unwrap().is_empty(), "{s}");
 }
@@ -142,17 +156,17 @@ fn the_grpc_driver_chats_through_the_client_api() {
     let (tmp, dir) = data_dir();
     let node = Telexd::start(&dir, &["--shards", "8"]);
     let history = tmp.path().join("history.jsonl");
+    let out = tmp.path().join("report");
     let (s, stderr) = loadtest(
         &["--preset", "smoke", "--duration", "2", "--driver", "grpc", "--server", &node.addrs.client.to_string()]
             .into_iter()
             .chain(["--admin", &node.addrs.admin.to_string(), "--history", history.to_str().unwrap()])
             .collect::<Vec<_>>(),
-        &tmp.path().join("report"),
+        &out,
     );
     assert!(stderr.contains("connections 10"), "{stderr}");
     assert_eq!(s["sent_per_sec"].as_f64(), Some(50.0), "{s}");
-    assert!(s["acked_per_sec"].as_f64().unwrap() >= 45.0, "{s}");
-    assert!(s["delivered_per_sec"].as_f64().unwrap() >= 45.0, "{s}");
+    assert_eq!(totals(&out), [150.0; 3], "{s}");
     assert!(s["errors"].as_object().unwrap().is_empty(), "{s}");
     let history = std::fs::read_to_string(&history).unwrap();
     assert!(history.lines().all(|l| l.contains("\"outcome\":\"ok\"")), "{history}");
