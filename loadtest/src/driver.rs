@@ -45,6 +45,12 @@ pub enum Event {
     },
     /// A subscription this connection asked for was approved.
     Subscribed,
+    /// The connection of `user`'s `device` (its `generation`th login) ended.
+    Closed {
+        user: usize,
+        device: usize,
+        generation: u64,
+    },
     Error {
         sec: usize,
         kind: String,
@@ -72,11 +78,18 @@ pub struct Login {
     pub body_bytes: usize,
     /// Makes message ids unique across worker processes.
     pub id_prefix: String,
+    /// Counts this slot's logins, so that the end of an old connection is told apart.
+    pub generation: u64,
     pub clock: Clock,
     pub events: mpsc::UnboundedSender<Event>,
 }
 
 impl Login {
+    /// The event a connection's reader sends when it ends.
+    pub fn closed(&self) -> Event {
+        Event::Closed { user: self.user, device: self.device, generation: self.generation }
+    }
+
     pub fn jid(&self, user: usize) -> String {
         format!("lt{user}@{}", self.domain)
     }

@@ -109,10 +109,14 @@ async fn read_loop(
         let f = match down.message().await {
             Ok(Some(pb::ServerFrame { frame: Some(f) })) => f,
             Ok(Some(_)) => continue,
-            Ok(None) => return,
+            Ok(None) => {
+                let _ = events.send(login.closed());
+                return;
+            }
             Err(s) => {
                 let sec = clock.second(clock.now_us());
                 let _ = events.send(Event::Error { sec, kind: format!("session ended: {:?}", s.code()) });
+                let _ = events.send(login.closed());
                 return;
             }
         };

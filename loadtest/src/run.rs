@@ -119,7 +119,7 @@ struct Slot {
 }
 
 /// A reconnect that finished: the slot, the connection or why not, and how long it took.
-type Relogged = (usize, anyhow::Result<Conn>, u64);
+type Relogged = (usize, anyhow::Result<(Conn, Login)>, u64);
 
 /// The state of one run while it sends.
 struct Runner {
@@ -149,6 +149,8 @@ impl Runner {
             }
             Event::PresenceSeen { sec, latency_us } => self.stats.presence_seen(sec, latency_us),
             Event::Subscribed => self.subscribed += 1,
+            // Only the sending phase logs connections in again.
+            Event::Closed { .. } => {}
             Event::Error { sec, kind } => self.stats.error(sec, &kind),
         }
     }
@@ -159,6 +161,30 @@ async fn timed_login(login: Login) -> (anyhow::Result<Conn>, u64) {
     let t = Instant::now();
     let c = login.connect().await;
     (c, t.elapsed().as_micros() as u64)
+}
+
+/// Logs a slot in again (retrying for a while: its server may be down, the next one is
+/// tried) and reports back on `done`.
+fn relogin(slot: usize, mut login: Login, servers: &[SocketAddr], done: mpsc::UnboundedSender<Relogged>) {
+    login.generation += 1;
+    let servers = servers.to_vec();
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut attempt = 0;
+        let c = loop {
+            match login.clone().connect().await {
+                Ok(c) => break Ok(c),
+                Err(e) if attempt >= 20 => break Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    let at = servers.iter().position(|s| *s == login.server).unwrap_or(0);
+                    login.server = servers[(at + 1) % servers.len()];
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let _ = done.send((slot, c.map(|c| (c, login)), started.elapsed().as_micros() as u64));
+    });
 }
 
 /// The next open connection at or after slot `i`.
@@ -198,6 +224,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
             subscribe_to,
             body_bytes: s.message_bytes,
             id_prefix: format!("lt-{}-{index}-", o.run_id),
+            generation: 0,
             clock: clock.clone(),
             events: tx.clone(),
         };
@@ -228,6 +255,8 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
         run.stats.logins as f64 / run.stats.login_secs
     );
     slots.sort_by_key(|c| c.login.user);
+    let slot_of: std::collections::HashMap<(usize, usize), usize> =
+        slots.iter().enumerate().map(|(i, s)| ((s.login.user, s.login.device), i)).collect();
 
     // Presence scenarios: wait for the subscriptions to be approved (a minute at most).
     if wanted_subscriptions > 0 {
@@ -265,11 +294,23 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(due.into()) => break,
-                Some(e) = rx.recv() => run.record(e),
+                Some(e) = rx.recv() => match e {
+                    // The server ended a connection the run did not drop: log it in again, as
+                    // a client would (to the next server when its own is down).
+                    Event::Closed { user, device, generation } => {
+                        let Some(&i) = slot_of.get(&(user, device)) else { continue };
+                        if slots[i].login.generation == generation && slots[i].conn.take().is_some() {
+                            run.stats.error(clock.second(clock.now_us()), "connection ended by the server");
+                            relogin(i, slots[i].login.clone(), &o.servers, relogged_tx.clone());
+                        }
+                    }
+                    e => run.record(e),
+                },
                 Some((slot, c, us)) = relogged.recv() => match c {
-                    Ok(c) => {
+                    Ok((c, login)) => {
                         run.stats.reconnected(clock.second(clock.now_us()), us);
                         slots[slot].conn = Some(c);
+                        slots[slot].login = login;
                     }
                     Err(e) => run.stats.error(clock.second(clock.now_us()), &format!("reconnect: {e:#}")),
                 },
@@ -310,11 +351,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
             _ => {
                 // Drop the connection and log it in again; sends meanwhile go to the next one.
                 if slots[pick].conn.take().is_some() {
-                    let (login, done) = (slots[pick].login.clone(), relogged_tx.clone());
-                    tokio::spawn(async move {
-                        let (c, us) = timed_login(login).await;
-                        let _ = done.send((pick, c, us));
-                    });
+                    relogin(pick, slots[pick].login.clone(), &o.servers, relogged_tx.clone());
                 }
             }
         }

@@ -276,6 +276,7 @@ async fn read_loop(mut reader: Reader, in_flight: InFlight, answers: mpsc::Sende
             _ => {}
         }
     }
+    let _ = events.send(login.closed());
 }
 
 /// The defined condition of a stanza or stream error (its first child element in the error).

@@ -202,12 +202,13 @@ fn the_tools_history_drives_a_cluster_failure_test() {
     let file = scenario(tmp.path(), "users = 12\ncontacts = 3\nmessage_rate = 60.0\nduration_secs = 8");
     let history = tmp.path().join("history.jsonl");
     let servers = [&n1, &n2, &n3].map(|n| n.addrs.xmpp.to_string()).join(",");
+    let report = tmp.path().join("report");
     let run = Command::new(bin("telex-loadtest"))
         .args(["run", "--scenario", &file, "--server", &servers, "--admin", &n2.addrs.admin.to_string()])
         .arg("--history")
         .arg(&history)
         .arg("--out")
-        .arg(tmp.path().join("report"))
+        .arg(&report)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -221,4 +222,6 @@ fn the_tools_history_drives_a_cluster_failure_test() {
     println!("loadtest across a kill -9: {figures}");
     assert!(figures.promise_kept(), "{figures}");
     assert!(figures.acked > 200, "{figures}");
+    // The 4 users connected through node 1 were logged in again through the others.
+    assert!(total(&report, 8) >= 4.0, "reconnects: {stderr}");
 }
