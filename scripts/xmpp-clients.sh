@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the XMPP client the test suite drives (slixmpp, from PyPI) into a virtualenv outside
-# the work tree, once; prints the virtualenv's python. Used by the XMPP tests and benchmarks.
+# Installs the XMPP clients the test suite drives (slixmpp and aioxmpp, from PyPI) into a
+# virtualenv outside the work tree, once; prints the virtualenv's python. Used by the XMPP tests
+# and benchmarks. aioxmpp needs pytz and lxml (wheels on PyPI).
 set -euo pipefail
 
 VENV="${TELEX_XMPP_VENV:-$HOME/telex-venv}"
-want="slixmpp==1.10.0 aiohttp==3.13.2"
+want="slixmpp==1.10.0 aiohttp==3.13.2 aioxmpp==0.13.3 pytz==2026.6"
 
 if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   echo "installing python3 and python3-venv" >&2

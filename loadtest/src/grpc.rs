@@ -166,7 +166,7 @@ async fn read_loop(
                     let _ = events.send(Event::Subscribed);
                 }
             }
-            Frame::Signal(_) => {}
+            Frame::Signal(_) | Frame::Blocked(_) => {}
         }
     }
 }

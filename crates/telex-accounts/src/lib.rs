@@ -5,9 +5,9 @@
 //! storm neither blocks the async runtime nor queues without bound.
 //! This crate knows nothing about gRPC or XMPP; gateways call it.
 
-pub mod sasl;
-pub mod scram;
 mod token;
+
+pub use telex_sasl::scram;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,43 +1,30 @@
-//! The registry of user actors. An actor exists while its user has sessions (plus a short idle
-//! grace period); it streams the user's archive to each device from the device's cursor.
+//! The registry of user actors on this node, and the calls other parts of the node make on
+//! them. An actor exists while its user has sessions (plus a short idle grace period); see
+//! `actor` for what it does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 use telex_types::presence::DevicePresence;
-use telex_types::records::ArchivedMessage;
-use telex_types::roster::{RosterItem, SubscriptionKind};
-use telex_types::{ErrorCode, TelexError, UserJid};
+use telex_types::roster::SubscriptionKind;
+use telex_types::session::{CutOff, ServerFrame};
+use telex_types::{TelexError, UserJid};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cursor::DeviceCursor;
-use crate::presence::Coalescer;
-use crate::social::{RosterOp, RosterReply};
+use crate::actor::{spawn, Cmd};
+use crate::link::DeviceLink;
 use crate::{Ledger, Limits};
-
-/// What goes down to one device session.
-#[derive(Debug)]
-pub enum Outbound {
-    /// An archive entry of the session's user, at `position`.
-    Message { position: u64, message: ArchivedMessage },
-    /// A contact's presence changed (`None`: unavailable).
-    Presence { from: UserJid, presence: Option<DevicePresence> },
-    /// A roster item changed (`None`: removed).
-    Roster { contact: UserJid, item: Option<RosterItem> },
-    /// Someone asks to see the user's presence.
-    SubscriptionRequest { from: UserJid },
-    /// A signal from another user's device (chat state, receipt, marker); not stored.
-    Signal { from: UserJid, from_device: String, payload: String },
-}
+use telex_types::roster::{RosterOp, RosterReply};
 
 /// A device's queue. Items are boxed so the channel's preallocated slots stay small: every
 /// connected device holds one for hours.
-pub type OutboundTx = mpsc::Sender<Box<Outbound>>;
-pub type OutboundRx = mpsc::Receiver<Box<Outbound>>;
+pub type FrameTx = mpsc::Sender<Box<ServerFrame>>;
+pub type FrameRx = mpsc::Receiver<Box<ServerFrame>>;
+
+/// Frames queued towards one device; when full the actor waits, and cuts the device off if it
+/// stays full (see `Limits::stall_timeout`). Smaller than the delivery window on purpose.
+const DEVICE_QUEUE: usize = 64;
 
 /// One connected device, for administrators.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,80 +36,19 @@ pub struct SessionInfo {
 
 /// Identifies one attachment of a device (a reconnect gets a new one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SessionId(u64);
-
-pub(crate) enum Cmd {
-    Attach {
-        device: String,
-        tx: OutboundTx,
-        kill: oneshot::Sender<String>,
-        reply: oneshot::Sender<Result<SessionId, TelexError>>,
-    },
-    Detach {
-        device: String,
-        id: SessionId,
-    },
-    Ack {
-        device: String,
-        id: SessionId,
-        position: u64,
-    },
-    /// The archive grew (a hint; the actor reads the real head).
-    Appended,
-    /// The roster or block list changed in storage: drop the cached copies.
-    Reload,
-    Roster {
-        op: RosterOp,
-        reply: oneshot::Sender<Result<RosterReply, TelexError>>,
-    },
-    /// A contact sent the user a subscription stanza.
-    Inbound {
-        from: UserJid,
-        kind: SubscriptionKind,
-    },
-    SetPresence {
-        device: String,
-        id: SessionId,
-        presence: DevicePresence,
-    },
-    /// Something for the user's online devices only.
-    Signal {
-        from: UserJid,
-        from_device: String,
-        payload: String,
-    },
-    /// A contact's aggregated presence changed.
-    ContactPresence {
-        from: UserJid,
-        presence: Option<DevicePresence>,
-    },
-    /// An administrator ends a device's session.
-    Kick {
-        device: String,
-        reason: String,
-        reply: oneshot::Sender<bool>,
-    },
-}
-
-pub(crate) struct Session {
-    id: SessionId,
-    /// Since when the device's queue has been full.
-    stalled_since: Option<std::time::Instant>,
-    cursor: DeviceCursor,
-    pub(crate) tx: OutboundTx,
-    kill: Option<oneshot::Sender<String>>,
-}
+pub struct SessionId(pub(crate) u64);
 
 /// Clonable handle to every user actor of this node.
 #[derive(Clone)]
 pub struct Hub {
-    actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
-    /// Aggregated presence of every available user with an actor here (for probes).
-    pub(crate) online: Arc<DashMap<UserJid, DevicePresence>>,
+    pub(crate) actors: Arc<DashMap<UserJid, mpsc::Sender<Cmd>>>,
+    /// Presence of every available device of every user with an actor here, or relayed from
+    /// another node (for probes).
+    pub(crate) online: Arc<DashMap<UserJid, Vec<(String, DevicePresence)>>>,
     /// Every connected device of this node.
     sessions: Arc<DashMap<(UserJid, String), SessionInfo>>,
     pub(crate) ledger: Arc<dyn Ledger>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     /// Where presence for contacts on other nodes goes (set by the node when clustered).
     relay: Arc<std::sync::OnceLock<PresenceRelay>>,
     /// Where actors of users led elsewhere live (set by the node when clustered).
@@ -130,11 +56,6 @@ pub struct Hub {
     /// Set when the node shuts down, for sessions served elsewhere through this node.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
-
-/// The start of the reason given to a session whose actor no longer lives on this node (its
-/// shard's leadership moved, or the node is shutting down): the device, or the gateway serving
-/// it, attaches again where the actor lives now.
-pub const MOVED: &str = "the user's actor moved to another node";
 
 /// Where users' actors live in a cluster: on the leader of their shard. The node implements it
 /// (over the node-to-node API); without it every actor is local.
@@ -146,24 +67,30 @@ pub trait Homes: Send + Sync {
     /// Delivers a subscription stanza to `to`'s actor on `node`.
     fn subscription(&self, node: u64, to: &UserJid, from: &UserJid, kind: SubscriptionKind) -> BoxFuture<'static, ()>;
     /// Delivers a signal to `to`'s online devices through its actor on `node` (best effort).
-    fn signal(
-        &self,
-        node: u64,
-        to: &UserJid,
-        from: &UserJid,
-        from_device: &str,
-        payload: String,
-    ) -> BoxFuture<'static, ()>;
+    fn signal(&self, node: u64, to: &UserJid, signal: Signal) -> BoxFuture<'static, ()>;
 }
 
-/// Sends (contact, from, presence) to the other nodes of the cluster; must not block.
-pub type PresenceRelay = Box<dyn Fn(&UserJid, &UserJid, Option<DevicePresence>) + Send + Sync>;
+/// A signal on its way to a user's online devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signal {
+    pub from: UserJid,
+    pub from_device: String,
+    pub payload: String,
+}
 
-const MAILBOX: usize = 1024;
-/// Cursor acknowledgements persisted at least every this many positions (and on detach).
-const PERSIST_EVERY: u64 = 32;
-const IDLE: Duration = Duration::from_secs(30);
-const TICK: Duration = Duration::from_secs(1);
+/// One device's presence on its way to a contact on another node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// Whose devices should see it.
+    pub to: UserJid,
+    pub from: UserJid,
+    pub device: String,
+    /// `None`: that device is unavailable.
+    pub presence: Option<DevicePresence>,
+}
+
+/// Sends a presence change to the other nodes of the cluster; must not block.
+pub type PresenceRelay = Box<dyn Fn(PresenceChange) + Send + Sync>;
 
 impl Hub {
     pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
@@ -184,12 +111,17 @@ impl Hub {
         self.closing.subscribe()
     }
 
-    /// Ends every session of the users `which` selects, telling them their actor moved.
-    pub async fn moved(&self, which: impl Fn(&UserJid) -> bool, why: &str) -> usize {
+    pub fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Ends every session of the users `which` selects with `why` (their actor moved: the
+    /// sessions attach again where it lives now).
+    pub async fn moved(&self, which: impl Fn(&UserJid) -> bool) -> usize {
         let devices: Vec<(UserJid, String)> =
             self.sessions.iter().map(|s| s.key().clone()).filter(|(u, _)| which(u)).collect();
         for (user, device) in &devices {
-            self.kick(user, device, &format!("{MOVED} ({why}); attach again")).await;
+            self.cut_off(user, device, CutOff::Moved).await;
         }
         devices.len()
     }
@@ -209,17 +141,14 @@ impl Hub {
         let _ = self.relay.set(relay);
     }
 
-    /// Presence relayed from another node: `from`'s presence for `contact`'s devices here.
-    pub fn presence_from_peer(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
-        // For probes by this node's users. A user with devices on two nodes is seen here with
-        // the other node's aggregate (a known limit until actors live on shard leaders).
-        if !self.actors.contains_key(from) {
-            match &presence {
-                Some(p) => self.online.insert(from.clone(), p.clone()),
-                None => self.online.remove(from).map(|(_, p)| p),
-            };
+    /// Presence relayed from another node: one of `from`'s devices, for `to`'s devices here.
+    pub fn presence_from_peer(&self, change: PresenceChange) {
+        // Remembered for probes by this node's users, unless `from`'s actor is here (it keeps
+        // its own devices' presence).
+        if !self.actors.contains_key(&change.from) {
+            remember(&self.online, &change.from, &change.device, change.presence.clone());
         }
-        self.deliver_presence(contact, from, presence);
+        self.deliver_presence(change);
     }
 
     /// Number of users with a live actor.
@@ -230,76 +159,42 @@ impl Hub {
     /// The user's actor, started if needed.
     pub(crate) fn actor(&self, user: &UserJid) -> mpsc::Sender<Cmd> {
         // The guard is dropped before any await.
-        let entry = self.actors.entry(user.clone()).or_insert_with(|| self.spawn(user.clone()));
+        let entry = self.actors.entry(user.clone()).or_insert_with(|| spawn(self, user.clone()));
         if !entry.is_closed() {
             return entry.clone();
         }
         drop(entry);
-        let fresh = self.spawn(user.clone());
+        let fresh = spawn(self, user.clone());
         self.actors.insert(user.clone(), fresh.clone());
         fresh
     }
 
-    fn spawn(&self, user: UserJid) -> mpsc::Sender<Cmd> {
-        let (tx, rx) = mpsc::channel(MAILBOX);
-        let actor = UserActor {
-            user,
-            ledger: self.ledger.clone(),
-            limits: self.limits.clone(),
-            sessions: HashMap::new(),
-            hub: self.clone(),
-            me: tx.downgrade(),
-            roster: None,
-            blocked: None,
-            devices: HashMap::new(),
-            coalescer: Coalescer::new(PRESENCE_WINDOW),
-            flush_at: None,
-        };
-        tokio::spawn(actor.run(rx));
-        metrics::counter!("telex_actors_started_total").increment(1);
-        tx
-    }
-
-    /// Attaches a device session. Archive entries after the device's cursor are sent to `tx`;
-    /// `kill` receives the reason if the server ends the session.
-    pub async fn attach(
-        &self,
-        user: &UserJid,
-        device: &str,
-        tx: OutboundTx,
-        kill: oneshot::Sender<String>,
-    ) -> Result<SessionId, TelexError> {
+    /// Attaches a device session to the user's actor on this node. Archive entries after the
+    /// device's cursor start flowing at once, or, with `hold`, once the device announces its
+    /// presence (XMPP delivers offline messages after initial presence).
+    pub async fn link(&self, user: &UserJid, device: &str, hold: bool) -> Result<DeviceLink, TelexError> {
+        let (tx, rx) = mpsc::channel(DEVICE_QUEUE);
+        let (kill, killed) = oneshot::channel();
         let mut kill = kill;
         for _ in 0..2 {
             let (reply, answer) = oneshot::channel();
-            let cmd = Cmd::Attach { device: device.to_string(), tx: tx.clone(), kill, reply };
-            match self.actor(user).send(cmd).await {
+            let actor = self.actor(user);
+            let cmd = Cmd::Attach { device: device.to_string(), tx: tx.clone(), kill, hold, reply };
+            match actor.send(cmd).await {
                 Ok(()) => {
-                    return answer.await.unwrap_or_else(|_| Err(TelexError::unavailable("session actor stopped")))
+                    let id = answer.await.unwrap_or_else(|_| Err(TelexError::unavailable("session actor stopped")))?;
+                    tracing::info!(user = %user, device, "session attached");
+                    return Ok(DeviceLink::new(user.clone(), device.to_string(), id, actor, rx, killed));
                 }
                 // The actor was just evicting itself: start a fresh one and try again.
                 Err(mpsc::error::SendError(Cmd::Attach { kill: k, .. })) => {
                     kill = k;
                     self.actors.remove_if(user, |_, h| h.is_closed());
                 }
-                Err(_) => unreachable!("attach sends an Attach"),
+                Err(_) => return Err(TelexError::internal("attach sent something other than an attach")),
             }
         }
         Err(TelexError::unavailable("could not start the user's session actor"))
-    }
-
-    pub fn detach(&self, user: &UserJid, device: &str, id: SessionId) {
-        if let Some(a) = self.actors.get(user).map(|a| a.clone()) {
-            let _ = a.try_send(Cmd::Detach { device: device.to_string(), id });
-        }
-    }
-
-    /// The device has everything up to `position`.
-    pub async fn ack(&self, user: &UserJid, device: &str, id: SessionId, position: u64) {
-        let actor = self.actors.get(user).map(|a| a.clone());
-        if let Some(a) = actor {
-            let _ = a.send(Cmd::Ack { device: device.to_string(), id, position }).await;
-        }
     }
 
     /// Connected devices, of one user or of everyone, sorted.
@@ -310,12 +205,11 @@ impl Hub {
         out
     }
 
-    /// Ends a device's session; false when it is not connected.
-    pub async fn kick(&self, user: &UserJid, device: &str, reason: &str) -> bool {
+    /// Ends a device's session for `why`; false when it is not connected.
+    pub async fn cut_off(&self, user: &UserJid, device: &str, why: CutOff) -> bool {
         let Some(actor) = self.actors.get(user).map(|a| a.clone()) else { return false };
         let (reply, answer) = oneshot::channel();
-        let reason = reason.to_string();
-        if actor.send(Cmd::Kick { device: device.to_string(), reason, reply }).await.is_err() {
+        if actor.send(Cmd::Kick { device: device.to_string(), why, reply }).await.is_err() {
             return false;
         }
         answer.await.unwrap_or(false)
@@ -351,14 +245,6 @@ impl Hub {
         answer.await.unwrap_or_else(|_| Err(TelexError::unavailable("the user's actor stopped; retry")))
     }
 
-    /// Sets a device's presence.
-    pub async fn set_presence(&self, user: &UserJid, device: &str, id: SessionId, presence: DevicePresence) {
-        let actor = self.actors.get(user).map(|a| a.clone());
-        if let Some(a) = actor {
-            let _ = a.send(Cmd::SetPresence { device: device.to_string(), id, presence }).await;
-        }
-    }
-
     /// Delivers a subscription stanza to `to`'s actor, wherever it lives.
     pub(crate) async fn deliver_subscription(&self, to: &UserJid, from: &UserJid, kind: SubscriptionKind) {
         match (self.remote_home(to), self.homes.get()) {
@@ -369,18 +255,17 @@ impl Hub {
 
     /// Delivers a signal to `to`'s online devices, wherever its actor lives. Best effort: an
     /// offline user, a full queue or an unreachable node drops it.
-    pub(crate) async fn deliver_signal(&self, to: &UserJid, from: &UserJid, from_device: &str, payload: String) {
+    pub(crate) async fn deliver_signal(&self, to: &UserJid, signal: Signal) {
         match (self.remote_home(to), self.homes.get()) {
-            (Some(node), Some(homes)) => homes.signal(node, to, from, from_device, payload).await,
-            _ => self.signal_here(to, from, from_device, payload),
+            (Some(node), Some(homes)) => homes.signal(node, to, signal).await,
+            _ => self.signal_here(to, signal),
         }
     }
 
     /// Delivers a signal to `to`'s actor on this node if it is running (the user is online).
-    pub fn signal_here(&self, to: &UserJid, from: &UserJid, from_device: &str, payload: String) {
+    pub fn signal_here(&self, to: &UserJid, signal: Signal) {
         if let Some(a) = self.actors.get(to) {
-            let cmd = Cmd::Signal { from: from.clone(), from_device: from_device.to_string(), payload };
-            if a.try_send(cmd).is_err() {
+            if a.try_send(Cmd::Signal(signal)).is_err() {
                 metrics::counter!("telex_signals_dropped_total").increment(1);
             }
         }
@@ -391,28 +276,29 @@ impl Hub {
         let _ = self.actor(to).send(Cmd::Inbound { from: from.clone(), kind }).await;
     }
 
-    /// Tells an online contact about `from`'s presence. Offline contacts cost nothing.
-    pub(crate) fn presence_to(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
+    /// Tells an online contact about one of `from`'s devices. Offline contacts cost nothing.
+    pub(crate) fn presence_to(&self, change: PresenceChange) {
         if let Some(relay) = self.relay.get() {
-            relay(contact, from, presence.clone());
+            relay(change.clone());
         }
-        self.deliver_presence(contact, from, presence);
+        self.deliver_presence(change);
     }
 
-    fn deliver_presence(&self, contact: &UserJid, from: &UserJid, presence: Option<DevicePresence>) {
-        if let Some(a) = self.actors.get(contact) {
+    fn deliver_presence(&self, change: PresenceChange) {
+        if let Some(a) = self.actors.get(&change.to) {
             metrics::counter!("telex_presence_deliveries_total").increment(1);
-            if a.try_send(Cmd::ContactPresence { from: from.clone(), presence }).is_err() {
+            if a.try_send(Cmd::ContactPresence(change)).is_err() {
                 metrics::counter!("telex_presence_dropped_total").increment(1);
             }
         }
     }
 
     /// Disconnects every device (on shutdown), so clients reconnect to another node at once
-    /// instead of holding streams open on a node that is going away.
+    /// instead of holding streams open on a node that is going away. Sessions that gateways on
+    /// other nodes route here are told their actor moved, and attach again elsewhere.
     pub async fn close_all_sessions(&self) {
         self.closing.send_replace(true);
-        self.moved(|_| true, "this node is shutting down").await;
+        self.moved(|_| true).await;
     }
 
     /// Tells an online user's actor that its roster or block list changed in storage (perhaps
@@ -430,232 +316,28 @@ impl Hub {
             let _ = a.try_send(Cmd::Appended);
         }
     }
+
+    /// The available devices of `user` known here (an actor here, or relayed), for probes.
+    pub(crate) fn devices_of(&self, user: &UserJid) -> Vec<(String, DevicePresence)> {
+        self.online.get(user).map(|d| d.clone()).unwrap_or_default()
+    }
 }
 
-/// Changes of a user's presence closer together than this are coalesced.
-const PRESENCE_WINDOW: Duration = Duration::from_millis(250);
-
-pub(crate) struct UserActor {
-    pub(crate) user: UserJid,
-    pub(crate) ledger: Arc<dyn Ledger>,
-    limits: Limits,
-    pub(crate) sessions: HashMap<String, Session>,
-    pub(crate) hub: Hub,
-    me: mpsc::WeakSender<Cmd>,
-    /// Loaded on first use; the actor is the only writer of both.
-    pub(crate) roster: Option<BTreeMap<UserJid, RosterItem>>,
-    pub(crate) blocked: Option<BTreeSet<UserJid>>,
-    /// Presence of each device that announced one.
-    pub(crate) devices: HashMap<String, DevicePresence>,
-    pub(crate) coalescer: Coalescer<Option<DevicePresence>>,
-    pub(crate) flush_at: Option<tokio::time::Instant>,
-}
-
-static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
-
-impl UserActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut tick = tokio::time::interval(TICK);
-        loop {
-            let idle = if self.sessions.is_empty() { IDLE } else { Duration::from_secs(86_400) };
-            let flush_at = self.flush_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400));
-            let cmd = tokio::select! {
-                cmd = rx.recv() => cmd,
-                _ = tick.tick() => Some(Cmd::Appended),
-                _ = tokio::time::sleep_until(flush_at), if self.flush_at.is_some() => {
-                    self.flush_presence();
-                    continue;
-                }
-                _ = tokio::time::sleep(idle) => None,
-            };
-            match cmd {
-                Some(cmd) => self.handle(cmd).await,
-                None if self.sessions.is_empty() => break,
-                None => {}
-            }
-        }
-        rx.close();
-        // Only remove the registry entry if it is still ours.
-        let me = self.me.clone();
-        self.hub.online.remove(&self.user);
-        self.hub.actors.remove_if(&self.user, |_, h| me.upgrade().is_none_or(|m| m.same_channel(h)));
+/// Records one device's presence in a per-user list (`None` removes it).
+pub(crate) fn remember(
+    online: &DashMap<UserJid, Vec<(String, DevicePresence)>>,
+    user: &UserJid,
+    device: &str,
+    presence: Option<DevicePresence>,
+) {
+    let mut entry = online.entry(user.clone()).or_default();
+    entry.retain(|(d, _)| d != device);
+    if let Some(p) = presence {
+        entry.push((device.to_string(), p));
     }
-
-    async fn handle(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Attach { device, tx, kill, reply } => {
-                let _ = reply.send(self.attach(device, tx, kill));
-            }
-            Cmd::Detach { device, id } => {
-                if self.sessions.get(&device).is_some_and(|s| s.id == id) {
-                    let s = self.sessions.remove(&device).expect("present");
-                    self.persist(&device, &s.cursor, true);
-                    self.device_gone(&device);
-                }
-            }
-            Cmd::Ack { device, id, position } => {
-                let Some(s) = self.sessions.get_mut(&device).filter(|s| s.id == id) else { return };
-                if let Err(e) = s.cursor.ack(position) {
-                    self.kill(&device, format!("invalid ack: {e:?}"));
-                    return;
-                }
-                let cursor = s.cursor.clone();
-                self.persist(&device, &cursor, false);
-                self.pump(&device);
-            }
-            Cmd::Roster { op, reply } => {
-                let _ = reply.send(self.roster_op(op).await);
-            }
-            Cmd::Inbound { from, kind } => self.inbound(from, kind).await,
-            Cmd::SetPresence { device, id, presence } => {
-                if self.sessions.get(&device).is_some_and(|s| s.id == id) {
-                    self.set_presence(&device, presence);
-                }
-            }
-            Cmd::ContactPresence { from, presence } => self.contact_presence(from, presence),
-            Cmd::Signal { from, from_device, payload } => self.signal(from, from_device, payload),
-            Cmd::Kick { device, reason, reply } => {
-                let present = self.sessions.contains_key(&device);
-                self.kill(&device, reason);
-                let _ = reply.send(present);
-            }
-            Cmd::Reload => {
-                self.roster = None;
-                self.blocked = None;
-            }
-            Cmd::Appended => {
-                let devices: Vec<String> = self.sessions.keys().cloned().collect();
-                for d in devices {
-                    self.pump(&d);
-                }
-            }
-        }
-    }
-
-    fn attach(
-        &mut self,
-        device: String,
-        tx: OutboundTx,
-        kill: oneshot::Sender<String>,
-    ) -> Result<SessionId, TelexError> {
-        if let Some(old) = self.sessions.get(&device) {
-            let cursor = old.cursor.clone();
-            self.persist(&device, &cursor, true);
-            self.kill(&device, "replaced by a newer session of the same device".into());
-        } else {
-            let limit = self.limits.for_tenant(&self.ledger.tenant_limits(self.user.domain())?).sessions_per_user;
-            if self.sessions.len() >= limit {
-                return Err(TelexError::new(
-                    ErrorCode::ResourceExhausted,
-                    format!("too many sessions for {}: the limit is {limit}", self.user),
-                ));
-            }
-        }
-        let mut durable = self.ledger.cursor(&self.user, &device)?;
-        if durable == 0 {
-            // A device seen for the first time catches up on what none of the user's devices
-            // has received (offline messages), not on the whole archive: history is a query.
-            let live = self.sessions.values().map(|s| s.cursor.acked()).max().unwrap_or(0);
-            durable = self.ledger.latest_cursor(&self.user)?.max(live);
-        }
-        let id = SessionId(SESSION_IDS.fetch_add(1, Ordering::Relaxed));
-        self.sessions.insert(
-            device.clone(),
-            Session { id, stalled_since: None, cursor: DeviceCursor::attach(durable), tx, kill: Some(kill) },
-        );
-        self.hub.session_started(&self.user, &device);
-        self.pump(&device);
-        Ok(id)
-    }
-
-    /// Sends the device whatever its window allows.
-    fn pump(&mut self, device: &str) {
-        let head = match self.ledger.head(&self.user) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!(user = %self.user, error = %e, "cannot read archive head");
-                return;
-            }
-        };
-        let window = self.limits.delivery_window;
-        let Some(s) = self.sessions.get_mut(device) else { return };
-        while let Some(range) = s.cursor.next(head, window) {
-            let entries = match self.ledger.range(&self.user, *range.start(), *range.end(), window as usize) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(user = %self.user, error = %e, "cannot read archive");
-                    return;
-                }
-            };
-            if entries.is_empty() {
-                // A hole would be a bug in the archive; never spin on it.
-                tracing::error!(user = %self.user, ?range, "archive range unexpectedly empty");
-                return;
-            }
-            for (position, message) in entries {
-                // The device that sent a message has it already: when nothing before it is
-                // outstanding, count it as received instead of sending it back.
-                if s.cursor.acked() + 1 == position && message.from == self.user && message.from_device == device {
-                    s.cursor.mark_sent(position);
-                    s.cursor.ack(position).expect("marked sent just above");
-                    continue;
-                }
-                match s.tx.try_send(Box::new(Outbound::Message { position, message })) {
-                    Ok(()) => {
-                        s.cursor.mark_sent(position);
-                        s.stalled_since = None;
-                    }
-                    // The queue is full: wait for the device to read; cut it off if it does not.
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        let since = *s.stalled_since.get_or_insert_with(std::time::Instant::now);
-                        if since.elapsed() >= self.limits.stall_timeout {
-                            metrics::counter!("telex_sessions_slow_reader_disconnects_total").increment(1);
-                            let reason = format!(
-                                "disconnected: the device stopped reading for {:?} with {} messages queued; reconnect to catch up",
-                                self.limits.stall_timeout,
-                                s.cursor.in_flight()
-                            );
-                            self.kill(device, reason);
-                        }
-                        return;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        let s = self.sessions.remove(device).expect("present");
-                        self.persist(device, &s.cursor, true);
-                        self.device_gone(device);
-                        return;
-                    }
-                }
-            }
-        }
-        let cursor = s.cursor.clone();
-        self.persist(device, &cursor, false);
-    }
-
-    fn kill(&mut self, device: &str, reason: String) {
-        if let Some(mut s) = self.sessions.remove(device) {
-            tracing::info!(user = %self.user, device, reason = %reason, "session ended by server");
-            if let Some(k) = s.kill.take() {
-                let _ = k.send(reason);
-            }
-            self.persist(device, &s.cursor, true);
-            self.device_gone(device);
-        }
-    }
-
-    /// Writes the cursor in the background when enough acks accumulated (or `force`). The
-    /// durable cursor only ever trails the real one, so a failed write means re-sending, never
-    /// losing.
-    fn persist(&mut self, device: &str, cursor: &DeviceCursor, force: bool) {
-        let Some(pos) = cursor.to_persist(PERSIST_EVERY, force) else { return };
-        if let Some(s) = self.sessions.get_mut(device) {
-            s.cursor.persisted(pos);
-        }
-        let (ledger, user, device) = (self.ledger.clone(), self.user.clone(), device.to_string());
-        tokio::spawn(async move {
-            if let Err(e) = ledger.set_cursor(user.clone(), device, pos).await {
-                tracing::warn!(user = %user, error = %e, "cursor not persisted; entries will be re-sent");
-            }
-        });
+    let empty = entry.is_empty();
+    drop(entry);
+    if empty {
+        online.remove_if(user, |_, v| v.is_empty());
     }
 }

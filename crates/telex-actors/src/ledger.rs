@@ -26,6 +26,23 @@ pub trait Ledger: Send + Sync + 'static {
         to: u64,
         limit: usize,
     ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError>;
+    /// Positions of `owner`'s entries exchanged with `peer` in `from..=to`, at most `limit`,
+    /// ascending (descending with `newest_first`), from the peer index. Entries appended
+    /// before the index existed are below [`Ledger::peer_index_start`] and not listed.
+    fn peer_positions(
+        &self,
+        owner: &UserJid,
+        peer: &UserJid,
+        from: u64,
+        to: u64,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<u64>, TelexError>;
+    /// The first position of `owner`'s archive the peer index covers (1 for archives begun
+    /// since it exists).
+    fn peer_index_start(&self, owner: &UserJid) -> Result<u64, TelexError>;
+    /// The entries at `positions` (those that exist), in the order given.
+    fn entries(&self, owner: &UserJid, positions: &[u64]) -> Result<Vec<(u64, ArchivedMessage)>, TelexError>;
     /// Stores (or with `None` deletes) `owner`'s roster item for `contact`.
     fn roster_put(
         &self,

@@ -6,9 +6,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
+use telex_policy::{decide, Action, Denial, Facts};
 use telex_types::records::{ArchivedMessage, TenantLimits};
-use telex_types::{ErrorCode, TelexError, UserJid};
+use telex_types::session::{Refused, SendMessage, Sent};
+use telex_types::{TelexError, UserJid};
 
+use crate::hub::Signal;
 use crate::rate::TokenBucket;
 use crate::{Hub, Ledger};
 
@@ -58,18 +61,10 @@ impl Default for Limits {
 }
 
 const MAX_CLIENT_ID: usize = 128;
+const MAX_DEVICE: usize = 1023;
 const MAX_PAGE: usize = 500;
 /// Largest signal payload.
 pub const MAX_SIGNAL_BYTES: usize = 4096;
-
-/// A durably stored message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sent {
-    pub server_id: String,
-    /// Position in the sender's archive, and in the recipient's.
-    pub position: u64,
-    pub recipient_position: u64,
-}
 
 /// A page request over one user's archive. Bounds combine: the page holds messages after every
 /// lower bound and before every upper bound.
@@ -93,20 +88,6 @@ pub struct HistoryQuery {
 /// so a time bound is turned into positions with this much slack and then filtered exactly.
 const CLOCK_SLACK_MS: u64 = 60_000;
 
-/// Why a send was not stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refused {
-    pub error: TelexError,
-    /// For rate limiting: when a retry can succeed.
-    pub retry_after: Option<Duration>,
-}
-
-impl From<TelexError> for Refused {
-    fn from(error: TelexError) -> Self {
-        Refused { error, retry_after: None }
-    }
-}
-
 #[derive(Clone)]
 pub struct Messaging {
     ledger: Arc<dyn Ledger>,
@@ -122,6 +103,11 @@ pub fn server_id(from: &UserJid, client_id: &str) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
 }
 
+fn refused(d: Denial) -> Refused {
+    metrics::counter!("telex_policy_denials_total", "rule" => d.rule.as_str()).increment(1);
+    Refused { error: d.error, retry_after: d.retry_after }
+}
+
 impl Messaging {
     pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
         let hub = Hub::new(ledger.clone(), limits.clone());
@@ -132,36 +118,51 @@ impl Messaging {
         &self.hub
     }
 
-    /// Stores a message from `from`/`device` to `to`. Returns once it is committed to both
-    /// archives; a retry with the same `client_id` returns the first result.
-    pub async fn send(
-        &self,
-        from: &UserJid,
-        device: &str,
-        to: &str,
-        client_id: &str,
-        body: &str,
-        extras: &str,
-    ) -> Result<Sent, Refused> {
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
+    }
+
+    /// What the decision point needs to know about `subject` acting on `object`: whether the
+    /// object exists and the blocks between them, from the local replica.
+    pub fn facts(&self, subject: &UserJid, object: &UserJid) -> Result<Facts, TelexError> {
+        Ok(Facts {
+            object_exists: self.ledger.user_exists(object)?,
+            subject_blocks_object: self.ledger.is_blocked(subject, object)?,
+            object_blocks_subject: self.ledger.is_blocked(object, subject)?,
+            ..Facts::default()
+        })
+    }
+
+    /// Stores a message from `from`/`device`. Returns once it is committed to both archives;
+    /// a retry with the same client id returns the first result.
+    pub async fn send(&self, from: &UserJid, device: &str, m: SendMessage) -> Result<Sent, Refused> {
         let limits = self.limits.for_tenant(&self.ledger.tenant_limits(from.domain())?);
-        self.take_token(from, &limits)?;
-        let to = self.check(from, to, client_id, body, &limits)?;
-        if extras.len() > limits.max_body_bytes {
-            return Err(TelexError::invalid(format!(
-                "message extras are {} bytes; the limit is {} bytes",
-                extras.len(),
-                limits.max_body_bytes
-            ))
-            .into());
+        let to = UserJid::parse(&m.to)?;
+        if m.client_id.is_empty() || m.client_id.len() > MAX_CLIENT_ID {
+            return Err(TelexError::invalid(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")).into());
         }
+        if m.to_device.len() > MAX_DEVICE {
+            return Err(
+                TelexError::invalid(format!("the recipient's device name is longer than {MAX_DEVICE} bytes")).into()
+            );
+        }
+        let facts = Facts {
+            message_bytes: m.body.len() + m.extras.len(),
+            max_message_bytes: limits.max_body_bytes,
+            rate_limited_for: self.take_token(from, &limits).err(),
+            sends_per_second: limits.sends_per_second,
+            ..self.facts(from, &to)?
+        };
+        decide(from, Action::Message, &to, &facts).into_result().map_err(refused)?;
         let message = ArchivedMessage {
-            server_id: server_id(from, client_id),
+            server_id: server_id(from, &m.client_id),
             from: from.clone(),
             to: to.clone(),
             from_device: device.to_string(),
-            client_id: client_id.to_string(),
-            body: body.to_string(),
-            extras: extras.to_string(),
+            client_id: m.client_id,
+            body: m.body,
+            extras: m.extras,
+            to_device: m.to_device,
             sent_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         };
         let server_id = message.server_id.clone();
@@ -180,60 +181,33 @@ impl Messaging {
         Ok(Sent { server_id, position, recipient_position })
     }
 
-    /// Passes a signal (chat state, receipt, marker) to `to`'s online devices; nothing is
-    /// stored. Rate limited with messages; a block either way drops it silently (as XMPP
-    /// does), and so does an offline or unknown recipient.
+    /// Passes a signal (chat state, receipt, marker, directed presence) to `to`'s online
+    /// devices; nothing is stored. Rate limited with messages; a block either way drops it
+    /// silently (as XMPP does), and so does an offline or unknown recipient.
     pub async fn signal(&self, from: &UserJid, device: &str, to: &str, payload: String) -> Result<(), Refused> {
         let limits = self.limits.for_tenant(&self.ledger.tenant_limits(from.domain())?);
-        self.take_token(from, &limits)?;
         let to = UserJid::parse(to)?;
         if payload.len() > MAX_SIGNAL_BYTES {
             return Err(TelexError::invalid(format!("a signal may carry at most {MAX_SIGNAL_BYTES} bytes")).into());
         }
-        if self.ledger.is_blocked(from, &to)? {
-            return Ok(());
+        let facts = Facts {
+            rate_limited_for: self.take_token(from, &limits).err(),
+            sends_per_second: limits.sends_per_second,
+            ..self.facts(from, &to)?
+        };
+        match decide(from, Action::Signal, &to, &facts).into_result() {
+            Ok(()) => {}
+            Err(d) if d.silent => return Ok(()),
+            Err(d) => return Err(refused(d)),
         }
         metrics::counter!("telex_signals_total").increment(1);
-        self.hub.deliver_signal(&to, from, device, payload).await;
+        let signal = Signal { from: from.clone(), from_device: device.to_string(), payload };
+        self.hub.deliver_signal(&to, signal).await;
         Ok(())
     }
 
-    /// The recipient, once the send is known to be acceptable.
-    fn check(
-        &self,
-        from: &UserJid,
-        to: &str,
-        client_id: &str,
-        body: &str,
-        limits: &Limits,
-    ) -> Result<UserJid, TelexError> {
-        let to = UserJid::parse(to)?;
-        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID {
-            return Err(TelexError::invalid(format!("client_id must be 1 to {MAX_CLIENT_ID} bytes")));
-        }
-        if body.len() > limits.max_body_bytes {
-            return Err(TelexError::invalid(format!(
-                "message body is {} bytes; the limit is {} bytes",
-                body.len(),
-                limits.max_body_bytes
-            )));
-        }
-        if !self.ledger.user_exists(&to)? {
-            return Err(TelexError::not_found(format!("no such user {to}")));
-        }
-        if self.ledger.is_blocked(from, &to)? {
-            return Err(TelexError::new(
-                ErrorCode::PermissionDenied,
-                format!("you have blocked {to}; unblock to send"),
-            ));
-        }
-        if self.ledger.is_blocked(&to, from)? {
-            return Err(TelexError::new(ErrorCode::PermissionDenied, format!("{to} does not accept your messages")));
-        }
-        Ok(to)
-    }
-
-    fn take_token(&self, from: &UserJid, limits: &Limits) -> Result<(), Refused> {
+    /// Takes a send token from `from`'s budget, or says how long until one is available.
+    fn take_token(&self, from: &UserJid, limits: &Limits) -> Result<(), Duration> {
         let now = Instant::now();
         let fresh = || TokenBucket::new(limits.sends_per_second, limits.send_burst, now);
         let mut bucket = self.buckets.entry(from.clone()).or_insert_with(fresh);
@@ -241,20 +215,13 @@ impl Messaging {
             // The tenant's limit changed.
             *bucket = fresh();
         }
-        bucket.take(now).map_err(|wait| {
+        bucket.take(now).inspect_err(|_| {
             metrics::counter!("telex_messages_rate_limited_total").increment(1);
-            let ms = wait.as_millis().max(1) as u64;
-            Refused {
-                error: TelexError::new(
-                    ErrorCode::ResourceExhausted,
-                    format!("send rate limit of {} messages/s exceeded; retry after {ms} ms", limits.sends_per_second),
-                ),
-                retry_after: Some(Duration::from_millis(ms)),
-            }
         })
     }
 
-    /// A page of `owner`'s archive, in archive order.
+    /// A page of `owner`'s archive, in archive order. A query with a peer reads the peer index,
+    /// so it costs what the page holds, not what the archive holds.
     pub fn history(&self, owner: &UserJid, q: &HistoryQuery) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
         let limit = match q.limit {
             0 => 50,
@@ -267,28 +234,49 @@ impl Messaging {
         if first > last {
             return Ok(Vec::new());
         }
-        let keep = |m: &ArchivedMessage| {
-            q.with.as_ref().is_none_or(|w| &m.from == w || &m.to == w)
-                && q.start_ms.is_none_or(|t| m.sent_at >= t)
-                && q.end_ms.is_none_or(|t| m.sent_at < t)
-        };
-        let chunk = (limit * 4).max(256) as u64;
-        let mut out = Vec::new();
+        let in_time =
+            |m: &ArchivedMessage| q.start_ms.is_none_or(|t| m.sent_at >= t) && q.end_ms.is_none_or(|t| m.sent_at < t);
         let lower_bound = q.after != 0 || q.after_id.is_some() || q.start_ms.is_some();
-        let newest_first = !lower_bound && (q.before != 0 || q.before_id.is_some());
-        if newest_first {
-            // The newest page below the upper bound: walk backwards in chunks.
+        let page = Page { limit, newest_first: !lower_bound && (q.before != 0 || q.before_id.is_some()) };
+        let mut out = Vec::new();
+        let Some(peer) = &q.with else {
+            self.scan(owner, first, last, &page, &in_time, &mut out)?;
+            return Ok(out);
+        };
+        let with_peer = |m: &ArchivedMessage| in_time(m) && (&m.from == peer || &m.to == peer);
+        // Entries older than the peer index are scanned; the rest come from the index.
+        let start = self.ledger.peer_index_start(owner)?.max(1);
+        let (old_last, new_first) = (last.min(start - 1), first.max(start));
+        if page.newest_first {
+            self.indexed(owner, peer, new_first, last, &page, &in_time, &mut out)?;
+            self.scan(owner, first, old_last, &page, &with_peer, &mut out)?;
+        } else {
+            self.scan(owner, first, old_last, &page, &with_peer, &mut out)?;
+            self.indexed(owner, peer, new_first, last, &page, &in_time, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Adds the entries in `first..=last` that `keep` accepts to the page, in chunks.
+    fn scan(
+        &self,
+        owner: &UserJid,
+        first: u64,
+        last: u64,
+        page: &Page,
+        keep: &dyn Fn(&ArchivedMessage) -> bool,
+        out: &mut Vec<(u64, ArchivedMessage)>,
+    ) -> Result<(), TelexError> {
+        let chunk = (page.limit * 4).max(256) as u64;
+        if first > last || out.len() >= page.limit {
+            return Ok(());
+        }
+        if page.newest_first {
             let mut end = last;
-            while end >= first && out.len() < limit {
+            while out.len() < page.limit {
                 let start = end.saturating_sub(chunk - 1).max(first);
-                let mut part: Vec<_> = self
-                    .ledger
-                    .range(owner, start, end, chunk as usize)?
-                    .into_iter()
-                    .filter(|(_, m)| keep(m))
-                    .collect();
-                let take = (limit - out.len()).min(part.len());
-                out.splice(0..0, part.drain(part.len() - take..));
+                let part = self.ledger.range(owner, start, end, chunk as usize)?;
+                page.add(out, part.into_iter().filter(|(_, m)| keep(m)).collect());
                 if start == first {
                     break;
                 }
@@ -296,14 +284,49 @@ impl Messaging {
             }
         } else {
             let mut start = first;
-            while start <= last && out.len() < limit {
+            while start <= last && out.len() < page.limit {
                 let end = (start + chunk - 1).min(last);
                 let part = self.ledger.range(owner, start, end, chunk as usize)?;
-                out.extend(part.into_iter().filter(|(_, m)| keep(m)).take(limit - out.len()));
+                page.add(out, part.into_iter().filter(|(_, m)| keep(m)).collect());
                 start = end + 1;
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Adds the entries with `peer` in `first..=last` that `keep` accepts, from the peer index.
+    #[allow(clippy::too_many_arguments)]
+    fn indexed(
+        &self,
+        owner: &UserJid,
+        peer: &UserJid,
+        first: u64,
+        last: u64,
+        page: &Page,
+        keep: &dyn Fn(&ArchivedMessage) -> bool,
+        out: &mut Vec<(u64, ArchivedMessage)>,
+    ) -> Result<(), TelexError> {
+        let (mut from, mut to) = (first, last);
+        while from <= to && out.len() < page.limit {
+            let want = page.limit - out.len();
+            let positions = self.ledger.peer_positions(owner, peer, from, to, want, page.newest_first)?;
+            let Some(&edge) = positions.last() else { break };
+            let mut part = self.ledger.entries(owner, &positions)?;
+            if page.newest_first {
+                part.reverse();
+                to = edge.saturating_sub(1);
+                if edge == 0 {
+                    break;
+                }
+            } else {
+                from = edge + 1;
+            }
+            page.add(out, part.into_iter().filter(|(_, m)| keep(m)).collect());
+            if positions.len() < want {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The query's bounds as positions: (strictly after, strictly before or 0 for none).
@@ -350,6 +373,27 @@ impl Messaging {
             }
         }
         Ok(lo)
+    }
+}
+
+/// How a page fills: up to `limit` entries, the oldest first or (with no lower bound) the
+/// newest ones below the upper bound.
+struct Page {
+    limit: usize,
+    newest_first: bool,
+}
+
+impl Page {
+    /// Adds `part` (in archive order) to `out` (in archive order): after it, or, when walking
+    /// backwards, before it, keeping the newest that fit.
+    fn add(&self, out: &mut Vec<(u64, ArchivedMessage)>, mut part: Vec<(u64, ArchivedMessage)>) {
+        let take = (self.limit - out.len().min(self.limit)).min(part.len());
+        if self.newest_first {
+            let keep_from = part.len() - take;
+            out.splice(0..0, part.drain(keep_from..));
+        } else {
+            out.extend(part.into_iter().take(take));
+        }
     }
 }
 

@@ -29,7 +29,8 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / self.per_second))
+            // A zero or absurd rate must not panic: wait a second and look again.
+            Err(Duration::try_from_secs_f64((1.0 - self.tokens) / self.per_second).unwrap_or(Duration::from_secs(1)))
         }
     }
 }

@@ -1,67 +1,20 @@
 //! The user actor's roster, block list and presence: RFC 6121 subscriptions decided by the pure
-//! state machine, stored through the ledger, pushed to the user's devices; presence aggregated
-//! over devices, coalesced, and fanned out to the contacts allowed to see it.
+//! state machine, stored through the ledger, pushed to the user's devices; each device's
+//! presence coalesced, reflected to the user's other devices and fanned out to the contacts
+//! `telex_policy::decide` lets see it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use telex_policy::{decide, Action, Facts};
 use telex_types::presence::{DevicePresence, Show};
-use telex_types::roster::{RosterItem, SubscriptionKind};
+use telex_types::roster::{self, RosterItem, RosterOp, RosterReply, SubscriptionKind};
+use telex_types::session::ServerFrame;
 use telex_types::{ErrorCode, TelexError, UserJid};
 
-use crate::hub::{Outbound, UserActor};
-use crate::presence::{aggregate, Coalesced};
+use crate::actor::{DeviceState, UserActor, PRESENCE_WINDOW};
+use crate::hub::{PresenceChange, Signal};
+use crate::presence::{Coalesced, Coalescer};
 use crate::subscription::{inbound, outbound};
-
-/// Roster and block-list requests from the user's own devices.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub enum RosterOp {
-    Get,
-    /// Set the item's name and groups and ask to see the contact's presence.
-    Add {
-        contact: UserJid,
-        name: String,
-        groups: Vec<String>,
-    },
-    /// Remove the item, ending subscriptions both ways.
-    Remove {
-        contact: UserJid,
-    },
-    /// Let a contact who asked see the user's presence.
-    Approve {
-        contact: UserJid,
-    },
-    /// Refuse a pending request, or stop a contact seeing the user's presence.
-    Deny {
-        contact: UserJid,
-    },
-    Block {
-        jid: UserJid,
-    },
-    Unblock {
-        jid: UserJid,
-    },
-    Blocked,
-    /// Set the item's name and groups only (an XMPP roster set), creating it if needed.
-    Set {
-        contact: UserJid,
-        name: String,
-        groups: Vec<String>,
-    },
-    /// Ask to see the contact's presence, keeping the item's name and groups.
-    Subscribe {
-        contact: UserJid,
-    },
-    /// Stop seeing the contact's presence, or withdraw a pending request.
-    Unsubscribe {
-        contact: UserJid,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum RosterReply {
-    Items(Vec<(UserJid, RosterItem)>),
-    Blocked(Vec<UserJid>),
-}
 
 impl UserActor {
     fn load(&mut self) -> Result<(), TelexError> {
@@ -83,10 +36,23 @@ impl UserActor {
     }
 
     /// Pushes to every device; a device whose queue is full misses it and refetches later.
-    fn push_all(&self, make: impl Fn() -> Outbound) {
+    fn push_all(&self, make: impl Fn() -> ServerFrame) {
         for s in self.sessions.values() {
             let _ = s.tx.try_send(Box::new(make()));
         }
+    }
+
+    /// Pushes to every device that announced its presence (RFC 6121: presence and signals go
+    /// to available resources).
+    fn push_available(&self, make: impl Fn() -> ServerFrame) {
+        for s in self.sessions.values().filter(|s| !s.hold) {
+            let _ = s.tx.try_send(Box::new(make()));
+        }
+    }
+
+    /// The roster's version (XEP-0237) as it is now.
+    fn roster_version(&self) -> String {
+        roster::version(self.roster.iter().flatten())
     }
 
     async fn save(&mut self, contact: &UserJid, item: Option<RosterItem>) -> Result<(), TelexError> {
@@ -96,7 +62,12 @@ impl UserActor {
             Some(i) => roster.insert(contact.clone(), i.clone()),
             None => roster.remove(contact),
         };
-        self.push_all(|| Outbound::Roster { contact: contact.clone(), item: item.clone() });
+        let version = self.roster_version();
+        self.push_all(|| ServerFrame::Roster {
+            contact: contact.clone(),
+            item: item.clone(),
+            version: version.clone(),
+        });
         Ok(())
     }
 
@@ -105,8 +76,11 @@ impl UserActor {
         if contact == &self.user {
             return Err(TelexError::invalid("you cannot add yourself to your roster"));
         }
-        if !self.ledger.user_exists(contact)? {
-            return Err(TelexError::not_found(format!("no such user {contact}")));
+        let facts = Facts { object_exists: self.ledger.user_exists(contact)?, ..Facts::default() };
+        match decide(&self.user, Action::Subscribe, contact, &facts).into_result() {
+            // A contact who blocks the user may still be on the user's roster.
+            Err(d) if !d.silent => return Err(d.error),
+            _ => {}
         }
         Ok(RosterItem { name, groups, ..self.item(contact).unwrap_or_default() })
     }
@@ -184,14 +158,38 @@ impl UserActor {
                 let set = self.blocked.get_or_insert_with(BTreeSet::new);
                 if block {
                     set.insert(jid.clone());
-                    // Hidden both ways from now on.
-                    self.hub.presence_to(&jid, &self.user, None);
-                    self.push_all(|| Outbound::Presence { from: jid.clone(), presence: None });
                 } else {
                     set.remove(&jid);
-                    if self.item(&jid).is_some_and(|i| i.subscription.has_from()) {
-                        let current = self.hub.online.get(&self.user).map(|p| p.clone());
-                        self.hub.presence_to(&jid, &self.user, current);
+                }
+                // Every device learns of the change (XEP-0191 pushes).
+                self.push_all(|| ServerFrame::Blocked { jid: jid.clone(), blocked: block });
+                if block {
+                    // Hidden both ways from now on.
+                    for device in self.devices.keys() {
+                        let change = PresenceChange {
+                            to: jid.clone(),
+                            from: self.user.clone(),
+                            device: device.clone(),
+                            presence: None,
+                        };
+                        self.hub.presence_to(change);
+                    }
+                    for (device, _) in self.hub.devices_of(&jid) {
+                        self.push_available(|| ServerFrame::Presence {
+                            from: jid.clone(),
+                            device: device.clone(),
+                            presence: None,
+                        });
+                    }
+                } else if self.item(&jid).is_some_and(|i| i.subscription.has_from()) {
+                    for (device, state) in &self.devices {
+                        let change = PresenceChange {
+                            to: jid.clone(),
+                            from: self.user.clone(),
+                            device: device.clone(),
+                            presence: Some(state.presence.clone()),
+                        };
+                        self.hub.presence_to(change);
                     }
                 }
                 Ok(RosterReply::Blocked(self.blocked.iter().flatten().cloned().collect()))
@@ -199,17 +197,18 @@ impl UserActor {
         }
     }
 
-    /// A signal from another user's device, for every device of this user; hidden when the
-    /// user blocks the sender (the sender's side checked the other direction).
-    pub(crate) fn signal(&mut self, from: UserJid, from_device: String, payload: String) {
-        if self.load().is_err() || self.is_blocked(&from) {
+    /// A signal from another user's device, for every available device of this user; dropped
+    /// when the user blocks the sender (the sender's side checked the other direction).
+    pub(crate) fn signal(&mut self, signal: Signal) {
+        if self.load().is_err() {
             return;
         }
-        self.push_all(|| Outbound::Signal {
-            from: from.clone(),
-            from_device: from_device.clone(),
-            payload: payload.clone(),
-        });
+        let facts = Facts { object_blocks_subject: self.is_blocked(&signal.from), ..Facts::default() };
+        if !decide(&signal.from, Action::Signal, &self.user, &facts).is_allowed() {
+            return;
+        }
+        let frame = ServerFrame::Signal { from: signal.from, from_device: signal.from_device, payload: signal.payload };
+        self.push_available(|| frame.clone());
     }
 
     /// A subscription stanza from a contact.
@@ -218,7 +217,8 @@ impl UserActor {
             tracing::warn!(user = %self.user, error = %e, "cannot load roster");
             return;
         }
-        if self.is_blocked(&from) {
+        let facts = Facts { object_exists: true, object_blocks_subject: self.is_blocked(&from), ..Facts::default() };
+        if !decide(&from, Action::Subscribe, &self.user, &facts).is_allowed() {
             return;
         }
         let item = self.item(&from).unwrap_or_default();
@@ -230,7 +230,7 @@ impl UserActor {
             }
         }
         if o.route && kind == SubscriptionKind::Subscribe {
-            self.push_all(|| Outbound::SubscriptionRequest { from: from.clone() });
+            self.push_available(|| ServerFrame::SubscriptionRequest { from: from.clone() });
         }
         if let Some(reply) = o.auto_reply {
             self.hub.deliver_subscription(&from, &self.user, reply).await;
@@ -238,106 +238,167 @@ impl UserActor {
         match kind {
             // Newly allowed to see the contact: show where they are now.
             SubscriptionKind::Subscribed if o.changed => {
-                let current = self.hub.online.get(&from).map(|p| p.clone());
-                if current.is_some() {
-                    self.push_all(|| Outbound::Presence { from: from.clone(), presence: current.clone() });
+                for (device, p) in self.hub.devices_of(&from) {
+                    let frame = ServerFrame::Presence { from: from.clone(), device, presence: Some(p) };
+                    self.push_available(|| frame.clone());
                 }
             }
             SubscriptionKind::Unsubscribed if o.changed => {
-                self.push_all(|| Outbound::Presence { from: from.clone(), presence: None });
+                for (device, _) in self.hub.devices_of(&from) {
+                    self.push_available(|| ServerFrame::Presence {
+                        from: from.clone(),
+                        device: device.clone(),
+                        presence: None,
+                    });
+                }
             }
             _ => {}
         }
     }
 
+    /// One device's presence, as the device announced it.
     pub(crate) fn set_presence(&mut self, device: &str, presence: DevicePresence) {
-        let first = !self.devices.contains_key(device);
         if presence.show == Show::Unavailable {
-            self.devices.remove(device);
-        } else {
-            self.devices.insert(device.to_string(), presence);
-            if first {
-                self.probe(device);
+            if self.devices.remove(device).is_some() {
+                self.broadcast(device, None);
             }
+            return;
         }
-        self.presence_changed();
+        let now = tokio::time::Instant::now();
+        let first = !self.devices.contains_key(device);
+        let state = self.devices.entry(device.to_string()).or_insert_with(|| DeviceState {
+            presence: presence.clone(),
+            coalescer: Coalescer::new(PRESENCE_WINDOW),
+            flush_at: None,
+        });
+        state.presence = presence.clone();
+        let out = state.coalescer.update(Some(presence), now.into_std());
+        match out {
+            Coalesced::Send(p) => self.broadcast(device, p),
+            Coalesced::FlushAt(at) => {
+                if let Some(s) = self.devices.get_mut(device) {
+                    s.flush_at = Some(at.into());
+                }
+            }
+            Coalesced::Nothing => {}
+        }
+        if first {
+            self.probe(device);
+        }
     }
 
     /// A device left: its presence goes with it.
     pub(crate) fn device_gone(&mut self, device: &str) {
         self.hub.session_ended(&self.user, device);
         if self.devices.remove(device).is_some() {
-            self.presence_changed();
+            self.broadcast(device, None);
         }
     }
 
-    fn presence_changed(&mut self) {
-        let now = tokio::time::Instant::now();
-        match self.coalescer.update(aggregate(self.devices.values()), now.into_std()) {
-            Coalesced::Send(p) => self.broadcast(p),
-            Coalesced::FlushAt(at) => self.flush_at = Some(at.into()),
-            Coalesced::Nothing => {}
-        }
-    }
-
+    /// Sends the held presence changes whose coalescing window ended.
     pub(crate) fn flush_presence(&mut self) {
-        self.flush_at = None;
-        if let Some(p) = self.coalescer.flush(tokio::time::Instant::now().into_std()) {
-            self.broadcast(p);
-        }
-    }
-
-    /// Sends the user's aggregated presence to every contact allowed to see it.
-    fn broadcast(&mut self, presence: Option<DevicePresence>) {
-        match &presence {
-            Some(p) => self.hub.online.insert(self.user.clone(), p.clone()),
-            None => self.hub.online.remove(&self.user).map(|(_, p)| p),
-        };
-        if self.load().is_err() {
-            return;
-        }
-        for (contact, item) in self.roster.iter().flatten() {
-            if item.subscription.has_from() && !self.is_blocked(contact) {
-                self.hub.presence_to(contact, &self.user, presence.clone());
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .devices
+            .iter()
+            .filter(|(_, s)| s.flush_at.is_some_and(|at| at <= now))
+            .map(|(d, _)| d.clone())
+            .collect();
+        for device in due {
+            let Some(state) = self.devices.get_mut(&device) else { continue };
+            state.flush_at = None;
+            if let Some(p) = state.coalescer.flush(now.into_std()) {
+                self.broadcast(&device, p);
             }
         }
     }
 
-    /// On a device's first presence: the current presence of every contact it may see, and
-    /// the subscription requests still waiting for the user's answer.
+    /// Sends one device's presence to the user's available devices (RFC 6121 §4.2.2: including
+    /// the one that sent it) and to every contact allowed to see it.
+    fn broadcast(&mut self, device: &str, presence: Option<DevicePresence>) {
+        crate::hub::remember(&self.hub.online, &self.user, device, presence.clone());
+        let own =
+            ServerFrame::Presence { from: self.user.clone(), device: device.to_string(), presence: presence.clone() };
+        self.push_available(|| own.clone());
+        if self.load().is_err() {
+            return;
+        }
+        for (contact, item) in self.roster.iter().flatten() {
+            let facts = Facts {
+                subscribed: item.subscription.has_from(),
+                object_blocks_subject: self.is_blocked(contact),
+                ..Facts::default()
+            };
+            if decide(contact, Action::SeePresence, &self.user, &facts).is_allowed() {
+                let change = PresenceChange {
+                    to: contact.clone(),
+                    from: self.user.clone(),
+                    device: device.to_string(),
+                    presence: presence.clone(),
+                };
+                self.hub.presence_to(change);
+            }
+        }
+    }
+
+    /// On a device's first presence: the presence of the user's other devices and of every
+    /// contact it may see, and the subscription requests still waiting for the user's answer.
     fn probe(&mut self, device: &str) {
         if self.load().is_err() {
             return;
         }
         let Some(session) = self.sessions.get(device) else { return };
+        let push = |f: ServerFrame| {
+            let _ = session.tx.try_send(Box::new(f));
+        };
+        for (other, state) in self.devices.iter().filter(|(d, _)| d.as_str() != device) {
+            push(ServerFrame::Presence {
+                from: self.user.clone(),
+                device: other.clone(),
+                presence: Some(state.presence.clone()),
+            });
+        }
         for (contact, item) in self.roster.iter().flatten() {
-            if self.is_blocked(contact) {
-                continue;
-            }
             // A request that arrived while no device was online waits for an answer
             // (RFC 6121 §3.1.3): shown again to each device that comes online.
-            if item.pending_in {
-                let _ = session.tx.try_send(Box::new(Outbound::SubscriptionRequest { from: contact.clone() }));
+            if item.pending_in && !self.is_blocked(contact) {
+                push(ServerFrame::SubscriptionRequest { from: contact.clone() });
             }
-            if !item.subscription.has_to() {
+            let devices = self.hub.devices_of(contact);
+            if devices.is_empty() {
                 continue;
             }
-            let Some(p) = self.hub.online.get(contact).map(|p| p.clone()) else { continue };
-            if self.ledger.is_blocked(contact, &self.user).unwrap_or(true) {
+            let facts = Facts {
+                subscribed: item.subscription.has_to(),
+                subject_blocks_object: self.is_blocked(contact),
+                object_blocks_subject: self.ledger.is_blocked(contact, &self.user).unwrap_or(true),
+                ..Facts::default()
+            };
+            if !decide(&self.user, Action::SeePresence, contact, &facts).is_allowed() {
                 continue;
             }
-            let _ = session.tx.try_send(Box::new(Outbound::Presence { from: contact.clone(), presence: Some(p) }));
+            for (d, p) in devices {
+                push(ServerFrame::Presence { from: contact.clone(), device: d, presence: Some(p) });
+            }
         }
     }
 
-    pub(crate) fn contact_presence(&mut self, from: UserJid, presence: Option<DevicePresence>) {
-        if self.load().is_err() || self.is_blocked(&from) {
+    pub(crate) fn contact_presence(&mut self, change: PresenceChange) {
+        if self.load().is_err() {
             return;
         }
-        // Only contacts the user subscribed to are shown (the sender checked its side).
-        if !self.item(&from).is_some_and(|i| i.subscription.has_to()) && presence.is_some() {
+        let PresenceChange { from, device, presence, .. } = change;
+        // Only contacts the user subscribed to are shown (the sender checked its side); an
+        // unavailable passes whenever the contact is not blocked, so nothing stale remains.
+        let facts = Facts {
+            subscribed: presence.is_none() || self.item(&from).is_some_and(|i| i.subscription.has_to()),
+            subject_blocks_object: self.is_blocked(&from),
+            ..Facts::default()
+        };
+        if !decide(&self.user, Action::SeePresence, &from, &facts).is_allowed() {
             return;
         }
-        self.push_all(|| Outbound::Presence { from: from.clone(), presence: presence.clone() });
+        let frame = ServerFrame::Presence { from, device, presence };
+        self.push_available(|| frame.clone());
     }
 }

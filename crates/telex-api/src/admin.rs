@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use telex_accounts::Accounts;
-use telex_actors::Hub;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_server::Admin;
+use telex_session::{CutOff, Hub};
 use telex_types::records::{AccountRecord, TenantLimits, TenantRecord};
 use telex_types::{TelexError, UserJid};
 use tonic::{Request, Response, Status};
@@ -138,7 +138,7 @@ impl Admin for AdminService {
     async fn kick_session(&self, r: Request<pb::KickSessionRequest>) -> Reply<pb::KickSessionResponse> {
         let r = r.into_inner();
         let user = UserJid::parse(&r.jid).map_err(to_status)?;
-        if !self.hub.kick(&user, &r.device, "disconnected by an administrator").await {
+        if !self.hub.cut_off(&user, &r.device, CutOff::Kicked).await {
             return Err(to_status(TelexError::not_found(format!("{user}/{} is not connected", r.device))));
         }
         tracing::info!(user = %user, device = %r.device, "session kicked");

@@ -1,26 +1,29 @@
+//! `telex.v1.Client`: what IM clients call, over the accounts (login, tokens) and the core.
+
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::Stream;
 use telex_accounts::{Accounts, Principal};
-use telex_actors::{HistoryQuery, Messaging, RosterOp, RosterReply};
+use telex_proto::convert;
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_server::Client;
-use telex_types::records::ArchivedMessage;
-use telex_types::roster::RosterItem;
+use telex_session::{Core, HistoryQuery, RosterOp, RosterReply};
 use telex_types::{ErrorCode, TelexError, UserJid};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::session::{local_session, FrameStream};
 use crate::status::to_status;
+use crate::stream::{ClientStream, Served};
 
 /// `telex.v1.Client`: what IM clients call.
 pub struct ClientService {
     accounts: Arc<Accounts>,
-    messaging: Messaging,
+    core: Core,
 }
 
 impl ClientService {
-    pub fn new(accounts: Arc<Accounts>, messaging: Messaging) -> Self {
-        ClientService { accounts, messaging }
+    pub fn new(accounts: Arc<Accounts>, core: Core) -> Self {
+        ClientService { accounts, core }
     }
 
     /// The caller of a request carrying `token` (see `bearer`).
@@ -38,43 +41,22 @@ fn bearer<T>(r: &Request<T>) -> Result<String, Status> {
     Ok(token.trim().to_string())
 }
 
-/// Opens a device session for an authenticated user, whatever protocol the device speaks:
-/// `inbound` is what the device sends, the result what it receives. On a single node the
-/// session is served here; in a cluster it goes to the user's actor on the leader of the
-/// user's shard, and follows it when leadership moves.
-pub async fn open_session<S>(
-    accounts: &Accounts,
-    messaging: &Messaging,
-    jid: UserJid,
-    device: String,
-    inbound: S,
-) -> Result<FrameStream, Status>
-where
-    S: futures::Stream<Item = Result<pb::ClientFrame, Status>> + Send + Unpin + 'static,
-{
-    let groups = accounts.groups();
-    if groups.members(telex_types::META_GROUP).len() > 1 {
-        crate::gateway::start(groups.clone(), messaging.clone(), jid, device, inbound).await
-    } else {
-        local_session(messaging, jid, device, inbound).await
-    }
-}
-
-pub(crate) fn message(position: u64, m: ArchivedMessage) -> pb::Message {
-    pb::Message {
-        position,
-        server_id: m.server_id,
-        from: m.from.to_string(),
-        from_device: m.from_device,
-        to: m.to.to_string(),
-        body: m.body,
-        sent_at_ms: m.sent_at,
-        client_id: m.client_id,
-        extras: m.extras,
-    }
-}
-
 type Reply<T> = Result<Response<T>, Status>;
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send>>;
+
+fn roster_response(reply: RosterReply) -> pb::RosterResponse {
+    match reply {
+        RosterReply::Items(items) => convert::roster_response(&items),
+        RosterReply::Blocked(_) => pb::RosterResponse::default(),
+    }
+}
+
+fn block_list(reply: RosterReply) -> pb::BlockList {
+    match reply {
+        RosterReply::Blocked(jids) => convert::block_list(&jids),
+        RosterReply::Items(_) => pb::BlockList::default(),
+    }
+}
 
 #[tonic::async_trait]
 impl Client for ClientService {
@@ -105,13 +87,13 @@ impl Client for ClientService {
 
     async fn session(&self, r: Request<Streaming<pb::ClientFrame>>) -> Reply<FrameStream> {
         let p = self.principal(bearer(&r)).await?;
-        let frames = open_session(&self.accounts, &self.messaging, p.jid, p.device, r.into_inner()).await?;
-        Ok(Response::new(frames))
+        let session = self.core.open(p.jid, &p.device, false).await.map_err(to_status)?;
+        Ok(Response::new(Box::pin(ClientStream(Served::new(session, r.into_inner())))))
     }
 
     async fn get_roster(&self, r: Request<pb::GetRosterRequest>) -> Reply<pb::RosterResponse> {
         let p = self.principal(bearer(&r)).await?;
-        let reply = self.messaging.hub().roster(&p.jid, RosterOp::Get).await.map_err(to_status)?;
+        let reply = self.core.roster(&p.jid, RosterOp::Get).await.map_err(to_status)?;
         Ok(Response::new(roster_response(reply)))
     }
 
@@ -126,7 +108,7 @@ impl Client for ClientService {
             Some(Op::Deny(j)) => RosterOp::Deny { contact: jid(&j)? },
             None => return Err(Status::invalid_argument("roster update without an operation")),
         };
-        let reply = self.messaging.hub().roster(&p.jid, op).await.map_err(to_status)?;
+        let reply = self.core.roster(&p.jid, op).await.map_err(to_status)?;
         Ok(Response::new(roster_response(reply)))
     }
 
@@ -135,13 +117,13 @@ impl Client for ClientService {
         let r = r.into_inner();
         let jid = UserJid::parse(&r.jid).map_err(to_status)?;
         let op = if r.blocked { RosterOp::Block { jid } } else { RosterOp::Unblock { jid } };
-        let reply = self.messaging.hub().roster(&p.jid, op).await.map_err(to_status)?;
+        let reply = self.core.roster(&p.jid, op).await.map_err(to_status)?;
         Ok(Response::new(block_list(reply)))
     }
 
     async fn get_block_list(&self, r: Request<pb::GetBlockListRequest>) -> Reply<pb::BlockList> {
         let p = self.principal(bearer(&r)).await?;
-        let reply = self.messaging.hub().roster(&p.jid, RosterOp::Blocked).await.map_err(to_status)?;
+        let reply = self.core.roster(&p.jid, RosterOp::Blocked).await.map_err(to_status)?;
         Ok(Response::new(block_list(reply)))
     }
 
@@ -164,34 +146,8 @@ impl Client for ClientService {
             end_ms: time(q.end_ms),
             limit: q.limit as usize,
         };
-        let page = self.messaging.history(&p.jid, &query).map_err(to_status)?;
-        Ok(Response::new(pb::HistoryResponse { messages: page.into_iter().map(|(pos, m)| message(pos, m)).collect() }))
-    }
-}
-
-pub(crate) fn roster_item(jid: &UserJid, i: &RosterItem) -> pb::RosterItem {
-    pb::RosterItem {
-        jid: jid.to_string(),
-        subscription: i.subscription.as_str().to_string(),
-        pending_out: i.pending_out,
-        pending_in: i.pending_in,
-        name: i.name.clone(),
-        groups: i.groups.clone(),
-    }
-}
-
-fn roster_response(reply: RosterReply) -> pb::RosterResponse {
-    match reply {
-        RosterReply::Items(items) => {
-            pb::RosterResponse { items: items.iter().map(|(jid, i)| roster_item(jid, i)).collect() }
-        }
-        RosterReply::Blocked(_) => pb::RosterResponse::default(),
-    }
-}
-
-fn block_list(reply: RosterReply) -> pb::BlockList {
-    match reply {
-        RosterReply::Blocked(jids) => pb::BlockList { jids: jids.iter().map(|j| j.to_string()).collect() },
-        RosterReply::Items(_) => pb::BlockList::default(),
+        let page = self.core.history(&p.jid, &p.jid, query).await.map_err(to_status)?;
+        let messages = page.into_iter().map(|(pos, m)| convert::message(pos, m, false)).collect();
+        Ok(Response::new(pb::HistoryResponse { messages }))
     }
 }

@@ -1,14 +1,20 @@
-//! The gRPC services clients and administrators call. Each is a thin struct over
-//! `telex_accounts::Accounts`; errors become `tonic::Status` in one place ([`status`]).
+//! The gRPC adapter over the session core (`telex-session`): `telex.v1.Client` (login, the
+//! device `Session` stream, history, rosters, blocking), `telex.v1.Admin` (tenants, users,
+//! sessions, the cluster), and the node-to-node side of sessions (`Sessions.Attach` here, and
+//! [`GrpcRemote`], through which this node's sessions reach actors on other nodes).
+//!
+//! Services are thin: frames and requests are converted (`telex_proto::convert`), handed to
+//! the core, and its answers converted back; errors become `tonic::Status` in one place
+//! ([`status`]).
 
 mod admin;
 mod client;
-mod gateway;
-mod session;
+mod remote;
 mod sessions;
 pub mod status;
+mod stream;
 
 pub use admin::AdminService;
-pub use client::{open_session, ClientService};
-pub use session::{device_presence, FrameResult, FrameStream};
+pub use client::ClientService;
+pub use remote::GrpcRemote;
 pub use sessions::SessionsService;

@@ -1,18 +1,19 @@
 //! Where users' actors live in a cluster (on their shard's leader), and the `telex.v1.Actors`
 //! service through which other nodes reach them: roster operations that arrived through
-//! another node's client API, and subscription stanzas from contacts' actors.
+//! another node's client API, subscription stanzas from contacts' actors, and signals for a
+//! user's online devices.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use telex_actors::{Homes, Hub, RosterOp, RosterReply};
+use telex_actors::{Homes, Hub, RosterOp, RosterReply, Signal};
+use telex_proto::convert;
 use telex_proto::v1 as pb;
 use telex_proto::v1::actors_client::ActorsClient;
 use telex_proto::v1::actors_server::Actors;
 use telex_raft::Groups;
 use telex_types::roster::SubscriptionKind;
-use telex_types::wire::{decode, encode};
 use telex_types::{shard, TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
@@ -44,16 +45,16 @@ fn unreachable(node: u64, e: impl std::fmt::Display) -> TelexError {
 }
 
 impl Homes for ClusterHomes {
-    fn signal(
-        &self,
-        node: u64,
-        to: &UserJid,
-        from: &UserJid,
-        from_device: &str,
-        payload: String,
-    ) -> BoxFuture<'static, ()> {
+    fn signal(&self, node: u64, to: &UserJid, signal: Signal) -> BoxFuture<'static, ()> {
         let client = self.client(node, to);
-        let call = pb::ActorCall { payload: encode(&(to.clone(), from.clone(), from_device.to_string(), payload)) };
+        let call = pb::SignalCall {
+            to: to.to_string(),
+            signal: Some(pb::Signal {
+                from: signal.from.to_string(),
+                from_device: signal.from_device,
+                payload: signal.payload,
+            }),
+        };
         Box::pin(async move {
             if let Ok(mut c) = client {
                 // Ephemeral: a lost signal is not retried.
@@ -70,35 +71,36 @@ impl Homes for ClusterHomes {
 
     fn roster(&self, node: u64, user: &UserJid, op: RosterOp) -> BoxFuture<'static, Result<RosterReply, TelexError>> {
         let client = self.client(node, user);
-        let payload = encode(&(user.clone(), op));
+        let call = pb::RosterCall { user: user.to_string(), op: Some(convert::roster_op(op)) };
         Box::pin(async move {
             let mut client = client?;
-            let call = client.roster(pb::ActorCall { payload });
-            let reply = tokio::time::timeout(CALL_TIMEOUT, call)
+            let reply = tokio::time::timeout(CALL_TIMEOUT, client.roster(call))
                 .await
                 .map_err(|_| unreachable(node, "timed out"))?
                 .map_err(|s| unreachable(node, s.message()))?;
-            decode::<Result<RosterReply, TelexError>>(&reply.into_inner().payload)?
+            convert::from_roster_reply(reply.into_inner())
         })
     }
 
     fn subscription(&self, node: u64, to: &UserJid, from: &UserJid, kind: SubscriptionKind) -> BoxFuture<'static, ()> {
         let client = self.client(node, to);
-        let payload = encode(&(to.clone(), from.clone(), kind));
+        let call = pb::SubscriptionCall {
+            to: to.to_string(),
+            from: from.to_string(),
+            kind: convert::subscription_kind(kind) as i32,
+        };
         let to = to.clone();
         Box::pin(async move {
             let sent = match client {
-                Ok(mut c) => {
-                    match tokio::time::timeout(CALL_TIMEOUT, c.subscription(pb::ActorCall { payload })).await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(s)) => Err(s.message().to_string()),
-                        Err(_) => Err("timed out".to_string()),
-                    }
-                }
+                Ok(mut c) => match tokio::time::timeout(CALL_TIMEOUT, c.subscription(call)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(s)) => Err(s.message().to_string()),
+                    Err(_) => Err("timed out".to_string()),
+                },
                 Err(e) => Err(e.message),
             };
-            // The subscription state is durable on both sides; only the push to online
-            // devices is lost, and they see the request on their next roster fetch.
+            // Only the sender's side is stored: the contact never learns of this stanza (best
+            // effort; the user repeating the roster operation sends it again).
             if let Err(e) = sent {
                 tracing::warn!(to = %to, node, error = %e, "subscription stanza not delivered to the contact's actor");
             }
@@ -119,30 +121,37 @@ impl ActorsService {
 }
 
 fn bad(e: TelexError) -> Status {
-    Status::invalid_argument(format!("undecodable actor call: {}", e.message))
+    Status::invalid_argument(format!("bad actor call: {}", e.message))
 }
 
 #[tonic::async_trait]
 impl Actors for ActorsService {
-    async fn roster(&self, r: Request<pb::ActorCall>) -> Result<Response<pb::ActorReply>, Status> {
+    async fn roster(&self, r: Request<pb::RosterCall>) -> Result<Response<pb::RosterCallReply>, Status> {
         self.groups.admit(r.peer_certs(), None)?;
-        let (user, op): (UserJid, RosterOp) = decode(&r.into_inner().payload).map_err(bad)?;
+        let call = r.into_inner();
+        let user = UserJid::parse(&call.user).map_err(bad)?;
+        let op = convert::from_roster_op(call.op.unwrap_or_default()).map_err(bad)?;
         let result = self.hub.roster_here(&user, op).await;
-        Ok(Response::new(pb::ActorReply { payload: encode(&result) }))
+        Ok(Response::new(convert::roster_reply(result)))
     }
 
-    async fn signal(&self, r: Request<pb::ActorCall>) -> Result<Response<pb::ActorReply>, Status> {
+    async fn signal(&self, r: Request<pb::SignalCall>) -> Result<Response<pb::ActorAck>, Status> {
         self.groups.admit(r.peer_certs(), None)?;
-        let (to, from, device, payload): (UserJid, UserJid, String, String) =
-            decode(&r.into_inner().payload).map_err(bad)?;
-        self.hub.signal_here(&to, &from, &device, payload);
-        Ok(Response::new(pb::ActorReply { payload: encode(&()) }))
+        let call = r.into_inner();
+        let to = UserJid::parse(&call.to).map_err(bad)?;
+        let s = call.signal.ok_or_else(|| bad(TelexError::invalid("a signal call without a signal")))?;
+        let signal =
+            Signal { from: UserJid::parse(&s.from).map_err(bad)?, from_device: s.from_device, payload: s.payload };
+        self.hub.signal_here(&to, signal);
+        Ok(Response::new(pb::ActorAck {}))
     }
 
-    async fn subscription(&self, r: Request<pb::ActorCall>) -> Result<Response<pb::ActorReply>, Status> {
+    async fn subscription(&self, r: Request<pb::SubscriptionCall>) -> Result<Response<pb::ActorAck>, Status> {
         self.groups.admit(r.peer_certs(), None)?;
-        let (to, from, kind): (UserJid, UserJid, SubscriptionKind) = decode(&r.into_inner().payload).map_err(bad)?;
+        let call = r.into_inner();
+        let (to, from) = (UserJid::parse(&call.to).map_err(bad)?, UserJid::parse(&call.from).map_err(bad)?);
+        let kind = convert::from_subscription_kind(call.kind).map_err(bad)?;
         self.hub.subscription_here(&to, &from, kind).await;
-        Ok(Response::new(pb::ActorReply { payload: encode(&()) }))
+        Ok(Response::new(pb::ActorAck {}))
     }
 }

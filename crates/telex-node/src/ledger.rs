@@ -24,13 +24,7 @@ impl Ledger for RaftLedger {
     fn append(&self, owner: UserJid, message: ArchivedMessage) -> BoxFuture<'_, Result<u64, TelexError>> {
         Box::pin(async move {
             let group = self.groups.shard_of(&owner);
-            let command = if message.extras.is_empty() {
-                Command::AppendArchive { owner, message }
-            } else {
-                let extras = message.extras.clone();
-                Command::AppendArchiveWithExtras { owner, message, extras }
-            };
-            self.groups.write(group, command).await?.into_result()
+            self.groups.write(group, Command::AppendArchive { owner, message }).await?.into_result()
         })
     }
 
@@ -65,6 +59,27 @@ impl Ledger for RaftLedger {
         limit: usize,
     ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
         reads::archive_range(self.groups.store(), self.groups.shard_of(owner), owner, from, to, limit)
+    }
+
+    fn peer_positions(
+        &self,
+        owner: &UserJid,
+        peer: &UserJid,
+        from: u64,
+        to: u64,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<u64>, TelexError> {
+        let group = self.groups.shard_of(owner);
+        reads::archive_peer_positions(self.groups.store(), group, owner, peer, from, to, limit, newest_first)
+    }
+
+    fn peer_index_start(&self, owner: &UserJid) -> Result<u64, TelexError> {
+        reads::archive_peer_start(self.groups.store(), self.groups.shard_of(owner), owner)
+    }
+
+    fn entries(&self, owner: &UserJid, positions: &[u64]) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
+        reads::archive_entries(self.groups.store(), self.groups.shard_of(owner), owner, positions)
     }
 
     fn roster_put(

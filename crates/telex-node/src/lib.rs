@@ -5,6 +5,7 @@
 //! real nodes in-process the same way, with port 0 listeners.
 
 pub mod config;
+mod directory;
 mod homes;
 mod http;
 mod ledger;

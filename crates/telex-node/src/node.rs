@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde::Serialize;
 use telex_accounts::{Accounts, AccountsConfig};
 use telex_actors::{Limits, Messaging};
-use telex_api::{AdminService, ClientService, SessionsService};
+use telex_api::{AdminService, ClientService, GrpcRemote, SessionsService};
 use telex_proto::v1::actors_server::ActorsServer;
 use telex_proto::v1::admin_server::AdminServer;
 use telex_proto::v1::client_server::ClientServer;
@@ -152,7 +152,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     });
     messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
     messaging.hub().set_homes(Box::new(crate::homes::ClusterHomes::new(groups.clone())));
-    let client = ClientServer::new(ClientService::new(accounts.clone(), messaging.clone()));
+    let directory = Arc::new(crate::directory::AccountsDirectory(accounts.clone()));
+    let core = telex_session::Core::new(messaging.clone(), directory, Arc::new(GrpcRemote::new(groups.clone())));
+    let client = ClientServer::new(ClientService::new(accounts.clone(), core.clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
     tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
     let admin = AdminServer::new(AdminService::new(accounts.clone(), messaging.hub().clone()));
@@ -164,7 +166,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     if let Some(tls) = &node_tls {
         builder = builder.tls_config(tls.server()).context("node_tls: the certificate or key is unusable")?;
     }
-    let sessions = SessionsServer::new(SessionsService::new(groups.clone(), messaging.clone()));
+    let sessions = SessionsServer::new(SessionsService::new(groups.clone(), core.clone()));
     let actors = ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), groups.clone()));
     let grpc = builder
         .add_service(health_service)
@@ -173,7 +175,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .add_service(sessions)
         .add_service(actors);
     tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
-    let xmpp = crate::xmpp::start(&config, accounts.clone(), messaging.clone()).await?;
+    let xmpp = crate::xmpp::start(&config, core.clone()).await?;
     for (listener, direct_tls) in [(xmpp_l, false), (xmpp_tls_l, true)] {
         let (xmpp, stop) = (xmpp.clone(), shutdown.clone());
         tracker.spawn(async move {
@@ -278,7 +280,6 @@ async fn become_ready(groups: &Groups, accounts: &Accounts, tenant: &str) -> any
     Ok(())
 }
 
-/// Periodic housekeeping: metric upkeep and Raft gauges.
 /// Users' actors live on their shard's leader: when this node stops leading a shard, the
 /// sessions of its users here are told their actor moved, and their gateways attach again to
 /// the new leader.
@@ -295,8 +296,7 @@ async fn follow_leadership(groups: Arc<Groups>, hub: telex_actors::Hub, shutdown
             let now = groups.serving_leader(group as u32) == Some(groups.node_id());
             if *was && !now {
                 let g = group as u32;
-                let moved =
-                    hub.moved(|u| telex_types::shard::shard_of(u, shards) == g, "its shard's leader changed").await;
+                let moved = hub.moved(|u| telex_types::shard::shard_of(u, shards) == g).await;
                 tracing::info!(group, sessions = moved, "no longer leading this shard; sessions re-attach elsewhere");
             }
             *was = now;
@@ -304,6 +304,7 @@ async fn follow_leadership(groups: Arc<Groups>, hub: telex_actors::Hub, shutdown
     }
 }
 
+/// Periodic housekeeping: metric upkeep and Raft gauges.
 async fn upkeep(groups: Arc<Groups>, shutdown: CancellationToken) {
     let prometheus = crate::telemetry::prometheus();
     let mut tick = tokio::time::interval(Duration::from_secs(5));

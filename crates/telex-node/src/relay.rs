@@ -1,13 +1,13 @@
 //! Presence between nodes. Presence is soft state and never goes through Raft: a user's actor
-//! hands (contact, from, presence) to the relay, which sends it in batches to every other
-//! member; each node delivers it to the contact's devices connected there. Best effort and
+//! hands each device's change for a contact to the relay, which sends it in batches to every
+//! other member; each node hands it to the contact's actor there, if it has one. Best effort and
 //! bounded: when the queue is full or a peer is down, updates are dropped and counted; the next
 //! change (or a probe on login) corrects what a contact sees.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use telex_actors::{Hub, PresenceRelay};
+use telex_actors::{Hub, PresenceChange, PresenceRelay};
 use telex_proto::v1 as pb;
 use telex_proto::v1::relay_client::RelayClient;
 use telex_proto::v1::relay_server::Relay;
@@ -24,10 +24,12 @@ const MAX_BATCH: usize = 1024;
 pub fn start(groups: Arc<Groups>) -> PresenceRelay {
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(send_batches(groups, rx));
-    Box::new(move |to: &UserJid, from: &UserJid, presence: Option<DevicePresence>| {
+    Box::new(move |change: PresenceChange| {
+        let PresenceChange { to, from, device, presence } = change;
         let item = pb::PresenceItem {
             to: to.to_string(),
             from: from.to_string(),
+            from_device: device,
             available: presence.is_some(),
             show: presence.as_ref().map(|p| p.show.as_str().to_string()).unwrap_or_default(),
             status: presence.as_ref().map(|p| p.status.clone()).unwrap_or_default(),
@@ -92,7 +94,7 @@ impl Relay for RelayService {
                 priority: i.priority.clamp(-128, 127) as i8,
                 extras: i.extras,
             });
-            self.hub.presence_from_peer(&to, &from, presence);
+            self.hub.presence_from_peer(PresenceChange { to, from, device: i.from_device, presence });
         }
         Ok(Response::new(pb::PresenceAck {}))
     }

@@ -8,14 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::ws::{Message, WebSocket};
 use futures::{SinkExt, StreamExt};
-use telex_accounts::Accounts;
-use telex_actors::Messaging;
+use telex_session::Core;
 use telex_xmpp::{Transport, Xmpp, XmppConfig};
 use tokio::sync::mpsc;
 
 use crate::Config;
 
-pub(crate) async fn start(config: &Config, accounts: Arc<Accounts>, messaging: Messaging) -> anyhow::Result<Arc<Xmpp>> {
+pub(crate) async fn start(config: &Config, core: Core) -> anyhow::Result<Arc<Xmpp>> {
     let x = &config.xmpp;
     let tls = if x.cert.as_os_str().is_empty() {
         let mut names = vec!["localhost".to_string()];
@@ -34,7 +33,7 @@ pub(crate) async fn start(config: &Config, accounts: Arc<Accounts>, messaging: M
         resume_timeout: Duration::from_secs(x.resume_timeout_secs),
         require_tls: x.require_tls,
     };
-    Ok(Xmpp::new(accounts, messaging, xmpp_config, Some(tls)))
+    Ok(Xmpp::new(core, xmpp_config, Some(tls)))
 }
 
 /// Messages queued each way between the WebSocket and the gateway.

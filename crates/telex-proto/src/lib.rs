@@ -1,15 +1,15 @@
-//! Generated code for the `telex.v1` gRPC API: client, admin and node-to-node services.
-//!
-//! Only generated types live here (and the codec they use); conversions to domain types live
-//! with the services.
+//! Generated code for the `telex.v1` gRPC API (client, admin and node-to-node services), the
+//! codec it uses, and the conversions between its messages and Telex's domain types
+//! (`convert`): the only place protobuf meets `telex-types`.
 
-#![allow(clippy::all, clippy::pedantic, rust_2018_idioms)]
+pub mod convert;
 
 use std::marker::PhantomData;
 
 use tonic::codec::{BufferSettings, Codec};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+#[allow(clippy::all, clippy::pedantic, rust_2018_idioms)]
 pub mod v1 {
     tonic::include_proto!("telex.v1");
 }

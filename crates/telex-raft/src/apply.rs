@@ -128,8 +128,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             Ok(Response::Changed(existed as u64))
         }
         Command::RevokeAllTokens { jid } => Ok(Response::Changed(revoke_all(txn, &jid)?)),
-        Command::AppendArchive { owner, message } => append(txn, &owner, &message, ""),
-        Command::AppendArchiveWithExtras { owner, message, extras } => append(txn, &owner, &message, &extras),
+        Command::AppendArchive { owner, message } => append(txn, &owner, &message),
         Command::RosterPut { owner, contact, item } => {
             txn.put(schema::roster_item(&owner, &contact), encode(&(contact, item)));
             Ok(Response::Done)
@@ -174,6 +173,10 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             if txn.get(&schema::tenant(&domain))?.is_none() {
                 return refused(ErrorCode::NotFound, format!("no such tenant {domain}"));
             }
+            // Checked here too: a command may come from a peer, not only the admin API.
+            if let Err(e) = limits.validate() {
+                return Ok(Response::Refused(e));
+            }
             txn.put(schema::tenant_limits(&domain), encode(&limits));
             Ok(Response::Done)
         }
@@ -181,13 +184,12 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
     }
 }
 
-/// Appends `message` (and its extension elements, if any) to `owner`'s archive unless the same
-/// (sender, client id) is already there; either way answers with its position.
+/// Appends `message` to `owner`'s archive (and the peer index) unless the same (sender, client
+/// id) is already there; either way answers with its position.
 fn append(
     txn: &mut Txn<'_>,
     owner: &telex_types::UserJid,
     message: &telex_types::records::ArchivedMessage,
-    extras: &str,
 ) -> Result<Response, String> {
     let dedup = schema::archive_dedup(owner, &message.from, &message.client_id);
     if let Some(pos) = txn.get(&dedup)? {
@@ -199,8 +201,11 @@ fn append(
         None => 1,
     };
     txn.put(schema::archive_entry(owner, position), encode(message));
-    if !extras.is_empty() {
-        txn.put(schema::archive_extras(owner, position), encode(&extras.to_string()));
+    let peer = if &message.to == owner { &message.from } else { &message.to };
+    txn.put(schema::archive_peer(owner, peer, position), Vec::new());
+    let start = schema::archive_peer_start(owner);
+    if txn.get(&start)?.is_none() {
+        txn.put(start, position.to_be_bytes().to_vec());
     }
     txn.put(head_key, position.to_be_bytes().to_vec());
     txn.put(dedup, position.to_be_bytes().to_vec());
@@ -328,25 +333,31 @@ mod tests {
             body: "hi".into(),
             sent_at: 1,
             extras: String::new(),
+            to_device: String::new(),
         }
     }
 
     #[test]
-    fn extension_elements_are_stored_beside_an_unchanged_entry() {
+    fn extension_elements_live_in_the_entry_and_the_peer_index_lists_it() {
         let mut m = Mem::default();
         let (alice, bob) = (UserJid::parse("alice@x").unwrap(), UserJid::parse("bob@x").unwrap());
-        let plain = msg(&alice, &bob, "c1");
-        let extras = "<request xmlns='urn:xmpp:receipts'/>".to_string();
-        let cmd =
-            Command::AppendArchiveWithExtras { owner: bob.clone(), message: plain.clone(), extras: extras.clone() };
-        assert_eq!(m.run(cmd), Response::Appended { position: 1, duplicate: false });
-        // The entry is encoded as before (readers of old entries see the same bytes)...
-        assert_eq!(m.0.get(&schema::archive_entry(&bob, 1)), Some(&encode(&plain)));
-        // ...and the extras live under their own key.
-        assert_eq!(m.0.get(&schema::archive_extras(&bob, 1)), Some(&encode(&extras)));
+        let with_extras = telex_types::records::ArchivedMessage {
+            extras: "<request xmlns='urn:xmpp:receipts'/>".into(),
+            ..msg(&alice, &bob, "c1")
+        };
+        let cmd = Command::AppendArchive { owner: bob.clone(), message: with_extras.clone() };
+        assert_eq!(m.run(cmd.clone()), Response::Appended { position: 1, duplicate: false });
+        assert_eq!(m.0.get(&schema::archive_entry(&bob, 1)), Some(&encode(&with_extras)));
+        assert_eq!(m.0.get(&schema::archive_extras(&bob, 1)), None, "no key of their own any more");
+        // Bob's archive lists the entry under its other party, alice; the index starts at 1.
+        assert!(m.0.contains_key(&schema::archive_peer(&bob, &alice, 1)));
+        assert_eq!(m.0.get(&schema::archive_peer_start(&bob)), Some(&1u64.to_be_bytes().to_vec()));
         // A retry finds the first copy and stores nothing twice.
-        let again = Command::AppendArchiveWithExtras { owner: bob.clone(), message: plain, extras };
-        assert_eq!(m.run(again), Response::Appended { position: 1, duplicate: true });
+        assert_eq!(m.run(cmd), Response::Appended { position: 1, duplicate: true });
+        // A message to oneself is listed under oneself.
+        let own = Command::AppendArchive { owner: bob.clone(), message: msg(&bob, &bob, "c2") };
+        assert_eq!(m.run(own), Response::Appended { position: 2, duplicate: false });
+        assert!(m.0.contains_key(&schema::archive_peer(&bob, &bob, 2)));
     }
 
     #[test]

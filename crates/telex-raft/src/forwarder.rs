@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use telex_proto::v1::node_client::NodeClient;
-use telex_proto::v1::{ProposeBatch, ProposeRequest};
+use telex_proto::v1::propose_reply::Outcome;
+use telex_proto::v1::{ProposeBatch, ProposeReply, ProposeRequest};
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, GroupId, Response, TelexError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -95,13 +96,24 @@ async fn run(client: NodeClient<tonic::transport::Channel>, mut rx: mpsc::Receiv
                 return fail_all(batch, "the leader answered a different number of writes");
             }
             for (f, r) in batch.into_iter().zip(replies) {
-                let outcome = decode::<Result<(Response, u64), TelexError>>(&r.payload)
-                    .and_then(|r| r)
-                    .map_err(|e| WriteError::Forward { group: f.group, leader: f.leader, message: e.message });
+                let outcome = proposed(r).map_err(|e| WriteError::Forward {
+                    group: f.group,
+                    leader: f.leader,
+                    message: e.message,
+                });
                 let _ = f.reply.send(outcome);
             }
             drop(slot);
         });
+    }
+}
+
+/// What the leader answered for one forwarded write.
+fn proposed(r: ProposeReply) -> Result<(Response, u64), TelexError> {
+    match r.outcome {
+        Some(Outcome::Done(p)) => Ok((decode::<Response>(&p.response)?, p.index)),
+        Some(Outcome::Error(e)) => Err(telex_proto::convert::telex_error(e)),
+        None => Err(TelexError::internal("the leader answered a write with nothing")),
     }
 }
 

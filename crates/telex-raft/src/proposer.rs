@@ -88,8 +88,7 @@ async fn propose(group: GroupId, raft: &Raft, timeout: Duration, batch: Vec<Prop
 /// Roughly how many bytes a command adds to an entry.
 fn weight(cmd: &Command) -> usize {
     match cmd {
-        Command::AppendArchive { message, .. } => 256 + message.body.len(),
-        Command::AppendArchiveWithExtras { message, extras, .. } => 256 + message.body.len() + extras.len(),
+        Command::AppendArchive { message, .. } => 256 + message.body.len() + message.extras.len(),
         _ => 256,
     }
 }

@@ -4,7 +4,7 @@
 use telex_store::{group_key, Cf, Store};
 use telex_types::records::{AccountRecord, ArchivedMessage, TenantLimits, TenantRecord, TokenRecord};
 use telex_types::roster::RosterItem;
-use telex_types::wire::decode;
+use telex_types::wire::{decode, version_of};
 use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
 
 use crate::schema;
@@ -123,27 +123,90 @@ pub fn archive_range(
         Some(next) => group_key(group, &schema::archive_entry(jid, next)),
         None => schema::prefix_end(&group_key(group, &schema::archive_of(jid))),
     };
-    let rows = store.scan(Cf::State, &start, &end, limit).map_err(|e| TelexError::internal(e.to_string()))?;
-    let position = |k: &[u8]| u64::from_be_bytes(k[k.len() - 8..].try_into().expect("8-byte position suffix"));
-    let mut page: Vec<(u64, ArchivedMessage)> =
-        rows.iter().map(|(k, v)| Ok((position(k), decode(v)?))).collect::<Result<_, TelexError>>()?;
-    // The extension elements of the same positions, one more range scan.
-    if let (Some((first, _)), Some((last, _))) = (page.first(), page.last()) {
-        let from = group_key(group, &schema::archive_extras(jid, *first));
-        let to = group_key(group, &schema::archive_extras(jid, last + 1));
-        let extras = store.scan(Cf::State, &from, &to, usize::MAX).map_err(|e| TelexError::internal(e.to_string()))?;
-        let mut at = 0;
-        for (k, v) in extras {
-            let p = position(&k);
-            while at < page.len() && page[at].0 < p {
-                at += 1;
-            }
-            if at < page.len() && page[at].0 == p {
-                page[at].1.extras = decode(&v)?;
-            }
+    let rows = store.scan(Cf::State, &start, &end, limit).map_err(storage)?;
+    let mut page = Vec::with_capacity(rows.len());
+    let mut old = Vec::new();
+    for (k, v) in rows {
+        let position = position_suffix(&k)?;
+        if version_of(&v) == Some(1) {
+            old.push(page.len());
+        }
+        page.push((position, decode::<ArchivedMessage>(&v)?));
+    }
+    // Version-1 entries keep their extension elements under a key of their own.
+    for i in old {
+        let Some((position, message)) = page.get_mut(i) else { continue };
+        if let Some(extras) = get::<String>(store, group, &schema::archive_extras(jid, *position))? {
+            message.extras = extras;
         }
     }
     Ok(page)
+}
+
+/// The 8-byte big-endian position at the end of an archive key.
+fn position_suffix(key: &[u8]) -> Result<u64, TelexError> {
+    let tail = key.len().checked_sub(8).and_then(|at| key.get(at..)).unwrap_or_default();
+    let bytes: [u8; 8] = tail.try_into().map_err(|_| TelexError::internal("corrupt archive key"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Positions of `jid`'s entries with `peer` in `from..=to`, at most `limit`, ascending or (with
+/// `newest_first`) descending, from the peer index.
+#[allow(clippy::too_many_arguments)]
+pub fn archive_peer_positions(
+    store: &Store,
+    group: GroupId,
+    jid: &UserJid,
+    peer: &UserJid,
+    from: u64,
+    to: u64,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<u64>, TelexError> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let start = group_key(group, &schema::archive_peer(jid, peer, from));
+    let end = match to.checked_add(1) {
+        Some(next) => group_key(group, &schema::archive_peer(jid, peer, next)),
+        None => schema::prefix_end(&group_key(group, &schema::archive_peer_of(jid, peer))),
+    };
+    let rows = if newest_first {
+        store.scan_rev(Cf::State, &start, &end, limit)
+    } else {
+        store.scan(Cf::State, &start, &end, limit)
+    }
+    .map_err(storage)?;
+    rows.iter().map(|(k, _)| position_suffix(k)).collect()
+}
+
+/// The first position of `jid`'s archive covered by the peer index: entries before it were
+/// appended before the index existed.
+pub fn archive_peer_start(store: &Store, group: GroupId, jid: &UserJid) -> Result<u64, TelexError> {
+    match counter(store, group, &schema::archive_peer_start(jid))? {
+        0 => Ok(archive_head(store, group, jid)? + 1),
+        p => Ok(p),
+    }
+}
+
+/// The archive entries at `positions` (those that exist), in the order given.
+pub fn archive_entries(
+    store: &Store,
+    group: GroupId,
+    jid: &UserJid,
+    positions: &[u64],
+) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
+    let mut out = Vec::with_capacity(positions.len());
+    for &p in positions {
+        if let Some(entry) = archive_range(store, group, jid, p, p, 1)?.pop() {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+fn storage(e: impl ToString) -> TelexError {
+    TelexError::internal(e.to_string())
 }
 
 pub fn token(store: &Store, group: GroupId, jid: &UserJid, id: &str) -> Result<Option<TokenRecord>, TelexError> {

@@ -46,7 +46,9 @@ pub fn archive_entry(jid: &UserJid, position: u64) -> Vec<u8> {
     [user_prefix(b"a/", jid).as_slice(), &position.to_be_bytes()].concat()
 }
 
-/// Extension elements of the archive entry at `position` (only for entries that have some).
+/// Extension elements of the version-1 archive entry at `position` (only for entries that have
+/// some; version 2 keeps them in the entry). Shares the `x/` tag with `archive_dedup`: a
+/// position's 8 bytes never start like a JID, so the two never collide.
 pub fn archive_extras(jid: &UserJid, position: u64) -> Vec<u8> {
     [user_prefix(b"x/", jid).as_slice(), &position.to_be_bytes()].concat()
 }
@@ -58,6 +60,22 @@ pub fn archive_of(jid: &UserJid) -> Vec<u8> {
 /// Retry dedup: (sender, client message id) → position in `owner`'s archive.
 pub fn archive_dedup(owner: &UserJid, sender: &UserJid, client_id: &str) -> Vec<u8> {
     [user_prefix(b"x/", owner).as_slice(), sender.to_string().as_bytes(), b"\0", client_id.as_bytes()].concat()
+}
+
+/// Peer index: an (empty) key per archive entry, by the other party of the message, so a
+/// query "with X" reads only X's entries.
+pub fn archive_peer(owner: &UserJid, peer: &UserJid, position: u64) -> Vec<u8> {
+    [archive_peer_of(owner, peer).as_slice(), &position.to_be_bytes()].concat()
+}
+
+pub fn archive_peer_of(owner: &UserJid, peer: &UserJid) -> Vec<u8> {
+    [user_prefix(b"w/", owner).as_slice(), peer.to_string().as_bytes(), b"\0"].concat()
+}
+
+/// The first position of `owner`'s archive in the peer index (archives begun before the index
+/// existed have older entries without it).
+pub fn archive_peer_start(owner: &UserJid) -> Vec<u8> {
+    user_prefix(b"p/", owner)
 }
 
 /// Server id → position in `owner`'s archive, for paging relative to a message.

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use telex_proto::v1::node_server::Node;
+use telex_proto::v1::propose_reply::Outcome;
 use telex_proto::v1::{
     CampaignReply, CampaignRequest, ChangeReplicaReply, ChangeReplicaRequest, DigestReply, DigestRequest, GroupDigest,
-    JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply, RaftKind, RaftReply, RaftRequest,
+    JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply, Proposed, RaftKind, RaftReply, RaftRequest,
     ReadIndexReply, ReadIndexRequest, TransferLeaderReply, TransferLeaderRequest,
 };
 use telex_types::wire::{decode, encode};
@@ -33,6 +34,9 @@ fn bad(e: telex_types::TelexError) -> Status {
     Status::invalid_argument(format!("undecodable raft payload: {}", e.message))
 }
 
+/// Largest snapshot a replica accepts (snapshots are built and installed in memory).
+const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
@@ -45,7 +49,19 @@ impl Node for NodeService {
         match RaftKind::try_from(req.kind) {
             Ok(RaftKind::Append) => reply(&raft.append_entries(decode(&req.payload).map_err(bad)?).await),
             Ok(RaftKind::Vote) => reply(&raft.vote(decode(&req.payload).map_err(bad)?).await),
-            Ok(RaftKind::Snapshot) => reply(&raft.install_snapshot(decode(&req.payload).map_err(bad)?).await),
+            Ok(RaftKind::Snapshot) => {
+                let chunk: openraft::raft::InstallSnapshotRequest<crate::types::TypeConfig> =
+                    decode(&req.payload).map_err(bad)?;
+                // The chunk lands in an in-memory buffer at its offset: a peer must not make it
+                // reserve more than a snapshot can hold.
+                if chunk.offset.saturating_add(chunk.data.len() as u64) > MAX_SNAPSHOT_BYTES {
+                    return Err(Status::invalid_argument(format!(
+                        "a snapshot chunk at offset {} would pass the {MAX_SNAPSHOT_BYTES}-byte limit",
+                        chunk.offset
+                    )));
+                }
+                reply(&raft.install_snapshot(chunk).await)
+            }
             _ => Err(Status::invalid_argument(format!("unknown raft rpc kind {}", req.kind))),
         }
     }
@@ -58,7 +74,11 @@ impl Node for NodeService {
                 Ok(cmd) => self.groups.write_local(req.group, cmd).await.map_err(TelexError::from),
                 Err(e) => Err(e),
             };
-            ProposeReply { payload: encode(&result) }
+            let outcome = match result {
+                Ok((response, index)) => Outcome::Done(Proposed { response: encode(&response), index }),
+                Err(e) => Outcome::Error(telex_proto::convert::error(&e)),
+            };
+            ProposeReply { outcome: Some(outcome) }
         });
         // Concurrently, so the writes share log entries in each group's proposer.
         let replies = futures::future::join_all(writes).await;

@@ -117,9 +117,7 @@ fn now_nanos() -> u128 {
 /// What `cmd` changes that actors cache or wait for.
 fn changes(cmd: &Command, out: &mut Vec<Applied>) {
     match cmd {
-        Command::AppendArchive { owner, .. } | Command::AppendArchiveWithExtras { owner, .. } => {
-            out.push(Applied::Archive(owner.clone()))
-        }
+        Command::AppendArchive { owner, .. } => out.push(Applied::Archive(owner.clone())),
         Command::RosterPut { owner, .. } | Command::RosterDelete { owner, .. } | Command::SetBlocked { owner, .. } => {
             out.push(Applied::Social(owner.clone()))
         }

@@ -130,6 +130,19 @@ impl Store {
         scan_with(&self.db, &self.cf(cf), ReadOptions::default(), from, to, limit)
     }
 
+    /// Key-value pairs in `[from, to)`, in reverse key order, at most `limit`.
+    pub fn scan_rev(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(from.to_vec());
+        ro.set_iterate_upper_bound(to.to_vec());
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf_opt(&self.cf(cf), ro, IteratorMode::End).take(limit) {
+            let (k, v) = item?;
+            out.push((k.into_vec(), v.into_vec()));
+        }
+        Ok(out)
+    }
+
     /// The last key-value pair in `[from, to)`.
     pub fn last_in(&self, cf: Cf, from: &[u8], to: &[u8]) -> Result<Option<KeyValue>, StoreError> {
         let mut ro = ReadOptions::default();

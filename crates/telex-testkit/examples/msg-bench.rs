@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{authed, client, login, Device};
-use telex_testkit::{data_dir, Telexd};
+use telex_testkit::{cpu_time, data_dir, Telexd};
 use tokio::sync::Mutex;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -101,6 +101,13 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now() + Duration::from_millis(500);
     let measure_from = start + warmup;
     let end = measure_from + Duration::from_secs(args.seconds);
+    let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
+    let cpu_window = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let first: Duration = pids.iter().map(|p| cpu_time(*p)).sum();
+        tokio::time::sleep_until(end.into()).await;
+        pids.iter().map(|p| cpu_time(*p)).sum::<Duration>() - first
+    });
     let mut tasks = Vec::new();
     for (i, (mut rx, up, mut down)) in sessions.into_iter().enumerate() {
         let (deliver_hist, delivered) = (deliver_hist.clone(), delivered.clone());
@@ -162,11 +169,12 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         t.await?;
     }
+    let server_cpu = cpu_window.await?;
     let acks = ack_hist.lock().await;
     let del = deliver_hist.lock().await;
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "| offered {}/s | acked {:.0}/s | ack p50 {:.2} ms | p99 {:.2} ms | p99.9 {:.2} ms | max {:.2} ms | delivered {:.0}/s | delivery p50 {:.1} ms | p99 {:.1} ms |",
+        "| offered {}/s | acked {:.0}/s | ack p50 {:.2} ms | p99 {:.2} ms | p99.9 {:.2} ms | max {:.2} ms | delivered {:.0}/s | delivery p50 {:.1} ms | p99 {:.1} ms | server CPU {:.0} µs/msg |",
         args.rate,
         acks.len() as f64 / args.seconds as f64,
         ms(&acks, 0.5),
@@ -176,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
         delivered.load(std::sync::atomic::Ordering::Relaxed) as f64 / args.seconds as f64,
         ms(&del, 0.5),
         ms(&del, 0.99),
+        server_cpu.as_micros() as f64 / acks.len().max(1) as f64,
     );
     Ok(())
 }

@@ -21,7 +21,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_client::AdminClient;
-use telex_testkit::{data_dir, Telexd};
+use telex_testkit::{cpu_time, data_dir, Telexd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -213,11 +213,13 @@ async fn throughput(node: &Telexd, args: &Args) -> anyhow::Result<()> {
             anyhow::Ok(s)
         });
     }
+    let cpu_before = cpu_time(node.pid());
     let mut kept = Vec::new();
     while let Some(w) = writers.join_next().await {
         kept.push(w??);
     }
     let sending = start.elapsed();
+    let server_cpu = cpu_time(node.pid()) - cpu_before;
     finished.store(true, Ordering::Relaxed);
     let sent = total * pairs as u64;
     let mut hist = Histogram::<u64>::new(3).unwrap();
@@ -228,13 +230,14 @@ async fn throughput(node: &Telexd, args: &Args) -> anyhow::Result<()> {
     let got = received.load(Ordering::Relaxed);
     println!(
         "XMPP 1:1 on one node: offered {} msg/s, sent {sent}, delivered {got} ({:.0} msg/s over the {:.1} s of sending); \
-         latency intended-send -> delivered p50 {} ms, p99 {} ms, max {} ms",
+         latency intended-send -> delivered p50 {} ms, p99 {} ms, max {} ms; server CPU {:.0} µs/msg",
         args.rate,
         got as f64 / elapsed,
         elapsed,
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.99),
-        hist.max()
+        hist.max(),
+        server_cpu.as_micros() as f64 / sent.max(1) as f64
     );
     anyhow::ensure!(got == sent, "{} messages were not delivered", sent - got);
     Ok(())

@@ -34,6 +34,8 @@ pub struct Device {
     events: VecDeque<pb::server_frame::Frame>,
     /// Set when the server ended the stream with an error.
     pub ended: Option<tonic::Status>,
+    /// The user this device belongs to.
+    pub me: String,
 }
 
 impl Device {
@@ -41,8 +43,10 @@ impl Device {
         let (up, rx) = mpsc::channel(1024);
         let mut c =
             ClientClient::connect(url.to_string()).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let me = c.who_am_i(authed(pb::WhoAmIRequest {}, token)).await?.into_inner().jid;
         let down = c.session(authed(ReceiverStream::new(rx), token)).await?.into_inner();
         Ok(Device {
+            me,
             up,
             down,
             results: HashMap::new(),
@@ -116,12 +120,15 @@ impl Device {
         }
     }
 
-    /// Every presence update that arrives until `quiet` passes without an event.
+    /// Every presence update from contacts (not the user's own devices, which the server
+    /// reflects too) that arrives until `quiet` passes without an event.
     pub async fn presences(&mut self, quiet: Duration) -> Vec<pb::PresenceUpdate> {
         let mut out = Vec::new();
         while let Some(e) = self.event(quiet).await {
             if let pb::server_frame::Frame::Presence(p) = e {
-                out.push(p);
+                if p.from != self.me {
+                    out.push(p);
+                }
             }
         }
         out

@@ -288,3 +288,16 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let path = tmp.path().join("node");
     (tmp, path)
 }
+
+/// CPU time (user + system) a process has used so far, from `/proc/PID/stat`; benchmarks take
+/// the difference over their measured window.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // The kernel reports clock ticks of 1/100 s on every Linux this runs on (USER_HZ).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}

@@ -174,7 +174,8 @@ async fn bad_sends_and_sessions_get_clear_errors() {
     };
     send(&["nobody@localhost", "hi"]).failure("not found: no such user nobody@localhost");
     send(&["bob", "hi"]).failure("invalid argument: invalid JID");
-    send(&["bob@nowhere.example", "hi"]).failure("not found");
+    // Another tenant's users are out of reach, whether they exist or not.
+    send(&["bob@nowhere.example", "hi"]).failure("users of localhost may not message users of nowhere.example");
     let big = "y".repeat(64 * 1024 + 1);
     send(&["bob@localhost", &big]).failure("the limit is 65536 bytes");
     send(&["--client-id", "", "bob@localhost", "hi"]).failure("client_id");

@@ -105,15 +105,13 @@ async fn subscription_dance_presence_visibility_and_blocking() {
     // Going offline is seen.
     drop(phone);
     drop(bob);
-    // (The phone leaves first, so Bob may briefly show his desk's "away".)
-    let mut last = String::new();
-    while let Some(p) = alice.presence_from("bob@localhost", WAIT).await {
-        last = p.show;
-        if last == "unavailable" {
-            break;
-        }
+    // Each of Bob's devices goes unavailable (presence is per device).
+    let mut devices = std::collections::BTreeMap::new();
+    while devices.len() < 2 || devices.values().any(|s| s != "unavailable") {
+        let Some(p) = alice.presence_from("bob@localhost", WAIT).await else { break };
+        devices.insert(p.from_device, p.show);
     }
-    assert_eq!(last, "unavailable");
+    assert!(devices.len() == 2 && devices.values().all(|s| s == "unavailable"), "{devices:?}");
 
     // Blocking: messages refused and presence hidden, both directions.
     let mut bob = Device::open(&url, &tb).await.unwrap();

@@ -19,11 +19,12 @@ fn leader_of(node: &Telexd, jid: &str) -> u64 {
 }
 
 /// The last presence `device` sees from `from` once updates stop for `quiet`.
-async fn settled_presence(device: &mut Device, from: &str, quiet: Duration) -> String {
-    let mut last = String::new();
+/// What `device` last saw of each of `from`'s devices once updates stop for `quiet`.
+async fn settled_presence(device: &mut Device, from: &str, quiet: Duration) -> BTreeMap<String, String> {
+    let mut last = BTreeMap::new();
     for p in device.presences(quiet).await {
         if p.from == from {
-            last = p.show;
+            last.insert(p.from_device, p.show);
         }
     }
     last
@@ -54,12 +55,13 @@ async fn sessions_follow_the_users_actor_across_a_leader_kill() {
     bob_dev.presence("available", "", 0).await;
     let phone = Device::open(&x_url, &login(&x_url, alice, "pw", "phone").await).await.unwrap();
     let mut laptop = Device::open(&g_url, &login(&g_url, alice, "pw", "laptop").await).await.unwrap();
-    // One actor aggregates both devices: the most available wins, whichever changed last.
+    // One actor holds both devices; bob sees each (RFC 6121: presence is per resource).
     phone.presence("chat", "", 0).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     laptop.presence("away", "", 0).await;
     let seen = settled_presence(&mut bob_dev, alice, Duration::from_secs(1)).await;
-    assert_eq!(seen, "chat", "bob must see alice's aggregate over both devices");
+    let show = |d: &str| seen.get(d).map(String::as_str);
+    assert_eq!((show("phone"), show("laptop")), (Some("chat"), Some("away")), "bob sees both of alice's devices");
 
     // Kill the node where alice's actor lives; her laptop keeps its session and carries on.
     nodes[leader - 1].kill9();
@@ -86,12 +88,12 @@ async fn sessions_follow_the_users_actor_across_a_leader_kill() {
     println!("first acknowledgement after the kill within {:?}", killed.elapsed());
     let new_leader = leader_of(&nodes[g], alice);
     assert_ne!(new_leader as usize, leader, "alice's shard has a new leader");
-    // Bob got them live, and alice's presence (replayed by her gateways) is still one aggregate.
+    // Bob got them live, and alice's devices' presence (replayed by her gateways) still shows.
     let got = bob_dev.drain(Duration::from_secs(2)).await;
     assert!(got.iter().any(|m| m.client_id == "m19"), "bob did not get the messages live");
     phone.presence("chat", "back", 0).await;
     let seen = settled_presence(&mut bob_dev, alice, Duration::from_secs(1)).await;
-    assert_eq!(seen, "chat");
+    assert_eq!(seen.get("phone").map(String::as_str), Some("chat"), "{seen:?}");
 
     let survivors: Vec<&Telexd> = nodes.iter().enumerate().filter(|(i, _)| *i != leader - 1).map(|(_, n)| n).collect();
     let bob_archive = archive(survivors[0], bob).await;

@@ -9,7 +9,11 @@ use crate::records::{ArchivedMessage, Credentials, TenantLimits, TokenRecord};
 use crate::roster::RosterItem;
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
+/// A command of a Raft group's log. Its encoding is part of the log's format: format version 2
+/// (see `wire`) dropped version 1's `AppendArchiveWithExtras` (the extras now live in the
+/// archived message itself); version-1 log entries decode through [`CommandV1`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum Command {
     /// Meta group.
     CreateTenant {
@@ -74,12 +78,6 @@ pub enum Command {
         jid: UserJid,
         blocked: bool,
     },
-    /// `AppendArchive` for a message with extension elements, stored beside the entry.
-    AppendArchiveWithExtras {
-        owner: UserJid,
-        message: ArchivedMessage,
-        extras: String,
-    },
     /// Stores `owner`'s vCard (XEP-0054), serialized XML; empty deletes it.
     SetVCard {
         owner: UserJid,
@@ -114,8 +112,83 @@ impl Command {
             Command::SetBlocked { .. } => "set_blocked",
             Command::SetTenantLimits { .. } => "set_tenant_limits",
             Command::SetVCard { .. } => "set_vcard",
-            Command::AppendArchiveWithExtras { .. } => "append_archive",
             Command::Batch(_) => "batch",
+        }
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Command::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let too_deep = || serde::de::Error::custom("commands nested too deeply");
+        crate::wire::nested(|| {
+            if crate::wire::layout() == 1 {
+                return CommandV1::deserialize(d).map(Command::from);
+            }
+            Command::deserialize(d)
+        })
+        .ok_or_else(too_deep)?
+    }
+}
+
+/// The version-1 layout of [`Command`], for log entries written before version 2. Variant
+/// order is the encoding: never reorder.
+#[derive(Deserialize)]
+#[serde(remote = "Self")]
+enum CommandV1 {
+    CreateTenant { domain: Domain, at: UnixMillis },
+    CreateAccount { jid: UserJid, credentials: Credentials, at: UnixMillis },
+    RemoveAccount { jid: UserJid },
+    SetDisabled { jid: UserJid, disabled: bool },
+    SetCredentials { jid: UserJid, credentials: Credentials, at: UnixMillis },
+    IssueToken { jid: UserJid, token: TokenRecord },
+    RevokeToken { jid: UserJid, token_id: String },
+    RevokeAllTokens { jid: UserJid },
+    AppendArchive { owner: UserJid, message: ArchivedMessage },
+    SetCursor { owner: UserJid, device: String, position: u64 },
+    RosterPut { owner: UserJid, contact: UserJid, item: RosterItem },
+    RosterDelete { owner: UserJid, contact: UserJid },
+    SetBlocked { owner: UserJid, jid: UserJid, blocked: bool },
+    AppendArchiveWithExtras { owner: UserJid, message: ArchivedMessage, extras: String },
+    SetVCard { owner: UserJid, vcard: String },
+    SetTenantLimits { domain: Domain, limits: TenantLimits },
+    Batch(Vec<CommandV1>),
+}
+
+impl<'de> Deserialize<'de> for CommandV1 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::wire::nested(|| CommandV1::deserialize(d))
+            .ok_or_else(|| serde::de::Error::custom("commands nested too deeply"))?
+    }
+}
+
+impl From<CommandV1> for Command {
+    fn from(c: CommandV1) -> Command {
+        match c {
+            CommandV1::CreateTenant { domain, at } => Command::CreateTenant { domain, at },
+            CommandV1::CreateAccount { jid, credentials, at } => Command::CreateAccount { jid, credentials, at },
+            CommandV1::RemoveAccount { jid } => Command::RemoveAccount { jid },
+            CommandV1::SetDisabled { jid, disabled } => Command::SetDisabled { jid, disabled },
+            CommandV1::SetCredentials { jid, credentials, at } => Command::SetCredentials { jid, credentials, at },
+            CommandV1::IssueToken { jid, token } => Command::IssueToken { jid, token },
+            CommandV1::RevokeToken { jid, token_id } => Command::RevokeToken { jid, token_id },
+            CommandV1::RevokeAllTokens { jid } => Command::RevokeAllTokens { jid },
+            CommandV1::AppendArchive { owner, message } => Command::AppendArchive { owner, message },
+            CommandV1::SetCursor { owner, device, position } => Command::SetCursor { owner, device, position },
+            CommandV1::RosterPut { owner, contact, item } => Command::RosterPut { owner, contact, item },
+            CommandV1::RosterDelete { owner, contact } => Command::RosterDelete { owner, contact },
+            CommandV1::SetBlocked { owner, jid, blocked } => Command::SetBlocked { owner, jid, blocked },
+            CommandV1::AppendArchiveWithExtras { owner, message, extras } => {
+                Command::AppendArchive { owner, message: ArchivedMessage { extras, ..message } }
+            }
+            CommandV1::SetVCard { owner, vcard } => Command::SetVCard { owner, vcard },
+            CommandV1::SetTenantLimits { domain, limits } => Command::SetTenantLimits { domain, limits },
+            CommandV1::Batch(cmds) => Command::Batch(cmds.into_iter().map(Command::from).collect()),
         }
     }
 }

@@ -23,6 +23,24 @@ impl ErrorCode {
         matches!(self, ErrorCode::Unavailable | ErrorCode::ResourceExhausted)
     }
 
+    /// The code named by `as_str`.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            Unauthenticated,
+            PermissionDenied,
+            ResourceExhausted,
+            FailedPrecondition,
+            Unavailable,
+            Internal,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidArgument => "invalid_argument",

@@ -9,6 +9,7 @@ pub mod jid;
 pub mod presence;
 pub mod records;
 pub mod roster;
+pub mod session;
 pub mod shard;
 pub mod wire;
 

@@ -40,6 +40,32 @@ impl Show {
     }
 }
 
+/// Longest presence status text.
+pub const MAX_STATUS_BYTES: usize = 1024;
+/// Most bytes of extension elements a presence may carry.
+pub const MAX_PRESENCE_EXTRAS_BYTES: usize = 2048;
+
+impl DevicePresence {
+    /// A device's presence from what a client sent, each field checked and named when wrong.
+    pub fn from_parts(show: &str, status: String, priority: i32, extras: String) -> Result<Self, crate::TelexError> {
+        use crate::TelexError;
+        let show = Show::parse(show).ok_or_else(|| {
+            TelexError::invalid(format!("presence show {show:?} is not available, chat, away, xa, dnd or unavailable"))
+        })?;
+        let priority = i8::try_from(priority)
+            .map_err(|_| TelexError::invalid(format!("presence priority {priority} is outside -128..127")))?;
+        if status.len() > MAX_STATUS_BYTES {
+            return Err(TelexError::invalid(format!("presence status is longer than {MAX_STATUS_BYTES} bytes")));
+        }
+        if extras.len() > MAX_PRESENCE_EXTRAS_BYTES {
+            return Err(TelexError::invalid(format!(
+                "presence extras are longer than {MAX_PRESENCE_EXTRAS_BYTES} bytes"
+            )));
+        }
+        Ok(DevicePresence { show, status, priority, extras })
+    }
+}
+
 /// What one device (resource) announced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DevicePresence {

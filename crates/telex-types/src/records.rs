@@ -68,7 +68,11 @@ pub struct AccountRecord {
 
 /// One message in one user's archive. The same message is stored in the recipient's and the
 /// sender's archive, each at its own position, with the same `server_id`.
+///
+/// Format version 2 (see `wire`) added `extras` and `to_device`; version-1 entries decode with
+/// both empty (their extras live under a key of their own, read beside the entry).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ArchivedMessage {
     /// Stable across retries: derived from the sender and the client's message id.
     pub server_id: String,
@@ -81,11 +85,48 @@ pub struct ArchivedMessage {
     /// When the sender's actor accepted it.
     pub sent_at: UnixMillis,
     /// Extension elements that travel with the message (XMPP: receipt requests, markers,
-    /// replies, encrypted payloads; serialized XML, opaque to the server). Stored under a key
-    /// of its own beside the entry (`Command::AppendArchiveWithExtras`), so the entry's
-    /// encoding is unchanged; filled in when read.
-    #[serde(skip)]
+    /// replies, encrypted payloads; serialized XML, opaque to the server).
     pub extras: String,
+    /// The recipient's device it was addressed to (an XMPP full JID), or empty.
+    pub to_device: String,
+}
+
+/// The version-1 layout of [`ArchivedMessage`].
+#[derive(Deserialize)]
+struct ArchivedMessageV1 {
+    server_id: String,
+    from: UserJid,
+    to: UserJid,
+    from_device: String,
+    client_id: String,
+    body: String,
+    sent_at: UnixMillis,
+}
+
+impl Serialize for ArchivedMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ArchivedMessage::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ArchivedMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if crate::wire::layout() == 1 {
+            let v1 = ArchivedMessageV1::deserialize(d)?;
+            return Ok(ArchivedMessage {
+                server_id: v1.server_id,
+                from: v1.from,
+                to: v1.to,
+                from_device: v1.from_device,
+                client_id: v1.client_id,
+                body: v1.body,
+                sent_at: v1.sent_at,
+                extras: String::new(),
+                to_device: String::new(),
+            });
+        }
+        ArchivedMessage::deserialize(d)
+    }
 }
 
 /// A session token issued at login, stored under its user. Only a hash of the secret is kept.

@@ -1,18 +1,19 @@
 //! SASL (RFC 6120 §6): SCRAM-SHA-256, SCRAM-SHA-1 and PLAIN over the accounts the native API
-//! uses. The exchanges themselves are pure (`telex_accounts::sasl`); this carries them.
+//! uses (the core's `Directory`). The exchanges themselves are pure (`telex_sasl::sasl`); this
+//! carries them.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
-use telex_accounts::sasl::{self, SaslError};
-use telex_accounts::scram::Hash;
-use telex_accounts::Accounts;
-use telex_types::{Domain, ErrorCode, UserJid};
+use telex_sasl::sasl::{self, SaslError};
+use telex_sasl::scram::Hash;
+use telex_session::Directory;
+use telex_types::records::AccountRecord;
+use telex_types::{Domain, ErrorCode, TelexError, UserJid};
 
 use crate::ns;
-use crate::stanza::el;
 use crate::wire::{Wire, WireError};
-use crate::xml::{Element, Event, Node};
+use crate::xml::{el, Element, Event, Node};
 
 /// The mechanisms offered: PLAIN only where the password cannot be read on the way.
 pub fn mechanisms(plain_allowed: bool) -> Vec<&'static str> {
@@ -69,7 +70,7 @@ fn user_of(name: &str, domain: &Domain) -> Option<UserJid> {
 
 /// Carries out one `<auth/>` exchange.
 pub async fn authenticate(
-    accounts: &Accounts,
+    accounts: &dyn Directory,
     wire: &mut Wire,
     auth: &Element,
     domain: &Domain,
@@ -117,9 +118,17 @@ async fn success(wire: &mut Wire, jid: UserJid, data: Option<String>) -> Outcome
     }
 }
 
+/// The account, unless it is disabled.
+fn enabled(account: AccountRecord) -> Result<AccountRecord, TelexError> {
+    if account.disabled {
+        return Err(TelexError::new(ErrorCode::PermissionDenied, format!("account {} is disabled", account.jid)));
+    }
+    Ok(account)
+}
+
 /// The failure for an account error: disabled accounts are told so, everything else is
 /// `not-authorized` with one text (unknown user and wrong password look alike).
-async fn refused(wire: &mut Wire, e: telex_types::TelexError) -> Outcome {
+async fn refused(wire: &mut Wire, e: TelexError) -> Outcome {
     match e.code {
         ErrorCode::PermissionDenied => fail(wire, "account-disabled", &e.message).await,
         ErrorCode::Unauthenticated | ErrorCode::NotFound | ErrorCode::InvalidArgument => {
@@ -129,7 +138,7 @@ async fn refused(wire: &mut Wire, e: telex_types::TelexError) -> Outcome {
     }
 }
 
-async fn plain(accounts: &Accounts, wire: &mut Wire, initial: &str, domain: &Domain) -> Outcome {
+async fn plain(accounts: &dyn Directory, wire: &mut Wire, initial: &str, domain: &Domain) -> Outcome {
     let mut parts = initial.split('\0');
     let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -147,7 +156,7 @@ async fn plain(accounts: &Accounts, wire: &mut Wire, initial: &str, domain: &Dom
     }
 }
 
-async fn scram(accounts: &Accounts, wire: &mut Wire, hash: Hash, initial: &str, domain: &Domain) -> Outcome {
+async fn scram(accounts: &dyn Directory, wire: &mut Wire, hash: Hash, initial: &str, domain: &Domain) -> Outcome {
     let first = match sasl::client_first(initial) {
         Ok(f) => f,
         Err(SaslError::Malformed(m)) => return fail(wire, "malformed-request", &m).await,
@@ -155,7 +164,10 @@ async fn scram(accounts: &Accounts, wire: &mut Wire, hash: Hash, initial: &str, 
     };
     let jid = user_of(&first.username, domain);
     // An unknown or malformed name still gets a challenge, so it looks like a wrong password.
-    let lookup = jid.clone().unwrap_or_else(|| UserJid::parse(&format!("nobody@{domain}")).expect("valid jid"));
+    let lookup = match jid.clone().or_else(|| UserJid::new("nobody", domain.clone()).ok()) {
+        Some(j) => j,
+        None => return fail(wire, "temporary-auth-failure", "cannot look the user up").await,
+    };
     let (account, keys) = match accounts.scram_keys(&lookup, hash).await {
         Ok(k) => k,
         Err(e) => return fail(wire, "temporary-auth-failure", &e.message).await,
@@ -186,7 +198,7 @@ async fn scram(accounts: &Accounts, wire: &mut Wire, hash: Hash, initial: &str, 
     };
     match server.client_final(&String::from_utf8_lossy(&fin)) {
         Ok(server_final) => match (account, jid) {
-            (Some(a), Some(jid)) => match telex_accounts::enabled(a) {
+            (Some(a), Some(jid)) => match enabled(a) {
                 Ok(_) => success(wire, jid, Some(server_final)).await,
                 Err(e) => refused(wire, e).await,
             },

@@ -2,8 +2,7 @@
 //! carries out the request and builds the reply with these helpers.
 
 use crate::ns;
-use crate::stanza::{el, text_el};
-use crate::xml::{Element, Node};
+use crate::xml::{el, text_el, Element, Node};
 
 /// A request the gateway understands.
 #[derive(Clone, Debug, PartialEq)]
@@ -13,7 +12,10 @@ pub enum Request {
     },
     /// RFC 3921 session establishment: a no-op kept for old clients.
     Session,
-    RosterGet,
+    /// With the version the client has (XEP-0237), if it sent one.
+    RosterGet {
+        ver: Option<String>,
+    },
     RosterSet {
         jid: String,
         name: String,
@@ -69,7 +71,7 @@ pub fn request(kind: &str, payload: Option<&Element>) -> Request {
             Request::Bind { resource: p.child("resource").map(|r| r.text().trim().to_string()).unwrap_or_default() }
         }
         ("set", "session", ns::SESSION) => Request::Session,
-        ("get", "query", ns::ROSTER) => Request::RosterGet,
+        ("get", "query", ns::ROSTER) => Request::RosterGet { ver: p.attr("ver").map(str::to_string) },
         ("set", "query", ns::ROSTER) => roster_set(p),
         ("get", "query", ns::DISCO_INFO) => Request::DiscoInfo,
         ("get", "query", ns::DISCO_ITEMS) => Request::DiscoItems,
@@ -140,47 +142,47 @@ fn mam(q: &Element) -> Request {
     Request::Mam(query)
 }
 
-/// An XEP-0082 date-time (UTC `Z` or a numeric offset) in Unix milliseconds.
+/// An XEP-0082 date-time (UTC `Z` or a numeric offset `±hh:mm`) in Unix milliseconds; `None`
+/// for anything else. Never slices inside a character: the input is the client's.
 pub fn parse_time(s: &str) -> Option<u64> {
     let (base, offset_ms) = match s.strip_suffix('Z') {
-        Some(b) => (b.to_string(), 0i64),
+        Some(b) => (b, 0i64),
         None => {
-            let at = s.len().checked_sub(6)?;
-            let (b, off) = s.split_at(at);
-            let sign = match off.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
+            let (base, offset) = s.split_at_checked(s.len().checked_sub(6)?)?;
+            let (sign, hm) = match offset.split_at_checked(1)? {
+                ("+", hm) => (1, hm),
+                ("-", hm) => (-1, hm),
                 _ => return None,
             };
-            let (h, m) = off[1..].split_once(':')?;
-            (b.to_string(), sign * (h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?) * 60_000)
+            let (h, m) = hm.split_once(':')?;
+            let (h, m) = (h.parse::<i64>().ok()?, m.parse::<i64>().ok()?);
+            if !(0..24).contains(&h) || !(0..60).contains(&m) || hm.len() != 5 {
+                return None;
+            }
+            (base, sign * (h * 60 + m) * 60_000)
         }
     };
-    let t = humantime::parse_rfc3339_weak(&base).ok()?;
-    let ms = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64 - offset_ms;
+    let t = humantime::parse_rfc3339_weak(base).ok()?;
+    let ms = i64::try_from(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()? - offset_ms;
     u64::try_from(ms).ok()
 }
 
-/// Unix milliseconds as an XEP-0082 date-time.
+/// The last instant XEP-0082 (four-digit years) can write.
+const LAST_STAMP_MS: u64 = 253_402_300_799_999;
+
+/// Unix milliseconds as an XEP-0082 date-time (clamped to year 9999).
 pub fn format_time(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(LAST_STAMP_MS));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
-/// `<iq type='result'/>` answering `id`, with an optional payload.
-pub fn result(id: &str, to: &str, payload: Option<Element>) -> Element {
-    el("iq", &[("type", "result"), ("id", id), ("to", to)], payload.map(Node::Element).into_iter().collect())
-}
-
-/// A stanza error reply to `stanza`, addressed back to the client.
-pub fn error_reply(stanza: &Element, to: &str, kind: &str, condition: &str, text: &str) -> Element {
-    let mut children = vec![Node::Element(el(condition, &[("xmlns", ns::STANZAS)], vec![]))];
-    if !text.is_empty() {
-        children.push(Node::Element(el("text", &[("xmlns", ns::STANZAS)], vec![Node::Text(text.to_string())])));
-    }
-    let error = el("error", &[("type", kind)], children);
-    let from = stanza.attr("to").unwrap_or_default();
-    let id = stanza.attr("id").unwrap_or_default();
-    el(&stanza.name, &[("type", "error"), ("id", id), ("from", from), ("to", to)], vec![Node::Element(error)])
+/// `<iq type='result'/>` answering `id`, from whom the request was to, with an optional payload.
+pub fn result(id: &str, from: &str, to: &str, payload: Option<Element>) -> Element {
+    el(
+        "iq",
+        &[("type", "result"), ("id", id), ("from", from), ("to", to)],
+        payload.map(Node::Element).into_iter().collect(),
+    )
 }
 
 /// The features this server offers, for disco#info on the server and on accounts.
@@ -194,11 +196,13 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::OFFLINE,
     ns::MAM,
     ns::VCARD,
-    "jabber:iq:roster",
-    "urn:xmpp:sm:3",
+    ns::ROSTER,
+    ns::SM,
+    ns::DELAY,
 ];
 
-/// disco#info: the server's identity and features (the account's, for a bare JID).
+/// disco#info: the server's identity and features (for a bare JID, the account's: MAM and
+/// disco#info only).
 pub fn disco_info(for_account: bool) -> Element {
     let identity = if for_account {
         el("identity", &[("category", "account"), ("type", "registered")], vec![])
@@ -233,7 +237,8 @@ pub struct Archived<'a> {
     pub sent_at_ms: u64,
 }
 
-pub fn mam_result(me: &str, queryid: &str, m: &Archived<'_>) -> Element {
+/// One result of a MAM query, from the archive (`archive`, the user's bare JID) to the client.
+pub fn mam_result(me: &str, archive: &str, queryid: &str, m: &Archived<'_>) -> Element {
     let inner = el(
         "message",
         &[("xmlns", ns::CLIENT), ("from", &m.from), ("to", m.to), ("id", m.client_id), ("type", "chat")],
@@ -243,7 +248,7 @@ pub fn mam_result(me: &str, queryid: &str, m: &Archived<'_>) -> Element {
     let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(delay), Node::Element(inner)]);
     let result =
         el("result", &[("xmlns", ns::MAM), ("queryid", queryid), ("id", m.server_id)], vec![Node::Element(forwarded)]);
-    el("message", &[("to", me)], vec![Node::Element(result)])
+    el("message", &[("from", archive), ("to", me)], vec![Node::Element(result)])
 }
 
 /// The `<fin/>` closing a MAM query.
@@ -283,7 +288,14 @@ mod tests {
 
     #[test]
     fn roster_requests() {
-        assert_eq!(req("<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>"), Request::RosterGet);
+        assert_eq!(
+            req("<iq type='get' id='1'><query xmlns='jabber:iq:roster'/></iq>"),
+            Request::RosterGet { ver: None }
+        );
+        assert_eq!(
+            req("<iq type='get' id='1'><query xmlns='jabber:iq:roster' ver='v1'/></iq>"),
+            Request::RosterGet { ver: Some("v1".into()) }
+        );
         assert_eq!(
             req("<iq type='set' id='1'><query xmlns='jabber:iq:roster'><item jid='b@x' name='B'><group>W</group></item></query></iq>"),
             Request::RosterSet { jid: "b@x".into(), name: "B".into(), groups: vec!["W".into()] }
@@ -332,6 +344,12 @@ mod tests {
         assert_eq!(parse_time("1970-01-01T00:00:01.250Z"), Some(1250));
         assert_eq!(format_time(1250), "1970-01-01T00:00:01.250Z");
         assert_eq!(parse_time("garbage"), None);
+        // Client input: never a panic, whatever the bytes.
+        for bad in ["€€a", "€€€€€€", "2010-06-07T00:00:00+€€", "x+01:0€", "", "+00:00", "2010-06-07T00:00:00+25:00"]
+        {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+        assert_eq!(format_time(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

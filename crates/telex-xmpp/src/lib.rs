@@ -3,12 +3,18 @@
 //! the native API: stanzas are translated to session frames (`stanza`), so delivery, carbons,
 //! offline catch-up and cluster routing are the native ones.
 //!
-//! Pure parts: `xml` (restricted-XML stream parser), `stanza` and `iq` (translation), `sm`
-//! (stream-management counters). I/O: `wire` (bytes), `auth` (SASL), `conn` (one connection),
+//! Pure parts: `xml` (restricted-XML stream parser and element building), `stanza` and `iq`
+//! (translation to and from the session core's frames and requests), `errors` (the one mapping
+//! of Telex errors to XMPP conditions), `sm` (stream-management counters). I/O: `wire`
+//! (bytes), `auth` (SASL), `conn` (one connection: negotiation, the session loop, handlers),
 //! `resume` (sessions waiting for a XEP-0198 resumption), `listener`.
+//!
+//! This crate reaches the rest of Telex only through `telex-session` (and the pure
+//! `telex-sasl`): it must not depend on tonic, protobuf or `telex-api`.
 
 mod auth;
 mod conn;
+pub mod errors;
 pub mod iq;
 mod listener;
 pub mod ns;

@@ -24,3 +24,5 @@ pub const STANZA_ID: &str = "urn:xmpp:sid:0";
 pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const VCARD: &str = "vcard-temp";
 pub const OFFLINE: &str = "msgoffline";
+pub const CSI: &str = "urn:xmpp:csi:0";
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";

@@ -65,7 +65,6 @@ pub async fn next_take(take: &mut Option<mpsc::Receiver<Take>>) -> Option<Take> 
 /// Keeps a session whose connection dropped until it is resumed, it ends, or `timeout`
 /// passes. What arrives meanwhile is queued as unacknowledged, to be sent on resumption.
 pub async fn park(mut session: Session, timeout: Duration) {
-    use futures::StreamExt;
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     metrics::gauge!("telex_xmpp_parked_sessions").increment(1.0);
@@ -77,7 +76,7 @@ pub async fn park(mut session: Session, timeout: Duration) {
                 }
                 break;
             }
-            f = session.frames.next() => {
+            f = session.device.next() => {
                 if session.accept(f).is_err() || session.overflowing() {
                     break;
                 }

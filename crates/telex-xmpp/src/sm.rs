@@ -6,8 +6,6 @@
 
 use std::collections::VecDeque;
 
-use crate::xml::Element;
-
 /// Stanzas the client has sent, in order, and which of them are handled.
 #[derive(Debug, Default)]
 pub struct Inbound {
@@ -60,6 +58,13 @@ impl Inbound {
     pub fn h(&self) -> u32 {
         self.handled
     }
+
+    /// The `h` to report once everything received so far is handled: what an `<a/>`
+    /// answering an `<r/>` read now must count (XEP-0198 §4).
+    pub fn received(&self) -> u32 {
+        let after_enable = self.pending.len().saturating_sub(self.before_enable);
+        self.handled.wrapping_add(after_enable as u32)
+    }
 }
 
 /// What the server sent and the client has not acknowledged.
@@ -67,9 +72,12 @@ impl Inbound {
 pub struct Outbound {
     /// Stanzas sent so far (the client's `h` counts these).
     count: u32,
-    /// `(stanza number, the stanza or None for an archive entry with nothing to show,
-    /// archive position)`. An entry with no stanza carries the number of the stanza before it.
-    unacked: VecDeque<(u32, Option<Element>, Option<u64>)>,
+    /// `(stanza number, the stanza as written or None for an archive entry with nothing to
+    /// show, archive position)`. An entry with no stanza carries the number of the stanza
+    /// before it.
+    unacked: VecDeque<(u32, Option<String>, Option<u64>)>,
+    /// Bytes of the stanzas held.
+    bytes: usize,
 }
 
 /// An acknowledgement the client may not give: more stanzas than were sent.
@@ -81,8 +89,9 @@ pub struct AckTooHigh {
 
 impl Outbound {
     /// Records a stanza sent to the client; `position` when it carries an archive entry.
-    pub fn sent(&mut self, stanza: Element, position: Option<u64>) {
+    pub fn sent(&mut self, stanza: String, position: Option<u64>) {
         self.count = self.count.wrapping_add(1);
+        self.bytes += stanza.len();
         self.unacked.push_back((self.count, Some(stanza), position));
     }
 
@@ -100,6 +109,11 @@ impl Outbound {
         self.unacked.len()
     }
 
+    /// Bytes of unacknowledged stanzas held for a resumption.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// The client has `h` stanzas: drops them; the last archive position now acknowledged.
     pub fn ack(&mut self, h: u32) -> Result<Option<u64>, AckTooHigh> {
         // Counts wrap at 2^32; compare by distance.
@@ -112,19 +126,16 @@ impl Outbound {
                 break;
             }
             position = p.or(position);
-            self.unacked.pop_front();
+            if let Some((_, Some(s), _)) = self.unacked.pop_front() {
+                self.bytes -= s.len();
+            }
         }
         Ok(position)
     }
 
     /// The stanzas to send again after a resumption.
-    pub fn unacked_stanzas(&self) -> impl Iterator<Item = &Element> {
-        self.unacked.iter().filter_map(|(_, e, _)| e.as_ref())
-    }
-
-    /// Every archive position still held (for acknowledging when stream management is off).
-    pub fn drain_positions(&mut self) -> Option<u64> {
-        self.unacked.drain(..).filter_map(|(_, _, p)| p).max()
+    pub fn unacked_stanzas(&self) -> impl Iterator<Item = &str> {
+        self.unacked.iter().filter_map(|(_, e, _)| e.as_deref())
     }
 }
 
@@ -132,8 +143,8 @@ impl Outbound {
 mod tests {
     use super::*;
 
-    fn el(n: &str) -> Element {
-        Element { name: n.into(), ..Default::default() }
+    fn el(n: &str) -> String {
+        format!("<{n}/>")
     }
 
     #[test]
@@ -152,6 +163,17 @@ mod tests {
         assert_eq!(i.h(), 5);
         i.sent("unknown");
         assert_eq!(i.h(), 5);
+    }
+
+    #[test]
+    fn an_answer_to_r_waits_for_what_came_before_it() {
+        let mut i = Inbound::default();
+        i.done();
+        i.sending("a".into());
+        i.done();
+        assert_eq!((i.h(), i.received()), (1, 3), "the <a/> for an <r/> read now must say 3");
+        i.sent("a");
+        assert_eq!(i.h(), i.received());
     }
 
     #[test]
@@ -183,12 +205,12 @@ mod tests {
         assert_eq!(o.ack(2), Ok(None), "repeated acks are harmless");
         assert_eq!(o.ack(4), Err(AckTooHigh { h: 4, sent: 3 }));
         assert_eq!(o.ack(3), Ok(Some(9)));
-        assert_eq!(o.unacked(), 0);
+        assert_eq!((o.unacked(), o.bytes()), (0, 0));
     }
 
     #[test]
     fn counters_wrap() {
-        let mut o = Outbound { count: u32::MAX - 1, unacked: VecDeque::new() };
+        let mut o = Outbound { count: u32::MAX - 1, ..Outbound::default() };
         o.sent(el("a"), Some(1));
         o.sent(el("b"), Some(2));
         assert_eq!(o.count(), 0);

@@ -1,25 +1,32 @@
-//! Stanzas to and from the client API's session frames: an XMPP session is a device session
-//! like a gRPC one (same actor, same delivery, same cluster routing), and this module is the
-//! translation. Pure, so every rule is unit-tested; the c2s connection does the I/O.
+//! Stanzas to and from the session core's frames: an XMPP session is a device session like a
+//! gRPC one (same actor, same delivery, same cluster routing), and this module is the
+//! translation. Pure, so every rule is unit-tested; the connection does the I/O.
 
-use telex_proto::v1 as pb;
+use telex_session::{ClientFrame, SendMessage, ServerFrame};
+use telex_types::presence::{DevicePresence, Show};
+use telex_types::records::ArchivedMessage;
+use telex_types::roster::RosterItem;
+use telex_types::UserJid;
 
-use crate::iq::{request, Request};
+use crate::errors::stanza_error;
+use crate::iq::{format_time, request, Request};
 use crate::ns;
-use crate::xml::{Element, Node};
+use crate::xml::{el, parse_element, text_el, xml_of, Element, Node};
 
 /// What a stanza from the client asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Inbound {
-    /// A frame for the session (send, presence).
-    Frame(pb::ClientFrame),
+    /// A frame for the session: a send, presence, or a signal (chat state, receipt, marker,
+    /// directed presence).
+    Frame(ClientFrame),
     /// An iq request (`id` to answer).
     Iq { id: String, request: Request },
     /// A subscription stanza (`subscribe`, `subscribed`, `unsubscribe`, `unsubscribed`) to `to`.
     Subscription { to: String, kind: Subscription },
     /// A stanza the gateway answers with an error of this condition (and text).
     Refuse { stanza: Element, condition: &'static str, text: String },
-    /// Nothing to do (an iq result, a chat state without a body, a probe).
+    /// Nothing to do (an iq result or error, a body-less message with nothing to pass on, a
+    /// probe).
     Ignore,
 }
 
@@ -31,8 +38,23 @@ pub enum Subscription {
     Unsubscribed,
 }
 
+/// The bare part of a JID (everything before the first `/`).
 pub fn bare(jid: &str) -> &str {
-    jid.split('/').next().unwrap_or(jid)
+    jid.split_once('/').map_or(jid, |(b, _)| b)
+}
+
+/// The resource of a full JID, if it has one.
+pub fn resource(jid: &str) -> &str {
+    jid.split_once('/').map_or("", |(_, r)| r)
+}
+
+/// `user` or `user/device`.
+fn full(user: &UserJid, device: &str) -> String {
+    if device.is_empty() {
+        user.to_string()
+    } else {
+        format!("{user}/{device}")
+    }
 }
 
 /// Maps one stanza from the client. `next_id` names messages that came without an id (the id
@@ -71,10 +93,10 @@ fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
     for e in
         m.elements().filter(|e| e.name != "body" && !(e.name == "stanza-id" && e.attr("xmlns") == Some(ns::STANZA_ID)))
     {
-        to_xml(e, &mut extras);
+        crate::xml::to_xml(e, &mut extras);
     }
-    let send = pb::SendMessage { client_id, to: bare(to).to_string(), body, extras };
-    Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(send)) })
+    let send = SendMessage { client_id, to: bare(to).to_string(), to_device: resource(to).to_string(), body, extras };
+    Inbound::Frame(ClientFrame::Send(send))
 }
 
 /// The stored extension elements of a message, as children (nothing if they do not parse).
@@ -82,13 +104,15 @@ pub fn extras(xml: &str) -> Vec<Node> {
     if xml.is_empty() {
         return Vec::new();
     }
-    crate::xml::parse_element(&format!("<x>{xml}</x>")).map(|x| x.children).unwrap_or_default()
+    parse_element(&format!("<x>{xml}</x>")).map(|x| x.children).unwrap_or_default()
 }
 
 /// The namespaces of what passes through as a signal (not stored): chat states (XEP-0085),
 /// delivery receipts (XEP-0184) and chat markers (XEP-0333).
 pub const SIGNAL_NAMESPACES: &[&str] =
     &["http://jabber.org/protocol/chatstates", "urn:xmpp:receipts", "urn:xmpp:chat-markers:0"];
+
+const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
 
 /// A message without a body: its chat state, receipt or marker goes to the recipient's online
 /// devices; anything else is dropped. The signal's payload is the stanza without its
@@ -110,10 +134,7 @@ fn signal(m: &Element) -> Inbound {
 }
 
 fn signal_frame(to: &str, stanza: &Element) -> Inbound {
-    let mut payload = String::new();
-    to_xml(stanza, &mut payload);
-    let signal = pb::SendSignal { to: bare(to).to_string(), payload };
-    Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Signal(signal)) })
+    Inbound::Frame(ClientFrame::Signal { to: bare(to).to_string(), payload: xml_of(stanza) })
 }
 
 /// Directed presence (RFC 6121 §4.6): this device's presence for one entity only, subscribed or
@@ -130,18 +151,20 @@ pub fn directed_presence(to: &str, available: bool, p: &Element) -> Inbound {
 }
 
 fn presence(p: &Element) -> Inbound {
-    let set = |show: &str| {
+    let set = |show: Show| {
         let status = p.child("status").map(Element::text).unwrap_or_default();
         let priority = p.child("priority").and_then(|e| e.text().trim().parse::<i32>().ok()).unwrap_or(0);
         // Entity capabilities, avatar hashes and the like go to contacts with it.
         let mut extras = String::new();
-        if show != "unavailable" {
+        if show != Show::Unavailable {
             for e in p.elements().filter(|e| !matches!(e.name.as_str(), "show" | "status" | "priority")) {
-                to_xml(e, &mut extras);
+                crate::xml::to_xml(e, &mut extras);
             }
         }
-        let presence = pb::SetPresence { show: show.to_string(), status, priority: priority.clamp(-128, 127), extras };
-        Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(presence)) })
+        match DevicePresence::from_parts(show.as_str(), status, priority.clamp(-128, 127), extras) {
+            Ok(presence) => Inbound::Frame(ClientFrame::Presence(presence)),
+            Err(e) => Inbound::Refuse { stanza: p.clone(), condition: "not-acceptable", text: e.message },
+        }
     };
     let subscription = |kind| match p.attr("to") {
         Some(to) => Inbound::Subscription { to: bare(to).to_string(), kind },
@@ -156,8 +179,11 @@ fn presence(p: &Element) -> Inbound {
         (None, None) => {
             let show = p.child("show").map(Element::text).unwrap_or_default();
             match show.trim() {
-                "" => set("available"),
-                s @ ("chat" | "away" | "xa" | "dnd") => set(s),
+                "" => set(Show::Available),
+                "chat" => set(Show::Chat),
+                "away" => set(Show::Away),
+                "xa" => set(Show::Xa),
+                "dnd" => set(Show::Dnd),
                 other => Inbound::Refuse {
                     stanza: p.clone(),
                     condition: "bad-request",
@@ -165,14 +191,15 @@ fn presence(p: &Element) -> Inbound {
                 },
             }
         }
-        (Some("unavailable"), None) => set("unavailable"),
+        (Some("unavailable"), None) => set(Show::Unavailable),
         (None, Some(to)) => directed_presence(to, true, p),
         (Some("unavailable"), Some(to)) => directed_presence(to, false, p),
         (Some("subscribe"), _) => subscription(Subscription::Subscribe),
         (Some("subscribed"), _) => subscription(Subscription::Subscribed),
         (Some("unsubscribe"), _) => subscription(Subscription::Unsubscribe),
         (Some("unsubscribed"), _) => subscription(Subscription::Unsubscribed),
-        // Directed presence and probes: presence is shared through subscriptions only.
+        // Probes and other types: presence is shared through subscriptions (and directed
+        // presence above).
         _ => Inbound::Ignore,
     }
 }
@@ -205,166 +232,161 @@ fn iq(q: &Element) -> Inbound {
     }
 }
 
-/// Builds an element.
-pub fn el(name: &str, attrs: &[(&str, &str)], children: Vec<Node>) -> Element {
-    let attrs = attrs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Element { name: name.to_string(), attrs, children }
+/// Who a stanza goes to, and what that session asked for.
+pub struct Viewer<'a> {
+    /// The full JID of the session, `user@domain/resource`.
+    pub me: &'a str,
+    pub user: &'a UserJid,
+    /// The domain, for what the server itself stamps (delays).
+    pub domain: &'a str,
+    pub carbons: bool,
+    /// The session fetched its roster (roster pushes go to interested resources only).
+    pub roster_fetched: bool,
+    /// The session fetched its block list (XEP-0191 pushes go to those only).
+    pub blocklist_fetched: bool,
+    /// Messages sent before this instant (Unix ms) were waiting for the device: they carry a
+    /// XEP-0203 delay.
+    pub offline_before_ms: u64,
 }
 
-pub fn text_el(name: &str, text: &str) -> Node {
-    Node::Element(el(name, &[], vec![Node::Text(text.to_string())]))
+/// The `<message/>` for an archived one, to `to`.
+fn chat(m: &ArchivedMessage, to: &str, with_stanza_id: Option<&str>, delay: Option<&str>) -> Element {
+    let mut children = vec![text_el("body", &m.body)];
+    if let Some(by) = with_stanza_id {
+        children.push(Node::Element(el(
+            "stanza-id",
+            &[("xmlns", ns::STANZA_ID), ("id", &m.server_id), ("by", by)],
+            vec![],
+        )));
+    }
+    if let Some(domain) = delay {
+        let stamp = format_time(m.sent_at);
+        children.push(Node::Element(el("delay", &[("xmlns", ns::DELAY), ("from", domain), ("stamp", &stamp)], vec![])));
+    }
+    children.extend(extras(&m.extras));
+    let from = full(&m.from, &m.from_device);
+    el("message", &[("from", &from), ("to", to), ("id", &m.client_id), ("type", "chat")], children)
 }
 
-/// What the session sends the client, as a stanza for the device `me` (a full JID). `None`
-/// for frames that have no stanza: a successful send (XMPP has no acknowledgement for it), and
-/// the user's own messages from the archive unless they came from another device and the
-/// client enabled carbons (then they come as XEP-0280 `<sent/>` copies).
-pub fn outbound(frame: pb::server_frame::Frame, me: &str, carbons: bool) -> Option<Element> {
-    use pb::server_frame::Frame;
+/// A XEP-0280 carbon copy (`sent` or `received`) of `message` for the session `me`.
+fn carbon(kind: &str, mut message: Element, v: &Viewer<'_>) -> Element {
+    message.attrs.insert(0, ("xmlns".into(), ns::CLIENT.into()));
+    let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(message)]);
+    let copy = el(kind, &[("xmlns", ns::CARBONS)], vec![Node::Element(forwarded)]);
+    el("message", &[("from", &v.user.to_string()), ("to", v.me), ("type", "chat")], vec![Node::Element(copy)])
+}
+
+/// What the session sends the client, as a stanza for the device `v.me`. `None` for frames
+/// that have no stanza here: a successful send (XMPP has no acknowledgement for it), the
+/// user's own messages from the archive unless another device sent them and carbons are on,
+/// messages addressed to another online device (unless carbons are on), and pushes this
+/// device did not ask for.
+pub fn outbound(frame: ServerFrame, v: &Viewer<'_>) -> Option<Element> {
     match frame {
-        Frame::Message(m) => {
-            let from = if m.from_device.is_empty() { m.from.clone() } else { format!("{}/{}", m.from, m.from_device) };
-            let stanza_id =
-                el("stanza-id", &[("xmlns", ns::STANZA_ID), ("id", &m.server_id), ("by", bare(me))], vec![]);
-            let own = m.from == bare(me);
-            let to = if own { m.to.as_str() } else { me };
-            let message = el(
-                "message",
-                &[("from", &from), ("to", to), ("id", &m.client_id), ("type", "chat")],
-                [text_el("body", &m.body), Node::Element(stanza_id)].into_iter().chain(extras(&m.extras)).collect(),
-            );
-            if !own {
-                return Some(message);
+        ServerFrame::Message { message: m, for_other_device, .. } => {
+            let bare = v.user.to_string();
+            // RFC 6121 §8.5.2.1.1: the server does not rewrite 'to'.
+            let addressed = full(&m.to, &m.to_device);
+            if &m.from != v.user {
+                let delay = (m.sent_at < v.offline_before_ms).then_some(v.domain);
+                let message = chat(&m, &addressed, Some(&bare), delay);
+                if !for_other_device {
+                    return Some(message);
+                }
+                // Addressed to another of this user's devices that is online.
+                return v.carbons.then(|| carbon("received", message, v));
             }
-            if !carbons || me.strip_prefix(m.from.as_str()) == Some(&format!("/{}", m.from_device)) {
+            // The user's own message: the device that sent it has it; the others may see a copy.
+            if !v.carbons || v.me == full(&m.from, &m.from_device) {
                 return None;
             }
-            let mut message = message;
-            message.attrs.insert(0, ("xmlns".into(), ns::CLIENT.into()));
-            let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(message)]);
-            let sent = el("sent", &[("xmlns", ns::CARBONS)], vec![Node::Element(forwarded)]);
-            Some(el("message", &[("from", bare(me)), ("to", me), ("type", "chat")], vec![Node::Element(sent)]))
+            Some(carbon("sent", chat(&m, &addressed, Some(&bare), None), v))
         }
-        Frame::Presence(p) => {
+        ServerFrame::Presence { from, device, presence } => {
             let mut children = Vec::new();
-            if matches!(p.show.as_str(), "chat" | "away" | "xa" | "dnd") {
-                children.push(text_el("show", &p.show));
-            }
-            if !p.status.is_empty() {
-                children.push(text_el("status", &p.status));
-            }
-            if p.priority != 0 {
-                children.push(text_el("priority", &p.priority.to_string()));
-            }
-            children.extend(extras(&p.extras));
-            let kind = if p.show == "unavailable" { "unavailable" } else { "" };
-            Some(el("presence", &[("from", &p.from), ("to", me), ("type", kind)], children))
-        }
-        Frame::Roster(push) => {
-            let item = match push.item {
-                Some(i) => roster_item(&i),
-                None => el("item", &[("jid", &push.jid), ("subscription", "remove")], vec![]),
+            let kind = match &presence {
+                Some(p) => {
+                    if matches!(p.show, Show::Chat | Show::Away | Show::Xa | Show::Dnd) {
+                        children.push(text_el("show", p.show.as_str()));
+                    }
+                    if !p.status.is_empty() {
+                        children.push(text_el("status", &p.status));
+                    }
+                    if p.priority != 0 {
+                        children.push(text_el("priority", &p.priority.to_string()));
+                    }
+                    children.extend(extras(&p.extras));
+                    ""
+                }
+                None => "unavailable",
             };
-            let query = el("query", &[("xmlns", ns::ROSTER)], vec![Node::Element(item)]);
-            Some(el("iq", &[("type", "set"), ("to", me), ("id", "push")], vec![Node::Element(query)]))
+            Some(el("presence", &[("from", &full(&from, &device)), ("to", v.me), ("type", kind)], children))
         }
-        Frame::SubscriptionRequest(r) => {
-            Some(el("presence", &[("from", &r.from), ("to", me), ("type", "subscribe")], vec![]))
+        ServerFrame::Roster { contact, item, version } => {
+            if !v.roster_fetched {
+                return None;
+            }
+            let item = match item {
+                Some(i) => roster_item(&contact, &i),
+                None => el("item", &[("jid", &contact.to_string()), ("subscription", "remove")], vec![]),
+            };
+            let query = el("query", &[("xmlns", ns::ROSTER), ("ver", &version)], vec![Node::Element(item)]);
+            Some(el("iq", &[("type", "set"), ("to", v.me), ("id", "push")], vec![Node::Element(query)]))
         }
-        Frame::Sent(r) if !r.error.is_empty() => {
-            let error = el(
-                "error",
-                &[("type", if r.retryable { "wait" } else { "cancel" })],
-                vec![
-                    Node::Element(el(condition_of(&r.error_code), &[("xmlns", ns::STANZAS)], vec![])),
-                    Node::Element(el("text", &[("xmlns", ns::STANZAS)], vec![Node::Text(r.error.clone())])),
-                ],
-            );
-            Some(el("message", &[("to", me), ("id", &r.client_id), ("type", "error")], vec![Node::Element(error)]))
+        ServerFrame::SubscriptionRequest { from } => {
+            Some(el("presence", &[("from", &from.to_string()), ("to", v.me), ("type", "subscribe")], vec![]))
         }
-        Frame::Sent(_) => None,
-        Frame::Signal(s) => {
+        ServerFrame::Blocked { jid, blocked } => {
+            if !v.blocklist_fetched {
+                return None;
+            }
+            let item = el("item", &[("jid", &jid.to_string())], vec![]);
+            let change =
+                el(if blocked { "block" } else { "unblock" }, &[("xmlns", ns::BLOCKING)], vec![Node::Element(item)]);
+            Some(el("iq", &[("type", "set"), ("to", v.me), ("id", "push")], vec![Node::Element(change)]))
+        }
+        ServerFrame::Sent { client_id, result: Err(refused) } => {
+            let error = stanza_error(&refused.error);
+            Some(el("message", &[("to", v.me), ("id", &client_id), ("type", "error")], vec![Node::Element(error)]))
+        }
+        ServerFrame::Sent { .. } => None,
+        ServerFrame::Signal { from, from_device, payload } => {
             // A stanza another device passed on (XMPP or not): only a well-formed message or
             // presence goes out, with the addresses set here.
-            let mut stanza = crate::xml::parse_element(&s.payload)?;
+            let mut stanza = parse_element(&payload)?;
             if !matches!(stanza.name.as_str(), "message" | "presence") {
                 return None;
             }
-            let from = if s.from_device.is_empty() { s.from.clone() } else { format!("{}/{}", s.from, s.from_device) };
             stanza.attrs.retain(|(k, _)| k != "from" && k != "to" && k != "xmlns");
-            stanza.attrs.insert(0, ("to".into(), me.to_string()));
-            stanza.attrs.insert(0, ("from".into(), from));
+            stanza.attrs.insert(0, ("to".into(), v.me.to_string()));
+            stanza.attrs.insert(0, ("from".into(), full(&from, &from_device)));
             Some(stanza)
         }
     }
 }
 
+/// Whether a signal's payload is only a chat state (dropped while the client is inactive,
+/// XEP-0352).
+pub fn is_chat_state_only(payload: &str) -> bool {
+    parse_element(payload).is_some_and(|s| {
+        s.name == "message" && s.elements().count() > 0 && s.elements().all(|e| e.attr("xmlns") == Some(CHAT_STATES))
+    })
+}
+
 /// A roster item element.
-pub fn roster_item(i: &pb::RosterItem) -> Element {
+pub fn roster_item(jid: &UserJid, i: &RosterItem) -> Element {
     let ask = if i.pending_out { "subscribe" } else { "" };
     let groups = i.groups.iter().map(|g| text_el("group", g)).collect();
-    el("item", &[("jid", &i.jid), ("name", &i.name), ("subscription", &i.subscription), ("ask", ask)], groups)
-}
-
-/// The RFC 6120 stanza error condition for a Telex error code.
-pub fn condition_of(code: &str) -> &'static str {
-    match code {
-        "not_found" => "item-not-found",
-        "already_exists" => "conflict",
-        "failed_precondition" => "unexpected-request",
-        "permission_denied" => "forbidden",
-        "invalid_argument" => "bad-request",
-        "resource_exhausted" => "resource-constraint",
-        "unauthenticated" => "not-authorized",
-        "unavailable" => "service-unavailable",
-        _ => "internal-server-error",
-    }
-}
-
-/// Serializes an element; text and attribute values are escaped.
-pub fn to_xml(e: &Element, out: &mut String) {
-    out.push('<');
-    out.push_str(&e.name);
-    for (k, v) in &e.attrs {
-        out.push(' ');
-        out.push_str(k);
-        out.push_str("='");
-        escape(v, out);
-        out.push('\'');
-    }
-    if e.children.is_empty() {
-        out.push_str("/>");
-        return;
-    }
-    out.push('>');
-    for c in &e.children {
-        match c {
-            Node::Element(c) => to_xml(c, out),
-            Node::Text(t) => escape(t, out),
-        }
-    }
-    out.push_str("</");
-    out.push_str(&e.name);
-    out.push('>');
-}
-
-fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
+    let jid = jid.to_string();
+    el("item", &[("jid", &jid), ("name", &i.name), ("subscription", i.subscription.as_str()), ("ask", ask)], groups)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::{Event, Limits, StreamParser};
+    use crate::xml::{to_xml, Event, Limits, StreamParser};
+    use telex_session::{Refused, Sent};
+    use telex_types::{ErrorCode, TelexError};
 
     /// Parses one stanza written as XML.
     fn parse(xml: &str) -> Element {
@@ -378,44 +400,43 @@ mod tests {
         }
     }
 
-    fn send_of(i: Inbound) -> pb::SendMessage {
+    fn send_of(i: Inbound) -> SendMessage {
         match i {
-            Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Send(s)) }) => s,
+            Inbound::Frame(ClientFrame::Send(s)) => s,
             other => panic!("{other:?}"),
         }
     }
 
+    fn j(s: &str) -> UserJid {
+        UserJid::parse(s).unwrap()
+    }
+
     #[test]
-    fn messages_become_sends_to_the_bare_jid_with_the_stanza_id_as_client_id() {
+    fn messages_become_sends_with_the_stanza_id_as_client_id() {
         let s = send_of(inbound(
             &parse("<message to='bob@x/phone' id='m1' type='chat'><body>hi &amp; bye</body></message>"),
             || "gen".into(),
         ));
-        assert_eq!((s.to.as_str(), s.client_id.as_str(), s.body.as_str()), ("bob@x", "m1", "hi & bye"));
+        assert_eq!(
+            (s.to.as_str(), s.to_device.as_str(), s.client_id.as_str(), s.body.as_str()),
+            ("bob@x", "phone", "m1", "hi & bye")
+        );
         let s = send_of(inbound(&parse("<message to='bob@x'><body>no id</body></message>"), || "gen-7".into()));
-        assert_eq!(s.client_id, "gen-7");
+        assert_eq!((s.client_id.as_str(), s.to_device.as_str()), ("gen-7", ""));
         // A chat state alone carries no body: nothing to store, passed on as a signal.
         let typing = inbound(
             &parse("<message to='bob@x/pc'><composing xmlns='http://jabber.org/protocol/chatstates'/><x xmlns='y'/></message>"),
             String::new,
         );
-        let Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Signal(s)) }) = typing else {
-            panic!("{typing:?}")
-        };
+        let Inbound::Frame(ClientFrame::Signal { to, payload }) = typing else { panic!("{typing:?}") };
         assert_eq!(
-            (s.to.as_str(), s.payload.as_str()),
+            (to.as_str(), payload.as_str()),
             ("bob@x", "<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
         );
-        let back = outbound(
-            pb::server_frame::Frame::Signal(pb::Signal {
-                from: "alice@x".into(),
-                from_device: "pc".into(),
-                payload: s.payload,
-            }),
-            "bob@x/phone",
-            false,
-        )
-        .unwrap();
+        assert!(is_chat_state_only(&payload));
+        let me = j("bob@x");
+        let v = viewer(&me, "bob@x/phone", false);
+        let back = outbound(ServerFrame::Signal { from: j("alice@x"), from_device: "pc".into(), payload }, &v).unwrap();
         assert_eq!(back.attr("from"), Some("alice@x/pc"));
         assert!(back.child("composing").is_some());
         assert_eq!(inbound(&parse("<message to='bob@x'><x xmlns='y'/></message>"), String::new), Inbound::Ignore);
@@ -428,20 +449,23 @@ mod tests {
     #[test]
     fn presence_and_iq() {
         let p = |xml: &str| match inbound(&parse(xml), String::new) {
-            Inbound::Frame(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(p)) }) => p,
+            Inbound::Frame(ClientFrame::Presence(p)) => p,
             other => panic!("{other:?}"),
         };
-        assert_eq!(p("<presence/>").show, "available");
+        assert_eq!(p("<presence/>").show, Show::Available);
         let away = p("<presence><show>away</show><status>lunch</status><priority>5</priority><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/></presence>");
-        assert_eq!((away.show.as_str(), away.status.as_str(), away.priority), ("away", "lunch", 5));
+        assert_eq!((away.show, away.status.as_str(), away.priority), (Show::Away, "lunch", 5));
         assert_eq!(away.extras, "<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>");
-        assert_eq!(p("<presence type='unavailable'/>").show, "unavailable");
+        assert_eq!(p("<presence type='unavailable'/>").show, Show::Unavailable);
         assert!(matches!(
             inbound(&parse("<presence><show>sleepy</show></presence>"), String::new),
             Inbound::Refuse { .. }
         ));
         let get = parse("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
-        assert_eq!(inbound(&get, String::new), Inbound::Iq { id: "r1".into(), request: Request::RosterGet });
+        assert_eq!(
+            inbound(&get, String::new),
+            Inbound::Iq { id: "r1".into(), request: Request::RosterGet { ver: None } }
+        );
         let no_id = parse("<iq type='get'><query xmlns='jabber:iq:roster'/></iq>");
         assert!(matches!(inbound(&no_id, String::new), Inbound::Refuse { condition: "bad-request", .. }));
         assert_eq!(
@@ -451,48 +475,99 @@ mod tests {
         assert_eq!(inbound(&parse("<presence to='bob@x' type='probe'/>"), String::new), Inbound::Ignore);
     }
 
+    fn viewer<'a>(user: &'a UserJid, me: &'a str, carbons: bool) -> Viewer<'a> {
+        Viewer { me, user, domain: "x", carbons, roster_fetched: true, blocklist_fetched: true, offline_before_ms: 100 }
+    }
+
+    fn message(from: &str, device: &str, to: &str, to_device: &str, sent_at: u64) -> ArchivedMessage {
+        ArchivedMessage {
+            server_id: "s1".into(),
+            from: j(from),
+            to: j(to),
+            from_device: device.into(),
+            client_id: "c1".into(),
+            body: "<b>&'\"".into(),
+            sent_at,
+            extras: String::new(),
+            to_device: to_device.into(),
+        }
+    }
+
     #[test]
     fn frames_become_stanzas_that_parse_back() {
-        use pb::server_frame::Frame;
-        let m = pb::Message {
-            server_id: "s1".into(),
-            from: "alice@x".into(),
-            from_device: "laptop".into(),
-            body: "<b>&'\"".into(),
-            client_id: "c1".into(),
-            ..Default::default()
-        };
-        let stanza = outbound(Frame::Message(m.clone()), "bob@x/phone", false).unwrap();
+        let bob = j("bob@x");
+        let v = viewer(&bob, "bob@x/phone", false);
+        let m = message("alice@x", "laptop", "bob@x", "", 500);
+        let stanza = outbound(ServerFrame::Message { position: 1, message: m, for_other_device: false }, &v).unwrap();
         let mut xml = String::new();
         to_xml(&stanza, &mut xml);
         let back = parse(&xml);
-        assert_eq!(back.attr("from"), Some("alice@x/laptop"));
+        assert_eq!((back.attr("from"), back.attr("to")), (Some("alice@x/laptop"), Some("bob@x")), "'to' not rewritten");
         assert_eq!(back.child("body").unwrap().text(), "<b>&'\"");
         assert_eq!(back.child("stanza-id").unwrap().attr("id"), Some("s1"));
+        assert!(back.child("delay").is_none(), "sent after the session attached");
+
+        // Waiting while the device was away: stamped with when it was sent.
+        let old = message("alice@x", "laptop", "bob@x", "", 50);
+        let stanza = outbound(ServerFrame::Message { position: 1, message: old, for_other_device: false }, &v).unwrap();
+        let delay = stanza.child("delay").unwrap();
+        assert_eq!((delay.attr("from"), delay.attr("stamp")), (Some("x"), Some("1970-01-01T00:00:00.050Z")));
 
         // Alice's own message reaches her other devices as a carbon, if they asked for them.
-        let own = pb::Message { to: "bob@x".into(), ..m };
-        assert_eq!(outbound(Frame::Message(own.clone()), "alice@x/laptop", true), None, "the sending device");
-        assert_eq!(outbound(Frame::Message(own.clone()), "alice@x/phone", false), None, "carbons off");
-        let carbon = outbound(Frame::Message(own), "alice@x/phone", true).unwrap();
+        let alice = j("alice@x");
+        let own = message("alice@x", "laptop", "bob@x", "", 500);
+        let frame =
+            |m: &ArchivedMessage| ServerFrame::Message { position: 2, message: m.clone(), for_other_device: false };
+        assert_eq!(outbound(frame(&own), &viewer(&alice, "alice@x/laptop", true)), None, "the sending device");
+        assert_eq!(outbound(frame(&own), &viewer(&alice, "alice@x/phone", false)), None, "carbons off");
+        let carbon = outbound(frame(&own), &viewer(&alice, "alice@x/phone", true)).unwrap();
         let copy = carbon.child("sent").unwrap().child("forwarded").unwrap().child("message").unwrap();
         assert_eq!((copy.attr("from"), copy.attr("to")), (Some("alice@x/laptop"), Some("bob@x")));
 
-        let away = pb::PresenceUpdate { from: "alice@x".into(), show: "away".into(), ..Default::default() };
-        let p = outbound(Frame::Presence(away), "bob@x/phone", false).unwrap();
-        assert_eq!(p.child("show").unwrap().text(), "away");
-        let gone = pb::PresenceUpdate { from: "alice@x".into(), show: "unavailable".into(), ..Default::default() };
-        assert_eq!(outbound(Frame::Presence(gone), "bob@x/p", false).unwrap().attr("type"), Some("unavailable"));
+        // A message to bob's desk: bob's phone sees it only as a received carbon.
+        let to_desk = message("alice@x", "laptop", "bob@x", "desk", 500);
+        let elsewhere = ServerFrame::Message { position: 3, message: to_desk, for_other_device: true };
+        assert_eq!(outbound(elsewhere.clone(), &v), None);
+        let received = outbound(elsewhere, &viewer(&bob, "bob@x/phone", true)).unwrap();
+        let copy = received.child("received").unwrap().child("forwarded").unwrap().child("message").unwrap();
+        assert_eq!(copy.attr("to"), Some("bob@x/desk"));
 
-        let refused = pb::SendResult {
+        let away = DevicePresence { show: Show::Away, status: String::new(), priority: 3, extras: String::new() };
+        let p = outbound(ServerFrame::Presence { from: alice.clone(), device: "pc".into(), presence: Some(away) }, &v)
+            .unwrap();
+        assert_eq!((p.attr("from"), p.child("show").unwrap().text()), (Some("alice@x/pc"), "away".into()));
+        assert_eq!(p.child("priority").unwrap().text(), "3");
+        let gone = outbound(ServerFrame::Presence { from: alice.clone(), device: "pc".into(), presence: None }, &v);
+        assert_eq!(gone.unwrap().attr("type"), Some("unavailable"));
+
+        let refused = ServerFrame::Sent {
             client_id: "c2".into(),
-            error_code: "permission_denied".into(),
-            error: "blocked".into(),
-            ..Default::default()
+            result: Err(Refused::from(TelexError::new(ErrorCode::PermissionDenied, "blocked"))),
         };
-        let e = outbound(Frame::Sent(refused), "bob@x/p", false).unwrap();
+        let e = outbound(refused, &v).unwrap();
         assert_eq!(e.attr("type"), Some("error"));
         assert!(e.child("error").unwrap().child("forbidden").is_some());
-        assert!(outbound(Frame::Sent(pb::SendResult::default()), "bob@x/p", false).is_none());
+        let ok = Sent { server_id: "s".into(), position: 1, recipient_position: 1 };
+        assert!(outbound(ServerFrame::Sent { client_id: "c3".into(), result: Ok(ok) }, &v).is_none());
+    }
+
+    #[test]
+    fn pushes_go_only_to_sessions_that_asked() {
+        let bob = j("bob@x");
+        let mut v = viewer(&bob, "bob@x/phone", false);
+        let blocked = ServerFrame::Blocked { jid: j("eve@x"), blocked: true };
+        let push = outbound(blocked.clone(), &v).unwrap();
+        assert_eq!(push.child("block").unwrap().child("item").unwrap().attr("jid"), Some("eve@x"));
+        let roster = ServerFrame::Roster { contact: j("ann@x"), item: None, version: "v9".into() };
+        let push = outbound(roster.clone(), &v).unwrap();
+        let query = push.child("query").unwrap();
+        assert_eq!(
+            (query.attr("ver"), query.child("item").unwrap().attr("subscription")),
+            (Some("v9"), Some("remove"))
+        );
+        v.blocklist_fetched = false;
+        v.roster_fetched = false;
+        assert_eq!(outbound(blocked, &v), None);
+        assert_eq!(outbound(roster, &v), None);
     }
 }

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 
 use crate::ns;
-use crate::stanza::to_xml;
-use crate::xml::{Element, Event, Limits, StreamParser, XmlError};
+
+use crate::xml::{to_xml, Element, Event, Limits, StreamParser, XmlError};
 
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
@@ -47,6 +47,24 @@ pub struct Wire {
     out: String,
     /// WebSocket: finished messages waiting for `flush`.
     frames: Vec<String>,
+}
+
+/// A top-level element as a transport writes it: a WebSocket message is a whole document, so
+/// it carries its namespace.
+pub fn serialize(e: &Element, websocket: bool) -> String {
+    let mut out = String::new();
+    if websocket && (e.name.starts_with("stream:") || e.attr("xmlns").is_none()) {
+        let mut e = e.clone();
+        if e.name.starts_with("stream:") {
+            e.attrs.insert(0, ("xmlns:stream".into(), ns::STREAM.into()));
+        } else {
+            e.attrs.insert(0, ("xmlns".into(), ns::CLIENT.into()));
+        }
+        to_xml(&e, &mut out);
+    } else {
+        to_xml(e, &mut out);
+    }
+    out
 }
 
 impl Wire {
@@ -135,7 +153,8 @@ impl Wire {
         }
     }
 
-    /// Queues the stream header (`<open/>` on a WebSocket).
+    /// Queues the stream header (`<open/>` on a WebSocket). `from` must be a served domain (or
+    /// empty): it is written as is.
     pub fn open(&mut self, from: &str, id: &str) {
         if self.is_websocket() {
             self.out.push_str(&format!(
@@ -155,16 +174,18 @@ impl Wire {
     /// Queues a top-level element; `stream:` elements get their namespace on a WebSocket.
     pub fn send(&mut self, e: &Element) {
         if self.is_websocket() {
-            let mut e = e.clone();
-            if e.name.starts_with("stream:") {
-                e.attrs.insert(0, ("xmlns:stream".into(), ns::STREAM.into()));
-            } else if e.attr("xmlns").is_none() {
-                e.attrs.insert(0, ("xmlns".into(), ns::CLIENT.into()));
-            }
-            to_xml(&e, &mut self.out);
-            self.end_frame();
+            let text = serialize(e, true);
+            self.send_text(&text);
         } else {
             to_xml(e, &mut self.out);
+        }
+    }
+
+    /// Queues an element already serialized by `serialize`.
+    pub fn send_text(&mut self, text: &str) {
+        self.out.push_str(text);
+        if self.is_websocket() {
+            self.end_frame();
         }
     }
 

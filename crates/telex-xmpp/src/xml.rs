@@ -416,6 +416,65 @@ fn element(s: &BytesStart<'_>) -> Result<Element, XmlError> {
     Ok(Element { name, attrs, children: Vec::new() })
 }
 
+/// Builds an element; attributes with empty values are left out.
+pub fn el(name: &str, attrs: &[(&str, &str)], children: Vec<Node>) -> Element {
+    let attrs = attrs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Element { name: name.to_string(), attrs, children }
+}
+
+/// `<name>text</name>`.
+pub fn text_el(name: &str, text: &str) -> Node {
+    Node::Element(el(name, &[], vec![Node::Text(text.to_string())]))
+}
+
+/// Serializes an element; text and attribute values are escaped.
+pub fn to_xml(e: &Element, out: &mut String) {
+    out.push('<');
+    out.push_str(&e.name);
+    for (k, v) in &e.attrs {
+        out.push(' ');
+        out.push_str(k);
+        out.push_str("='");
+        escape(v, out);
+        out.push('\'');
+    }
+    if e.children.is_empty() {
+        out.push_str("/>");
+        return;
+    }
+    out.push('>');
+    for c in &e.children {
+        match c {
+            Node::Element(c) => to_xml(c, out),
+            Node::Text(t) => escape(t, out),
+        }
+    }
+    out.push_str("</");
+    out.push_str(&e.name);
+    out.push('>');
+}
+
+/// Escapes text or an attribute value.
+pub fn escape(s: &str, out: &mut String) {
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// An element as XML.
+pub fn xml_of(e: &Element) -> String {
+    let mut out = String::new();
+    to_xml(e, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

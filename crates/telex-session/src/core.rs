@@ -1,0 +1,158 @@
+//! The core both adapters call: sessions, rosters, archives, vCards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use telex_actors::{HistoryQuery, Hub, Messaging, RosterOp, RosterReply};
+use telex_policy::{decide, Action};
+use telex_types::records::ArchivedMessage;
+use telex_types::{Domain, ErrorCode, TelexError, UserJid};
+
+use crate::ports::{Directory, Home, Remote};
+use crate::session::{Link, Session};
+
+/// Longest device (resource) name.
+pub const MAX_DEVICE_BYTES: usize = 256;
+
+/// How long opening or re-attaching a session waits for the user's shard to have a reachable
+/// leader before it gives up.
+const ATTACH_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Clonable handle to the session core of this node.
+#[derive(Clone)]
+pub struct Core(pub(crate) Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub(crate) messaging: Messaging,
+    pub(crate) directory: Arc<dyn Directory>,
+    pub(crate) remote: Arc<dyn Remote>,
+}
+
+/// A valid device name, or a fresh one when none is given.
+pub fn device_name(device: &str) -> Result<String, TelexError> {
+    if device.is_empty() {
+        use rand::Rng;
+        return Ok(format!("telex-{:08x}", rand::thread_rng().gen::<u32>()));
+    }
+    if device.len() > MAX_DEVICE_BYTES {
+        return Err(TelexError::invalid(format!("device name longer than {MAX_DEVICE_BYTES} bytes")));
+    }
+    if device.chars().any(|c| c.is_control()) {
+        return Err(TelexError::invalid("device name contains control characters"));
+    }
+    Ok(device.to_string())
+}
+
+impl Core {
+    pub fn new(messaging: Messaging, directory: Arc<dyn Directory>, remote: Arc<dyn Remote>) -> Core {
+        Core(Arc::new(Inner { messaging, directory, remote }))
+    }
+
+    pub fn messaging(&self) -> &Messaging {
+        &self.0.messaging
+    }
+
+    pub fn hub(&self) -> &Hub {
+        self.0.messaging.hub()
+    }
+
+    pub fn directory(&self) -> &dyn Directory {
+        self.0.directory.as_ref()
+    }
+
+    /// Opens a device session for an authenticated user, wherever the user's actor lives, and
+    /// keeps it attached when the actor moves. With `hold`, nothing is delivered until the
+    /// device announces its presence.
+    pub async fn open(&self, jid: UserJid, device: &str, hold: bool) -> Result<Session, TelexError> {
+        let device = device_name(device)?;
+        let link = attach(self, &jid, &device, hold).await?;
+        Ok(Session::new(self.clone(), jid, device, link, hold, true))
+    }
+
+    /// The node-to-node side of a session a gateway on another node routes here: served by the
+    /// actor on this node only, and ended (not re-attached) when the actor moves, so the
+    /// gateway attaches again where it went.
+    pub async fn open_here(&self, jid: UserJid, device: &str, hold: bool) -> Result<Session, TelexError> {
+        let device = device_name(device)?;
+        match self.0.remote.home(&jid) {
+            Home::Here => {}
+            other => {
+                let leader = match other {
+                    Home::Node(n) => format!("node {n} does"),
+                    _ => "no node does right now".to_string(),
+                };
+                return Err(TelexError::new(
+                    ErrorCode::FailedPrecondition,
+                    format!("this node does not serve the actor of {jid}; {leader}"),
+                ));
+            }
+        }
+        let link = self.hub().link(&jid, &device, hold).await?;
+        Ok(Session::new(self.clone(), jid, device, Link::Local(link), hold, false))
+    }
+
+    /// A roster or block-list operation on the user's actor, wherever it lives.
+    pub async fn roster(&self, user: &UserJid, op: RosterOp) -> Result<RosterReply, TelexError> {
+        self.hub().roster(user, op).await
+    }
+
+    /// A page of `owner`'s archive for `reader`. Runs on the blocking pool: it reads storage.
+    pub async fn history(
+        &self,
+        reader: &UserJid,
+        owner: &UserJid,
+        query: HistoryQuery,
+    ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
+        decide(reader, Action::ReadArchive, owner, &Default::default()).into_result().map_err(|d| d.error)?;
+        let (messaging, owner) = (self.0.messaging.clone(), owner.clone());
+        tokio::task::spawn_blocking(move || messaging.history(&owner, &query))
+            .await
+            .map_err(|e| TelexError::internal(format!("archive query failed: {e}")))?
+    }
+
+    /// `owner`'s vCard as `reader` may see it (`None`: there is none).
+    pub async fn vcard(&self, reader: &UserJid, owner: &UserJid) -> Result<Option<String>, TelexError> {
+        let facts = self.0.messaging.facts(reader, owner)?;
+        decide(reader, Action::ReadVCard, owner, &facts).into_result().map_err(|d| d.error)?;
+        self.0.directory.vcard(owner).await
+    }
+
+    pub async fn set_vcard(&self, owner: &UserJid, vcard: String) -> Result<(), TelexError> {
+        self.0.directory.set_vcard(owner, vcard).await
+    }
+
+    /// Whether this cluster serves `domain`.
+    pub fn tenant_exists(&self, domain: &Domain) -> Result<bool, TelexError> {
+        self.0.directory.tenant_exists(domain)
+    }
+}
+
+/// Attaches to the user's actor wherever it lives, waiting up to `ATTACH_PATIENCE` for its
+/// shard to have a reachable leader.
+pub(crate) async fn attach(core: &Core, jid: &UserJid, device: &str, hold: bool) -> Result<Link, TelexError> {
+    let deadline = Instant::now() + ATTACH_PATIENCE;
+    let mut last = TelexError::unavailable("the user's shard has no leader yet");
+    loop {
+        if core.hub().is_closing() {
+            return Err(TelexError::unavailable("this node is shutting down; reconnect to another"));
+        }
+        match core.0.remote.home(jid) {
+            Home::Here => match core.hub().link(jid, device, hold).await {
+                Ok(l) => return Ok(Link::Local(l)),
+                Err(e) if e.code == ErrorCode::Unavailable => last = e,
+                Err(e) => return Err(e),
+            },
+            Home::Node(node) => match core.0.remote.attach(node, jid, device, hold).await {
+                Ok(l) => return Ok(Link::remote(node, l)),
+                // The node may have just lost the leadership: ask again.
+                Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::FailedPrecondition) => last = e,
+                Err(e) => return Err(e),
+            },
+            Home::Unknown => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(TelexError::unavailable(format!("could not reach the user's actor: {}", last.message)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,24 @@
+//! The session core: everything a protocol adapter asks of the server, in Telex types.
+//!
+//! Both adapters, gRPC (`telex-api`) and XMPP (`telex-xmpp`), translate their wire format into
+//! calls on a [`Core`]: opening a device [`Session`] (routed to the node where the user's actor
+//! lives, and re-attached when it moves), rosters and block lists, archive queries and vCards.
+//! Every "may A see / message / read B" is decided by `telex_policy::decide`, called here or in
+//! the actors, never by an adapter.
+//!
+//! What lies outside the process is reached through ports the node wires up: [`Directory`]
+//! (tenants, credentials, vCards) and [`Remote`] (where a user's actor lives, and attaching to
+//! it on another node). This crate must not depend on tonic, protobuf, openraft or RocksDB.
+
+mod core;
+#[cfg(feature = "memory")]
+pub mod memory;
+mod ports;
+mod session;
+
+pub use crate::core::{device_name, Core, MAX_DEVICE_BYTES};
+pub use ports::{Directory, Home, Remote, RemoteEvent, RemoteLink};
+pub use session::{Session, SENDS_IN_FLIGHT};
+pub use telex_actors::{HistoryQuery, Hub, Limits, Messaging, RosterOp, RosterReply, SessionInfo};
+pub use telex_sasl::scram::Hash;
+pub use telex_types::session::{ClientFrame, CutOff, Refused, SendMessage, Sent, ServerFrame};

@@ -1,0 +1,107 @@
+//! The XMPP gateway against aioxmpp, a client stricter than slixmpp (it matches answers by
+//! their 'from' and checks stream-management counts): answers from the server, acknowledgements
+//! that count every committed message, offline messages after initial presence, block-list
+//! pushes, per-resource presence and routing, roster versioning and client state indication.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use telex_testkit::{data_dir, http_get, Telexd};
+
+/// The virtualenv python with aioxmpp (installed on first use).
+fn python() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/xmpp-clients.sh");
+    let out = Command::new(script).stderr(Stdio::inherit()).output().expect("run xmpp-clients.sh");
+    assert!(out.status.success(), "installing the XMPP clients failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn strict(node: &Telexd, name: &str) -> Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xmpp/strict.py");
+    Command::new(python())
+        .arg(script)
+        .arg(name)
+        .args(["--port", &node.addrs.xmpp.port().to_string()])
+        .output()
+        .expect("run strict.py")
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let all: Vec<&str> = s.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn assert_ok(node: &Telexd, name: &str) {
+    let out = strict(node, name);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains(&format!("OK {name}")),
+        "aioxmpp scenario {name} failed:\n{stdout}\n{}\nserver log tail:\n{}",
+        tail(&stderr, 40),
+        tail(&node.log_text(), 40)
+    );
+}
+
+/// A node with alice, bob and eve; bob on alice's roster with presence both ways.
+fn node() -> (tempfile::TempDir, Telexd) {
+    let (tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    for n in ["alice", "bob", "eve"] {
+        node.cli(&["user", "add", &format!("{n}@localhost"), "--password", "pw"]).success();
+    }
+    let as_user = |u: &str, args: &[&str]| {
+        let jid = format!("{u}@localhost");
+        let mut all = args.to_vec();
+        all.extend(["--user", jid.as_str(), "--password", "pw"]);
+        node.cli(&all).success();
+    };
+    as_user("alice", &["roster", "add", "bob@localhost", "--name", "Bob"]);
+    as_user("bob", &["roster", "approve", "alice@localhost"]);
+    as_user("bob", &["roster", "add", "alice@localhost"]);
+    as_user("alice", &["roster", "approve", "bob@localhost"]);
+    (tmp, node)
+}
+
+#[test]
+fn aioxmpp_gets_answers_from_whom_it_asked() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "answers");
+}
+
+#[test]
+fn aioxmpp_sees_every_message_acknowledged_without_asking_twice() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "acks");
+}
+
+#[test]
+fn aioxmpp_gets_offline_messages_after_initial_presence_with_a_delay() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "offline");
+}
+
+#[test]
+fn aioxmpp_resources_all_learn_of_a_block() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "blocking");
+}
+
+#[test]
+fn aioxmpp_sees_presence_per_resource_and_messages_to_full_jids() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "resources");
+}
+
+#[test]
+fn aioxmpp_keeps_an_unchanged_roster_by_its_version() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "rosterver");
+}
+
+#[test]
+fn aioxmpp_inactive_client_gets_messages_but_not_presence() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "csi");
+    assert_eq!(http_get(node.addrs.http, "/healthz").map(|(c, _)| c), Some(200));
+}
