@@ -7,6 +7,9 @@
 //! the core, and its answers converted back; errors become `tonic::Status` in one place
 //! ([`status`]).
 
+// Network input reaches this crate: nothing here may panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin;
 mod client;
 mod remote;

@@ -1,6 +1,6 @@
 //! `telex tenant …`, `telex user …`, `telex status`: the admin API.
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde::Serialize;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_client::AdminClient;
@@ -33,27 +33,10 @@ pub enum TenantCmd {
     },
 }
 
-#[derive(Args, Debug)]
-pub struct PasswordArg {
-    /// The password (or set TELEX_PASSWORD).
-    #[arg(long, env = "TELEX_PASSWORD", hide_env_values = true)]
-    password: Option<String>,
-}
-
-impl PasswordArg {
-    pub fn get(&self) -> Result<String, String> {
-        self.password.clone().ok_or_else(|| "a password is required: pass --password or set TELEX_PASSWORD".into())
-    }
-}
-
 #[derive(Subcommand, Debug)]
 pub enum UserCmd {
     /// Create a user.
-    Add {
-        jid: String,
-        #[command(flatten)]
-        password: PasswordArg,
-    },
+    Add { jid: String },
     /// List the users of a tenant.
     List { domain: String },
     /// Show one user.
@@ -65,11 +48,7 @@ pub enum UserCmd {
     /// Allow a disabled user to log in again.
     Enable { jid: String },
     /// Set a new password; revokes existing sessions.
-    Passwd {
-        jid: String,
-        #[command(flatten)]
-        password: PasswordArg,
-    },
+    Passwd { jid: String },
     /// Revoke every session token of a user.
     RevokeTokens { jid: String },
 }
@@ -189,8 +168,8 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
         emit(cli.json, &out, || format!("user {} {verb}", out.jid));
     };
     match cmd {
-        UserCmd::Add { jid, password } => {
-            let req = pb::AddUserRequest { jid: jid.clone(), password: password.get()? };
+        UserCmd::Add { jid } => {
+            let req = pb::AddUserRequest { jid: jid.clone(), password: cli.session.password()? };
             show(c.add_user(req).await.map_err(status_line)?.into_inner(), "added");
         }
         UserCmd::List { domain } => {
@@ -214,8 +193,8 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
             let u = c.set_user_disabled(req).await.map_err(status_line)?.into_inner();
             show(u, if disabled { "disabled" } else { "enabled" });
         }
-        UserCmd::Passwd { jid, password } => {
-            let req = pb::SetPasswordRequest { jid: jid.clone(), password: password.get()? };
+        UserCmd::Passwd { jid } => {
+            let req = pb::SetPasswordRequest { jid: jid.clone(), password: cli.session.password()? };
             show(c.set_password(req).await.map_err(status_line)?.into_inner(), "password changed");
         }
         UserCmd::RevokeTokens { jid } => {

@@ -8,44 +8,13 @@ use telex_proto::v1 as pb;
 use telex_proto::v1::client_client::ClientClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 
-use crate::admin::PasswordArg;
 use crate::output::{connect, emit, status_line, when};
 use crate::session::authed;
 use crate::{Cli, CliResult};
 
-/// Who to act as: a session token, or a JID and password to log in with.
-#[derive(Args, Debug)]
-pub struct AuthArgs {
-    /// Your JID, e.g. alice@localhost.
-    #[arg(long, env = "TELEX_USER")]
-    user: Option<String>,
-    #[command(flatten)]
-    password: PasswordArg,
-    /// Device (resource) name.
-    #[arg(long, env = "TELEX_DEVICE", default_value = "cli")]
-    device: String,
-    /// A session token from `telex login`, instead of --user/--password.
-    #[arg(long, env = "TELEX_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-}
-
-impl AuthArgs {
-    pub async fn token(&self, client: &mut ClientClient<Channel>) -> Result<String, String> {
-        if let Some(t) = &self.token {
-            return Ok(t.clone());
-        }
-        let user = self.user.clone().ok_or("who are you? pass --user (or TELEX_USER) or --token")?;
-        let req = pb::LoginRequest { jid: user, password: self.password.get()?, device: self.device.clone() };
-        Ok(client.login(req).await.map_err(status_line)?.into_inner().token)
-    }
-}
-
 #[derive(Args, Debug)]
 pub struct SendArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Recipient JID.
     to: String,
     /// Message text.
@@ -57,8 +26,6 @@ pub struct SendArgs {
 
 #[derive(Args, Debug)]
 pub struct ListenArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Exit after this many messages.
     #[arg(long)]
     count: Option<u64>,
@@ -69,8 +36,6 @@ pub struct ListenArgs {
 
 #[derive(Args, Debug)]
 pub struct HistoryArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
     /// Only messages exchanged with this JID.
     #[arg(long)]
     with: Option<String>,
@@ -155,14 +120,33 @@ fn message_line(m: &MessageOut) -> String {
 pub struct Session {
     pub up: mpsc::Sender<pb::ClientFrame>,
     pub down: tonic::Streaming<pb::ServerFrame>,
+    /// This device's user and name.
+    pub me: (String, String),
 }
 
-pub async fn open(cli: &Cli, auth: &AuthArgs) -> Result<Session, String> {
+impl Session {
+    /// Whether a presence update is this very device's own, reflected back by the server.
+    pub fn is_own(&self, p: &pb::PresenceUpdate) -> bool {
+        p.from == self.me.0 && p.from_device == self.me.1
+    }
+}
+
+/// `user/device`, or `user` when the device is not known.
+pub fn full_jid(user: &str, device: &str) -> String {
+    if device.is_empty() {
+        user.to_string()
+    } else {
+        format!("{user}/{device}")
+    }
+}
+
+pub async fn open(cli: &Cli) -> Result<Session, String> {
     let mut client = ClientClient::new(connect(&cli.server).await?);
-    let token = auth.token(&mut client).await?;
+    let token = cli.session.token(&mut client).await?;
+    let me = client.who_am_i(authed(pb::WhoAmIRequest {}, &token)?).await.map_err(status_line)?.into_inner();
     let (up, rx) = mpsc::channel(64);
     let down = client.session(authed(ReceiverStream::new(rx), &token)?).await.map_err(status_line)?.into_inner();
-    Ok(Session { up, down })
+    Ok(Session { up, down, me: (me.jid, me.device) })
 }
 
 fn fresh_client_id() -> String {
@@ -171,7 +155,7 @@ fn fresh_client_id() -> String {
 }
 
 pub async fn send(cli: &Cli, args: &SendArgs) -> CliResult {
-    let mut s = open(cli, &args.auth).await?;
+    let mut s = open(cli).await?;
     let client_id = args.client_id.clone().unwrap_or_else(fresh_client_id);
     let send = pb::SendMessage {
         client_id: client_id.clone(),
@@ -211,7 +195,7 @@ pub async fn send(cli: &Cli, args: &SendArgs) -> CliResult {
 }
 
 pub async fn listen(cli: &Cli, args: &ListenArgs) -> CliResult {
-    let mut s = open(cli, &args.auth).await?;
+    let mut s = open(cli).await?;
     let deadline = args.timeout.map(|t| Instant::now() + Duration::from_secs_f64(t));
     let mut seen = 0u64;
     while args.count.is_none_or(|c| seen < c) {
@@ -240,7 +224,7 @@ pub async fn listen(cli: &Cli, args: &ListenArgs) -> CliResult {
 
 pub async fn history(cli: &Cli, args: &HistoryArgs) -> CliResult {
     let mut client = ClientClient::new(connect(&cli.server).await?);
-    let token = args.auth.token(&mut client).await?;
+    let token = cli.session.token(&mut client).await?;
     let mut req = pb::HistoryRequest {
         with: args.with.clone().unwrap_or_default(),
         start_ms: args.since.unwrap_or(0),
@@ -270,18 +254,12 @@ pub async fn history(cli: &Cli, args: &HistoryArgs) -> CliResult {
     Ok(())
 }
 
-#[derive(Args, Debug)]
-pub struct ChatArgs {
-    #[command(flatten)]
-    auth: AuthArgs,
-}
-
 const CHAT_HELP: &str = "type `jid: text` to send, `/presence SHOW [status]` to set presence, `/quit` to leave";
 
 /// Interactive chat: lines from stdin are sent, messages and presence are printed as they come.
-pub async fn chat(cli: &Cli, args: &ChatArgs) -> CliResult {
+pub async fn chat(cli: &Cli) -> CliResult {
     use tokio::io::AsyncBufReadExt;
-    let mut s = open(cli, &args.auth).await?;
+    let mut s = open(cli).await?;
     let up = s.up.clone();
     let available = pb::SetPresence { show: "available".into(), ..Default::default() };
     up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(available)) })
@@ -338,8 +316,13 @@ pub async fn chat(cli: &Cli, args: &ChatArgs) -> CliResult {
                     Some(pb::server_frame::Frame::Sent(r)) if !r.error_code.is_empty() => {
                         println!("! not sent: {}: {}", r.error_code.replace('_', " "), r.error);
                     }
-                    Some(pb::server_frame::Frame::Presence(p)) if p.status.is_empty() => println!("* {} is {}", p.from, p.show),
-                    Some(pb::server_frame::Frame::Presence(p)) => println!("* {} is {}: {}", p.from, p.show, p.status),
+                    Some(pb::server_frame::Frame::Presence(p)) if s.is_own(&p) => {}
+                    Some(pb::server_frame::Frame::Presence(p)) if p.status.is_empty() => {
+                        println!("* {} is {}", full_jid(&p.from, &p.from_device), p.show)
+                    }
+                    Some(pb::server_frame::Frame::Presence(p)) => {
+                        println!("* {} is {}: {}", full_jid(&p.from, &p.from_device), p.show, p.status)
+                    }
                     Some(pb::server_frame::Frame::SubscriptionRequest(r)) => {
                         println!("* {} wants to see your presence (telex roster approve|deny {})", r.from, r.from);
                     }

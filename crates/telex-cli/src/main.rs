@@ -6,6 +6,7 @@
 mod admin;
 mod chat;
 mod cluster;
+mod flags;
 mod output;
 mod session;
 mod social;
@@ -26,6 +27,8 @@ pub struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    session: flags::SessionFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,12 +49,12 @@ enum Command {
     /// Connected devices.
     #[command(subcommand)]
     Session(admin::SessionCmd),
-    /// Log in and print a session token.
-    Login(session::LoginArgs),
-    /// Show who a session token belongs to.
-    Whoami(session::TokenArgs),
-    /// Revoke a session token.
-    Logout(session::TokenArgs),
+    /// Log in (--user, --password, --device) and print a session token.
+    Login,
+    /// Show who a session token (--token) belongs to.
+    Whoami,
+    /// Revoke a session token (--token).
+    Logout,
     /// Send a message; prints its server id and position once it is durably stored.
     Send(chat::SendArgs),
     /// Print messages as they arrive (pending ones first) and acknowledge them.
@@ -59,27 +62,16 @@ enum Command {
     /// Page through your archive.
     History(chat::HistoryArgs),
     /// Interactive chat: type `bob@localhost: hi`; see messages and presence as they come.
-    Chat(chat::ChatArgs),
+    Chat,
     /// Your contacts and presence subscriptions.
     #[command(subcommand)]
     Roster(social::RosterCmd),
     /// Refuse someone's messages and hide presence both ways.
-    Block {
-        #[command(flatten)]
-        auth: chat::AuthArgs,
-        jid: String,
-    },
+    Block { jid: String },
     /// Undo a block.
-    Unblock {
-        #[command(flatten)]
-        auth: chat::AuthArgs,
-        jid: String,
-    },
+    Unblock { jid: String },
     /// List whom you block.
-    Blocked {
-        #[command(flatten)]
-        auth: chat::AuthArgs,
-    },
+    Blocked,
     /// Set or watch presence.
     #[command(subcommand)]
     Presence(social::PresenceCmd),
@@ -97,17 +89,17 @@ fn main() -> ExitCode {
             Command::Status => admin::status(&cli).await,
             Command::Cluster(cmd) => cluster::cluster(&cli, cmd).await,
             Command::Session(cmd) => admin::session(&cli, cmd).await,
-            Command::Login(args) => session::login(&cli, args).await,
-            Command::Whoami(args) => session::whoami(&cli, args).await,
-            Command::Logout(args) => session::logout(&cli, args).await,
+            Command::Login => session::login(&cli).await,
+            Command::Whoami => session::whoami(&cli).await,
+            Command::Logout => session::logout(&cli).await,
             Command::Send(args) => chat::send(&cli, args).await,
             Command::Listen(args) => chat::listen(&cli, args).await,
             Command::History(args) => chat::history(&cli, args).await,
-            Command::Chat(args) => chat::chat(&cli, args).await,
+            Command::Chat => chat::chat(&cli).await,
             Command::Roster(cmd) => social::roster(&cli, cmd).await,
-            Command::Block { auth, jid } => social::block(&cli, auth, Some(jid), true).await,
-            Command::Unblock { auth, jid } => social::block(&cli, auth, Some(jid), false).await,
-            Command::Blocked { auth } => social::block(&cli, auth, None, false).await,
+            Command::Block { jid } => social::block(&cli, Some(jid), true).await,
+            Command::Unblock { jid } => social::block(&cli, Some(jid), false).await,
+            Command::Blocked => social::block(&cli, None, false).await,
             Command::Presence(cmd) => social::presence(&cli, cmd).await,
         }
     });

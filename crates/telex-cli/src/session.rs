@@ -1,33 +1,12 @@
 //! `telex login`, `telex whoami`, `telex logout`: the client API's session calls.
 
-use clap::Args;
 use serde::Serialize;
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_client::ClientClient;
 use tonic::metadata::MetadataValue;
 
-use crate::admin::PasswordArg;
 use crate::output::{connect, emit, status_line, when};
 use crate::{Cli, CliResult};
-
-#[derive(Args, Debug)]
-pub struct LoginArgs {
-    /// Your JID, e.g. alice@localhost.
-    #[arg(long, env = "TELEX_USER")]
-    user: String,
-    #[command(flatten)]
-    password: PasswordArg,
-    /// Device (resource) name; the server picks one when omitted.
-    #[arg(long, env = "TELEX_DEVICE", default_value = "")]
-    device: String,
-}
-
-#[derive(Args, Debug)]
-pub struct TokenArgs {
-    /// Session token from `telex login` (or set TELEX_TOKEN).
-    #[arg(long, env = "TELEX_TOKEN", hide_env_values = true)]
-    token: String,
-}
 
 #[derive(Serialize)]
 struct SessionOut {
@@ -38,9 +17,11 @@ struct SessionOut {
     token: Option<String>,
 }
 
-pub async fn login(cli: &Cli, args: &LoginArgs) -> CliResult {
+pub async fn login(cli: &Cli) -> CliResult {
     let mut c = ClientClient::new(connect(&cli.server).await?);
-    let req = pb::LoginRequest { jid: args.user.clone(), password: args.password.get()?, device: args.device.clone() };
+    let f = &cli.session;
+    let req =
+        pb::LoginRequest { jid: f.user()?, password: f.password()?, device: f.device.clone().unwrap_or_default() };
     let r = c.login(req).await.map_err(status_line)?.into_inner();
     let out = SessionOut { jid: r.jid, device: r.device, expires_at_ms: r.expires_at_ms, token: Some(r.token) };
     // The token alone on stdout, so `TELEX_TOKEN=$(telex login …)` works.
@@ -56,17 +37,18 @@ pub fn authed<T>(msg: T, token: &str) -> Result<tonic::Request<T>, String> {
     Ok(req)
 }
 
-pub async fn whoami(cli: &Cli, args: &TokenArgs) -> CliResult {
+pub async fn whoami(cli: &Cli) -> CliResult {
     let mut c = ClientClient::new(connect(&cli.server).await?);
-    let r = c.who_am_i(authed(pb::WhoAmIRequest {}, &args.token)?).await.map_err(status_line)?.into_inner();
+    let r =
+        c.who_am_i(authed(pb::WhoAmIRequest {}, &cli.session.token_flag()?)?).await.map_err(status_line)?.into_inner();
     let out = SessionOut { jid: r.jid, device: r.device, expires_at_ms: r.expires_at_ms, token: None };
     emit(cli.json, &out, || format!("{}/{} (session expires {})", out.jid, out.device, when(out.expires_at_ms)));
     Ok(())
 }
 
-pub async fn logout(cli: &Cli, args: &TokenArgs) -> CliResult {
+pub async fn logout(cli: &Cli) -> CliResult {
     let mut c = ClientClient::new(connect(&cli.server).await?);
-    c.logout(authed(pb::LogoutRequest {}, &args.token)?).await.map_err(status_line)?;
+    c.logout(authed(pb::LogoutRequest {}, &cli.session.token_flag()?)?).await.map_err(status_line)?;
     emit(cli.json, &serde_json::json!({ "logged_out": true }), || "logged out".into());
     Ok(())
 }

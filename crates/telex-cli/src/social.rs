@@ -7,7 +7,7 @@ use serde::Serialize;
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_client::ClientClient;
 
-use crate::chat::{open, AuthArgs};
+use crate::chat::{full_jid, open};
 use crate::output::{connect, emit, status_line};
 use crate::session::authed;
 use crate::{Cli, CliResult};
@@ -15,14 +15,9 @@ use crate::{Cli, CliResult};
 #[derive(Subcommand, Debug)]
 pub enum RosterCmd {
     /// Show your contacts and subscription states.
-    List {
-        #[command(flatten)]
-        auth: AuthArgs,
-    },
+    List,
     /// Add a contact and ask to see their presence.
     Add {
-        #[command(flatten)]
-        auth: AuthArgs,
         jid: String,
         #[arg(long, default_value = "")]
         name: String,
@@ -31,23 +26,11 @@ pub enum RosterCmd {
         groups: Vec<String>,
     },
     /// Remove a contact (ends subscriptions both ways).
-    Remove {
-        #[command(flatten)]
-        auth: AuthArgs,
-        jid: String,
-    },
+    Remove { jid: String },
     /// Let a contact who asked see your presence.
-    Approve {
-        #[command(flatten)]
-        auth: AuthArgs,
-        jid: String,
-    },
+    Approve { jid: String },
     /// Refuse a request, or stop a contact seeing your presence.
-    Deny {
-        #[command(flatten)]
-        auth: AuthArgs,
-        jid: String,
-    },
+    Deny { jid: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,8 +38,6 @@ pub enum PresenceCmd {
     /// Go online with this presence and stay until --timeout or Ctrl-C, printing contacts'
     /// presence changes.
     Set {
-        #[command(flatten)]
-        auth: AuthArgs,
         /// available, chat, away, xa or dnd.
         show: String,
         #[arg(long, default_value = "")]
@@ -68,8 +49,6 @@ pub enum PresenceCmd {
     },
     /// Go online and print contacts' presence, subscription requests and roster changes.
     Watch {
-        #[command(flatten)]
-        auth: AuthArgs,
         #[arg(long)]
         timeout: Option<f64>,
         /// Exit after this many events.
@@ -114,17 +93,17 @@ fn item_line(i: &ItemOut) -> String {
 
 pub async fn roster(cli: &Cli, cmd: &RosterCmd) -> CliResult {
     use pb::roster_update::Op;
-    let (auth, op) = match cmd {
-        RosterCmd::List { auth } => (auth, None),
-        RosterCmd::Add { auth, jid, name, groups } => {
-            (auth, Some(Op::Add(pb::RosterAdd { jid: jid.clone(), name: name.clone(), groups: groups.clone() })))
+    let op = match cmd {
+        RosterCmd::List => None,
+        RosterCmd::Add { jid, name, groups } => {
+            Some(Op::Add(pb::RosterAdd { jid: jid.clone(), name: name.clone(), groups: groups.clone() }))
         }
-        RosterCmd::Remove { auth, jid } => (auth, Some(Op::Remove(jid.clone()))),
-        RosterCmd::Approve { auth, jid } => (auth, Some(Op::Approve(jid.clone()))),
-        RosterCmd::Deny { auth, jid } => (auth, Some(Op::Deny(jid.clone()))),
+        RosterCmd::Remove { jid } => Some(Op::Remove(jid.clone())),
+        RosterCmd::Approve { jid } => Some(Op::Approve(jid.clone())),
+        RosterCmd::Deny { jid } => Some(Op::Deny(jid.clone())),
     };
     let mut client = ClientClient::new(connect(&cli.server).await?);
-    let token = auth.token(&mut client).await?;
+    let token = cli.session.token(&mut client).await?;
     let resp = match op {
         None => client.get_roster(authed(pb::GetRosterRequest {}, &token)?).await,
         Some(op) => client.update_roster(authed(pb::RosterUpdate { op: Some(op) }, &token)?).await,
@@ -134,9 +113,9 @@ pub async fn roster(cli: &Cli, cmd: &RosterCmd) -> CliResult {
     Ok(())
 }
 
-pub async fn block(cli: &Cli, auth: &AuthArgs, jid: Option<&str>, blocked: bool) -> CliResult {
+pub async fn block(cli: &Cli, jid: Option<&str>, blocked: bool) -> CliResult {
     let mut client = ClientClient::new(connect(&cli.server).await?);
-    let token = auth.token(&mut client).await?;
+    let token = cli.session.token(&mut client).await?;
     let list = match jid {
         Some(jid) => {
             let req = pb::SetBlockedRequest { jid: jid.to_string(), blocked };
@@ -156,15 +135,19 @@ pub async fn block(cli: &Cli, auth: &AuthArgs, jid: Option<&str>, blocked: bool)
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum EventOut {
-    Presence { from: String, show: String, status: String, priority: i32 },
+    Presence { from: String, device: String, show: String, status: String, priority: i32 },
     SubscriptionRequest { from: String },
     Roster { jid: String, subscription: Option<String> },
 }
 
 fn event_line(e: &EventOut) -> String {
     match e {
-        EventOut::Presence { from, show, status, .. } if status.is_empty() => format!("{from} is {show}"),
-        EventOut::Presence { from, show, status, .. } => format!("{from} is {show}: {status}"),
+        EventOut::Presence { from, device, show, status, .. } if status.is_empty() => {
+            format!("{} is {show}", full_jid(from, device))
+        }
+        EventOut::Presence { from, device, show, status, .. } => {
+            format!("{} is {show}: {status}", full_jid(from, device))
+        }
         EventOut::SubscriptionRequest { from } => {
             format!("{from} wants to see your presence (telex roster approve|deny {from})")
         }
@@ -174,13 +157,13 @@ fn event_line(e: &EventOut) -> String {
 }
 
 pub async fn presence(cli: &Cli, cmd: &PresenceCmd) -> CliResult {
-    let (auth, show, status, priority, timeout, count) = match cmd {
-        PresenceCmd::Set { auth, show, status, priority, timeout } => {
-            (auth, show.as_str(), status.clone(), *priority, *timeout, None)
+    let (show, status, priority, timeout, count) = match cmd {
+        PresenceCmd::Set { show, status, priority, timeout } => {
+            (show.as_str(), status.clone(), *priority, *timeout, None)
         }
-        PresenceCmd::Watch { auth, timeout, count } => (auth, "available", String::new(), 0, *timeout, *count),
+        PresenceCmd::Watch { timeout, count } => ("available", String::new(), 0, *timeout, *count),
     };
-    let mut s = open(cli, auth).await?;
+    let mut s = open(cli).await?;
     let set = pb::SetPresence { show: show.to_string(), status, priority, ..Default::default() };
     s.up.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Presence(set)) })
         .await
@@ -203,9 +186,14 @@ pub async fn presence(cli: &Cli, cmd: &PresenceCmd) -> CliResult {
         };
         let Some(frame) = next.map_err(status_line)? else { break };
         let event = match frame.frame {
-            Some(pb::server_frame::Frame::Presence(p)) => {
-                EventOut::Presence { from: p.from, show: p.show, status: p.status, priority: p.priority }
-            }
+            Some(pb::server_frame::Frame::Presence(p)) if s.is_own(&p) => continue,
+            Some(pb::server_frame::Frame::Presence(p)) => EventOut::Presence {
+                from: p.from,
+                device: p.from_device,
+                show: p.show,
+                status: p.status,
+                priority: p.priority,
+            },
             Some(pb::server_frame::Frame::SubscriptionRequest(r)) => EventOut::SubscriptionRequest { from: r.from },
             Some(pb::server_frame::Frame::Roster(r)) => {
                 EventOut::Roster { jid: r.jid, subscription: r.item.map(|i| i.subscription) }

@@ -25,10 +25,15 @@ pub fn prometheus() -> PrometheusHandle {
         .clone()
 }
 
-/// Structured logs to stderr; `RUST_LOG` overrides `filter`.
+/// Structured logs to stderr; `RUST_LOG` overrides `filter`. Colours only on a terminal: a log
+/// file or a journal gets plain text.
 pub fn init_logging(format: &str, filter: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }

@@ -8,6 +8,9 @@
 //!
 //! This crate depends on `telex-types` only and does no I/O.
 
+// Network input reaches this crate: nothing here may panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use telex_types::{ErrorCode, TelexError, UserJid};

@@ -67,14 +67,15 @@ pub fn client_first(msg: &str) -> Result<ClientFirst, SaslError> {
 fn unescape_name(v: &str) -> Option<String> {
     let mut out = String::with_capacity(v.len());
     let mut rest = v;
-    while let Some(i) = rest.find('=') {
-        out.push_str(&rest[..i]);
-        match rest.get(i..i + 3) {
-            Some("=2C") => out.push(','),
-            Some("=3D") => out.push('='),
+    while let Some((before, after)) = rest.split_once('=') {
+        out.push_str(before);
+        let (code, tail) = after.split_at_checked(2)?;
+        match code {
+            "2C" => out.push(','),
+            "3D" => out.push('='),
             _ => return None,
         }
-        rest = &rest[i + 3..];
+        rest = tail;
     }
     out.push_str(rest);
     Some(out)

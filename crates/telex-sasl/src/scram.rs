@@ -16,17 +16,22 @@ pub enum Hash {
 }
 
 pub(crate) fn hmac(hash: Hash, key: &[u8], msg: &[u8]) -> Vec<u8> {
+    // HMAC takes keys of any length, so `new_from_slice` cannot fail.
     match hash {
-        Hash::Sha256 => {
-            let mut m = Hmac::<Sha256>::new_from_slice(key).expect("hmac takes any key length");
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
-        Hash::Sha1 => {
-            let mut m = Hmac::<Sha1>::new_from_slice(key).expect("hmac takes any key length");
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
+        Hash::Sha256 => match Hmac::<Sha256>::new_from_slice(key) {
+            Ok(mut m) => {
+                m.update(msg);
+                m.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        },
+        Hash::Sha1 => match Hmac::<Sha1>::new_from_slice(key) {
+            Ok(mut m) => {
+                m.update(msg);
+                m.finalize().into_bytes().to_vec()
+            }
+            Err(_) => Vec::new(),
+        },
     }
 }
 

@@ -10,11 +10,16 @@
 //! (tenants, credentials, vCards) and [`Remote`] (where a user's actor lives, and attaching to
 //! it on another node). This crate must not depend on tonic, protobuf, openraft or RocksDB.
 
+// Network input reaches this crate: nothing here may panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod core;
-#[cfg(feature = "memory")]
+#[cfg(any(test, feature = "memory"))]
 pub mod memory;
 mod ports;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use crate::core::{device_name, Core, MAX_DEVICE_BYTES};
 pub use ports::{Directory, Home, Remote, RemoteEvent, RemoteLink};

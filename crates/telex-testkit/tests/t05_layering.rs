@@ -12,8 +12,7 @@ fn dependencies(package: &str) -> Vec<String> {
         .expect("run cargo tree");
     assert!(out.status.success(), "cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut names: Vec<String> =
-        text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
+    let mut names: Vec<String> = text.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect();
     names.sort();
     names.dedup();
     names
@@ -26,8 +25,17 @@ fn assert_free_of(package: &str, banned: &[&str]) {
     assert!(found.is_empty(), "{package} must not depend on {found:?} (directly or through another crate)");
 }
 
-const TRANSPORT_AND_STORAGE: &[&str] =
-    &["tonic", "prost", "telex-proto", "telex-api", "openraft", "telex-raft", "rocksdb", "telex-store", "telex-accounts"];
+const TRANSPORT_AND_STORAGE: &[&str] = &[
+    "tonic",
+    "prost",
+    "telex-proto",
+    "telex-api",
+    "openraft",
+    "telex-raft",
+    "rocksdb",
+    "telex-store",
+    "telex-accounts",
+];
 
 #[test]
 fn the_xmpp_adapter_reaches_telex_only_through_the_session_core() {

@@ -80,6 +80,8 @@ fn health_metrics_and_clean_shutdown() {
 
     assert!(node.terminate(Duration::from_secs(20)), "SIGTERM should exit 0; log:\n{}", node.log_text());
     assert!(node.log_text().contains("stopped"));
+    // The log went to a file, not a terminal: plain text, no colour codes.
+    assert!(!node.log_text().contains('\u{1b}'), "ANSI escapes in a log file");
     // And the data is there after a clean restart.
     node.restart();
     assert!(node.cli(&["user", "list", "localhost"]).success().contains("m@localhost"));

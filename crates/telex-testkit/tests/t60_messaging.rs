@@ -173,6 +173,9 @@ async fn bad_sends_and_sessions_get_clear_errors() {
         node.cli(&all)
     };
     send(&["nobody@localhost", "hi"]).failure("not found: no such user nobody@localhost");
+    // Session flags go before the subcommand as well as after it.
+    let before = node.cli(&["--user", "alice@localhost", "--password", "pw", "send", "bob@localhost", "flags first"]);
+    assert!(before.success().contains("position"), "telex --user X send ... works");
     send(&["bob", "hi"]).failure("invalid argument: invalid JID");
     // Another tenant's users are out of reach, whether they exist or not.
     send(&["bob@nowhere.example", "hi"]).failure("users of localhost may not message users of nowhere.example");

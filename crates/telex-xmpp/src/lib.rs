@@ -12,6 +12,9 @@
 //! This crate reaches the rest of Telex only through `telex-session` (and the pure
 //! `telex-sasl`): it must not depend on tonic, protobuf or `telex-api`.
 
+// Network input reaches this crate: nothing here may panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod auth;
 mod conn;
 pub mod errors;

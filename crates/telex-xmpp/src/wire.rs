@@ -117,7 +117,7 @@ impl Wire {
                     let mut buf = [0u8; READ_CHUNK];
                     match socket.try_read(&mut buf) {
                         Ok(0) => return Ok(None),
-                        Ok(n) => self.parser.feed(&buf[..n]),
+                        Ok(n) => self.parser.feed(buf.get(..n).unwrap_or_default()),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => return Err(WireError::Io(e)),
                     }

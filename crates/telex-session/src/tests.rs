@@ -1,0 +1,158 @@
+//! The core over in-memory ports: what a device sees, without Raft or a network.
+
+use std::time::Duration;
+
+use telex_types::presence::{DevicePresence, Show};
+use telex_types::{ErrorCode, UserJid};
+
+use crate::memory::Memory;
+use crate::{ClientFrame, Core, CutOff, HistoryQuery, Limits, SendMessage, ServerFrame, Session};
+
+fn jid(s: &str) -> UserJid {
+    UserJid::parse(s).unwrap()
+}
+
+fn core() -> (Memory, Core) {
+    let memory = Memory::default();
+    for u in ["alice@x.example", "bob@x.example", "eve@y.example"] {
+        memory.add_user(&jid(u), "pw");
+    }
+    let core = memory.core(Limits::default());
+    (memory, core)
+}
+
+async fn next(s: &mut Session) -> Result<ServerFrame, CutOff> {
+    tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("a frame in time").expect("not ended")
+}
+
+fn send(to: &str, to_device: &str, id: &str) -> ClientFrame {
+    ClientFrame::Send(SendMessage {
+        client_id: id.into(),
+        to: to.into(),
+        to_device: to_device.into(),
+        body: format!("body {id}"),
+        extras: String::new(),
+    })
+}
+
+fn available() -> ClientFrame {
+    ClientFrame::Presence(DevicePresence {
+        show: Show::Available,
+        status: String::new(),
+        priority: 0,
+        extras: String::new(),
+    })
+}
+
+/// Submits a send and drives the session until it is answered (sends run as the session is
+/// polled, as an adapter always does).
+async fn sent(s: &mut Session, frame: ClientFrame) -> Result<crate::Sent, crate::Refused> {
+    let id = frame.client_id().unwrap_or_default().to_string();
+    s.submit(frame);
+    loop {
+        if let ServerFrame::Sent { client_id, result } = next(s).await.unwrap() {
+            if client_id == id {
+                return result;
+            }
+        }
+    }
+}
+
+/// The next message frame, skipping presence and the like.
+async fn message(s: &mut Session) -> (u64, String, bool) {
+    loop {
+        if let ServerFrame::Message { position, message, for_other_device } = next(s).await.unwrap() {
+            return (position, message.body, for_other_device);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_send_is_answered_then_delivered_in_archive_order() {
+    let (_m, core) = core();
+    let mut alice = core.open(jid("alice@x.example"), "pc", false).await.unwrap();
+    let mut bob = core.open(jid("bob@x.example"), "phone", false).await.unwrap();
+    alice.submit(send("bob@x.example", "", "c1"));
+    alice.submit(send("bob@x.example", "", "c2"));
+    let mut acked = Vec::new();
+    while acked.len() < 2 {
+        if let ServerFrame::Sent { client_id, result } = next(&mut alice).await.unwrap() {
+            assert!(result.is_ok(), "{result:?}");
+            acked.push(client_id);
+        }
+    }
+    acked.sort();
+    assert_eq!(acked, ["c1", "c2"]);
+    assert_eq!(message(&mut bob).await.1, "body c1");
+    assert_eq!(message(&mut bob).await.1, "body c2");
+}
+
+#[tokio::test]
+async fn a_held_session_gets_nothing_until_its_presence() {
+    let (_m, core) = core();
+    let mut alice = core.open(jid("alice@x.example"), "pc", false).await.unwrap();
+    sent(&mut alice, send("bob@x.example", "", "c1")).await.unwrap();
+    let mut bob = core.open(jid("bob@x.example"), "phone", true).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(300), bob.next()).await.is_err(), "held until presence");
+    bob.submit(available());
+    assert_eq!(message(&mut bob).await.1, "body c1");
+}
+
+#[tokio::test]
+async fn a_message_to_one_device_is_marked_for_the_others() {
+    let (_m, core) = core();
+    let mut alice = core.open(jid("alice@x.example"), "pc", false).await.unwrap();
+    let mut phone = core.open(jid("bob@x.example"), "phone", false).await.unwrap();
+    let mut desk = core.open(jid("bob@x.example"), "desk", false).await.unwrap();
+    sent(&mut alice, send("bob@x.example", "phone", "c1")).await.unwrap();
+    assert_eq!(message(&mut phone).await, (1, "body c1".into(), false));
+    assert_eq!(message(&mut desk).await, (1, "body c1".into(), true), "the desk sees it addressed elsewhere");
+    // To a device that is not online: for everyone.
+    sent(&mut alice, send("bob@x.example", "tablet", "c2")).await.unwrap();
+    assert_eq!(message(&mut phone).await.2, false);
+    assert_eq!(message(&mut desk).await.2, false);
+}
+
+#[tokio::test]
+async fn a_second_session_of_a_device_replaces_the_first() {
+    let (_m, core) = core();
+    let mut first = core.open(jid("alice@x.example"), "pc", false).await.unwrap();
+    let _second = core.open(jid("alice@x.example"), "pc", false).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), first.next()).await.unwrap() {
+            Some(Ok(_)) => continue,
+            Some(Err(why)) => {
+                assert_eq!(why, CutOff::Replaced);
+                break;
+            }
+            None => panic!("ended without a reason"),
+        }
+    }
+    assert!(first.next().await.is_none(), "nothing after the reason");
+}
+
+#[tokio::test]
+async fn the_core_decides_who_reads_what() {
+    let (memory, core) = core();
+    let (alice, bob, eve) = (jid("alice@x.example"), jid("bob@x.example"), jid("eve@y.example"));
+    let err = core.history(&alice, &bob, HistoryQuery::default()).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::PermissionDenied);
+    assert!(core.history(&alice, &alice, HistoryQuery::default()).await.unwrap().is_empty());
+    core.set_vcard(&bob, "<vCard xmlns='vcard-temp'/>".into()).await.unwrap();
+    assert!(core.vcard(&alice, &bob).await.unwrap().is_some(), "same tenant");
+    assert_eq!(core.vcard(&eve, &bob).await.unwrap_err().code, ErrorCode::PermissionDenied, "another tenant");
+    use telex_actors::Ledger;
+    memory.set_blocked(bob.clone(), alice.clone(), true).await.unwrap();
+    assert_eq!(core.vcard(&alice, &bob).await.unwrap_err().code, ErrorCode::NotFound, "blocked: as if no one");
+    // Sends across tenants are refused with a reason; the device is told, not cut off.
+    let mut a = core.open(alice.clone(), "pc", false).await.unwrap();
+    let r = sent(&mut a, send("eve@y.example", "", "x1")).await.unwrap_err();
+    assert!(r.error.message.contains("may not message"), "{}", r.error.message);
+}
+
+#[tokio::test]
+async fn a_bad_device_name_is_refused_when_opening() {
+    let (_m, core) = core();
+    let err = core.open(jid("alice@x.example"), "bad\u{7}name", false).await.err().unwrap();
+    assert!(err.message.contains("control characters"), "{}", err.message);
+}
