@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs the XMPP stream-parser fuzz target briefly (default 20 s) from its seed corpus. Needs a
-# nightly toolchain and cargo-fuzz; installs cargo-fuzz when missing. Skips, saying why, when no
-# nightly toolchain can be had.
+# Runs each cargo-fuzz target briefly (default 20 s each) from its seed corpus:
+#   xml_stream     the XMPP stream parser on arbitrary bytes in arbitrary chunkings;
+#   xmpp_session   an authenticated XMPP session fed arbitrary stanzas;
+#   client_frames  the native Session stream fed arbitrary protobuf frames.
+# Needs a nightly toolchain and cargo-fuzz; installs cargo-fuzz when missing. Skips, saying why,
+# when no nightly toolchain can be had. `scripts/fuzz-smoke.sh 600` is the long run by hand.
 set -euo pipefail
 cd "$(dirname "$0")/../crates/telex-xmpp/fuzz"
 secs="${1:-20}"
@@ -19,6 +22,10 @@ fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/telex-fuzz-target}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp corpus/xml_stream/* "$work/"
-cargo +nightly fuzz run xml_stream "$work" -- -max_total_time="$secs" -max_len=8192 2>&1 | tail -n 5
-echo "fuzz smoke: xml_stream ran ${secs}s without a failure"
+for target in xml_stream xmpp_session client_frames; do
+  mkdir -p "$work/$target"
+  cp corpus/"$target"/* "$work/$target/"
+  cargo +nightly fuzz run "$target" "$work/$target" -- -max_total_time="$secs" -max_len=8192 -rss_limit_mb=2048 2>&1 \
+    | grep -E "^#[0-9]+ +DONE|^Done" | tail -n 2
+  echo "fuzz smoke: $target ran ${secs}s without a failure"
+done

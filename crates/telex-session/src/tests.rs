@@ -109,8 +109,8 @@ async fn a_message_to_one_device_is_marked_for_the_others() {
     assert_eq!(message(&mut desk).await, (1, "body c1".into(), true), "the desk sees it addressed elsewhere");
     // To a device that is not online: for everyone.
     sent(&mut alice, send("bob@x.example", "tablet", "c2")).await.unwrap();
-    assert_eq!(message(&mut phone).await.2, false);
-    assert_eq!(message(&mut desk).await.2, false);
+    assert!(!message(&mut phone).await.2);
+    assert!(!message(&mut desk).await.2);
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! RFC 7395 WebSocket carried as text messages. Reading yields parser events; writing queues
 //! serialized XML that goes out in one write per `flush` (one syscall for a burst of stanzas).
 
-use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 
@@ -43,7 +42,6 @@ pub enum WireError {
 pub struct Wire {
     transport: Transport,
     parser: StreamParser,
-    events: VecDeque<Event>,
     out: String,
     /// WebSocket: finished messages waiting for `flush`.
     frames: Vec<String>,
@@ -75,7 +73,7 @@ impl Wire {
             parser.feed(format!("<stream:stream xmlns='{}' xmlns:stream='{}'>", ns::CLIENT, ns::STREAM).as_bytes());
             let _ = parser.next_event();
         }
-        Wire { transport, parser, events: VecDeque::new(), out: String::new(), frames: Vec::new() }
+        Wire { transport, parser, out: String::new(), frames: Vec::new() }
     }
 
     pub fn is_websocket(&self) -> bool {
@@ -99,17 +97,12 @@ impl Wire {
     }
 
     /// The next event; `None` when the peer closed the connection. Cancel-safe: bytes read are
-    /// fed to the parser before anything else can run.
+    /// fed to the parser before anything else can run. Parses one event at a time, so bytes a
+    /// client pipelined after `<auth/>` are read as the new stream they belong to.
     pub async fn read(&mut self) -> Result<Option<Event>, WireError> {
         loop {
-            if let Some(e) = self.events.pop_front() {
-                return Ok(Some(e));
-            }
-            while let Some(e) = self.parser.next_event().map_err(WireError::Xml)? {
-                self.events.push_back(self.websocket_event(e));
-            }
-            if !self.events.is_empty() {
-                continue;
+            if let Some(e) = self.parser.next_event().map_err(WireError::Xml)? {
+                return Ok(Some(self.websocket_event(e)));
             }
             match &mut self.transport {
                 Transport::Plain { socket, .. } => {
@@ -243,12 +236,11 @@ impl Wire {
         self.parser.trim(KEEP_BUFFER);
     }
 
-    /// A new stream starts after STARTTLS or SASL success.
+    /// A new stream starts after SASL success; what the client already sent belongs to it.
     pub fn restart(&mut self) {
         if !self.is_websocket() {
-            self.parser.reset();
+            self.parser.restart();
         }
-        self.events.clear();
     }
 
     /// Upgrades a TCP stream to TLS (after `<proceed/>` was flushed).
@@ -258,7 +250,8 @@ impl Wire {
         };
         let secured = acceptor.accept(socket).await?;
         self.transport = Transport::Tls { io: Box::pin(secured), loopback };
-        self.restart();
+        // Nothing sent in the clear before the handshake may count as sent inside TLS.
+        self.parser.reset();
         Ok(())
     }
 }

@@ -149,9 +149,18 @@ impl StreamParser {
         StreamParser { limits, buf: Vec::new(), opened: false, closed: false, at_start: true, fresh: true }
     }
 
-    /// Forgets everything: the next bytes start a new stream (after STARTTLS or SASL success).
+    /// Forgets everything, buffered bytes included: the next bytes start a new stream (after
+    /// STARTTLS, where nothing sent before the handshake may be kept).
     pub fn reset(&mut self) {
         *self = StreamParser::new(self.limits);
+    }
+
+    /// A new stream on the same connection (after SASL): the state starts over, the bytes
+    /// received and not parsed yet are kept for it.
+    pub fn restart(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        *self = StreamParser::new(self.limits);
+        self.buf = buf;
     }
 
     /// Adds received bytes.
