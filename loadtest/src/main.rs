@@ -1,5 +1,5 @@
-//! `telex-loadtest`: offers open-loop load to an XMPP server (Telex or any other), measures
-//! latency and throughput, and writes a report with plots.
+//! `telex-loadtest`: offers open-loop load to an XMPP server (Telex or any other) or to Telex's
+//! native gRPC API, measures latency and throughput, and writes a report with plots.
 
 mod driver;
 mod grpc;

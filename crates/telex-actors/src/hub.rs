@@ -136,7 +136,7 @@ impl Hub {
         self.homes.get().and_then(|h| h.remote_home(user))
     }
 
-    /// Presence for contacts whose devices are connected to other nodes goes through `relay`.
+    /// Presence for contacts whose actors live on other nodes goes through `relay`.
     pub fn set_presence_relay(&self, relay: PresenceRelay) {
         let _ = self.relay.set(relay);
     }

@@ -15,7 +15,7 @@ use crate::hub::Signal;
 use crate::rate::TokenBucket;
 use crate::{Hub, Ledger};
 
-/// Per-tenant limits (defaults until tenant policies exist).
+/// The node's default limits; `for_tenant` applies a tenant's overrides.
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_body_bytes: usize,

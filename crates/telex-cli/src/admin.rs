@@ -1,4 +1,4 @@
-//! `telex tenant …`, `telex user …`, `telex status`: the admin API.
+//! `telex tenant …`, `telex user …`, `telex session …`, `telex status`: the admin API.
 
 use clap::Subcommand;
 use serde::Serialize;

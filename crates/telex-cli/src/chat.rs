@@ -1,4 +1,4 @@
-//! `telex send`, `telex listen`, `telex history`: messaging as a user.
+//! `telex send`, `telex listen`, `telex history`, `telex chat`: messaging as a user.
 
 use std::time::{Duration, Instant};
 

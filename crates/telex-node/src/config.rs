@@ -83,8 +83,8 @@ pub struct Listen {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Xmpp {
-    /// PEM certificate chain and key for c2s TLS; empty: a self-signed certificate for the
-    /// served domains, made at start-up (for loopback development).
+    /// PEM certificate chain and key for c2s TLS; empty: a self-signed certificate for
+    /// `localhost` and the bootstrap tenant, made at start-up (for loopback development).
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Refuse authentication without TLS on connections that are not from loopback.
@@ -153,7 +153,7 @@ pub struct Auth {
     pub hash_concurrency: usize,
 }
 
-/// Defaults for every tenant (per-tenant overrides arrive with tenant policies).
+/// Defaults for every tenant; `telex tenant limits` overrides them per tenant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {

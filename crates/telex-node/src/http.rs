@@ -1,4 +1,4 @@
-//! The HTTP listener: liveness, readiness and Prometheus metrics.
+//! The HTTP listener: liveness, readiness, Prometheus metrics, and XMPP over WebSocket.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! A Telex node: wiring of storage, Raft groups, accounts and the listeners, as one library call.
 //!
 //! `run(config, shutdown)` serves until `shutdown` is cancelled, then drains and returns; the
-//! `telexd` binary only parses flags, sets up logging and signals, and calls it. Tests start
-//! real nodes in-process the same way, with port 0 listeners.
+//! `telexd` binary only parses flags, sets up logging and signals, and calls it (the tests run
+//! that binary, on port 0 listeners).
 
 pub mod config;
 mod directory;

@@ -6,8 +6,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process-wide Prometheus recorder, installed on first use. Several in-process nodes (tests)
-/// share it.
+/// The process-wide Prometheus recorder, installed on first use. Several nodes started in one
+/// process (an embedding program) share it.
 pub fn prometheus() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {

@@ -38,9 +38,11 @@ impl Cf {
 /// Whether a write must be on disk before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
-    /// In the WAL's OS buffer; made durable by the next sync (see [`Store::sync_then`]).
+    /// In RocksDB's in-memory WAL buffer (the WAL is flushed by hand); written and fsynced by
+    /// the next sync (see [`Store::sync_then`]).
     Buffered,
-    /// fsynced before returning. For rare writes that must not wait for a batch (votes).
+    /// fsynced before returning. For rare writes that must not wait for a batch (votes,
+    /// truncations, purges, snapshot installs).
     Synced,
 }
 

@@ -1,7 +1,8 @@
 //! Tenants (domains) and bare user JIDs (`local@domain`), validated and normalised.
 //!
-//! Normalisation is ASCII lowercasing; full RFC 7622 PRECIS/IDNA handling arrives with the XMPP
-//! gateway. Anything outside the accepted repertoire is rejected rather than guessed at.
+//! Normalisation: domains are ASCII-lowercased, local parts Unicode-lowercased, with RFC 7622's
+//! forbidden characters refused; there is no PRECIS or IDNA handling yet. Anything outside the
+//! accepted repertoire is rejected rather than guessed at.
 
 use std::fmt;
 

@@ -133,6 +133,11 @@ pub struct StreamParser {
     at_start: bool,
     /// Nothing consumed yet: a byte order mark may come.
     fresh: bool,
+    /// The stanza being received: its open elements, and how many bytes of `buf` they cover.
+    /// Kept between calls, so each byte is parsed once however it is chunked (re-parsing from
+    /// the stanza's start on every read would be quadratic in its size).
+    partial: Vec<Element>,
+    scanned: usize,
 }
 
 enum Step {
@@ -146,7 +151,16 @@ enum Step {
 
 impl StreamParser {
     pub fn new(limits: Limits) -> Self {
-        StreamParser { limits, buf: Vec::new(), opened: false, closed: false, at_start: true, fresh: true }
+        StreamParser {
+            limits,
+            buf: Vec::new(),
+            opened: false,
+            closed: false,
+            at_start: true,
+            fresh: true,
+            partial: Vec::new(),
+            scanned: 0,
+        }
     }
 
     /// Forgets everything, buffered bytes included: the next bytes start a new stream (after
@@ -203,6 +217,7 @@ impl StreamParser {
                 Step::Done(event, used) => {
                     self.fresh = false;
                     self.buf.drain(..used);
+                    self.scanned = 0;
                     match &event {
                         Event::StreamOpen(_) => self.opened = true,
                         Event::StreamClose => self.closed = true,
@@ -213,6 +228,7 @@ impl StreamParser {
                 Step::Skip(used) => {
                     self.fresh = false;
                     self.buf.drain(..used);
+                    self.scanned = 0;
                 }
                 Step::More => {
                     if self.buf.len() > self.limits.max_stanza {
@@ -225,8 +241,9 @@ impl StreamParser {
         }
     }
 
-    fn reader(&self) -> Reader<&[u8]> {
-        let mut r = Reader::from_reader(&self.buf[..]);
+    /// A reader over the bytes from `from` on.
+    fn reader(&self, from: usize) -> Reader<&[u8]> {
+        let mut r = Reader::from_reader(self.buf.get(from..).unwrap_or_default());
         let c = r.config_mut();
         // End names are checked against the parser's own stack (each call starts mid-stream).
         c.check_end_names = false;
@@ -246,7 +263,7 @@ impl StreamParser {
                 return Ok(Step::More);
             }
         }
-        let mut r = self.reader();
+        let mut r = self.reader(0);
         let event = match r.read_event() {
             Ok(e) => e,
             Err(e) => return incomplete_or(e),
@@ -273,78 +290,112 @@ impl StreamParser {
         }
     }
 
-    /// Inside the stream: one whole top-level element, or the stream end.
+    /// Inside the stream: one whole top-level element, or the stream end. Continues the stanza
+    /// begun in earlier calls; `partial` and `scanned` move forward one complete event at a time.
     fn stanza(&mut self) -> Result<Step, XmlError> {
-        let mut r = self.reader();
-        let mut stack: Vec<Element> = Vec::new();
-        loop {
-            let event = match r.read_event() {
-                Ok(e) => e,
-                Err(e) => return incomplete_or(e),
+        let base = self.scanned;
+        let buffered = self.buf.len();
+        let max_stanza = self.limits.max_stanza;
+        let max_depth = self.limits.max_depth;
+        let mut stack = std::mem::take(&mut self.partial);
+        // quick-xml drops a byte order mark at the start of what it reads: text that begins
+        // with one (U+FEFF inside a stanza) is taken here, up to the next markup.
+        let mut base = base;
+        if base > 0 && self.buf.get(base) == BOM.first() {
+            let rest = self.buf.get(base..).unwrap_or_default();
+            let Some(end) = rest.iter().position(|b| *b == b'<' || *b == b'&') else {
+                self.partial = stack;
+                return Ok(Step::More);
             };
-            let used = r.buffer_position() as usize;
-            if used > self.limits.max_stanza {
-                return Err(XmlError::TooBig(format!("stanza larger than {} bytes", self.limits.max_stanza)));
+            let text = std::str::from_utf8(rest.get(..end).unwrap_or_default())
+                .map_err(|e| XmlError::NotWellFormed(format!("bad text: {e}")))?;
+            match stack.last_mut() {
+                Some(parent) => push_text(parent, text),
+                None => return Err(XmlError::NotWellFormed("text or a byte order mark between elements".into())),
             }
-            if matches!(event, QxEvent::Start(_) | QxEvent::Empty(_)) && stack.len() >= self.limits.max_depth {
-                return Err(XmlError::TooBig(format!("elements nested deeper than {}", self.limits.max_depth)));
-            }
-            match event {
-                QxEvent::Start(s) => stack.push(element(&s)?),
-                QxEvent::Empty(s) => {
-                    let el = element(&s)?;
-                    match stack.last_mut() {
-                        Some(parent) => parent.children.push(Node::Element(el)),
-                        None => return Ok(Step::Done(Event::Stanza(el), used)),
-                    }
+            base += end;
+        }
+        let mut scanned = base;
+        let step = (|| {
+            let mut r = self.reader(base);
+            loop {
+                let event = match r.read_event() {
+                    Ok(e) => e,
+                    Err(e) => return incomplete_or(e),
+                };
+                let used = base + r.buffer_position() as usize;
+                if used > max_stanza {
+                    return Err(XmlError::TooBig(format!("stanza larger than {max_stanza} bytes")));
                 }
-                QxEvent::End(e) => {
-                    let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-                    match stack.pop() {
-                        Some(el) if el.name != name => {
-                            return Err(XmlError::NotWellFormed(format!("</{name}> closes <{}>", el.name)));
-                        }
-                        Some(el) => match stack.last_mut() {
+                if matches!(event, QxEvent::Start(_) | QxEvent::Empty(_)) && stack.len() >= max_depth {
+                    return Err(XmlError::TooBig(format!("elements nested deeper than {max_depth}")));
+                }
+                match event {
+                    QxEvent::Start(s) => stack.push(element(&s)?),
+                    QxEvent::Empty(s) => {
+                        let el = element(&s)?;
+                        match stack.last_mut() {
                             Some(parent) => parent.children.push(Node::Element(el)),
                             None => return Ok(Step::Done(Event::Stanza(el), used)),
-                        },
-                        // The end of the stream element itself.
-                        None if name == "stream:stream" || name == "stream" => {
-                            return Ok(Step::Done(Event::StreamClose, used));
                         }
-                        None => return Err(XmlError::NotWellFormed(format!("</{name}> closes nothing"))),
+                    }
+                    QxEvent::End(e) => {
+                        let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                        match stack.pop() {
+                            Some(el) if el.name != name => {
+                                return Err(XmlError::NotWellFormed(format!("</{name}> closes <{}>", el.name)));
+                            }
+                            Some(el) => match stack.last_mut() {
+                                Some(parent) => parent.children.push(Node::Element(el)),
+                                None => return Ok(Step::Done(Event::Stanza(el), used)),
+                            },
+                            // The end of the stream element itself.
+                            None if name == "stream:stream" || name == "stream" => {
+                                return Ok(Step::Done(Event::StreamClose, used));
+                            }
+                            None => return Err(XmlError::NotWellFormed(format!("</{name}> closes nothing"))),
+                        }
+                    }
+                    // Text running to the end of what arrived may be cut mid-character: wait.
+                    QxEvent::Text(_) if used == buffered => return Ok(Step::More),
+                    QxEvent::Text(t) => {
+                        let text = t.decode().map_err(|e| XmlError::NotWellFormed(format!("bad text: {e}")))?;
+                        match stack.last_mut() {
+                            Some(parent) => push_text(parent, &text),
+                            None if text.trim().is_empty() => return Ok(Step::Skip(used)),
+                            None => return Err(XmlError::NotWellFormed("text outside a stanza".into())),
+                        }
+                    }
+                    QxEvent::CData(c) => {
+                        let text = c.decode().map_err(|e| XmlError::NotWellFormed(format!("bad CDATA: {e}")))?;
+                        match stack.last_mut() {
+                            Some(parent) => push_text(parent, &text),
+                            None => return Err(XmlError::NotWellFormed("CDATA outside a stanza".into())),
+                        }
+                    }
+                    QxEvent::GeneralRef(g) => {
+                        let c = entity(&g)?;
+                        match stack.last_mut() {
+                            Some(parent) => push_text(parent, c.encode_utf8(&mut [0; 4])),
+                            None => return Err(XmlError::NotWellFormed("text outside a stanza".into())),
+                        }
+                    }
+                    QxEvent::Eof => return Ok(Step::More),
+                    other => {
+                        return Err(
+                            forbidden(&other).unwrap_or_else(|| XmlError::Restricted("unexpected markup".into()))
+                        )
                     }
                 }
-                // Text running to the end of what arrived may be cut mid-character: wait.
-                QxEvent::Text(_) if used == self.buf.len() => return Ok(Step::More),
-                QxEvent::Text(t) => {
-                    let text = t.decode().map_err(|e| XmlError::NotWellFormed(format!("bad text: {e}")))?;
-                    match stack.last_mut() {
-                        Some(parent) => push_text(parent, &text),
-                        None if text.trim().is_empty() => return Ok(Step::Skip(used)),
-                        None => return Err(XmlError::NotWellFormed("text outside a stanza".into())),
-                    }
-                }
-                QxEvent::CData(c) => {
-                    let text = c.decode().map_err(|e| XmlError::NotWellFormed(format!("bad CDATA: {e}")))?;
-                    match stack.last_mut() {
-                        Some(parent) => push_text(parent, &text),
-                        None => return Err(XmlError::NotWellFormed("CDATA outside a stanza".into())),
-                    }
-                }
-                QxEvent::GeneralRef(g) => {
-                    let c = entity(&g)?;
-                    match stack.last_mut() {
-                        Some(parent) => push_text(parent, c.encode_utf8(&mut [0; 4])),
-                        None => return Err(XmlError::NotWellFormed("text outside a stanza".into())),
-                    }
-                }
-                QxEvent::Eof => return Ok(Step::More),
-                other => {
-                    return Err(forbidden(&other).unwrap_or_else(|| XmlError::Restricted("unexpected markup".into())))
-                }
+                // A complete event, folded into the stanza: never parsed again.
+                scanned = used;
             }
+        })();
+        if matches!(step, Ok(Step::More)) {
+            self.partial = stack;
+            self.scanned = scanned;
         }
+        step
     }
 }
 
@@ -501,6 +552,25 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    #[test]
+    fn a_stanza_arriving_in_pieces_is_parsed_once() {
+        let mut p = StreamParser::new(Limits::default());
+        p.feed(format!("{HEADER}<message to='b@x'><body>").as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(Event::StreamOpen(_)))));
+        assert_eq!(p.next_event(), Ok(None));
+        let before = p.scanned;
+        assert!(before > 0, "the open elements are kept, not parsed again");
+        p.feed("x".repeat(1000).as_bytes());
+        p.feed(b"</body><thread>t</thread>");
+        assert_eq!(p.next_event(), Ok(None));
+        assert!(p.scanned >= before + 1000, "only what is new is read");
+        p.feed(b"</message>");
+        let Ok(Some(Event::Stanza(m))) = p.next_event() else { panic!("a whole stanza") };
+        assert_eq!(m.child("body").unwrap().text().len(), 1000);
+        assert_eq!(m.child("thread").unwrap().text(), "t");
+        assert_eq!((p.scanned, p.buffered()), (0, 0));
     }
 
     #[test]

@@ -26,7 +26,7 @@ struct Args {
     /// Admin gRPC listener [default: 127.0.0.1:7402]. Keep it off public interfaces.
     #[arg(long, env = "TELEX_ADMIN_ADDR")]
     admin_addr: Option<SocketAddr>,
-    /// HTTP listener for /healthz, /readyz, /metrics [default: 127.0.0.1:7480].
+    /// HTTP listener for /healthz, /readyz, /metrics, /xmpp-websocket [default: 127.0.0.1:7480].
     #[arg(long, env = "TELEX_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// XMPP c2s listener, STARTTLS [default: 127.0.0.1:5222].
