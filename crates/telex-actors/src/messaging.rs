@@ -230,7 +230,7 @@ impl Messaging {
         let head = self.ledger.head(owner)?;
         let (after, before) = self.position_bounds(owner, q, head)?;
         let last = if before == 0 { head } else { head.min(before.saturating_sub(1)) };
-        let first = after + 1;
+        let Some(first) = after.checked_add(1) else { return Ok(Vec::new()) };
         if first > last {
             return Ok(Vec::new());
         }

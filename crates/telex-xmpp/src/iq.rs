@@ -242,7 +242,7 @@ pub fn mam_result(me: &str, archive: &str, queryid: &str, m: &Archived<'_>) -> E
     let inner = el(
         "message",
         &[("xmlns", ns::CLIENT), ("from", &m.from), ("to", m.to), ("id", m.client_id), ("type", "chat")],
-        std::iter::once(text_el("body", m.body)).chain(crate::stanza::extras(m.extras)).collect(),
+        std::iter::once(text_el("body", m.body)).chain(crate::xml::extras(m.extras)).collect(),
     );
     let delay = el("delay", &[("xmlns", ns::DELAY), ("stamp", &format_time(m.sent_at_ms))], vec![]);
     let forwarded = el("forwarded", &[("xmlns", ns::FORWARD)], vec![Node::Element(delay), Node::Element(inner)]);

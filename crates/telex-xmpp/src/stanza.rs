@@ -11,7 +11,7 @@ use telex_types::UserJid;
 use crate::errors::stanza_error;
 use crate::iq::{format_time, request, Request};
 use crate::ns;
-use crate::xml::{el, parse_element, text_el, xml_of, Element, Node};
+use crate::xml::{el, extras, parse_element, text_el, xml_of, Element, Node};
 
 /// What a stanza from the client asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,14 +97,6 @@ fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
     }
     let send = SendMessage { client_id, to: bare(to).to_string(), to_device: resource(to).to_string(), body, extras };
     Inbound::Frame(ClientFrame::Send(send))
-}
-
-/// The stored extension elements of a message, as children (nothing if they do not parse).
-pub fn extras(xml: &str) -> Vec<Node> {
-    if xml.is_empty() {
-        return Vec::new();
-    }
-    parse_element(&format!("<x>{xml}</x>")).map(|x| x.children).unwrap_or_default()
 }
 
 /// The namespaces of what passes through as a signal (not stored): chat states (XEP-0085),

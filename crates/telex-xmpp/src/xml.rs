@@ -476,6 +476,15 @@ fn element(s: &BytesStart<'_>) -> Result<Element, XmlError> {
     Ok(Element { name, attrs, children: Vec::new() })
 }
 
+/// Stored extension elements (serialized XML, a sequence of elements) as children; nothing if
+/// they do not parse.
+pub fn extras(xml: &str) -> Vec<Node> {
+    if xml.is_empty() {
+        return Vec::new();
+    }
+    parse_element(&format!("<x>{xml}</x>")).map(|x| x.children).unwrap_or_default()
+}
+
 /// Builds an element; attributes with empty values are left out.
 pub fn el(name: &str, attrs: &[(&str, &str)], children: Vec<Node>) -> Element {
     let attrs = attrs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -219,6 +219,8 @@ impl Xmpp {
             Some(_) => self.resumable.take(previd, jid).await,
             None => None,
         };
+        // Its unacknowledged stanzas were written for the transport it was on.
+        let taken = taken.filter(|s| s.websocket == wire.is_websocket());
         let Some(mut s) = taken else {
             metrics::counter!("telex_xmpp_resumptions_total", "outcome" => "failed").increment(1);
             wire.send(&sm_failed("item-not-found", None));

@@ -41,7 +41,7 @@ pub struct Session {
     /// The device session in the core.
     pub(crate) device: telex_session::Session,
     /// The connection is a WebSocket (stanzas are written as whole documents).
-    websocket: bool,
+    pub(crate) websocket: bool,
     /// The message being stored: XMPP processes a client's stanzas in order (RFC 6120 §10.1),
     /// so the next one waits in `next_send` (and the client is not read) until it commits.
     sending: Option<(SendMessage, u32)>,
