@@ -165,13 +165,22 @@ impl UserActor {
                 let _ = reply.send(self.attach(device, tx, kill, hold));
             }
             Cmd::Detach { device, id } => {
-                if let Some(s) = self.sessions.remove_entry(&device).filter(|(_, s)| s.id == id).map(|(_, s)| s) {
-                    self.persist(&device, &s.cursor, true);
+                // Only this attachment: a newer session of the same device stays.
+                if self.sessions.get(&device).is_some_and(|s| s.id == id) {
+                    if let Some(s) = self.sessions.remove(&device) {
+                        self.persist(&device, &s.cursor, true);
+                    }
                     self.device_gone(&device);
                 }
             }
             Cmd::Ack { device, id, position } => {
                 let Some(s) = self.sessions.get_mut(&device).filter(|s| s.id == id) else { return };
+                // A device that re-attached (its actor moved) may acknowledge what the previous
+                // attachment sent it, beyond what this one has sent: it has it, as long as the
+                // archive does.
+                if position > s.cursor.sent() && position <= self.ledger.head(&self.user).unwrap_or(0) {
+                    s.cursor.mark_sent(position);
+                }
                 if let Err(e) = s.cursor.ack(position) {
                     self.kill(&device, CutOff::Protocol(format!("invalid acknowledgement: {e:?}")));
                     return;

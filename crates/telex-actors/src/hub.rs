@@ -115,8 +115,8 @@ impl Hub {
         *self.closing.borrow()
     }
 
-    /// Ends every session of the users `which` selects with `why` (their actor moved: the
-    /// sessions attach again where it lives now).
+    /// Ends every session of the users `which` selects: their actor moved (the sessions attach
+    /// again where it lives now).
     pub async fn moved(&self, which: impl Fn(&UserJid) -> bool) -> usize {
         let devices: Vec<(UserJid, String)> =
             self.sessions.iter().map(|s| s.key().clone()).filter(|(u, _)| which(u)).collect();

@@ -61,7 +61,7 @@ impl Default for Limits {
 }
 
 const MAX_CLIENT_ID: usize = 128;
-const MAX_DEVICE: usize = 1023;
+use telex_types::session::MAX_DEVICE_BYTES as MAX_DEVICE;
 const MAX_PAGE: usize = 500;
 /// Largest signal payload.
 pub const MAX_SIGNAL_BYTES: usize = 4096;
@@ -243,7 +243,9 @@ impl Messaging {
             self.scan(owner, first, last, &page, &in_time, &mut out)?;
             return Ok(out);
         };
-        let with_peer = |m: &ArchivedMessage| in_time(m) && (&m.from == peer || &m.to == peer);
+        // The message's other party, as the peer index files it.
+        let other = |m: &ArchivedMessage| if &m.to == owner { m.from.clone() } else { m.to.clone() };
+        let with_peer = |m: &ArchivedMessage| in_time(m) && &other(m) == peer;
         // Entries older than the peer index are scanned; the rest come from the index.
         let start = self.ledger.peer_index_start(owner)?.max(1);
         let (old_last, new_first) = (last.min(start - 1), first.max(start));

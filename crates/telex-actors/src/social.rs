@@ -181,7 +181,16 @@ impl UserActor {
                             presence: None,
                         });
                     }
-                } else if self.item(&jid).is_some_and(|i| i.subscription.has_from()) {
+                } else {
+                    // Visible again where the subscription says so, both ways.
+                    if self.item(&jid).is_some_and(|i| i.subscription.has_to()) {
+                        for (device, p) in self.hub.devices_of(&jid) {
+                            let frame = ServerFrame::Presence { from: jid.clone(), device, presence: Some(p) };
+                            self.push_available(|| frame.clone());
+                        }
+                    }
+                }
+                if !block && self.item(&jid).is_some_and(|i| i.subscription.has_from()) {
                     for (device, state) in &self.devices {
                         let change = PresenceChange {
                             to: jid.clone(),

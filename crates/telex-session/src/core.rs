@@ -11,8 +11,7 @@ use telex_types::{Domain, ErrorCode, TelexError, UserJid};
 use crate::ports::{Directory, Home, Remote};
 use crate::session::{Link, Session};
 
-/// Longest device (resource) name.
-pub const MAX_DEVICE_BYTES: usize = 256;
+pub use telex_types::session::MAX_DEVICE_BYTES;
 
 /// How long opening or re-attaching a session waits for the user's shard to have a reachable
 /// leader before it gives up.

@@ -33,7 +33,10 @@ const MAX_EMPTY_ATTACHMENTS: usize = 20;
 /// Pause before attaching again, so a flapping leadership does not spin.
 const REATTACH_PAUSE: Duration = Duration::from_millis(20);
 
-type Work = FuturesUnordered<BoxFuture<'static, Option<ServerFrame>>>;
+/// Sends and signals accepted from the device: tasks of their own, so one the server accepted
+/// completes even if the device goes away before its answer (a message is then stored, or
+/// not, exactly as if the answer had been read).
+type Work = FuturesUnordered<tokio::task::JoinHandle<Option<ServerFrame>>>;
 type Reservation = BoxFuture<'static, Option<mpsc::OwnedPermit<ClientFrame>>>;
 
 // The local attachment is the common case: kept inline rather than boxed.
@@ -70,6 +73,26 @@ impl Link {
             check,
             closing: None,
         }))
+    }
+}
+
+impl Drop for RemoteAttachment {
+    /// Frames the device sent that have not reached the remote node yet (an unavailable to the
+    /// entities it sent directed presence to, say) still go, then the stream ends.
+    fn drop(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let (up, pending) = (self.up.clone(), std::mem::take(&mut self.pending));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for f in pending {
+                    if up.send(f).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -188,7 +211,7 @@ impl Session {
                     let (messaging, jid, device) =
                         (self.core.messaging().clone(), self.jid.clone(), self.device.clone());
                     let client_id = m.client_id.clone();
-                    self.work.get_or_insert_with(Work::new).push(Box::pin(async move {
+                    self.work.get_or_insert_with(Work::new).push(tokio::spawn(async move {
                         let result = messaging.send(&jid, &device, m).await;
                         Some(ServerFrame::Sent { client_id, result })
                     }));
@@ -196,7 +219,7 @@ impl Session {
                 ClientFrame::Signal { to, payload } => {
                     let (messaging, jid, device) =
                         (self.core.messaging().clone(), self.jid.clone(), self.device.clone());
-                    self.work.get_or_insert_with(Work::new).push(Box::pin(async move {
+                    self.work.get_or_insert_with(Work::new).push(tokio::spawn(async move {
                         // Best effort, no answer: a refused signal is only logged.
                         if let Err(r) = messaging.signal(&jid, &device, &to, payload).await {
                             tracing::debug!(user = %jid, error = %r.error, "signal dropped");
@@ -232,8 +255,10 @@ impl Session {
         }
         if let Some(work) = self.work.as_mut().filter(|w| !w.is_empty()) {
             while let Poll::Ready(Some(done)) = work.poll_next_unpin(cx) {
-                if let Some(f) = done {
-                    return Poll::Ready(Some(Ok(f)));
+                match done {
+                    Ok(Some(f)) => return Poll::Ready(Some(Ok(f))),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(user = %self.jid, error = %e, "a send task failed"),
                 }
             }
         }
@@ -278,19 +303,20 @@ impl Session {
                     if closing.poll_unpin(cx).is_ready() {
                         return self.end(CutOff::ShuttingDown);
                     }
-                    if r.check.poll_tick(cx).is_ready() {
-                        let node = r.node;
-                        let moved = match self.core.0.remote.home(&self.jid) {
+                    // Every ready tick is taken, so the timer's waker stays registered.
+                    let mut moved = false;
+                    while r.check.poll_tick(cx).is_ready() {
+                        moved |= match self.core.0.remote.home(&self.jid) {
                             Home::Here => true,
-                            Home::Node(n) => n != node,
+                            Home::Node(n) => n != r.node,
                             Home::Unknown => false,
                         };
-                        if moved {
-                            if let Some(end) = self.moved() {
-                                return end;
-                            }
-                            continue;
+                    }
+                    if moved {
+                        if let Some(end) = self.moved() {
+                            return end;
                         }
+                        continue;
                     }
                     let Link::Remote(r) = &mut self.link else { continue };
                     match r.down.poll_next_unpin(cx) {

@@ -129,6 +129,13 @@ async fn a_second_session_of_a_device_replaces_the_first() {
         }
     }
     assert!(first.next().await.is_none(), "nothing after the reason");
+    // The old one going away does not take the new one with it.
+    drop(first);
+    let mut second = _second;
+    let mut bob = core.open(jid("bob@x.example"), "phone", false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    sent(&mut bob, send("alice@x.example", "", "after")).await.unwrap();
+    assert_eq!(message(&mut second).await.1, "body after");
 }
 
 #[tokio::test]

@@ -105,3 +105,36 @@ fn aioxmpp_inactive_client_gets_messages_but_not_presence() {
     assert_ok(&node, "csi");
     assert_eq!(http_get(node.addrs.http, "/healthz").map(|(c, _)| c), Some(200));
 }
+
+/// go-sendxmpp (Debian's package), a Go client: installed on first use.
+fn go_sendxmpp() -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/go-sendxmpp.sh");
+    let out = Command::new(script).stderr(Stdio::inherit()).output().expect("run go-sendxmpp.sh");
+    assert!(out.status.success(), "installing go-sendxmpp failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn go_sendxmpp_logs_in_over_starttls_and_its_message_is_stored() {
+    let (_tmp, node) = node();
+    let server = format!("127.0.0.1:{}", node.addrs.xmpp.port());
+    let mut child = Command::new(go_sendxmpp())
+        .args(["-u", "alice@localhost", "-p", "pw", "-j", &server, "-n", "--timeout", "20", "bob@localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start go-sendxmpp");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello from go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "go-sendxmpp failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        tail(&node.log_text(), 30)
+    );
+    let history = node.cli(&["history", "--user", "bob@localhost", "--password", "pw", "--with", "alice@localhost"]);
+    assert!(history.success().contains("hello from go"), "go-sendxmpp's message is in bob's archive");
+}

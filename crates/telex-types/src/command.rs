@@ -196,6 +196,7 @@ impl From<CommandV1> for Command {
 /// The outcome of applying one command. A refusal is a normal, replicated outcome (for example
 /// "already exists"), not a storage failure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub enum Response {
     Done,
     /// How many records the command changed (revocations).
@@ -208,6 +209,20 @@ pub enum Response {
     },
     /// The responses to a `Command::Batch`, in order.
     Batch(Vec<Response>),
+}
+
+impl Serialize for Response {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Response::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Response {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Batches nest like commands' (a peer's reply is decoded here).
+        crate::wire::nested(|| Response::deserialize(d))
+            .ok_or_else(|| serde::de::Error::custom("responses nested too deeply"))?
+    }
 }
 
 impl Response {

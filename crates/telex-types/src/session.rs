@@ -10,6 +10,9 @@ use crate::records::ArchivedMessage;
 use crate::roster::RosterItem;
 use crate::{ErrorCode, TelexError, UserJid};
 
+/// Longest device (resource) name.
+pub const MAX_DEVICE_BYTES: usize = 256;
+
 /// A message a device asks to store and deliver.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SendMessage {

@@ -120,6 +120,12 @@ mod tests {
             bytes.extend_from_slice(&1u64.to_le_bytes());
         }
         assert!(decode::<Command>(&bytes).is_err());
+        let mut reply = vec![VERSION];
+        for _ in 0..100_000 {
+            reply.extend_from_slice(&4u32.to_le_bytes());
+            reply.extend_from_slice(&1u64.to_le_bytes());
+        }
+        assert!(decode::<crate::Response>(&reply).is_err(), "replies nest no deeper");
     }
 
     #[test]

@@ -125,7 +125,7 @@ impl Outbound {
             if (h.wrapping_sub(*n) as i32) < 0 {
                 break;
             }
-            position = p.or(position);
+            position = position.max(*p);
             if let Some((_, Some(s), _)) = self.unacked.pop_front() {
                 self.bytes -= s.len();
             }

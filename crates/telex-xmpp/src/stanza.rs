@@ -279,7 +279,9 @@ pub fn outbound(frame: ServerFrame, v: &Viewer<'_>) -> Option<Element> {
             let bare = v.user.to_string();
             // RFC 6121 §8.5.2.1.1: the server does not rewrite 'to'.
             let addressed = full(&m.to, &m.to_device);
-            if &m.from != v.user {
+            let sending_device = v.me == full(&m.from, &m.from_device);
+            // Someone else's message, or one to yourself on a device other than the sender.
+            if &m.from != v.user || (&m.to == v.user && !sending_device) {
                 let delay = (m.sent_at < v.offline_before_ms).then_some(v.domain);
                 let message = chat(&m, &addressed, Some(&bare), delay);
                 if !for_other_device {
@@ -289,7 +291,7 @@ pub fn outbound(frame: ServerFrame, v: &Viewer<'_>) -> Option<Element> {
                 return v.carbons.then(|| carbon("received", message, v));
             }
             // The user's own message: the device that sent it has it; the others may see a copy.
-            if !v.carbons || v.me == full(&m.from, &m.from_device) {
+            if !v.carbons || sending_device {
                 return None;
             }
             Some(carbon("sent", chat(&m, &addressed, Some(&bare), None), v))
@@ -515,6 +517,12 @@ mod tests {
         let carbon = outbound(frame(&own), &viewer(&alice, "alice@x/phone", true)).unwrap();
         let copy = carbon.child("sent").unwrap().child("forwarded").unwrap().child("message").unwrap();
         assert_eq!((copy.attr("from"), copy.attr("to")), (Some("alice@x/laptop"), Some("bob@x")));
+
+        // A message to yourself reaches your other devices as a message (not a copy).
+        let note = message("alice@x", "laptop", "alice@x", "", 500);
+        let to_self = outbound(frame(&note), &viewer(&alice, "alice@x/phone", true)).unwrap();
+        assert!(to_self.child("body").is_some() && to_self.child("sent").is_none(), "{to_self:?}");
+        assert_eq!(outbound(frame(&note), &viewer(&alice, "alice@x/laptop", true)), None, "the sender has it");
 
         // A message to bob's desk: bob's phone sees it only as a received carbon.
         let to_desk = message("alice@x", "laptop", "bob@x", "desk", 500);

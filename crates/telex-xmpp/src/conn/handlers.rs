@@ -99,7 +99,13 @@ impl Xmpp {
             }
             "enable" => wire.send(&sm_failed("unexpected-request", Some(s.inbound.h()))),
             // Answered once everything read before it is handled (stored, for messages).
-            "r" if s.sm => s.acks_due.push_back(s.inbound.received()),
+            "r" if s.sm => {
+                // Repeated `<r/>`s while the same stanzas wait share one answer.
+                let due = s.inbound.received();
+                if s.acks_due.back() != Some(&due) {
+                    s.acks_due.push_back(due);
+                }
+            }
             "a" if s.sm => {
                 let h = e.attr("h").and_then(|h| h.parse::<u32>().ok()).unwrap_or(0);
                 s.client_acked(h)?;

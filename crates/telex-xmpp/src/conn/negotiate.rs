@@ -234,7 +234,7 @@ impl Xmpp {
         for stanza in s.outbound.unacked_stanzas() {
             wire.send_text(stanza);
         }
-        s.resumed();
+        s.resumed(wire);
         wire.flush().await?;
         tracing::info!(user = %jid, full = %s.full, "XMPP session resumed");
         Ok(Some(s))

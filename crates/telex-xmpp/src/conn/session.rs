@@ -214,11 +214,9 @@ impl Session {
             match &frame {
                 // The latest presence of each contact device waits for the client to be active
                 // (as many as `MAX_HELD`; past that, presence goes out as it comes).
-                ServerFrame::Presence { .. } if self.held.len() < MAX_HELD => {
-                    if let Some(p) = stanza::outbound(frame, &self.viewer()) {
-                        self.hold(p);
-                    }
-                    return Ok(None);
+                ServerFrame::Presence { .. } => {
+                    let Some(p) = stanza::outbound(frame, &self.viewer()) else { return Ok(None) };
+                    return Ok(self.hold(p).map(|p| self.record(&p, None)));
                 }
                 ServerFrame::Signal { payload, .. } if stanza::is_chat_state_only(payload) => return Ok(None),
                 _ => {}
@@ -246,11 +244,19 @@ impl Session {
     }
 
     /// Keeps a presence stanza while the client is inactive, replacing an older one from the
-    /// same device.
-    fn hold(&mut self, p: Element) {
+    /// same device; gives it back when it cannot be held (too many devices held already), to
+    /// go out now.
+    fn hold(&mut self, p: Element) -> Option<Element> {
         let from = p.attr("from").unwrap_or_default().to_string();
-        self.held.retain(|(f, _)| f != &from);
+        if let Some(slot) = self.held.iter_mut().find(|(f, _)| f == &from) {
+            slot.1 = p;
+            return None;
+        }
+        if self.held.len() >= MAX_HELD {
+            return Some(p);
+        }
         self.held.push((from, p));
+        None
     }
 
     /// The client became active again: what was held goes out, in order.
@@ -276,11 +282,14 @@ impl Session {
         Ok(())
     }
 
-    /// A resumed session on a new connection: nothing of ours is awaiting an answer.
-    pub(crate) fn resumed(&mut self) {
+    /// A resumed session on a new connection: nothing of ours is awaiting an answer, the old
+    /// stream's `<r/>`s died with it, and (XEP-0352 §5.2) the stream starts active, so what was
+    /// held goes out.
+    pub(crate) fn resumed(&mut self, wire: &mut Wire) {
         self.requested = false;
-        // XEP-0352 §5.2: a resumed stream starts active.
+        self.acks_due.clear();
         self.inactive = false;
+        self.flush_held(wire);
     }
 
     /// Tells every entity that got directed presence that this device is unavailable.
