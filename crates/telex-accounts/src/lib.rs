@@ -379,11 +379,6 @@ pub fn device_name(device: &str) -> Result<String, TelexError> {
         use rand::Rng;
         return Ok(format!("telex-{:08x}", rand::thread_rng().gen::<u32>()));
     }
-    if device.len() > MAX_DEVICE_BYTES {
-        return Err(TelexError::invalid(format!("device name longer than {MAX_DEVICE_BYTES} bytes")));
-    }
-    if device.chars().any(|c| c.is_control()) {
-        return Err(TelexError::invalid("device name contains control characters"));
-    }
+    telex_types::session::check_device(device)?;
     Ok(device.to_string())
 }

@@ -56,21 +56,10 @@ mod tests {
 
     #[test]
     fn codes_round_trip_through_status() {
-        use ErrorCode::*;
-        for c in [
-            InvalidArgument,
-            NotFound,
-            AlreadyExists,
-            Unauthenticated,
-            PermissionDenied,
-            ResourceExhausted,
-            FailedPrecondition,
-            Unavailable,
-            Internal,
-        ] {
+        for c in ErrorCode::ALL {
             assert_eq!(to_error(&to_status(TelexError::new(c, "m"))).code, c);
         }
-        assert_eq!(to_error(&Status::cancelled("gone")).code, Unavailable);
+        assert_eq!(to_error(&Status::cancelled("gone")).code, ErrorCode::Unavailable);
         assert_eq!(cutoff_status(&CutOff::Moved).code(), Code::Unavailable);
         assert_eq!(cutoff_status(&CutOff::Replaced).code(), Code::AlreadyExists);
         assert!(cutoff_status(&CutOff::Kicked).message().contains("administrator"));

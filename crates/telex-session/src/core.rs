@@ -27,18 +27,13 @@ pub(crate) struct Inner {
     pub(crate) remote: Arc<dyn Remote>,
 }
 
-/// A valid device name, or a fresh one when none is given.
+/// A valid device name, or a fresh one when none is given (XMPP clients may bind without one).
 pub fn device_name(device: &str) -> Result<String, TelexError> {
     if device.is_empty() {
         use rand::Rng;
         return Ok(format!("telex-{:08x}", rand::thread_rng().gen::<u32>()));
     }
-    if device.len() > MAX_DEVICE_BYTES {
-        return Err(TelexError::invalid(format!("device name longer than {MAX_DEVICE_BYTES} bytes")));
-    }
-    if device.chars().any(|c| c.is_control()) {
-        return Err(TelexError::invalid("device name contains control characters"));
-    }
+    telex_types::session::check_device(device)?;
     Ok(device.to_string())
 }
 

@@ -19,12 +19,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn retryable(self) -> bool {
-        matches!(self, ErrorCode::Unavailable | ErrorCode::ResourceExhausted)
-    }
-
-    /// The code named by `as_str`.
-    pub fn parse(s: &str) -> Option<ErrorCode> {
+    /// Every code, in a fixed order (`parse` and the pinned encodings rely on it: a new code
+    /// goes here too).
+    pub const ALL: [ErrorCode; 9] = {
         use ErrorCode::*;
         [
             InvalidArgument,
@@ -37,8 +34,15 @@ impl ErrorCode {
             Unavailable,
             Internal,
         ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+    };
+
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorCode::Unavailable | ErrorCode::ResourceExhausted)
+    }
+
+    /// The code named by `as_str`.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {

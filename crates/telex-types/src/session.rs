@@ -13,6 +13,17 @@ use crate::{ErrorCode, TelexError, UserJid};
 /// Longest device (resource) name.
 pub const MAX_DEVICE_BYTES: usize = 256;
 
+/// Checks a device (resource) name a client gave: not too long, no control characters.
+pub fn check_device(device: &str) -> Result<(), TelexError> {
+    if device.len() > MAX_DEVICE_BYTES {
+        return Err(TelexError::invalid(format!("device name longer than {MAX_DEVICE_BYTES} bytes")));
+    }
+    if device.chars().any(|c| c.is_control()) {
+        return Err(TelexError::invalid("device name contains control characters"));
+    }
+    Ok(())
+}
+
 /// A message a device asks to store and deliver.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SendMessage {

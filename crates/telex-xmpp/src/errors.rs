@@ -70,18 +70,7 @@ mod tests {
 
     #[test]
     fn every_code_has_a_condition_and_retryable_ones_say_wait() {
-        use ErrorCode::*;
-        for c in [
-            InvalidArgument,
-            NotFound,
-            AlreadyExists,
-            Unauthenticated,
-            PermissionDenied,
-            ResourceExhausted,
-            FailedPrecondition,
-            Unavailable,
-            Internal,
-        ] {
+        for c in ErrorCode::ALL {
             let (condition, kind) = condition(c);
             assert!(!condition.is_empty());
             assert_eq!(kind == "wait", c.retryable(), "{c:?}");

@@ -4,11 +4,14 @@
 //! link RocksDB). Nothing panics, and the session answers or ends with a reason.
 #![no_main]
 
-use std::sync::Once;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::abort_on_panic;
 use prost::Message;
 use telex_proto::v1 as pb;
 use telex_session::memory::Memory;
@@ -21,17 +24,6 @@ mod status;
 #[path = "../../../telex-api/src/stream.rs"]
 #[allow(dead_code)]
 mod stream;
-
-fn abort_on_panic() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            default(info);
-            std::process::abort();
-        }));
-    });
-}
 
 /// Splits the input into frames: a length byte, then that many bytes of protobuf.
 fn frames(mut input: &[u8]) -> Vec<Result<pb::ClientFrame, tonic::Status>> {

@@ -6,11 +6,14 @@
 //! always followed by the server's closing tag.
 #![no_main]
 
-use std::sync::Once;
 use std::time::Duration;
 
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "common.rs"]
+mod common;
+use common::abort_on_panic;
 use telex_session::memory::Memory;
 use telex_session::Limits;
 use telex_types::UserJid;
@@ -21,18 +24,6 @@ const OPEN: &str = "<?xml version='1.0'?><stream:stream to='localhost' version='
 /// Most bytes the server may write for one input (its stanzas are bounded, and so is what one
 /// input can make it write).
 const MAX_OUTPUT: usize = 8 << 20;
-
-fn abort_on_panic() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // A panic in any task (the connection's, an actor's) is a finding, not a lost task.
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            default(info);
-            std::process::abort();
-        }));
-    });
-}
 
 async fn session(input: &[u8]) {
     let memory = Memory::default();
