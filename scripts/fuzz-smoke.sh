@@ -25,7 +25,12 @@ trap 'rm -rf "$work"' EXIT
 for target in xml_stream xmpp_session client_frames; do
   mkdir -p "$work/$target"
   cp corpus/"$target"/* "$work/$target/"
-  cargo +nightly fuzz run "$target" "$work/$target" -- -max_total_time="$secs" -max_len=8192 -rss_limit_mb=2048 2>&1 \
-    | grep -E "^#[0-9]+ +DONE|^Done" | tail -n 2
+  if ! cargo +nightly fuzz run "$target" "$work/$target" -- -max_total_time="$secs" -max_len=8192 \
+    -rss_limit_mb=2048 >"$work/$target.log" 2>&1; then
+    tail -n 60 "$work/$target.log"
+    echo "fuzz smoke: $target FAILED (the input is in crates/telex-xmpp/fuzz/artifacts/$target/)" >&2
+    exit 1
+  fi
+  grep -E "^#[0-9]+ +DONE" "$work/$target.log" | tail -n 1
   echo "fuzz smoke: $target ran ${secs}s without a failure"
 done

@@ -269,6 +269,10 @@ impl StreamParser {
             Err(e) => return incomplete_or(e),
         };
         let used = r.buffer_position() as usize;
+        // The same limit whether the bytes came at once or in pieces (found by the fuzz target).
+        if used > self.limits.max_stanza {
+            return Err(XmlError::TooBig(format!("stream header larger than {} bytes", self.limits.max_stanza)));
+        }
         match event {
             QxEvent::Decl(_) if self.at_start => {
                 self.at_start = false;
@@ -561,6 +565,26 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    /// Found by the fuzz target: a processing instruction longer than the limit before the header
+    /// was refused as too big in pieces but as restricted at once.
+    #[test]
+    fn an_oversized_first_event_is_too_big_however_it_arrives() {
+        let limits = Limits { max_stanza: 64, max_depth: 8 };
+        let doc = format!("<?x {}?>{HEADER}", "y".repeat(100));
+        for chunk in [1, 7, doc.len()] {
+            let mut p = StreamParser::new(limits);
+            let mut verdict = None;
+            for piece in doc.as_bytes().chunks(chunk) {
+                p.feed(piece);
+                if let Err(e) = p.next_event() {
+                    verdict = Some(e.condition());
+                    break;
+                }
+            }
+            assert_eq!(verdict, Some("policy-violation"), "chunk {chunk}");
+        }
     }
 
     #[test]
