@@ -4,10 +4,12 @@
 #   xmpp_session   an authenticated XMPP session fed arbitrary stanzas;
 #   client_frames  the native Session stream fed arbitrary protobuf frames.
 # Needs a nightly toolchain and cargo-fuzz; installs cargo-fuzz when missing. Skips, saying why,
-# when no nightly toolchain can be had. `scripts/fuzz-smoke.sh 600` is the long run by hand.
+# when no nightly toolchain can be had. `scripts/fuzz-smoke.sh 600` is the long run by hand;
+# a second argument names the targets to run.
 set -euo pipefail
 cd "$(dirname "$0")/../crates/telex-xmpp/fuzz"
 secs="${1:-20}"
+targets="${2:-xml_stream xmpp_session client_frames}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   if ! rustup toolchain install nightly --profile minimal >/dev/null 2>&1; then
@@ -22,7 +24,7 @@ fi
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/telex-fuzz-target}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for target in xml_stream xmpp_session client_frames; do
+for target in $targets; do
   mkdir -p "$work/$target"
   cp corpus/"$target"/* "$work/$target/"
   if ! cargo +nightly fuzz run "$target" "$work/$target" -- -max_total_time="$secs" -max_len=8192 \
@@ -31,6 +33,6 @@ for target in xml_stream xmpp_session client_frames; do
     echo "fuzz smoke: $target FAILED (the input is in crates/telex-xmpp/fuzz/artifacts/$target/)" >&2
     exit 1
   fi
-  grep -E "^#[0-9]+ +DONE" "$work/$target.log" | tail -n 1
+  grep -E "^Done|DONE" "$work/$target.log" | tail -n 2 || true
   echo "fuzz smoke: $target ran ${secs}s without a failure"
 done
