@@ -121,6 +121,8 @@ pub fn parse_element(xml: &str) -> Option<Element> {
 }
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Bytes allowed before and in the stream header (see `header_limit`).
+const MAX_HEADER_BYTES: usize = 4096;
 
 /// The incremental parser for one stream (restarted after STARTTLS and SASL with `reset`).
 pub struct StreamParser {
@@ -231,14 +233,24 @@ impl StreamParser {
                     self.scanned = 0;
                 }
                 Step::More => {
-                    if self.buf.len() > self.limits.max_stanza {
-                        let what = if self.opened { "stanza" } else { "stream header" };
-                        return Err(XmlError::TooBig(format!("{what} larger than {} bytes", self.limits.max_stanza)));
+                    let (limit, what) = if self.opened {
+                        (self.limits.max_stanza, "stanza")
+                    } else {
+                        (self.header_limit(), "stream header")
+                    };
+                    if self.buf.len() > limit {
+                        return Err(XmlError::TooBig(format!("{what} larger than {limit} bytes")));
                     }
                     return Ok(None);
                 }
             }
         }
+    }
+
+    /// The most bytes before the stream header is complete. Small: what comes before it is
+    /// parsed again from the start on every read, and a header is a few hundred bytes.
+    fn header_limit(&self) -> usize {
+        self.limits.max_stanza.min(MAX_HEADER_BYTES)
     }
 
     /// A reader over the bytes from `from` on.
@@ -270,8 +282,9 @@ impl StreamParser {
         };
         let used = r.buffer_position() as usize;
         // The same limit whether the bytes came at once or in pieces (found by the fuzz target).
-        if used > self.limits.max_stanza {
-            return Err(XmlError::TooBig(format!("stream header larger than {} bytes", self.limits.max_stanza)));
+        let limit = self.header_limit();
+        if used > limit {
+            return Err(XmlError::TooBig(format!("stream header larger than {limit} bytes")));
         }
         match event {
             QxEvent::Decl(_) if self.at_start => {
