@@ -491,12 +491,16 @@ mod tests {
     fn frames_become_stanzas_that_parse_back() {
         let bob = j("bob@x");
         let v = viewer(&bob, "bob@x/phone", false);
-        let m = message("alice@x", "laptop", "bob@x", "", 500);
+        let m = ArchivedMessage {
+            extras: "<request xmlns='urn:xmpp:receipts'/>".into(),
+            ..message("alice@x", "laptop", "bob@x", "", 500)
+        };
         let stanza = outbound(ServerFrame::Message { position: 1, message: m, for_other_device: false }, &v).unwrap();
         let mut xml = String::new();
         to_xml(&stanza, &mut xml);
         let back = parse(&xml);
         assert_eq!((back.attr("from"), back.attr("to")), (Some("alice@x/laptop"), Some("bob@x")), "'to' not rewritten");
+        assert_eq!(back.child("request").and_then(|r| r.attr("xmlns")), Some("urn:xmpp:receipts"), "extras kept");
         assert_eq!(back.child("body").unwrap().text(), "<b>&'\"");
         assert_eq!(back.child("stanza-id").unwrap().attr("id"), Some("s1"));
         assert!(back.child("delay").is_none(), "sent after the session attached");

@@ -111,7 +111,8 @@ impl Default for Limits {
 
 /// Parses one element serialized by this server (a stored vCard), `None` if it is not one.
 pub fn parse_element(xml: &str) -> Option<Element> {
-    let mut p = StreamParser::new(Limits { max_stanza: xml.len() + 1, max_depth: 64 });
+    // Room for the header too: the limit holds for it as well.
+    let mut p = StreamParser::new(Limits { max_stanza: xml.len() + MAX_HEADER_BYTES, max_depth: 64 });
     p.feed(b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>");
     p.feed(xml.as_bytes());
     match (p.next_event(), p.next_event()) {
@@ -680,6 +681,16 @@ mod tests {
         assert_eq!(err.condition(), "not-well-formed", "{err:?}");
         let err = parse_in_chunks("<html>", 2).unwrap_err();
         assert_eq!(err.condition(), "not-well-formed");
+    }
+
+    #[test]
+    fn short_fragments_parse_on_their_own() {
+        // Shorter than the stream header the parser is primed with (a regression: the
+        // header's size limit then refused it and stored extension elements vanished).
+        let kept = extras("<request xmlns='urn:xmpp:receipts'/>");
+        assert!(matches!(kept.as_slice(), [Node::Element(e)] if e.name == "request"), "{kept:?}");
+        assert_eq!(parse_element("<a/>").map(|e| e.name), Some("a".to_string()));
+        assert!(extras("<unclosed>").is_empty());
     }
 
     #[test]
