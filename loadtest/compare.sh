@@ -1,31 +1,52 @@
 #!/usr/bin/env bash
 # Telex side by side with ejabberd and Prosody: the same XMPP scenario against each server on
-# loopback (plain c2s, rate shapers off, the same users), Telex both as one node and as a
-# 3-node cluster. Installs ejabberd and Prosody from Debian's packages when missing (without
-# starting their services); each runs here with its own configuration and data directory.
+# loopback (plain c2s, rate shapers off, the same users). Installs ejabberd and Prosody from
+# Debian's packages when missing (without starting their services); each runs here with its
+# own configuration and data directory.
 #
-#   loadtest/compare.sh [RATE] [DURATION] [SERVERS]
+#   loadtest/compare.sh [--per-core] [RATE] [DURATION] [SERVERS]
 #     RATE      the common rate for latency, CPU and memory (default 1000 msg/s); the rate
 #               ladder for "max sustained" starts there: up by steps while delivery p99 stays
 #               within 50 ms (x1.5, 2, 3, 4, 6, 8, 12, 16, 24), down if it does not (x0.5, 0.25)
-#     DURATION  measured seconds per step (default 10)
-#     SERVERS   comma-separated, of telex,telex-cluster,prosody,ejabberd (default: all); the
-#               table keeps earlier rows of the servers left out
+#     DURATION  measured seconds per run (default 10)
+#     SERVERS   comma-separated, of telex, telex-cluster, prosody, prosody-mam, ejabberd,
+#               ejabberd-mam (the -mam rows archive every message: mod_mam); the table keeps
+#               earlier rows of the servers left out
 #
-# Per server: the chat scenario (1,000 users, 20 contacts each) at RATE, then the ladder; then
-# a login storm.
-# Writes loadtest-compare/<server>-<rate>/ (each run's report) and loadtest-compare/table.md.
+# Whole machine (default): servers and tool share both cores; Telex as one node and as a
+#   3-node cluster; each rung run once; then a login storm. Default servers: telex,
+#   telex-cluster, prosody, ejabberd. Writes loadtest-compare/.
+# --per-core: each server pinned to core 0 (`taskset`), the tool to core 1; each rung run
+#   REPEATS times (default 3) and the median kept; archives of the -mam servers emptied before
+#   each run. Default servers: telex, ejabberd, ejabberd-mam, prosody, prosody-mam. Writes
+#   loadtest-compare/per-core/.
+#
+# Per run: the chat scenario (1,000 users, 20 contacts each). CPU is the server's CPU time
+# (user + system, every thread) over the measured window only (logins, ramp and warm-up
+# excluded), per message delivered in that window. Telex keeps its archives across runs (they
+# only grow, which costs Telex, never helps it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PER_CORE=0
+if [ "${1:-}" = --per-core ]; then PER_CORE=1; shift; fi
 RATE="${1:-1000}"
 DURATION="${2:-10}"
-SERVERS="${3:-telex,telex-cluster,prosody,ejabberd}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/telex-target}"
 BIN="$CARGO_TARGET_DIR/release"
-OUT="$PWD/loadtest-compare"
 USERS=1000
 STORM=5000 # accounts for the login storm (lt0 .. lt4999)
 P99_LIMIT_MS=50
+if [ "$PER_CORE" = 1 ]; then
+  SERVERS="${3:-telex,ejabberd,ejabberd-mam,prosody,prosody-mam}"
+  REPEATS="${REPEATS:-3}"
+  OUT="$PWD/loadtest-compare/per-core"
+  PIN_TOOL=(taskset -c 1)
+else
+  SERVERS="${3:-telex,telex-cluster,prosody,ejabberd}"
+  REPEATS="${REPEATS:-1}"
+  OUT="$PWD/loadtest-compare"
+  PIN_TOOL=()
+fi
 mkdir -p "$OUT"
 # Rows of servers not measured this time are kept, so one server can be measured again.
 if [ -f "$OUT/rows.jsonl" ]; then
@@ -50,8 +71,8 @@ trap cleanup EXIT
 
 sudo=""; if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 missing=()
-command -v prosody >/dev/null 2>&1 || missing+=(prosody)
-command -v ejabberdctl >/dev/null 2>&1 || missing+=(ejabberd)
+[[ "$SERVERS" != *prosody* ]] || command -v prosody >/dev/null 2>&1 || missing+=(prosody)
+[[ "$SERVERS" != *ejabberd* ]] || command -v ejabberdctl >/dev/null 2>&1 || missing+=(ejabberd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}" >&2
   # No service start during the install: each server runs here with its own configuration.
@@ -63,7 +84,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo build --release --bins -q
 
-# The chat scenario for every step: users log in quickly, then a short ramp and warm-up.
+# The chat scenario for every run: users log in quickly, then a short ramp and warm-up.
 cat >"$work/chat.toml" <<TOML
 name = "chat"
 users = $USERS
@@ -74,84 +95,135 @@ warm_up_secs = 2
 duration_secs = $DURATION
 TOML
 
-# CPU seconds (user + system) and RSS (KiB) of a set of processes.
-cpu() { for p in "$@"; do awk '{ print ($14 + $15) / 100 }' "/proc/$p/stat"; done | awk '{ s += $1 } END { printf "%.2f", s }'; }
 rss_kib() { for p in "$@"; do awk '/VmRSS/ { print $2 }' "/proc/$p/status"; done | awk '{ s += $1 } END { print s }'; }
 
-# One step of the ladder: the chat scenario at RATE against NAME at ADDRS; PIDS are the
-# server's processes. Prints the p99 verdict ("ok" or "over"); CPU and memory are recorded.
-step() {
-  local name=$1 addrs=$2 pids_csv=$3 admin=$4 provision=$5 rate=$6
-  local ps; IFS=, read -r -a ps <<<"$pids_csv"
-  local rss0 cpu0 cpu1 rss1 dir="$OUT/$name-$rate"
-  rss0=$(rss_kib "${ps[@]}"); cpu0=$(cpu "${ps[@]}")
-  # Memory is sampled while the users are connected (the tool holds them until it ends).
-  ( peak=0; while true; do r=$(rss_kib "${ps[@]}" 2>/dev/null || echo 0); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$work/$name.peak"; sleep 0.5; done ) &
+# In per-core mode, every thread of the server's processes goes to core 0.
+pin_server() {
+  [ "$PER_CORE" = 1 ] || return 0
+  local p; for p in "$@"; do taskset -a -cp 0 "$p" >/dev/null; done
+}
+
+# One run of the scenario at RATE against the current server (ADDRS, PIDS, ADMIN, PROVISION).
+# Appends a line of figures to $work/runs.jsonl.
+run_once() {
+  local name=$1 rate=$2 i=$3
+  local ps; IFS=, read -r -a ps <<<"$PIDS"
+  local dir="$OUT/$name-$rate-$i" rss0
+  rss0=$(rss_kib "${ps[@]}")
+  # The server's CPU time, sampled with wall-clock stamps, so the measured window is cut out
+  # afterwards; memory peak while the users are connected.
+  "${PIN_TOOL[@]}" python3 - "$work/cpu.samples" "${ps[@]}" <<'PY' &
+import os, sys, time
+tick = os.sysconf("SC_CLK_TCK")
+with open(sys.argv[1], "w") as out:
+    while True:
+        cpu = rss = 0
+        for p in sys.argv[2:]:
+            try:
+                f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+                cpu += (int(f[11]) + int(f[12])) / tick
+                rss += int(f[21]) * os.sysconf("SC_PAGE_SIZE") // 1024
+            except (OSError, IndexError, ValueError):
+                pass
+        out.write(f"{time.time()} {cpu} {rss}\n"); out.flush()
+        time.sleep(0.1)
+PY
   local sampler=$!
-  local args=(run --scenario "$work/chat.toml" --rate "$rate" --server "$addrs" --admin "$admin" --out "$dir")
-  [ -n "$provision" ] && args+=(--provision-command "$provision")
-  if ! "$BIN/telex-loadtest" "${args[@]}" >"$dir.stdout" 2>"$dir.stderr"; then
-    kill "$sampler" 2>/dev/null || true
-    echo "$name at $rate msg/s: run failed:" >&2; tail -5 "$dir.stderr" >&2
-    echo over; return
+  local args=(run --scenario "$work/chat.toml" --rate "$rate" --server "$ADDRS" --admin "$ADMIN" --out "$dir")
+  [ -n "$PROVISION" ] && args+=(--provision-command "$PROVISION")
+  local ok=1
+  if ! "${PIN_TOOL[@]}" "$BIN/telex-loadtest" "${args[@]}" >"$dir.stdout" 2>"$dir.stderr"; then
+    echo "$name at $rate msg/s: run failed:" >&2; tail -5 "$dir.stderr" >&2; ok=0
   fi
-  kill "$sampler" 2>/dev/null || true
-  cpu1=$(cpu "${ps[@]}"); rss1=$(cat "$work/$name.peak" 2>/dev/null || rss_kib "${ps[@]}")
-  python3 - "$dir/result.json" "$name" "$rate" "$rss0" "$rss1" "$cpu0" "$cpu1" "$USERS" "$P99_LIMIT_MS" <<'PY'
+  kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+  [ "$ok" = 1 ] || return 0
+  python3 - "$dir/result.json" "$work/cpu.samples" "$name" "$rate" "$rss0" "$USERS" "$P99_LIMIT_MS" >>"$work/runs.jsonl" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
+samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 3]
+name, rate, rss0, users, limit = sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 s = r["summary"]
-name, rate = sys.argv[2], float(sys.argv[3])
-rss0, rss1, cpu0, cpu1, users, limit = map(float, sys.argv[4:10])
-msgs = s["sent_per_sec"] * float(r["scenario"]["duration_secs"] + r["scenario"]["ramp_up_secs"] + r["scenario"]["warm_up_secs"])
+t0, t1 = r["measured_from_unix_us"] / 1e6, r["measured_to_unix_us"] / 1e6
+def cpu_at(t):  # linear between the samples around t
+    before = [x for x in samples if x[0] <= t][-1:] or samples[:1]
+    after = [x for x in samples if x[0] >= t][:1] or samples[-1:]
+    (ta, ca, _), (tb, cb, _) = before[0], after[0]
+    return ca if tb == ta else ca + (cb - ca) * (t - ta) / (tb - ta)
+window = max(t1 - t0, 1e-9)
+delivered = s["delivered_per_sec"] * window
 errors = sum(s["errors"].values())
-ok = s["delivery_p99_ms"] <= limit and s["delivered_per_sec"] >= 0.95 * rate and errors <= 0.001 * msgs
-row = {"server": name, "rate": rate, "delivered": s["delivered_per_sec"], "p50": s["delivery_p50_ms"],
-       "p99": s["delivery_p99_ms"], "kib_per_user": (rss1 - rss0) / users,
-       "cpu_per_1000": (cpu1 - cpu0) / max(msgs, 1) * 1000, "errors": errors, "ok": ok}
-with open(sys.argv[1].rsplit("/", 2)[0] + "/rows.jsonl", "a") as f:
-    f.write(json.dumps(row) + "\n")
-print("ok" if ok else "over")
+peak = max((x[2] for x in samples), default=rss0)
+print(json.dumps({"server": name, "rate": rate, "delivered": s["delivered_per_sec"], "p50": s["delivery_p50_ms"],
+    "p99": s["delivery_p99_ms"], "kib_per_user": (peak - rss0) / users,
+    "cpu_us_per_msg": (cpu_at(t1) - cpu_at(t0)) / max(delivered, 1) * 1e6,
+    "cpu_cores": (cpu_at(t1) - cpu_at(t0)) / window, "errors": errors,
+    "sent": s["sent_per_sec"] * window}))
 PY
 }
 
-# The ladder, then the login storm, against one server.
+# One rung: REPEATS runs, the median of each figure into rows.jsonl. Prints "ok" or "over".
+step() {
+  local name=$1 rate=$2 i
+  : >"$work/runs.jsonl"
+  for ((i = 1; i <= REPEATS; i++)); do
+    empty_archives "$name"
+    run_once "$name" "$rate" "$i"
+  done
+  python3 - "$work/runs.jsonl" "$OUT/rows.jsonl" "$name" "$rate" "$REPEATS" "$P99_LIMIT_MS" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+name, rate, repeats, limit = sys.argv[3], float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+if len(runs) < repeats:  # a failed run fails the rung
+    runs += [{"delivered": 0, "p50": float("inf"), "p99": float("inf"), "kib_per_user": 0, "cpu_us_per_msg": 0,
+              "cpu_cores": 0, "errors": 1, "sent": 1}] * (repeats - len(runs))
+med = lambda k: statistics.median(r[k] for r in runs)
+row = {k: med(k) for k in ["delivered", "p50", "p99", "kib_per_user", "cpu_us_per_msg", "cpu_cores", "errors", "sent"]}
+row.update(server=name, rate=rate, runs=len(runs), p99_runs=[r["p99"] for r in runs],
+           cpu_runs=[round(r["cpu_us_per_msg"], 1) for r in runs])
+row["ok"] = row["p99"] <= limit and row["delivered"] >= 0.95 * rate and row["errors"] <= 0.001 * row["sent"]
+open(sys.argv[2], "a").write(json.dumps(row) + "\n")
+print("ok" if row["ok"] else "over")
+PY
+}
+
+# The ladder (and, on the whole machine, the login storm) against the current server.
 measure() {
-  local name=$1 addrs=$2 pids_csv=$3 admin=$4 provision=${5:-}
-  local rate verdict
+  local name=$1 rate verdict pct
   # RATE first (the common-rate figures); then up in steps while p99 holds, or down if not.
-  verdict=$(step "$name" "$addrs" "$pids_csv" "$admin" "$provision" "$RATE")
+  verdict=$(step "$name" "$RATE")
   echo "$name: $RATE msg/s -> $verdict" >&2
   if [ "$verdict" = ok ]; then ladder="150 200 300 400 600 800 1200 1600 2400"; else ladder="50 25"; fi
   for pct in $ladder; do
     rate=$((RATE * pct / 100))
-    verdict=$(step "$name" "$addrs" "$pids_csv" "$admin" "$provision" "$rate")
+    verdict=$(step "$name" "$rate")
     echo "$name: $rate msg/s -> $verdict" >&2
     if [ "$pct" -gt 100 ]; then [ "$verdict" = ok ] || break; else [ "$verdict" = ok ] && break; fi
   done
+  [ "$PER_CORE" = 0 ] || return 0
   # Logins per second, offered faster than any server takes them.
-  local args=(run --preset login-storm --server "$addrs" --admin "$admin" --out "$OUT/$name-logins")
-  [ -n "$provision" ] && args+=(--provision-command "$provision")
+  local args=(run --preset login-storm --server "$ADDRS" --admin "$ADMIN" --out "$OUT/$name-logins")
+  [ -n "$PROVISION" ] && args+=(--provision-command "$PROVISION")
   "$BIN/telex-loadtest" "${args[@]}" >/dev/null 2>"$OUT/$name-logins.stderr" || echo "$name: login storm failed" >&2
 }
 
 telex_ready() { until curl -fs "http://$1/readyz" >/dev/null 2>&1; do sleep 0.2; done; }
 
-# --- Telex, one node ---
-if [[ ",$SERVERS," == *,telex,* ]]; then
+# --- Per server: start (setting ADDRS, PIDS, ADMIN, PROVISION), empty its archives, stop ---
+
+start_telex() {
   "$BIN/telexd" --data-dir "$work/telex" --client-addr 127.0.0.1:17500 --node-addr 127.0.0.1:17501 \
     --admin-addr 127.0.0.1:17502 --http-addr 127.0.0.1:17580 --xmpp-addr 127.0.0.1:17522 \
     --xmpp-tls-addr 127.0.0.1:17523 >"$work/telex.log" 2>&1 &
-  pids+=($!); telex=$!
+  pids+=($!); PIDS=$!
+  pin_server "$PIDS"
   telex_ready 127.0.0.1:17580
   # Raise the per-user send limit out of the way, as the other servers' shapers are.
   "$BIN/telex" --admin 127.0.0.1:17502 tenant limits localhost --sends-per-second 100000 >/dev/null
-  measure telex 127.0.0.1:17522 "$telex" 127.0.0.1:17502
-  kill "$telex"; wait "$telex" 2>/dev/null || true
-fi
+  ADDRS=127.0.0.1:17522 ADMIN=127.0.0.1:17502 PROVISION=""
+}
+stop_telex() { kill "$PIDS"; wait "$PIDS" 2>/dev/null || true; }
 
-# --- Telex, 3-node cluster (all three on this machine's two cores) ---
-if [[ ",$SERVERS," == *,telex-cluster,* ]]; then
+start_telex_cluster() {
   export TELEX_CLUSTER_DIR="$work/cluster"
   cluster/local.sh start >/dev/null
   # Every group replicated three ways before measuring.
@@ -160,25 +232,33 @@ import json, sys
 g = json.load(sys.stdin)["groups"]
 sys.exit(0 if all(len(x["voters"]) == 3 and x["leader"] for x in g) else 1)'; do sleep 0.5; done
   "$BIN/telex" --admin 127.0.0.1:7412 tenant limits localhost --sends-per-second 100000 >/dev/null
-  cluster_pids=$(cat "$work/cluster"/n{1,2,3}.pid | paste -sd,)
-  measure telex-cluster 127.0.0.1:7414,127.0.0.1:7424,127.0.0.1:7434 "$cluster_pids" 127.0.0.1:7412
-  cluster/local.sh stop >/dev/null
-  unset TELEX_CLUSTER_DIR
-fi
+  PIDS=$(cat "$work/cluster"/n{1,2,3}.pid | paste -sd,)
+  ADDRS=127.0.0.1:7414,127.0.0.1:7424,127.0.0.1:7434 ADMIN=127.0.0.1:7412 PROVISION=""
+}
+stop_telex_cluster() { cluster/local.sh stop >/dev/null; unset TELEX_CLUSTER_DIR; }
 
-# --- Prosody 0.12 ---
-if [[ ",$SERVERS," == *,prosody,* ]]; then
+# Prosody 0.12; with mod_mam every message is archived (internal file storage, its default).
+prosody_config() {
+  local mam=$1 extra_modules="" archive=""
+  if [ "$mam" = 1 ]; then
+    extra_modules='"mam";'
+    archive='default_archive_policy = true
+archive_expires_after = "never"
+max_archive_query_results = 100'
+  fi
   mkdir -p "$work/prosody/data/localhost/accounts"
-  for ((u = 0; u < STORM; u++)); do
-    printf 'return {\n\t["password"] = "loadtest";\n};\n' >"$work/prosody/data/localhost/accounts/lt$u.dat"
-  done
+  if [ ! -f "$work/prosody/data/localhost/accounts/lt0.dat" ]; then
+    for ((u = 0; u < STORM; u++)); do
+      printf 'return {\n\t["password"] = "loadtest";\n};\n' >"$work/prosody/data/localhost/accounts/lt$u.dat"
+    done
+  fi
   cat >"$work/prosody/prosody.cfg.lua" <<CFG
 run_as_root = true
 daemonize = false
 pidfile = "$work/prosody/prosody.pid"
 data_path = "$work/prosody/data"
 log = { warn = "$work/prosody/prosody.log" }
-modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "smacks"; "carbons"; "offline"; "posix" }
+modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "smacks"; "carbons"; "offline"; "posix"; $extra_modules }
 modules_disabled = { "s2s"; "tls" }
 c2s_ports = { 17622 }
 c2s_interfaces = { "127.0.0.1" }
@@ -189,20 +269,33 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 storage = "internal"
 limits = { c2s = { rate = "1000mb/s"; burst = "10s" } }
+$archive
 VirtualHost "localhost"
 CFG
-  prosody --config "$work/prosody/prosody.cfg.lua" -F >"$work/prosody.out" 2>&1 &
-  pids+=($!); prosody_pid=$!
+}
+launch_prosody() {
+  prosody --config "$work/prosody/prosody.cfg.lua" -F >>"$work/prosody.out" 2>&1 &
+  pids+=($!); PIDS=$!
+  pin_server "$PIDS"
   for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/17622) 2>/dev/null && break; sleep 0.2; done
-  measure prosody 127.0.0.1:17622 "$prosody_pid" none || tail -20 "$work/prosody.out" "$work/prosody/prosody.log"
-  kill "$prosody_pid"; wait "$prosody_pid" 2>/dev/null || true
-fi
+  ADDRS=127.0.0.1:17622 ADMIN=none PROVISION=""
+}
+start_prosody() { prosody_config 0; launch_prosody; }
+start_prosody_mam() { prosody_config 1; launch_prosody; }
+stop_prosody() { kill "$PIDS"; wait "$PIDS" 2>/dev/null || true; }
+stop_prosody_mam() { stop_prosody; }
 
-# --- ejabberd 23.01 ---
-if [[ ",$SERVERS," == *,ejabberd,* ]]; then
+# ejabberd 23.01; with mod_mam every message is archived (in mnesia, its default store).
+start_ejabberd_as() {
+  local mam=$1
   ej="$work/ejabberd"
+  rm -rf "$ej"
   mkdir -p "$ej/spool" "$ej/logs"
   cp /etc/ejabberd/inetrc "$ej/"
+  local archive=""
+  [ "$mam" = 1 ] && archive='  mod_mam:
+    db_type: mnesia
+    default: always'
   cat >"$ej/ejabberd.yml" <<YML
 hosts: ["localhost"]
 loglevel: warning
@@ -231,6 +324,7 @@ modules:
   mod_disco: {}
   mod_ping: {}
   mod_offline: {}
+$archive
 YML
   # ejabberdctl starts the server through `su ejabberd`, which applies PAM limits: 1,024 files
   # by default, fewer than the users here.
@@ -247,16 +341,43 @@ YML
   $EJ start
   $EJ started
   $EJ import_piefxis "$ej/users.xml"
-  ej_pid=$(pgrep -f 'beam.smp.*telexlt@localhost' | head -1)
-  measure ejabberd 127.0.0.1:17722 "$ej_pid" none || tail -20 "$ej/logs/error.log"
-  $EJ stop >/dev/null; EJ=""
-fi
+  PIDS=$(pgrep -f 'beam.smp.*telexlt@localhost' | head -1)
+  pin_server "$PIDS"
+  ADDRS=127.0.0.1:17722 ADMIN=none PROVISION=""
+}
+start_ejabberd() { start_ejabberd_as 0; }
+start_ejabberd_mam() { start_ejabberd_as 1; }
+stop_ejabberd() { $EJ stop >/dev/null; $EJ stopped >/dev/null 2>&1 || true; EJ=""; }
+stop_ejabberd_mam() { stop_ejabberd; }
+
+# Before each run: the -mam servers start from an empty archive.
+empty_archives() {
+  case $1 in
+    ejabberd-mam) $EJ delete_old_mam_messages all 0 >/dev/null ;;
+    prosody-mam)
+      stop_prosody
+      rm -rf "$work/prosody/data/localhost/archive"*
+      launch_prosody
+      ;;
+  esac
+}
+
+for name in ${SERVERS//,/ }; do
+  fn=${name//-/_}
+  if ! declare -F "start_$fn" >/dev/null; then echo "unknown server $name" >&2; exit 2; fi
+  "start_$fn"
+  measure "$name" || tail -20 "$work"/*.log "$work"/*.out 2>/dev/null || true
+  "stop_$fn"
+done
 
 # --- The table ---
-python3 - "$OUT/rows.jsonl" "$OUT" "$RATE" "$DURATION" "$P99_LIMIT_MS" >"$OUT/table.md" <<'PY'
+machine="$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GiB, $(. /etc/os-release && echo "$PRETTY_NAME")"
+commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- crates loadtest Cargo.toml Cargo.lock || echo +changes)"
+python3 - "$OUT/rows.jsonl" "$OUT" "$RATE" "$DURATION" "$P99_LIMIT_MS" "$PER_CORE" "$REPEATS" "$machine" "$commit" >"$OUT/table.md" <<'PY'
 import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, rate, duration, limit = sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+per_core, repeats, machine, commit = sys.argv[6] == "1", int(sys.argv[7]), sys.argv[8], sys.argv[9]
 servers = list(dict.fromkeys(r["server"] for r in rows))
 def logins(name):
     p = os.path.join(out, name + "-logins", "result.json")
@@ -267,21 +388,40 @@ for s in servers:
     base = next((r for r in mine if r["rate"] == rate), mine[0])
     sustained = max([r["rate"] for r in mine if r["ok"]], default=0.0)
     fig[s] = dict(base, sustained=sustained, logins=logins(s))
-print(f"Chat scenario (1,000 users, 20 contacts each), XMPP plain c2s on loopback, {duration} s measured per step.")
+print(f"Machine: {machine}. Commit {commit}.\n")
+if per_core:
+    print("Per core: each server pinned to core 0 (every thread), telex-loadtest to core 1.")
+else:
+    print("Whole machine: servers and telex-loadtest share both cores, unpinned.")
+print(f"Chat scenario (1,000 users, 20 contacts each), XMPP plain c2s on loopback, {duration} s measured per run, "
+      f"median of {repeats} run(s) per rung.")
 print(f"Max sustained: the highest offered rate of the ladder (x0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24 of {rate:.0f} msg/s) with delivery")
 print(f"p99 <= {limit} ms, >= 95% delivered and <= 0.1% errors. Latency, memory and CPU at {rate:.0f} msg/s: memory is the peak RSS")
-print("growth during that run per connected user; CPU the server's CPU seconds over it (logins included) per 1,000 messages.")
-print("Logins/s from the login-storm preset (5,000 logins offered at 2,000/s).\n")
-print("| server | max sustained msg/s | delivered msg/s | p50 ms | p99 ms | logins/s | KiB per connected user | CPU s per 1,000 msgs | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("growth during that run per connected user; CPU the server's CPU time (every thread, user + system) over the measured")
+print("window only, per message delivered in it. Telex archives every message twice through Raft, fsynced before the ack;")
+print("the -mam peers archive with mod_mam; the others store nothing.")
+if not per_core:
+    print("Logins/s from the login-storm preset (5,000 logins offered at 2,000/s).")
+print()
+print("| server | max sustained msg/s | delivered msg/s | p50 ms | p99 ms | CPU µs per msg | server cores busy | KiB per connected user | errors |"
+      + (" logins/s |" if not per_core else ""))
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if not per_core else ""))
 for s in servers:
     f = fig[s]
-    print(f"| {s} | {f['sustained']:.0f} | {f['delivered']:.0f} | {f['p50']:.1f} | {f['p99']:.1f} | {f['logins']:.0f} | {f['kib_per_user']:.1f} | {f['cpu_per_1000']:.3f} | {f['errors']} |")
-print("\n| ratio Telex / peer | max sustained | p50 | p99 | logins/s | memory/user | CPU/1,000 msgs |\n|---|---:|---:|---:|---:|---:|---:|")
+    print(f"| {s} | {f['sustained']:.0f} | {f['delivered']:.0f} | {f['p50']:.1f} | {f['p99']:.1f} | {f['cpu_us_per_msg']:.0f} | "
+          f"{f['cpu_cores']:.2f} | {f['kib_per_user']:.1f} | {f['errors']:.0f} |" + (f" {f['logins']:.0f} |" if not per_core else ""))
+print("\nEvery rung (median p99 ms and CPU µs/msg; the runs' p99s):\n")
+for s in servers:
+    ladder = sorted((r for r in rows if r["server"] == s), key=lambda r: r["rate"])
+    print(f"- {s}: " + "; ".join(f"{r['rate']:.0f}/s {'ok' if r['ok'] else 'over'} p99 {r['p99']:.1f} cpu {r['cpu_us_per_msg']:.0f}"
+                              + (f" {r.get('p99_runs')}" if r.get('runs', 1) > 1 else "") for r in ladder))
+print("\n| ratio Telex / peer | max sustained | p99 | memory/user | CPU per msg |" + (" logins/s |" if not per_core else ""))
+print("|---|---:|---:|---:|---:|" + ("---:|" if not per_core else ""))
 q = lambda a, b, k: a[k] / b[k] if b[k] else float("nan")
 for t in [s for s in servers if s.startswith("telex")]:
     for p in [s for s in servers if not s.startswith("telex")]:
         a, b = fig[t], fig[p]
-        print(f"| {t} / {p} | {q(a, b, 'sustained'):.2f} | {q(a, b, 'p50'):.2f} | {q(a, b, 'p99'):.2f} | {q(a, b, 'logins'):.2f} | {q(a, b, 'kib_per_user'):.2f} | {q(a, b, 'cpu_per_1000'):.2f} |")
+        print(f"| {t} / {p} | {q(a, b, 'sustained'):.2f} | {q(a, b, 'p99'):.2f} | {q(a, b, 'kib_per_user'):.2f} | "
+              f"{q(a, b, 'cpu_us_per_msg'):.2f} |" + (f" {q(a, b, 'logins'):.2f} |" if not per_core else ""))
 PY
 cat "$OUT/table.md"

@@ -233,6 +233,8 @@ async fn real_main() -> anyhow::Result<()> {
                 server: &server_name,
                 measured_from_sec: from,
                 measured_to_sec: to,
+                measured_from_unix_us: stats.sending_from_us + from as u64 * 1_000_000,
+                measured_to_unix_us: stats.sending_from_us + to as u64 * 1_000_000,
                 summary: stats.summary(from, to),
                 seconds: report::per_second(&stats),
             };

@@ -15,6 +15,10 @@ pub struct Result<'a> {
     pub server: &'a str,
     pub measured_from_sec: usize,
     pub measured_to_sec: usize,
+    /// The measured window in Unix µs, to match with samples taken outside the tool (a
+    /// server's CPU time).
+    pub measured_from_unix_us: u64,
+    pub measured_to_unix_us: u64,
     pub summary: Summary,
     /// Per second of the sending phase: sent, acked, delivered, errors, delivery p50/p99 (ms),
     /// presence changes seen, their p99 (ms), reconnects.

@@ -277,6 +277,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
     // Send on schedule: messages, presence changes and reconnects, each on its own timeline.
     let sending_from_us = o.start_at_us.unwrap_or_else(unix_us);
     clock.sending_from_us.store(sending_from_us, Ordering::Relaxed);
+    run.stats.sending_from_us = sending_from_us;
     let sending_secs = s.sending_secs() as f64;
     let send_start = Instant::now() + Duration::from_micros(sending_from_us.saturating_sub(unix_us()));
     let (relogged_tx, mut relogged) = mpsc::unbounded_channel::<Relogged>();

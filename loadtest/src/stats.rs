@@ -52,6 +52,8 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     pub logins: u64,
     pub login_secs: f64,
+    /// When the sending phase began (Unix µs): second 0 of `seconds`. Workers share it.
+    pub sending_from_us: u64,
 }
 
 impl Default for Stats {
@@ -64,6 +66,7 @@ impl Default for Stats {
             errors: BTreeMap::new(),
             logins: 0,
             login_secs: 0.0,
+            sending_from_us: 0,
         }
     }
 }
@@ -221,6 +224,7 @@ impl Stats {
             "errors": self.errors,
             "logins": self.logins,
             "login_secs": self.login_secs,
+            "sending_from_us": self.sending_from_us,
         })
     }
 
@@ -247,6 +251,7 @@ impl Stats {
         }
         self.logins += v["logins"].as_u64().unwrap_or(0);
         self.login_secs = self.login_secs.max(v["login_secs"].as_f64().unwrap_or(0.0));
+        self.sending_from_us = self.sending_from_us.max(v["sending_from_us"].as_u64().unwrap_or(0));
         Ok(())
     }
 }

@@ -97,11 +97,7 @@ pub struct Messaging {
     buckets: Arc<DashMap<UserJid, TokenBucket>>,
 }
 
-/// The server id of a message: the same for every retry of the same (sender, client id).
-pub fn server_id(from: &UserJid, client_id: &str) -> String {
-    let key = format!("{from}\0{client_id}");
-    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
-}
+pub use telex_types::records::server_id;
 
 fn refused(d: Denial) -> Refused {
     metrics::counter!("telex_policy_denials_total", "rule" => d.rule.as_str()).increment(1);

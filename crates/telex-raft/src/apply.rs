@@ -184,32 +184,41 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
     }
 }
 
-/// Appends `message` to `owner`'s archive (and the peer index) unless the same (sender, client
-/// id) is already there; either way answers with its position.
+/// Appends `message` to `owner`'s archive (and the peer index) unless the same server id is
+/// already there (a retry: the id is derived from the sender and the client's id); either way
+/// answers with its position. Two reads and four writes: the id index, the head (position and
+/// peer-index start in one value), the entry and its peer-index key.
 fn append(
     txn: &mut Txn<'_>,
     owner: &telex_types::UserJid,
     message: &telex_types::records::ArchivedMessage,
 ) -> Result<Response, String> {
-    let dedup = schema::archive_dedup(owner, &message.from, &message.client_id);
-    if let Some(pos) = txn.get(&dedup)? {
+    let id_key = schema::archive_id(owner, &message.server_id);
+    if let Some(pos) = txn.get(&id_key)? {
         return Ok(Response::Appended { position: decode_u64(&pos)?, duplicate: true });
     }
     let head_key = schema::archive_head(owner);
-    let position = match txn.get(&head_key)? {
-        Some(v) => decode_u64(&v)? + 1,
-        None => 1,
+    let (position, peer_start) = match txn.get(&head_key)? {
+        None => (1, 1),
+        Some(v) => {
+            let head = schema::Head::decode(&v).ok_or_else(|| format!("corrupt archive head of {} bytes", v.len()))?;
+            let position = head.position + 1;
+            let start = match head.peer_start {
+                Some(start) => start,
+                // An archive begun before the peer index: where it started, or here.
+                None => match txn.get(&schema::archive_peer_start(owner))? {
+                    Some(v) => decode_u64(&v)?,
+                    None => position,
+                },
+            };
+            (position, start)
+        }
     };
     txn.put(schema::archive_entry(owner, position), encode(message));
     let peer = if &message.to == owner { &message.from } else { &message.to };
     txn.put(schema::archive_peer(owner, peer, position), Vec::new());
-    let start = schema::archive_peer_start(owner);
-    if txn.get(&start)?.is_none() {
-        txn.put(start, position.to_be_bytes().to_vec());
-    }
-    txn.put(head_key, position.to_be_bytes().to_vec());
-    txn.put(dedup, position.to_be_bytes().to_vec());
-    txn.put(schema::archive_id(owner, &message.server_id), position.to_be_bytes().to_vec());
+    txn.put(head_key, schema::Head::encode(position, peer_start));
+    txn.put(id_key, position.to_be_bytes().to_vec());
     Ok(Response::Appended { position, duplicate: false })
 }
 
@@ -325,7 +334,7 @@ mod tests {
 
     fn msg(from: &UserJid, to: &UserJid, client_id: &str) -> telex_types::records::ArchivedMessage {
         telex_types::records::ArchivedMessage {
-            server_id: format!("s-{client_id}"),
+            server_id: telex_types::records::server_id(from, client_id),
             from: from.clone(),
             to: to.clone(),
             from_device: "laptop".into(),
@@ -351,13 +360,38 @@ mod tests {
         assert_eq!(m.0.get(&schema::archive_extras(&bob, 1)), None, "no key of their own any more");
         // Bob's archive lists the entry under its other party, alice; the index starts at 1.
         assert!(m.0.contains_key(&schema::archive_peer(&bob, &alice, 1)));
-        assert_eq!(m.0.get(&schema::archive_peer_start(&bob)), Some(&1u64.to_be_bytes().to_vec()));
+        assert_eq!(m.0.get(&schema::archive_head(&bob)), Some(&schema::Head::encode(1, 1)));
         // A retry finds the first copy and stores nothing twice.
         assert_eq!(m.run(cmd), Response::Appended { position: 1, duplicate: true });
         // A message to oneself is listed under oneself.
         let own = Command::AppendArchive { owner: bob.clone(), message: msg(&bob, &bob, "c2") };
         assert_eq!(m.run(own), Response::Appended { position: 2, duplicate: false });
         assert!(m.0.contains_key(&schema::archive_peer(&bob, &bob, 2)));
+    }
+
+    #[test]
+    fn archives_begun_before_the_peer_index_keep_their_start() {
+        let (alice, bob) = (UserJid::parse("alice@x").unwrap(), UserJid::parse("bob@x").unwrap());
+        let append =
+            |m: &mut Mem, c: &str| m.run(Command::AppendArchive { owner: bob.clone(), message: msg(&alice, &bob, c) });
+        // An 8-byte head and no index start: the index begins with the next entry.
+        let mut m = Mem::default();
+        m.0.insert(schema::archive_head(&bob), 7u64.to_be_bytes().to_vec());
+        assert_eq!(append(&mut m, "c1"), Response::Appended { position: 8, duplicate: false });
+        assert_eq!(m.0.get(&schema::archive_head(&bob)), Some(&schema::Head::encode(8, 8)));
+        // An 8-byte head with an index start: the start is carried into the head.
+        let mut m = Mem::default();
+        m.0.insert(schema::archive_head(&bob), 7u64.to_be_bytes().to_vec());
+        m.0.insert(schema::archive_peer_start(&bob), 5u64.to_be_bytes().to_vec());
+        assert_eq!(append(&mut m, "c1"), Response::Appended { position: 8, duplicate: false });
+        assert_eq!(m.0.get(&schema::archive_head(&bob)), Some(&schema::Head::encode(8, 5)));
+        assert_eq!(append(&mut m, "c2"), Response::Appended { position: 9, duplicate: false });
+        assert_eq!(m.0.get(&schema::archive_head(&bob)), Some(&schema::Head::encode(9, 5)));
+        // A head of another length is corruption, not a guess.
+        m.0.insert(schema::archive_head(&bob), vec![1, 2, 3]);
+        let mut txn = Txn::new(&m);
+        let cmd = Command::AppendArchive { owner: bob.clone(), message: msg(&alice, &bob, "c3") };
+        assert!(apply(cmd, &mut txn).unwrap_err().contains("corrupt archive head"));
     }
 
     #[test]

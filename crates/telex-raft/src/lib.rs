@@ -16,6 +16,7 @@ mod codec;
 mod forwarder;
 pub mod identity;
 pub mod leadership;
+mod log_cache;
 mod log_store;
 pub mod network;
 mod proposer;

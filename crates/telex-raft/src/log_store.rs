@@ -1,5 +1,6 @@
 //! The Raft log of one group in the shared store. Appends are buffered writes made durable by
-//! the store's group commit; openraft is told through the flush callback.
+//! the store's group commit; openraft is told through the flush callback. The newest entries
+//! are also kept in memory (`LogCache`), where applying and replicating read them back.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -11,6 +12,7 @@ use telex_store::{group_key, Batch, Cf, Durability, Store};
 use telex_types::GroupId;
 
 use crate::codec::{decode, encode, io_err, read_err, write_err};
+use crate::log_cache::LogCache;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Reads served by one call are capped so a follower far behind is fed in bounded pieces.
@@ -20,11 +22,12 @@ const MAX_READ: usize = 4096;
 pub struct LogStore {
     store: Arc<Store>,
     group: GroupId,
+    cache: LogCache,
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>, group: GroupId) -> Self {
-        LogStore { store, group }
+        LogStore { store, group, cache: LogCache::default() }
     }
 
     fn log_key(&self, index: u64) -> Vec<u8> {
@@ -53,10 +56,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&s) => s + 1,
             Bound::Unbounded => 0,
         };
-        let end = match range.end_bound() {
-            Bound::Included(&e) => self.log_key(e + 1),
-            Bound::Excluded(&e) => self.log_key(e),
-            Bound::Unbounded => group_key(self.group + 1, b""),
+        let end_index = match range.end_bound() {
+            Bound::Included(&e) => Some(e + 1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = end_index.and_then(|end| self.cache.get(start, end)) {
+            metrics::counter!("telex_raft_log_cache_hits_total").increment(1);
+            return Ok(entries);
+        }
+        metrics::counter!("telex_raft_log_cache_misses_total").increment(1);
+        let end = match end_index {
+            Some(e) => self.log_key(e),
+            None => group_key(self.group + 1, b""),
         };
         let rows = self.store.scan(Cf::Log, &self.log_key(start), &end, MAX_READ).map_err(read_err)?;
         rows.iter().map(|(_, v)| decode(v, ErrorSubject::Logs)).collect()
@@ -98,7 +110,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = Batch::new();
         let mut n = 0u64;
         for entry in entries {
-            b.put(Cf::Log, self.log_key(entry.log_id.index), encode(&entry));
+            let bytes = encode(&entry);
+            self.cache.push(&entry, bytes.len());
+            b.put(Cf::Log, self.log_key(entry.log_id.index), bytes);
             n += 1;
         }
         self.store.write(b, Durability::Buffered).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
@@ -108,6 +122,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache.truncate(log_id.index);
         let mut b = Batch::new();
         b.delete_range(Cf::Log, self.log_key(log_id.index), group_key(self.group + 1, b""));
         self.store.write(b, Durability::Synced).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
@@ -117,6 +132,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Applied state is written without fsync; make it durable before dropping the log
         // entries that could otherwise be needed to re-apply it after a crash.
         self.store.sync().map_err(write_err)?;
+        self.cache.purge(log_id.index);
         let mut b = Batch::new();
         b.put(Cf::Raft, self.meta_key("purged"), encode(&log_id));
         b.delete_range(Cf::Log, self.log_key(0), self.log_key(log_id.index + 1));

@@ -63,7 +63,17 @@ pub fn is_blocked(store: &Store, group: GroupId, owner: &UserJid, jid: &UserJid)
 
 /// The last position of a user's archive (0 when empty).
 pub fn archive_head(store: &Store, group: GroupId, jid: &UserJid) -> Result<u64, TelexError> {
-    counter(store, group, &schema::archive_head(jid))
+    Ok(head(store, group, jid)?.map_or(0, |h| h.position))
+}
+
+fn head(store: &Store, group: GroupId, jid: &UserJid) -> Result<Option<schema::Head>, TelexError> {
+    match store
+        .get(Cf::State, &group_key(group, &schema::archive_head(jid)))
+        .map_err(|e| TelexError::internal(e.to_string()))?
+    {
+        Some(b) => schema::Head::decode(&b).map(Some).ok_or_else(|| TelexError::internal("corrupt archive head")),
+        None => Ok(None),
+    }
 }
 
 /// A device's durable delivery cursor (0 when it never acknowledged anything).
@@ -183,8 +193,12 @@ pub fn archive_peer_positions(
 /// The first position of `jid`'s archive covered by the peer index: entries before it were
 /// appended before the index existed.
 pub fn archive_peer_start(store: &Store, group: GroupId, jid: &UserJid) -> Result<u64, TelexError> {
+    let head = head(store, group, jid)?;
+    if let Some(start) = head.and_then(|h| h.peer_start) {
+        return Ok(start);
+    }
     match counter(store, group, &schema::archive_peer_start(jid))? {
-        0 => Ok(archive_head(store, group, jid)? + 1),
+        0 => Ok(head.map_or(0, |h| h.position) + 1),
         p => Ok(p),
     }
 }

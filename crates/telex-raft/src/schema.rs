@@ -36,9 +36,36 @@ fn user_prefix(tag: &[u8], jid: &UserJid) -> Vec<u8> {
     [tag, jid.domain().as_str().as_bytes(), b"\0", jid.local().as_bytes(), b"\0"].concat()
 }
 
-/// The last archive position of a user.
+/// The head of a user's archive: its last position and where the peer index begins
+/// ([`Head`]).
 pub fn archive_head(jid: &UserJid) -> Vec<u8> {
     user_prefix(b"h/", jid)
+}
+
+/// The value under [`archive_head`]: 16 bytes, the last position then the first position the
+/// peer index covers, big-endian. Archives begun before the index existed have an 8-byte head
+/// (the position alone) until their next append, and the index start under
+/// [`archive_peer_start`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub position: u64,
+    /// `None` in an 8-byte head.
+    pub peer_start: Option<u64>,
+}
+
+impl Head {
+    pub fn encode(position: u64, peer_start: u64) -> Vec<u8> {
+        [position.to_be_bytes(), peer_start.to_be_bytes()].concat()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Head> {
+        let word = |i: usize| bytes.get(i..i + 8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+        match bytes.len() {
+            8 => Some(Head { position: word(0)?, peer_start: None }),
+            16 => Some(Head { position: word(0)?, peer_start: Some(word(8)?) }),
+            _ => None,
+        }
+    }
 }
 
 /// One archived message: positions are big-endian so keys sort in archive order.
@@ -57,7 +84,9 @@ pub fn archive_of(jid: &UserJid) -> Vec<u8> {
     user_prefix(b"a/", jid)
 }
 
-/// Retry dedup: (sender, client message id) → position in `owner`'s archive.
+/// Retry dedup of archives written before version 0.2: (sender, client message id) → position
+/// in `owner`'s archive. No longer written: the server id is derived from the same pair, so
+/// [`archive_id`] finds retries.
 pub fn archive_dedup(owner: &UserJid, sender: &UserJid, client_id: &str) -> Vec<u8> {
     [user_prefix(b"x/", owner).as_slice(), sender.to_string().as_bytes(), b"\0", client_id.as_bytes()].concat()
 }
@@ -72,13 +101,14 @@ pub fn archive_peer_of(owner: &UserJid, peer: &UserJid) -> Vec<u8> {
     [user_prefix(b"w/", owner).as_slice(), peer.to_string().as_bytes(), b"\0"].concat()
 }
 
-/// The first position of `owner`'s archive in the peer index (archives begun before the index
-/// existed have older entries without it).
+/// The first position of `owner`'s archive in the peer index, for archives whose [`Head`] is
+/// of 8 bytes (begun before the index existed, so older entries lack it).
 pub fn archive_peer_start(owner: &UserJid) -> Vec<u8> {
     user_prefix(b"p/", owner)
 }
 
-/// Server id → position in `owner`'s archive, for paging relative to a message.
+/// Server id → position in `owner`'s archive: paging relative to a message, and retry dedup
+/// (the server id is derived from the sender and the client's id).
 pub fn archive_id(owner: &UserJid, server_id: &str) -> Vec<u8> {
     [user_prefix(b"i/", owner).as_slice(), server_id.as_bytes()].concat()
 }

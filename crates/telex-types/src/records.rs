@@ -66,6 +66,13 @@ pub struct AccountRecord {
     pub password_changed_at: UnixMillis,
 }
 
+/// The server id of a message: the same for every retry of the same (sender, client id), so
+/// the archive's id index also finds retries.
+pub fn server_id(from: &UserJid, client_id: &str) -> String {
+    let key = format!("{from}\0{client_id}");
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+}
+
 /// One message in one user's archive. The same message is stored in the recipient's and the
 /// sender's archive, each at its own position, with the same `server_id`.
 ///
