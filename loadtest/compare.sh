@@ -41,11 +41,13 @@ if [ "$PER_CORE" = 1 ]; then
   REPEATS="${REPEATS:-3}"
   OUT="$PWD/loadtest-compare/per-core"
   PIN_TOOL=(taskset -c 1)
+  PIN_SERVER=(taskset -c 0)
 else
   SERVERS="${3:-telex,telex-cluster,prosody,ejabberd}"
   REPEATS="${REPEATS:-1}"
   OUT="$PWD/loadtest-compare"
   PIN_TOOL=()
+  PIN_SERVER=()
 fi
 mkdir -p "$OUT"
 # Rows of servers not measured this time are kept, so one server can be measured again.
@@ -97,7 +99,9 @@ TOML
 
 rss_kib() { for p in "$@"; do awk '/VmRSS/ { print $2 }' "/proc/$p/status"; done | awk '{ s += $1 } END { print s }'; }
 
-# In per-core mode, every thread of the server's processes goes to core 0.
+# In per-core mode each server starts on core 0 (`PIN_SERVER`), so it sizes its thread pools
+# (tokio workers, Erlang schedulers) for one core, as it would on a one-core machine; this
+# catches any thread started otherwise.
 pin_server() {
   [ "$PER_CORE" = 1 ] || return 0
   local p; for p in "$@"; do taskset -a -cp 0 "$p" >/dev/null; done
@@ -211,7 +215,7 @@ telex_ready() { until curl -fs "http://$1/readyz" >/dev/null 2>&1; do sleep 0.2;
 # --- Per server: start (setting ADDRS, PIDS, ADMIN, PROVISION), empty its archives, stop ---
 
 start_telex() {
-  "$BIN/telexd" --data-dir "$work/telex" --client-addr 127.0.0.1:17500 --node-addr 127.0.0.1:17501 \
+  "${PIN_SERVER[@]}" "$BIN/telexd" --data-dir "$work/telex" --client-addr 127.0.0.1:17500 --node-addr 127.0.0.1:17501 \
     --admin-addr 127.0.0.1:17502 --http-addr 127.0.0.1:17580 --xmpp-addr 127.0.0.1:17522 \
     --xmpp-tls-addr 127.0.0.1:17523 >"$work/telex.log" 2>&1 &
   pids+=($!); PIDS=$!
@@ -274,7 +278,7 @@ VirtualHost "localhost"
 CFG
 }
 launch_prosody() {
-  prosody --config "$work/prosody/prosody.cfg.lua" -F >>"$work/prosody.out" 2>&1 &
+  "${PIN_SERVER[@]}" prosody --config "$work/prosody/prosody.cfg.lua" -F >>"$work/prosody.out" 2>&1 &
   pids+=($!); PIDS=$!
   pin_server "$PIDS"
   for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/17622) 2>/dev/null && break; sleep 0.2; done
@@ -338,7 +342,7 @@ YML
     "$STORM" >"$ej/users.xml"
   chown -R ejabberd "$ej" 2>/dev/null || true
   EJ="ejabberdctl --ctl-config $ej/ejabberdctl.cfg --config-dir $ej --spool $ej/spool --logs $ej/logs"
-  $EJ start
+  "${PIN_SERVER[@]}" $EJ start
   $EJ started
   $EJ import_piefxis "$ej/users.xml"
   PIDS=$(pgrep -f 'beam.smp.*telexlt@localhost' | head -1)

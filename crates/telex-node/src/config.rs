@@ -187,6 +187,10 @@ impl Default for Limits {
 #[serde(default, deny_unknown_fields)]
 pub struct Storage {
     pub block_cache_mb: usize,
+    /// The least time between two group-commit fsyncs, in microseconds: commits arriving
+    /// meanwhile share the next one (more commits per fsync under load, for at most this much
+    /// more latency). 0 syncs as soon as the previous sync is done.
+    pub sync_interval_us: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,7 +252,7 @@ impl Default for Auth {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { block_cache_mb: 64 }
+        Storage { block_cache_mb: 64, sync_interval_us: 2000 }
     }
 }
 
@@ -285,6 +289,12 @@ impl Config {
         }
         if !(1..=7).contains(&r.replicas) {
             return Err(format!("raft.replicas: {} is out of range 1..=7", r.replicas));
+        }
+        if self.storage.sync_interval_us > 100_000 {
+            return Err(format!(
+                "storage.sync_interval_us: {} is above 100000 (every commit would wait that long)",
+                self.storage.sync_interval_us
+            ));
         }
         r.routes()?;
         let t = &self.node_tls;

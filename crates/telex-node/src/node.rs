@@ -73,7 +73,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let _ = crate::telemetry::prometheus();
 
     let data_dir = config.data_dir.clone();
-    let store_opts = StoreOptions { block_cache_bytes: config.storage.block_cache_mb << 20 };
+    let store_opts = StoreOptions {
+        block_cache_bytes: config.storage.block_cache_mb << 20,
+        sync_interval: std::time::Duration::from_micros(config.storage.sync_interval_us),
+    };
     let store =
         tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_opts)).await.context("store open task")??;
 
