@@ -165,7 +165,8 @@ print(json.dumps({"server": name, "rate": rate, "delivered": s["delivered_per_se
 PY
 }
 
-# One rung: REPEATS runs, the median of each figure into rows.jsonl. Prints "ok" or "over".
+# One rung: REPEATS runs, the median of each figure into rows.jsonl. Sets VERDICT to "ok" or
+# "over". (Not run in a subshell: emptying an archive may restart the server, changing PIDS.)
 step() {
   local name=$1 rate=$2 i
   : >"$work/runs.jsonl"
@@ -173,7 +174,7 @@ step() {
     empty_archives "$name"
     run_once "$name" "$rate" "$i"
   done
-  python3 - "$work/runs.jsonl" "$OUT/rows.jsonl" "$name" "$rate" "$REPEATS" "$P99_LIMIT_MS" <<'PY'
+  VERDICT=$(python3 - "$work/runs.jsonl" "$OUT/rows.jsonl" "$name" "$rate" "$REPEATS" "$P99_LIMIT_MS" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 name, rate, repeats, limit = sys.argv[3], float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
@@ -188,18 +189,19 @@ row["ok"] = row["p99"] <= limit and row["delivered"] >= 0.95 * rate and row["err
 open(sys.argv[2], "a").write(json.dumps(row) + "\n")
 print("ok" if row["ok"] else "over")
 PY
+  )
 }
 
 # The ladder (and, on the whole machine, the login storm) against the current server.
 measure() {
   local name=$1 rate verdict pct
   # RATE first (the common-rate figures); then up in steps while p99 holds, or down if not.
-  verdict=$(step "$name" "$RATE")
+  step "$name" "$RATE"; verdict=$VERDICT
   echo "$name: $RATE msg/s -> $verdict" >&2
   if [ "$verdict" = ok ]; then ladder="150 200 300 400 600 800 1200 1600 2400"; else ladder="50 25"; fi
   for pct in $ladder; do
     rate=$((RATE * pct / 100))
-    verdict=$(step "$name" "$rate")
+    step "$name" "$rate"; verdict=$VERDICT
     echo "$name: $rate msg/s -> $verdict" >&2
     if [ "$pct" -gt 100 ]; then [ "$verdict" = ok ] || break; else [ "$verdict" = ok ] && break; fi
   done
@@ -286,7 +288,7 @@ launch_prosody() {
 }
 start_prosody() { prosody_config 0; launch_prosody; }
 start_prosody_mam() { prosody_config 1; launch_prosody; }
-stop_prosody() { kill "$PIDS"; wait "$PIDS" 2>/dev/null || true; }
+stop_prosody() { kill "$PIDS" 2>/dev/null || true; wait "$PIDS" 2>/dev/null || true; }
 stop_prosody_mam() { stop_prosody; }
 
 # ejabberd 23.01; with mod_mam every message is archived (in mnesia, its default store).
