@@ -141,10 +141,12 @@ PY
   fi
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   [ "$ok" = 1 ] || return 0
-  python3 - "$dir/result.json" "$work/cpu.samples" "$name" "$rate" "$rss0" "$USERS" "$P99_LIMIT_MS" >>"$work/runs.jsonl" <<'PY'
+  if ! python3 - "$dir/result.json" "$work/cpu.samples" "$name" "$rate" "$rss0" "$USERS" "$P99_LIMIT_MS" >>"$work/runs.jsonl" <<'PY'; then
 import json, sys
 r = json.load(open(sys.argv[1]))
 samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 3]
+if not samples:
+    sys.exit("no CPU samples of the server were taken")
 name, rate, rss0, users, limit = sys.argv[3], float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 s = r["summary"]
 t0, t1 = r["measured_from_unix_us"] / 1e6, r["measured_to_unix_us"] / 1e6
@@ -163,6 +165,8 @@ print(json.dumps({"server": name, "rate": rate, "delivered": s["delivered_per_se
     "cpu_cores": (cpu_at(t1) - cpu_at(t0)) / window, "errors": errors,
     "sent": s["sent_per_sec"] * window}))
 PY
+    echo "$name at $rate msg/s: run $i has no figures (counted as failed)" >&2
+  fi
 }
 
 # One rung: REPEATS runs, the median of each figure into rows.jsonl. Sets VERDICT to "ok" or
@@ -227,9 +231,11 @@ start_telex() {
   "$BIN/telex" --admin 127.0.0.1:17502 tenant limits localhost --sends-per-second 100000 >/dev/null
   ADDRS=127.0.0.1:17522 ADMIN=127.0.0.1:17502 PROVISION=""
 }
-stop_telex() { kill "$PIDS"; wait "$PIDS" 2>/dev/null || true; }
+stop_telex() { kill "$PIDS" 2>/dev/null || true; wait "$PIDS" 2>/dev/null || true; }
 
 start_telex_cluster() {
+  # Three nodes on one core would measure contention, not a cluster.
+  if [ "$PER_CORE" = 1 ]; then echo "telex-cluster is measured on the whole machine only" >&2; exit 2; fi
   export TELEX_CLUSTER_DIR="$work/cluster"
   cluster/local.sh start >/dev/null
   # Every group replicated three ways before measuring.
@@ -283,7 +289,9 @@ launch_prosody() {
   "${PIN_SERVER[@]}" prosody --config "$work/prosody/prosody.cfg.lua" -F >>"$work/prosody.out" 2>&1 &
   pids+=($!); PIDS=$!
   pin_server "$PIDS"
-  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/17622) 2>/dev/null && break; sleep 0.2; done
+  local up=0
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/17622) 2>/dev/null && up=1 && break; sleep 0.2; done
+  if [ "$up" = 0 ]; then echo "prosody did not open its port:" >&2; tail -5 "$work/prosody.out" >&2; exit 1; fi
   ADDRS=127.0.0.1:17622 ADMIN=none PROVISION=""
 }
 start_prosody() { prosody_config 0; launch_prosody; }
@@ -353,7 +361,7 @@ YML
 }
 start_ejabberd() { start_ejabberd_as 0; }
 start_ejabberd_mam() { start_ejabberd_as 1; }
-stop_ejabberd() { $EJ stop >/dev/null; $EJ stopped >/dev/null 2>&1 || true; EJ=""; }
+stop_ejabberd() { $EJ stop >/dev/null 2>&1 || true; $EJ stopped >/dev/null 2>&1 || true; EJ=""; }
 stop_ejabberd_mam() { stop_ejabberd; }
 
 # Before each run: the -mam servers start from an empty archive.
@@ -372,7 +380,7 @@ for name in ${SERVERS//,/ }; do
   fn=${name//-/_}
   if ! declare -F "start_$fn" >/dev/null; then echo "unknown server $name" >&2; exit 2; fi
   "start_$fn"
-  measure "$name" || tail -20 "$work"/*.log "$work"/*.out 2>/dev/null || true
+  measure "$name"
   "stop_$fn"
 done
 

@@ -184,18 +184,25 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
     }
 }
 
-/// Appends `message` to `owner`'s archive (and the peer index) unless the same server id is
-/// already there (a retry: the id is derived from the sender and the client's id); either way
+/// Appends `message` to `owner`'s archive (and the peer index) unless it is already there (a
+/// retry: found by its server id, derived from the sender and the client's id); either way
 /// answers with its position. Two reads and four writes: the id index, the head (position and
-/// peer-index start in one value), the entry and its peer-index key.
+/// peer-index start in one value), the entry and its peer-index key; a retry reads its entry.
 fn append(
     txn: &mut Txn<'_>,
     owner: &telex_types::UserJid,
     message: &telex_types::records::ArchivedMessage,
 ) -> Result<Response, String> {
     let id_key = schema::archive_id(owner, &message.server_id);
+    let mut index_id = true;
     if let Some(pos) = txn.get(&id_key)? {
-        return Ok(Response::Appended { position: decode_u64(&pos)?, duplicate: true });
+        let position = decode_u64(&pos)?;
+        // The id is a hash: a retry only if the entry there is the same (sender, client id).
+        // Another message that hashes alike is stored without an id index key of its own.
+        if same_message(txn, owner, position, message)? {
+            return Ok(Response::Appended { position, duplicate: true });
+        }
+        index_id = false;
     }
     let head_key = schema::archive_head(owner);
     let (position, peer_start) = match txn.get(&head_key)? {
@@ -218,8 +225,22 @@ fn append(
     let peer = if &message.to == owner { &message.from } else { &message.to };
     txn.put(schema::archive_peer(owner, peer, position), Vec::new());
     txn.put(head_key, schema::Head::encode(position, peer_start));
-    txn.put(id_key, position.to_be_bytes().to_vec());
+    if index_id {
+        txn.put(id_key, position.to_be_bytes().to_vec());
+    }
     Ok(Response::Appended { position, duplicate: false })
+}
+
+/// Whether the entry at `position` of `owner`'s archive is `message` sent again.
+fn same_message(
+    txn: &Txn<'_>,
+    owner: &telex_types::UserJid,
+    position: u64,
+    message: &telex_types::records::ArchivedMessage,
+) -> Result<bool, String> {
+    let Some(bytes) = txn.get(&schema::archive_entry(owner, position))? else { return Ok(false) };
+    let stored: telex_types::records::ArchivedMessage = decode(&bytes).map_err(|e| e.message)?;
+    Ok(stored.from == message.from && stored.client_id == message.client_id)
 }
 
 fn decode_u64(bytes: &[u8]) -> Result<u64, String> {
@@ -392,6 +413,22 @@ mod tests {
         let mut txn = Txn::new(&m);
         let cmd = Command::AppendArchive { owner: bob.clone(), message: msg(&alice, &bob, "c3") };
         assert!(apply(cmd, &mut txn).unwrap_err().contains("corrupt archive head"));
+    }
+
+    #[test]
+    fn a_different_message_with_the_same_server_id_is_stored_too() {
+        let mut m = Mem::default();
+        let (alice, bob, carol) =
+            (UserJid::parse("alice@x").unwrap(), UserJid::parse("bob@x").unwrap(), UserJid::parse("carol@x").unwrap());
+        let first = msg(&alice, &bob, "c1");
+        let clash =
+            telex_types::records::ArchivedMessage { server_id: first.server_id.clone(), ..msg(&carol, &bob, "c9") };
+        let append = |m: &mut Mem, message| m.run(Command::AppendArchive { owner: bob.clone(), message });
+        assert_eq!(append(&mut m, first.clone()), Response::Appended { position: 1, duplicate: false });
+        assert_eq!(append(&mut m, clash), Response::Appended { position: 2, duplicate: false }, "not a retry");
+        // The id still finds the first message, and its retry is still a duplicate.
+        assert_eq!(m.0.get(&schema::archive_id(&bob, &first.server_id)), Some(&1u64.to_be_bytes().to_vec()));
+        assert_eq!(append(&mut m, first), Response::Appended { position: 1, duplicate: true });
     }
 
     #[test]

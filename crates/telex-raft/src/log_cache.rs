@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::types::Entry;
 
-/// Most entries kept, and about the most bytes (batches of messages can be large).
-const MAX_ENTRIES: usize = 1024;
-const MAX_BYTES: usize = 8 << 20;
+/// Most entries kept per group, and about the most (encoded) bytes: entries are needed here
+/// only until they are applied and sent to followers, moments after they are appended, and a
+/// node has one cache per group.
+const MAX_ENTRIES: usize = 256;
+const MAX_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Default)]
 pub(crate) struct LogCache {

@@ -108,14 +108,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut b = Batch::new();
-        let mut n = 0u64;
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes = encode(&entry);
-            self.cache.push(&entry, bytes.len());
+            let size = bytes.len();
             b.put(Cf::Log, self.log_key(entry.log_id.index), bytes);
-            n += 1;
+            appended.push((entry, size));
         }
+        let n = appended.len() as u64;
         self.store.write(b, Durability::Buffered).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        // Cached only once written: the cache never holds what the store does not.
+        for (entry, size) in &appended {
+            self.cache.push(entry, *size);
+        }
         metrics::counter!("telex_raft_log_appended_entries_total").increment(n);
         self.store.sync_then(move |r| callback.log_io_completed(r));
         Ok(())
