@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: deps build run test check fix bench clean-data
+.PHONY: deps build run test check fix bench clean-data image
 
 deps:
 	@./scripts/install-deps.sh
@@ -25,6 +25,10 @@ test: build
 		$(CARGO) test --release --workspace --no-fail-fast; \
 	fi
 	@./scripts/fuzz-smoke.sh 20
+
+# The container image (FROM scratch: telexd, telex and their shared libraries), no pulls.
+image: build
+	@./scripts/image.sh $(IMAGE)
 
 # Read-only gate: formatting and lints.
 check:

@@ -151,7 +151,7 @@ impl Admin for AdminService {
         if r.node_id == 0 || r.node_id == groups.node_id() || r.addr.is_empty() {
             return Err(Status::invalid_argument("add-node needs the new node's own non-zero id and its node address"));
         }
-        let n = groups.join(r.node_id, &r.addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let n = groups.join(r.node_id, &r.addr, false).await.map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(node = r.node_id, addr = %r.addr, "node added");
         Ok(Response::new(pb::AddNodeResponse { groups: n as u32 }))
     }

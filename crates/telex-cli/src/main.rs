@@ -8,6 +8,7 @@ mod chat;
 mod cluster;
 mod flags;
 mod output;
+mod selftest;
 mod session;
 mod social;
 
@@ -75,6 +76,8 @@ enum Command {
     /// Set or watch presence.
     #[command(subcommand)]
     Presence(social::PresenceCmd),
+    /// Check a running cluster end to end: two throwaway users, one message, then removed.
+    Selftest(selftest::SelftestArgs),
 }
 
 pub type CliResult = Result<(), String>;
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
             Command::Unblock { jid } => social::block(&cli, Some(jid), false).await,
             Command::Blocked => social::block(&cli, None, false).await,
             Command::Presence(cmd) => social::presence(&cli, cmd).await,
+            Command::Selftest(args) => selftest::selftest(&cli, args).await,
         }
     });
     // Do not wait for a blocked stdin read (`telex chat`) before exiting.

@@ -13,13 +13,26 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// This node's id in the cluster; unique, never reused.
     pub node_id: u64,
+    /// Take the node id from the host name's trailing ordinal plus one (`telex-0` is node 1,
+    /// `telex-2` node 3): a Kubernetes StatefulSet's pods. Overrides `node_id`.
+    pub node_id_from_hostname: bool,
+    /// The node-to-node address other nodes dial to reach this one (`host:port`), when it is not
+    /// the address `listen.node` binds: a pod's DNS name behind `0.0.0.0:7401`. Empty: the bound
+    /// address, or the host name with the bound port when that binds every interface.
+    pub advertise_addr: String,
     /// Where the node keeps its RocksDB and lock file.
     pub data_dir: PathBuf,
     /// Tenant created on first start when non-empty.
     pub bootstrap_tenant: String,
-    /// Node-to-node address of any member of a running cluster to join on first start; empty:
-    /// a new node starts its own cluster.
+    /// Node-to-node addresses of cluster members to join through on first start, comma
+    /// separated; empty: a new node starts its own cluster. A node whose own advertised address
+    /// is first in the list starts the cluster when no other listed node belongs to one (the
+    /// first pod of a StatefulSet); the others join through whichever listed node answers.
     pub join: String,
+    /// How long a shutdown (SIGTERM) may take: the node stops taking sessions, hands its
+    /// leaderships to other replicas, ends its sessions and stops within this time. Keep it
+    /// below the pod's `terminationGracePeriodSeconds`.
+    pub shutdown_grace_secs: u64,
     pub listen: Listen,
     /// mTLS on the node-to-node listener and towards peers; off when the paths are empty.
     pub node_tls: NodeTls,
@@ -206,9 +219,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             node_id: 1,
+            node_id_from_hostname: false,
+            advertise_addr: String::new(),
             data_dir: PathBuf::from("./telex-data"),
             bootstrap_tenant: "localhost".into(),
             join: String::new(),
+            shutdown_grace_secs: 30,
             listen: Listen::default(),
             node_tls: NodeTls::default(),
             xmpp: Xmpp::default(),
@@ -297,6 +313,12 @@ impl Config {
             ));
         }
         r.routes()?;
+        if !self.advertise_addr.is_empty() {
+            crate::entry::check_host_port(&self.advertise_addr).map_err(|e| format!("advertise_addr: {e}"))?;
+        }
+        for seed in crate::entry::seed_list(&self.join) {
+            crate::entry::check_host_port(seed).map_err(|e| format!("join: {e}"))?;
+        }
         let t = &self.node_tls;
         let set = [&t.cert, &t.key, &t.ca].iter().filter(|p| !p.as_os_str().is_empty()).count();
         if set != 0 && set != 3 {
@@ -311,6 +333,9 @@ impl Config {
         }
         if !(1024..=16 << 20).contains(&x.max_stanza_bytes) {
             return Err("xmpp.max_stanza_bytes: must be 1024 to 16777216".into());
+        }
+        if !(1..=3600).contains(&self.shutdown_grace_secs) {
+            return Err("shutdown_grace_secs: must be 1 to 3600".into());
         }
         if r.write_timeout_ms == 0 {
             return Err("raft.write_timeout_ms: must be at least 1".into());

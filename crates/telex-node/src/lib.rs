@@ -6,6 +6,7 @@
 
 pub mod config;
 mod directory;
+pub mod entry;
 mod homes;
 mod http;
 mod ledger;

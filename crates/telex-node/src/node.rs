@@ -28,6 +28,7 @@ use tonic::transport::server::Router;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::entry::FirstStart;
 use crate::http::{router, HttpState};
 use crate::ledger::RaftLedger;
 use crate::Config;
@@ -95,6 +96,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         xmpp_tls: xmpp_tls_l.local_addr()?,
     };
     write_addrs(&config.data_dir, &addrs)?;
+    let advertised = crate::entry::advertised(&config.advertise_addr, addrs.node, crate::entry::hostname().as_deref())
+        .map_err(anyhow::Error::msg)?;
 
     let node_tls = config.node_tls.load().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
@@ -102,7 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store,
         GroupsConfig {
             node_id: config.node_id,
-            node_addr: addrs.node.to_string(),
+            node_addr: advertised.clone(),
             shards: r.shards,
             heartbeat_ms: r.heartbeat_ms,
             election_timeout_min_ms: r.election_timeout_min_ms,
@@ -118,10 +121,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     .await?;
     if groups.initialized().await {
         // A restart: the store knows the cluster.
-    } else if config.join.is_empty() {
-        groups.bootstrap_single_node().await?;
     } else {
-        tokio::spawn(join(groups.clone(), config.join.clone(), shutdown.clone()));
+        match crate::entry::first_start(&config.join, &advertised) {
+            FirstStart::Bootstrap => groups.bootstrap_single_node().await?,
+            FirstStart::Join { seeds, may_bootstrap } => {
+                tokio::spawn(join(groups.clone(), seeds, may_bootstrap, shutdown.clone()));
+            }
+        }
     }
     let accounts = Arc::new(Accounts::new(
         groups.clone(),
@@ -134,6 +140,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
+    // `shutdown` starts the drain; `halt` stops the listeners and tasks once it is done (the
+    // node listener must serve until the hand-off of leaderships completes).
+    let halt = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -159,10 +168,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let core = telex_session::Core::new(messaging.clone(), directory, Arc::new(GrpcRemote::new(groups.clone())));
     let client = ClientServer::new(ClientService::new(accounts.clone(), core.clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
-    tracker.spawn(serve_grpc("client", grpc, client_l, shutdown.clone()));
+    tracker.spawn(serve_grpc("client", grpc, client_l, halt.clone()));
     let admin = AdminServer::new(AdminService::new(accounts.clone(), messaging.hub().clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);
-    tracker.spawn(serve_grpc("admin", grpc, admin_l, shutdown.clone()));
+    tracker.spawn(serve_grpc("admin", grpc, admin_l, halt.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
     let relay = RelayServer::new(crate::relay::RelayService::new(messaging.hub().clone(), groups.clone()));
     let mut builder = Server::builder();
@@ -177,10 +186,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .add_service(relay)
         .add_service(sessions)
         .add_service(actors);
-    tracker.spawn(serve_grpc("node", grpc, node_l, shutdown.clone()));
+    tracker.spawn(serve_grpc("node", grpc, node_l, halt.clone()));
     let xmpp = crate::xmpp::start(&config, core.clone()).await?;
     for (listener, direct_tls) in [(xmpp_l, false), (xmpp_tls_l, true)] {
-        let (xmpp, stop) = (xmpp.clone(), shutdown.clone());
+        let (xmpp, stop) = (xmpp.clone(), halt.clone());
         tracker.spawn(async move {
             tokio::select! {
                 _ = telex_xmpp::serve_c2s(xmpp, listener, direct_tls) => {}
@@ -188,7 +197,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         });
     }
-    let stop = shutdown.clone();
+    let stop = halt.clone();
     let app = router(HttpState { groups: groups.clone(), ready: ready.clone(), xmpp });
     tracker.spawn(async move {
         if let Err(e) = axum::serve(http_l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
@@ -198,9 +207,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             tracing::error!(error = %e, "http listener failed");
         }
     });
-    tracker.spawn(upkeep(groups.clone(), shutdown.clone()));
-    tracker.spawn(follow_leadership(groups.clone(), messaging.hub().clone(), shutdown.clone()));
-    let (watchdog, stop) = (groups.clone(), shutdown.clone());
+    tracker.spawn(upkeep(groups.clone(), config.data_dir.clone(), halt.clone()));
+    tracker.spawn(follow_leadership(groups.clone(), messaging.hub().clone(), halt.clone()));
+    let (watchdog, stop) = (groups.clone(), halt.clone());
     tracker.spawn(async move {
         tokio::select! {
             _ = watchdog.watch_leaders() => {}
@@ -216,6 +225,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let (groups, accounts) = (groups.clone(), accounts.clone());
         let hub = messaging.hub().clone();
         let tenant = config.bootstrap_tenant.clone();
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let ready = ready.clone();
         async move {
             tokio::select! {
                 r = become_ready(&groups, &accounts, &tenant) => match r {
@@ -231,13 +242,21 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 _ = shutdown.cancelled() => {}
             }
             shutdown.cancelled().await;
-            tracing::info!("shutting down");
+            let started = std::time::Instant::now();
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: draining");
+            // Load balancers stop sending clients here; then other replicas take the groups
+            // this node leads, so its users' sessions re-attach there rather than time out.
+            ready.store(false, Ordering::Release);
             for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
+            let moved = groups.hand_off_leaderships(grace / 2).await;
+            tracing::info!(groups = moved, "leaderships handed off");
             hub.close_all_sessions().await;
-            if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
-                tracing::warn!("listeners did not drain within 10s");
+            halt.cancel();
+            let left = grace.saturating_sub(started.elapsed()).saturating_sub(Duration::from_secs(1));
+            if tokio::time::timeout(left.max(Duration::from_secs(1)), tracker.wait()).await.is_err() {
+                tracing::warn!("listeners did not drain in time");
             }
             groups.shutdown().await;
             tracing::info!("stopped");
@@ -255,17 +274,36 @@ async fn serve_grpc(name: &'static str, grpc: Router, listener: TcpListener, sto
     }
 }
 
-/// Asks the member at `seed` to add this node to every group, until it succeeds.
-async fn join(groups: Arc<Groups>, seed: String, shutdown: CancellationToken) {
+/// Asks the listed members, in turn, to add this node to every group, until one does. The
+/// first-listed node creates the cluster instead when, after one round, none of the others
+/// belongs to one (a fresh StatefulSet's first pod).
+async fn join(groups: Arc<Groups>, seeds: Vec<String>, may_bootstrap: bool, shutdown: CancellationToken) {
+    let mut first_round = true;
     loop {
-        tracing::info!(seed = %seed, "joining the cluster");
-        match groups.join_via(&seed).await {
-            Ok(()) => {
-                tracing::info!(seed = %seed, "joined the cluster");
-                return;
+        let mut outcomes = Vec::with_capacity(seeds.len());
+        for seed in &seeds {
+            // A join cut short leaves this node in some groups: then it is no longer fresh.
+            let fresh = !groups.initialized().await;
+            tracing::info!(seed = %seed, fresh, "joining the cluster");
+            match groups.join_via(seed, fresh).await {
+                Ok(()) => {
+                    tracing::info!(seed = %seed, "joined the cluster");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(seed = %seed, error = %e, "joining through this member failed");
+                    outcomes.push(e);
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "joining failed; retrying"),
         }
+        if may_bootstrap && first_round && crate::entry::should_bootstrap(&outcomes) {
+            tracing::info!("no listed node belongs to a cluster; this node, the first listed, starts one");
+            match groups.bootstrap_single_node().await {
+                Ok(()) => return,
+                Err(e) => tracing::error!(error = %e, "starting the cluster failed"),
+            }
+        }
+        first_round = false;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.cancelled() => return,
@@ -307,8 +345,8 @@ async fn follow_leadership(groups: Arc<Groups>, hub: telex_actors::Hub, shutdown
     }
 }
 
-/// Periodic housekeeping: metric upkeep and Raft gauges.
-async fn upkeep(groups: Arc<Groups>, shutdown: CancellationToken) {
+/// Periodic housekeeping: metric upkeep, Raft gauges and the data volume's space.
+async fn upkeep(groups: Arc<Groups>, data_dir: std::path::PathBuf, shutdown: CancellationToken) {
     let prometheus = crate::telemetry::prometheus();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
@@ -322,6 +360,16 @@ async fn upkeep(groups: Arc<Groups>, shutdown: CancellationToken) {
         let leaderless = status.iter().filter(|g| g.leader.is_none()).count();
         metrics::gauge!("telex_raft_groups_leading").set(leading as f64);
         metrics::gauge!("telex_raft_groups_leaderless").set(leaderless as f64);
+        // The furthest any follower of a group led here is behind its leader.
+        let lag = status.iter().filter_map(|g| g.max_lag).max().unwrap_or(0);
+        metrics::gauge!("telex_raft_replica_lag_entries").set(lag as f64);
+        match rustix::fs::statvfs(&data_dir) {
+            Ok(v) => {
+                metrics::gauge!("telex_store_disk_free_bytes").set((v.f_bavail * v.f_frsize) as f64);
+                metrics::gauge!("telex_store_disk_size_bytes").set((v.f_blocks * v.f_frsize) as f64);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the data volume's free space"),
+        }
     }
 }
 

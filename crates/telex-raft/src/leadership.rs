@@ -83,6 +83,21 @@ pub struct Rebalanced {
     pub after: BTreeMap<NodeId, usize>,
 }
 
+/// Where `me`'s leaderships go before it stops: each to its group's other voter that leads the
+/// fewest groups so far (counting the moves already planned).
+pub fn hand_off_plan(groups: &[Led], me: NodeId) -> Vec<Move> {
+    let mut counts = leader_counts(groups);
+    let mut plan = Vec::new();
+    for g in groups.iter().filter(|g| g.leader == Some(me)) {
+        let others = g.voters.iter().copied().filter(|v| *v != me);
+        if let Some(to) = others.min_by_key(|v| (counts.get(v).copied().unwrap_or(0), *v)) {
+            *counts.entry(to).or_default() += 1;
+            plan.push(Move { group: g.group, from: me, to });
+        }
+    }
+    plan
+}
+
 impl Groups {
     /// Every group's leader and voters, as this node sees them.
     pub fn leadership(&self) -> Vec<Led> {
@@ -117,6 +132,31 @@ impl Groups {
             self.wait_for_leaders(self.config.write_timeout).await;
         }
         Rebalanced { moved, before, after: leader_counts(&self.leadership()) }
+    }
+
+    /// Before this node stops: hands every leadership it holds to the other voter of that group
+    /// leading the fewest groups, all groups at once, giving up after `within`. Returns how many
+    /// groups are now led elsewhere. Groups with no other voter stay (they stop with the node).
+    pub async fn hand_off_leaderships(&self, within: Duration) -> usize {
+        let me = self.config.node_id;
+        let plan = hand_off_plan(&self.leadership(), me);
+        if plan.is_empty() {
+            return 0;
+        }
+        tracing::info!(groups = plan.len(), "handing this node's leaderships to other voters");
+        let transfers = plan.iter().map(|m| async move { (m.group, self.transfer_leader(m.group, m.to).await) });
+        match tokio::time::timeout(within, futures::future::join_all(transfers)).await {
+            Ok(results) => {
+                for (group, r) in &results {
+                    if let Err(e) = r {
+                        tracing::warn!(group, error = %e, "leadership hand-off failed");
+                    }
+                }
+            }
+            Err(_) => tracing::warn!(?within, "leadership hand-off did not finish in time"),
+        }
+        let led = self.leadership();
+        plan.iter().filter(|m| led.iter().any(|g| g.group == m.group && g.leader != Some(me))).count()
     }
 
     /// Runs `transfer_leader` on the group's leader, here or on its node.
@@ -246,6 +286,19 @@ mod tests {
             after[m.group as usize].leader = Some(m.to);
         }
         assert_eq!(leader_counts(&after).values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+    }
+
+    #[test]
+    fn a_stopping_node_hands_its_groups_out_evenly() {
+        let mut groups: Vec<Led> = (0..6).map(|g| led(g, 1, &[1, 2, 3])).collect();
+        groups.push(led(6, 2, &[1, 2, 3]));
+        groups.push(led(7, 1, &[1]));
+        let plan = hand_off_plan(&groups, 1);
+        assert_eq!(plan.len(), 6, "a group with no other voter stays: {plan:?}");
+        let to2 = plan.iter().filter(|m| m.to == 2).count();
+        let to3 = plan.iter().filter(|m| m.to == 3).count();
+        assert_eq!((to2, to3), (3, 3), "node 2 already led one, so they end at 4 and 3: {plan:?}");
+        assert!(hand_off_plan(&groups, 3).is_empty());
     }
 
     #[test]

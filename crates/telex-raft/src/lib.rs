@@ -30,6 +30,6 @@ pub mod verify;
 mod watchdog;
 
 pub use log_store::LogStore;
-pub use registry::{Applied, GroupInfo, Groups, GroupsConfig, ReplicaChange, WriteError};
+pub use registry::{Applied, GroupInfo, Groups, GroupsConfig, JoinError, ReplicaChange, WriteError};
 pub use state_machine::{state_digest, StateDigest, StateMachine};
 pub use types::{NodeId, Raft, TypeConfig};

@@ -128,6 +128,27 @@ pub enum ReplicaChange {
     Remove { node: NodeId },
 }
 
+/// Why a join through one seed did not happen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JoinError {
+    /// Nothing answered at the seed's address (not started yet, or not resolvable).
+    Unreachable(String),
+    /// The seed answered but is not part of a cluster itself.
+    NoCluster,
+    /// A cluster member answered and refused, or could not finish.
+    Refused(String),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::Unreachable(e) => write!(f, "unreachable: {e}"),
+            JoinError::NoCluster => f.write_str("not part of a cluster yet"),
+            JoinError::Refused(e) => f.write_str(e),
+        }
+    }
+}
+
 /// A change applied by this node's replica of a shard (on the leader and followers alike).
 #[derive(Clone, Debug)]
 pub enum Applied {
@@ -417,9 +438,19 @@ impl Groups {
     }
 
     /// Adds `node` to every group (see `add_replica`), asking each group's leader, wherever it
-    /// is. Returns how many groups it now replicates.
-    pub async fn join(&self, node: NodeId, addr: &str) -> Result<usize, WriteError> {
-        self.change_everywhere(&ReplicaChange::Add { node, addr: addr.to_string() }).await?;
+    /// is. Returns how many groups it now replicates. A `fresh` node has no data: where it is
+    /// still a member (its volume was replaced), it is taken out first and added back as a new
+    /// replica, so it catches up instead of voting with a log it no longer has.
+    pub async fn join(&self, node: NodeId, addr: &str, fresh: bool) -> Result<usize, WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout * 6;
+        let add = ReplicaChange::Add { node, addr: addr.to_string() };
+        for group in 0..self.rafts.len() as GroupId {
+            if fresh && self.members(group).iter().any(|(id, _)| *id == node) {
+                tracing::info!(group, node, "a member came back without its data; replacing its replica");
+                self.change_in_group(group, &ReplicaChange::Remove { node }, deadline).await?;
+            }
+            self.change_in_group(group, &add, deadline).await?;
+        }
         tracing::info!(node, addr, "node joined every group");
         Ok(self.rafts.len())
     }
@@ -525,12 +556,21 @@ impl Groups {
         Ok(())
     }
 
-    /// Asks a member at `seed` (node-to-node address) to add this node to every group.
-    pub async fn join_via(&self, seed: &str) -> Result<(), String> {
-        let channel = self.network.channel(seed)?;
-        let req = JoinRequest { node_id: self.config.node_id, addr: self.config.node_addr.clone() };
-        NodeClient::new(channel).join(req).await.map_err(|s| format!("{seed}: {}", s.message()))?;
-        Ok(())
+    /// Asks a member at `seed` (node-to-node address) to add this node to every group; `fresh`:
+    /// this node has no data at all (see `join`).
+    pub async fn join_via(&self, seed: &str, fresh: bool) -> Result<(), JoinError> {
+        let channel = self.network.channel(seed).map_err(JoinError::Refused)?;
+        let req = JoinRequest { node_id: self.config.node_id, addr: self.config.node_addr.clone(), fresh };
+        match NodeClient::new(channel).join(req).await {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(JoinError::NoCluster),
+            // Transport failures (refused, unresolvable, timed out) come back as `Unavailable`
+            // with no answer from a Telex service behind them.
+            Err(s) if s.code() == tonic::Code::Unavailable && s.metadata().is_empty() => {
+                Err(JoinError::Unreachable(s.message().to_string()))
+            }
+            Err(s) => Err(JoinError::Refused(s.message().to_string())),
+        }
     }
 
     /// Whether any group of this node has a membership (it is, or was, part of a cluster).

@@ -117,8 +117,12 @@ impl Node for NodeService {
         if r.node_id == self.groups.node_id() {
             return Err(Status::already_exists(format!("node id {} is this node's own id", r.node_id)));
         }
-        tracing::info!(node = r.node_id, addr = %r.addr, "node asks to join");
-        let groups = self.groups.join(r.node_id, &r.addr).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        if !self.groups.initialized().await {
+            return Err(Status::failed_precondition("this node is not part of a cluster yet"));
+        }
+        tracing::info!(node = r.node_id, addr = %r.addr, fresh = r.fresh, "node asks to join");
+        let groups =
+            self.groups.join(r.node_id, &r.addr, r.fresh).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(JoinReply { groups: groups as u32 }))
     }
 

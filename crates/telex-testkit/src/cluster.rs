@@ -109,8 +109,16 @@ pub async fn received(node: &Telexd, owner: &str) -> Vec<String> {
     drain(node, owner, true).await
 }
 
+/// As `archive`, through the client API at `url` (a node not started by this harness).
+pub async fn archive_at(url: &str, owner: &str) -> Vec<String> {
+    drain_at(url.to_string(), owner, false).await
+}
+
 async fn drain(node: &Telexd, owner: &str, received_only: bool) -> Vec<String> {
-    let url = node.client_url();
+    drain_at(node.client_url(), owner, received_only).await
+}
+
+async fn drain_at(url: String, owner: &str, received_only: bool) -> Vec<String> {
     let token = login(&url, owner, "pw", "checker").await;
     let mut after = 0;
     let mut ids = Vec::new();

@@ -38,9 +38,28 @@ struct Args {
     /// This node's id [default: 1].
     #[arg(long, env = "TELEX_NODE_ID")]
     node_id: Option<u64>,
-    /// Join the cluster that has a member at this node-to-node address (first start only).
+    /// Take the node id from the host name's trailing ordinal plus one (StatefulSet pods:
+    /// telex-0 is node 1).
+    #[arg(long, env = "TELEX_NODE_ID_FROM_HOSTNAME")]
+    node_id_from_hostname: bool,
+    /// The node-to-node address other nodes dial to reach this one (host:port), when it is not
+    /// the listener's: e.g. $(POD_NAME).telex-headless:7401.
+    #[arg(long, env = "TELEX_ADVERTISE_ADDR")]
+    advertise_addr: Option<String>,
+    /// Join the cluster through these members' node-to-node addresses, comma separated (first
+    /// start only). The node listed first starts the cluster when no other listed node has one.
     #[arg(long, env = "TELEX_JOIN")]
     join: Option<String>,
+    /// Node-to-node mTLS: this node's certificate, its key, and the cluster CA (PEM files).
+    #[arg(long, env = "TELEX_NODE_TLS_CERT")]
+    node_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "TELEX_NODE_TLS_KEY")]
+    node_tls_key: Option<PathBuf>,
+    #[arg(long, env = "TELEX_NODE_TLS_CA")]
+    node_tls_ca: Option<PathBuf>,
+    /// Seconds a shutdown may take (hand-off included) [default: 30].
+    #[arg(long, env = "TELEX_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
     /// Reach peer ID at ADDR instead of the address it advertises (repeatable): ID=ADDR.
     #[arg(long = "peer-route", value_name = "ID=ADDR")]
     peer_routes: Vec<String>,
@@ -84,8 +103,31 @@ fn load(args: Args) -> Result<Config, String> {
     if let Some(v) = args.node_id {
         config.node_id = v;
     }
+    if args.node_id_from_hostname {
+        config.node_id_from_hostname = true;
+    }
+    if config.node_id_from_hostname {
+        let host = telex_node::entry::hostname().ok_or("--node-id-from-hostname: the host name is unknown")?;
+        config.node_id =
+            telex_node::entry::node_id_from_hostname(&host).map_err(|e| format!("--node-id-from-hostname: {e}"))?;
+    }
+    if let Some(v) = args.advertise_addr {
+        config.advertise_addr = v;
+    }
     if let Some(v) = args.join {
         config.join = v;
+    }
+    if let Some(v) = args.node_tls_cert {
+        config.node_tls.cert = v;
+    }
+    if let Some(v) = args.node_tls_key {
+        config.node_tls.key = v;
+    }
+    if let Some(v) = args.node_tls_ca {
+        config.node_tls.ca = v;
+    }
+    if let Some(v) = args.shutdown_grace_secs {
+        config.shutdown_grace_secs = v;
     }
     for route in args.peer_routes {
         let (id, addr) = route.split_once('=').ok_or(format!("--peer-route {route:?}: expected ID=ADDR"))?;
