@@ -279,6 +279,18 @@ fn the_rendered_statefulset_survives_a_kill_and_a_rolling_restart() {
             println!("rolling restart: {name} stopped in {stopped:?}, ready again after {total:?}");
             assert!(*stopped < Duration::from_secs(d.grace), "{name} needed the grace period's SIGKILL");
         }
+
+        // Pod 0 replaced with an empty volume: it must join the running cluster as a new
+        // replica (it is listed first in --join, yet a cluster answers), not start another.
+        let replaced = Instant::now();
+        docker(&["rm", "--force", &d.pods[0].container]);
+        docker(&["volume", "rm", &d.volumes[0]]);
+        d.create(0);
+        d.wait_ready(0, Duration::from_secs(90));
+        println!("{} replaced with an empty volume, ready after {:?}", d.pods[0].name, replaced.elapsed());
+        let logs = Command::new("docker").args(["logs", &d.pods[0].container]).output().unwrap();
+        let logs = format!("{}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+        assert!(logs.contains("joined the cluster") && !logs.contains("starts one"), "pod 0 did not rejoin:\n{logs}");
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.send(true).unwrap();
         let events = load.await.unwrap();
@@ -287,7 +299,26 @@ fn the_rendered_statefulset_survives_a_kill_and_a_rolling_restart() {
         archives.insert("bob@localhost".to_string(), archive_at(&d.urls()[0], "bob@localhost").await);
         let figures = check(&events, &archives);
         println!("history: {figures}");
+        // The replaced pod holds the same state as the others (and so the same cluster).
+        let (mut verified, mut identical) = (String::new(), false);
+        for _ in 0..30 {
+            let out = Command::new("docker")
+                .args(["exec", &d.pods[1].container, "/usr/local/bin/telex", "cluster", "verify"])
+                .output()
+                .unwrap();
+            verified = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            if out.status.success() {
+                identical = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        println!("cluster verify: {}", verified.lines().last().unwrap_or(""));
+        let status: Value = serde_json::from_str(&d.exec(0, &["--json", "cluster", "status"])).unwrap();
+        let ids: Vec<u64> = status["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_u64().unwrap()).collect();
+        assert_eq!(ids, [1, 2, 3], "the replaced pod sees another cluster: {status}");
         assert!(figures.acked > 20, "too little got through: {figures}");
         assert!(figures.promise_kept(), "delivery promise broken: {figures}");
+        assert!(identical, "replicas differ after the replacement:\n{verified}");
     });
 }
