@@ -315,7 +315,8 @@ fn the_rendered_statefulset_survives_a_kill_and_a_rolling_restart() {
         }
         println!("cluster verify: {}", verified.lines().last().unwrap_or(""));
         let status: Value = serde_json::from_str(&d.exec(0, &["--json", "cluster", "status"])).unwrap();
-        let ids: Vec<u64> = status["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_u64().unwrap()).collect();
+        let ids: Vec<u64> =
+            status["nodes"].as_array().unwrap().iter().map(|n| n["node_id"].as_u64().unwrap()).collect();
         assert_eq!(ids, [1, 2, 3], "the replaced pod sees another cluster: {status}");
         assert!(figures.acked > 20, "too little got through: {figures}");
         assert!(figures.promise_kept(), "delivery promise broken: {figures}");
