@@ -258,7 +258,6 @@ fn the_rendered_statefulset_survives_a_kill_and_a_rolling_restart() {
         tokio::time::sleep(Duration::from_secs(3)).await;
 
         // A pod killed outright, then started again on its volume.
-        let killed = Instant::now();
         docker(&["kill", &d.pods[1].container]);
         tokio::time::sleep(Duration::from_secs(3)).await;
         docker(&["start", &d.pods[1].container]);
