@@ -54,7 +54,8 @@ pub struct Hub {
     /// Where actors of users led elsewhere live (set by the node when clustered).
     homes: Arc<std::sync::OnceLock<Box<dyn Homes>>>,
     /// Set when the node shuts down, for sessions served elsewhere through this node.
-    closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// `Some(window)` once the node drains: its own sessions end spread over `window`.
+    closing: Arc<tokio::sync::watch::Sender<Option<std::time::Duration>>>,
 }
 
 /// Where users' actors live in a cluster: on the leader of their shard. The node implements it
@@ -102,17 +103,18 @@ impl Hub {
             limits,
             relay: Arc::default(),
             homes: Arc::default(),
-            closing: Arc::new(tokio::sync::watch::channel(false).0),
+            closing: Arc::new(tokio::sync::watch::channel(None).0),
         }
     }
 
-    /// Becomes true when the node starts shutting down.
-    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+    /// Becomes `Some(window)` when the node starts shutting down: the sessions connected here
+    /// end spread over `window`.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<Option<std::time::Duration>> {
         self.closing.subscribe()
     }
 
     pub fn is_closing(&self) -> bool {
-        *self.closing.borrow()
+        self.closing.borrow().is_some()
     }
 
     /// Ends every session of the users `which` selects: their actor moved (the sessions attach
@@ -293,11 +295,13 @@ impl Hub {
         }
     }
 
-    /// Disconnects every device (on shutdown), so clients reconnect to another node at once
-    /// instead of holding streams open on a node that is going away. Sessions that gateways on
-    /// other nodes route here are told their actor moved, and attach again elsewhere.
-    pub async fn close_all_sessions(&self) {
-        self.closing.send_replace(true);
+    /// On shutdown: refuses new sessions, and tells every actor's sessions that it moved, so
+    /// sessions routed here from other gateways attach again elsewhere at once. The devices
+    /// connected to this node follow their actors too, then end one by one over `window` (each
+    /// at its own offset), so their clients reconnect to other nodes gradually rather than all
+    /// at once.
+    pub async fn close_all_sessions(&self, window: std::time::Duration) {
+        self.closing.send_replace(Some(window));
         self.moved(|_| true).await;
     }
 

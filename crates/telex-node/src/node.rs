@@ -227,6 +227,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let tenant = config.bootstrap_tenant.clone();
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let ready = ready.clone();
+        let core = core.clone();
         async move {
             tokio::select! {
                 r = become_ready(&groups, &accounts, &tenant) => match r {
@@ -252,7 +253,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
             let moved = groups.hand_off_leaderships(grace / 2).await;
             tracing::info!(groups = moved, "leaderships handed off");
-            hub.close_all_sessions().await;
+            // This node's own devices end spread over a window, so their clients log in again
+            // elsewhere gradually; what is left of the grace period then stops the rest.
+            let window = grace.saturating_sub(started.elapsed()).mul_f64(0.4).min(Duration::from_secs(10));
+            hub.close_all_sessions(window).await;
+            let devices = core.connected_devices();
+            tracing::info!(devices, ?window, "this node's sessions end over the drain window");
+            let until = tokio::time::Instant::now() + window + Duration::from_millis(200);
+            while core.connected_devices() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             halt.cancel();
             let left = grace.saturating_sub(started.elapsed()).saturating_sub(Duration::from_secs(1));
             if tokio::time::timeout(left.max(Duration::from_secs(1)), tracker.wait()).await.is_err() {

@@ -25,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) messaging: Messaging,
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) remote: Arc<dyn Remote>,
+    /// Devices whose sessions this node serves as their gateway (the drain waits for them).
+    pub(crate) devices: std::sync::atomic::AtomicUsize,
 }
 
 /// A valid device name, or a fresh one when none is given (XMPP clients may bind without one).
@@ -39,7 +41,12 @@ pub fn device_name(device: &str) -> Result<String, TelexError> {
 
 impl Core {
     pub fn new(messaging: Messaging, directory: Arc<dyn Directory>, remote: Arc<dyn Remote>) -> Core {
-        Core(Arc::new(Inner { messaging, directory, remote }))
+        Core(Arc::new(Inner { messaging, directory, remote, devices: Default::default() }))
+    }
+
+    /// How many devices are connected through this node (sessions it serves as their gateway).
+    pub fn connected_devices(&self) -> usize {
+        self.0.devices.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn messaging(&self) -> &Messaging {
@@ -121,13 +128,23 @@ impl Core {
     }
 }
 
-/// Attaches to the user's actor wherever it lives, waiting up to `ATTACH_PATIENCE` for its
-/// shard to have a reachable leader.
+/// Attaches a new session to the user's actor wherever it lives, waiting up to
+/// `ATTACH_PATIENCE` for its shard to have a reachable leader. A draining node takes no new
+/// sessions.
 pub(crate) async fn attach(core: &Core, jid: &UserJid, device: &str, hold: bool) -> Result<Link, TelexError> {
+    if core.hub().is_closing() {
+        return Err(TelexError::unavailable("this node is shutting down; reconnect to another"));
+    }
+    reattach(core, jid, device, hold).await
+}
+
+/// Attaches an existing session again after its actor moved (also while this node drains: the
+/// session follows its actor elsewhere until its turn to end).
+pub(crate) async fn reattach(core: &Core, jid: &UserJid, device: &str, hold: bool) -> Result<Link, TelexError> {
     let deadline = Instant::now() + ATTACH_PATIENCE;
     let mut last = TelexError::unavailable("the user's shard has no leader yet");
     loop {
-        if core.hub().is_closing() {
+        if core.hub().is_closing() && !matches!(core.0.remote.home(jid), Home::Node(_)) {
             return Err(TelexError::unavailable("this node is shutting down; reconnect to another"));
         }
         match core.0.remote.home(jid) {

@@ -20,7 +20,7 @@ use telex_types::session::{ClientFrame, CutOff, Refused, ServerFrame};
 use telex_types::UserJid;
 use tokio::sync::mpsc;
 
-use crate::core::{attach, Core};
+use crate::core::{reattach, Core};
 use crate::ports::{Home, RemoteEvent, RemoteLink};
 
 /// Sends (and signals) of one session being carried out at once; the adapter stops reading
@@ -155,6 +155,9 @@ pub struct Session {
 
 impl Session {
     pub(crate) fn new(core: Core, jid: UserJid, device: String, link: Link, hold: bool, follow: bool) -> Session {
+        if follow {
+            core.0.devices.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Session {
             core,
             jid,
@@ -296,8 +299,13 @@ impl Session {
                     }
                     let closing = r.closing.get_or_insert_with(|| {
                         let mut closing = self.core.hub().closing();
+                        let offset = drain_offset(&self.jid, &self.device);
                         Box::pin(async move {
-                            let _ = closing.wait_for(|c| *c).await;
+                            let window = match closing.wait_for(Option::is_some).await {
+                                Ok(w) => w.unwrap_or_default(),
+                                Err(_) => return,
+                            };
+                            tokio::time::sleep(window.mul_f64(offset)).await;
                         })
                     });
                     if closing.poll_unpin(cx).is_ready() {
@@ -363,7 +371,9 @@ impl Session {
         if !self.follow {
             return Some(self.end(CutOff::Moved));
         }
-        if self.core.hub().is_closing() {
+        // A draining node's sessions follow their actor to its new node (and end later, at
+        // their offset in the drain window); with nowhere else to go they end now.
+        if self.core.hub().is_closing() && !matches!(self.core.0.remote.home(&self.jid), Home::Node(_)) {
             return Some(self.end(CutOff::ShuttingDown));
         }
         // Sends the old attachment never answered may or may not have been stored.
@@ -380,7 +390,7 @@ impl Session {
         let (core, jid, device, hold) = (self.core.clone(), self.jid.clone(), self.device.clone(), self.hold);
         self.link = Link::Attaching(Box::pin(async move {
             tokio::time::sleep(REATTACH_PAUSE).await;
-            attach(&core, &jid, &device, hold).await
+            reattach(&core, &jid, &device, hold).await
         }));
         if let Some(f) = self.answers.pop_front() {
             return Some(Poll::Ready(Some(Ok(f))));
@@ -397,6 +407,23 @@ impl Session {
             _ => {}
         }
     }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.follow {
+            self.core.0.devices.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Where in a drain window a device's session ends: a fraction in [0, 1) fixed by its user and
+/// device, so a node's sessions end spread evenly over the window.
+fn drain_offset(jid: &UserJid, device: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (jid.to_string(), device).hash(&mut h);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl futures::Stream for Session {

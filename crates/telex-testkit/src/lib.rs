@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod containers;
 pub mod history;
 pub mod netfault;
 
