@@ -180,6 +180,34 @@ impl Admin for AdminService {
         }))
     }
 
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<pb::BackupChunk, Status>>;
+
+    async fn backup(&self, _: Request<pb::BackupRequest>) -> Reply<Self::BackupStream> {
+        let groups = self.accounts.groups().clone();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let dir = groups.store().dir().join(format!("backup-{nanos}"));
+        let manifest = match groups.backup(&dir).await {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(Status::unavailable(format!("backup failed: {e}")));
+            }
+        };
+        tracing::info!(dir = %dir.display(), groups = manifest.groups.len(), "backup taken; streaming it");
+        let manifest = serde_json::to_string(&manifest).map_err(|e| Status::internal(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let first = pb::BackupChunk { manifest, ..Default::default() };
+            if tx.send(Ok(first)).await.is_ok() {
+                if let Err(e) = crate::backup::stream_files(&dir, &tx).await {
+                    let _ = tx.send(Err(Status::internal(format!("reading the backup: {e}")))).await;
+                }
+            }
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
     async fn verify_replicas(&self, _: Request<pb::VerifyReplicasRequest>) -> Reply<pb::VerifyReplicasResponse> {
         let verdicts = self.accounts.groups().verify_replicas(std::time::Duration::from_secs(10)).await;
         let groups = verdicts

@@ -11,6 +11,7 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod backup;
 mod client;
 mod remote;
 mod sessions;

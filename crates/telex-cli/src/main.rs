@@ -4,6 +4,7 @@
 //! `telex: <reason>`, and exits non-zero.
 
 mod admin;
+mod backup;
 mod chat;
 mod cluster;
 mod flags;
@@ -50,6 +51,9 @@ enum Command {
     /// Connected devices.
     #[command(subcommand)]
     Session(admin::SessionCmd),
+    /// Back up the node's data (restore with `telexd --restore-from DIR`).
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
     /// Log in (--user, --password, --device) and print a session token.
     Login,
     /// Show who a session token (--token) belongs to.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Status => admin::status(&cli).await,
             Command::Cluster(cmd) => cluster::cluster(&cli, cmd).await,
             Command::Session(cmd) => admin::session(&cli, cmd).await,
+            Command::Backup(cmd) => backup::backup(&cli, cmd).await,
             Command::Login => session::login(&cli).await,
             Command::Whoami => session::whoami(&cli).await,
             Command::Logout => session::logout(&cli).await,

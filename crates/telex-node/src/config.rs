@@ -29,6 +29,9 @@ pub struct Config {
     /// is first in the list starts the cluster when no other listed node belongs to one (the
     /// first pod of a StatefulSet); the others join through whichever listed node answers.
     pub join: String,
+    /// A backup (`telex backup create DIR`) to start a new cluster from, into an empty data
+    /// directory; empty: none.
+    pub restore_from: PathBuf,
     /// How long a shutdown (SIGTERM) may take: the node stops taking sessions, hands its
     /// leaderships to other replicas, ends its sessions and stops within this time. Keep it
     /// below the pod's `terminationGracePeriodSeconds`.
@@ -224,6 +227,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./telex-data"),
             bootstrap_tenant: "localhost".into(),
             join: String::new(),
+            restore_from: PathBuf::new(),
             shutdown_grace_secs: 30,
             listen: Listen::default(),
             node_tls: NodeTls::default(),

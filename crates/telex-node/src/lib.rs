@@ -12,6 +12,7 @@ mod http;
 mod ledger;
 mod node;
 mod relay;
+mod restore;
 pub mod telemetry;
 mod xmpp;
 

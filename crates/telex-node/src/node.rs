@@ -73,6 +73,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let _ = crate::telemetry::prometheus();
 
+    let restoring = if config.restore_from.as_os_str().is_empty() {
+        None
+    } else {
+        let (from, to, shards) = (config.restore_from.clone(), config.data_dir.clone(), config.raft.shards);
+        let manifest = tokio::task::spawn_blocking(move || crate::restore::copy_in(&from, &to, shards))
+            .await
+            .context("restore task")?
+            .map_err(anyhow::Error::msg)?;
+        Some(manifest)
+    };
     let data_dir = config.data_dir.clone();
     let store_opts = StoreOptions {
         block_cache_bytes: config.storage.block_cache_mb << 20,
@@ -99,6 +109,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let advertised = crate::entry::advertised(&config.advertise_addr, addrs.node, crate::entry::hostname().as_deref())
         .map_err(anyhow::Error::msg)?;
 
+    if let Some(manifest) = &restoring {
+        let groups =
+            crate::restore::take_over(&store, manifest, config.node_id, &advertised).map_err(anyhow::Error::msg)?;
+        tracing::info!(from = %config.restore_from.display(), groups, backed_up_by = manifest.node_id,
+            "restored a backup: this node is now the only member of every group");
+    }
     let node_tls = config.node_tls.load().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
     let groups = Groups::start(

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod apply;
+pub mod backup;
 mod codec;
 mod forwarder;
 pub mod identity;

@@ -24,10 +24,10 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
 type Meta = SnapshotMeta<NodeId, openraft::BasicNode>;
 
-const APPLIED: &[u8] = b"applied";
-const MEMBERSHIP: &[u8] = b"membership";
-const SNAP_META: &[u8] = b"snap_meta";
-const SNAP_DATA: &[u8] = b"snap_data";
+pub(crate) const APPLIED: &[u8] = b"applied";
+pub(crate) const MEMBERSHIP: &[u8] = b"membership";
+pub(crate) const SNAP_META: &[u8] = b"snap_meta";
+pub(crate) const SNAP_DATA: &[u8] = b"snap_data";
 
 #[derive(Clone)]
 pub struct StateMachine {

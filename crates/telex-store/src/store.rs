@@ -65,6 +65,7 @@ impl Default for StoreOptions {
 pub struct Store {
     db: Arc<Db>,
     syncer: Syncer,
+    dir: std::path::PathBuf,
     _lock: File,
 }
 
@@ -100,7 +101,7 @@ impl Store {
         });
         let db = Arc::new(Db::open_cf_descriptors(&db_opts, dir.join("db"), cfs)?);
         let syncer = Syncer::start(db.clone(), opts.sync_interval);
-        Ok(Arc::new(Store { db, syncer, _lock: lock }))
+        Ok(Arc::new(Store { db, syncer, dir: dir.to_path_buf(), _lock: lock }))
     }
 
     fn cf(&self, cf: Cf) -> Arc<BoundColumnFamily<'_>> {
@@ -137,6 +138,22 @@ impl Store {
     /// Makes every earlier write durable now.
     pub fn sync(&self) -> Result<(), StoreError> {
         Ok(self.db.flush_wal(true)?)
+    }
+
+    /// The data directory this store was opened in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A consistent copy of the whole database as it is now, in `dir` (which must not exist),
+    /// laid out as a data directory `Store::open` accepts (`dir/db`). Files are hard-linked
+    /// where the file system allows, so it costs little.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir { dir: dir.display().to_string(), source })?;
+        // With manual WAL flushing, buffered records would be missing from the copy.
+        self.db.flush_wal(true)?;
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir.join("db"))?;
+        Ok(())
     }
 
     /// Key-value pairs in `[from, to)`, in key order, at most `limit`.

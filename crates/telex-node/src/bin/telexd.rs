@@ -57,6 +57,10 @@ struct Args {
     node_tls_key: Option<PathBuf>,
     #[arg(long, env = "TELEX_NODE_TLS_CA")]
     node_tls_ca: Option<PathBuf>,
+    /// Start a new cluster from this backup (`telex backup create DIR`), into an empty data
+    /// directory.
+    #[arg(long, env = "TELEX_RESTORE_FROM")]
+    restore_from: Option<PathBuf>,
     /// Seconds a shutdown may take (hand-off included) [default: 30].
     #[arg(long, env = "TELEX_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: Option<u64>,
@@ -125,6 +129,9 @@ fn load(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.node_tls_ca {
         config.node_tls.ca = v;
+    }
+    if let Some(v) = args.restore_from {
+        config.restore_from = v;
     }
     if let Some(v) = args.shutdown_grace_secs {
         config.shutdown_grace_secs = v;
