@@ -302,8 +302,12 @@ impl UserActor {
                     && !message.to_device.is_empty()
                     && message.to_device != device
                     && online.contains(&message.to_device);
+                let traced = crate::trace::sampled(&message.server_id).then(|| message.server_id.clone());
                 match s.tx.try_send(Box::new(ServerFrame::Message { position, message, for_other_device })) {
                     Ok(()) => {
+                        if let Some(id) = traced {
+                            let _handed = crate::trace::deliver_span(&id, &self.user, device, position);
+                        }
                         s.cursor.mark_sent(position);
                         s.stalled_since = None;
                     }

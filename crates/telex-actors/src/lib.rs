@@ -19,6 +19,7 @@ pub mod presence;
 pub mod rate;
 mod social;
 pub mod subscription;
+pub mod trace;
 
 pub use hub::{FrameRx, FrameTx, Homes, Hub, PresenceChange, PresenceRelay, SessionId, SessionInfo, Signal};
 pub use ledger::Ledger;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use dashmap::DashMap;
 
@@ -162,13 +163,20 @@ impl Messaging {
             sent_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
         };
         let server_id = message.server_id.clone();
+        let span = crate::trace::send_span(&server_id, from, &to);
+        let commit = |owner: &UserJid, role: &'static str| {
+            if span.is_disabled() {
+                return tracing::Span::none();
+            }
+            tracing::info_span!(target: "telex_trace", parent: &span, "archive.commit", owner = %owner, role)
+        };
         let (position, recipient_position) = if &to == from {
-            let p = self.ledger.append(to.clone(), message).await?;
+            let p = self.ledger.append(to.clone(), message).instrument(commit(&to, "both")).await?;
             (p, p)
         } else {
-            let recipient = self.ledger.append(to.clone(), message.clone());
-            let sender = self.ledger.append(from.clone(), message);
-            let (r, s) = futures::future::try_join(recipient, sender).await?;
+            let recipient = self.ledger.append(to.clone(), message.clone()).instrument(commit(&to, "recipient"));
+            let sender = self.ledger.append(from.clone(), message).instrument(commit(from, "sender"));
+            let (r, s) = futures::future::try_join(recipient, sender).instrument(span.clone()).await?;
             (s, r)
         };
         metrics::counter!("telex_messages_sent_total", "tenant" => from.domain().to_string()).increment(1);

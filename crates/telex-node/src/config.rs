@@ -45,6 +45,26 @@ pub struct Config {
     pub limits: Limits,
     pub storage: Storage,
     pub log: Log,
+    pub traces: Traces,
+}
+
+/// Message traces over OTLP/gRPC (OpenTelemetry): one trace per sampled message, from its
+/// send through both archive commits to each device it is handed to. Off by default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Traces {
+    /// The collector's OTLP gRPC endpoint, e.g. "http://otel-collector:4317"; empty: off.
+    pub otlp_endpoint: String,
+    /// The share of messages traced, 0 to 1 (decided from the message id, the same on every node).
+    pub sample_ratio: f64,
+    /// The `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for Traces {
+    fn default() -> Self {
+        Traces { otlp_endpoint: String::new(), sample_ratio: 0.01, service_name: "telexd".into() }
+    }
 }
 
 /// PEM files. Each node's certificate, issued by the cluster CA, carries the DNS names
@@ -237,6 +257,7 @@ impl Default for Config {
             limits: Limits::default(),
             storage: Storage::default(),
             log: Log::default(),
+            traces: Traces::default(),
         }
     }
 }
@@ -337,6 +358,12 @@ impl Config {
         }
         if !(1024..=16 << 20).contains(&x.max_stanza_bytes) {
             return Err("xmpp.max_stanza_bytes: must be 1024 to 16777216".into());
+        }
+        if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
+            return Err("traces.sample_ratio: must be 0 to 1".into());
+        }
+        if !self.traces.otlp_endpoint.is_empty() && !self.traces.otlp_endpoint.starts_with("http") {
+            return Err("traces.otlp_endpoint: must be an http:// or https:// URL".into());
         }
         if !(1..=3600).contains(&self.shutdown_grace_secs) {
             return Err("shutdown_grace_secs: must be 1 to 3600".into());

@@ -158,7 +158,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telex_node::telemetry::init_logging(&config.log.format, &config.log.filter);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("telex").build();
     let runtime = match runtime {
         Ok(r) => r,
@@ -168,9 +167,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let traces = telex_node::telemetry::init_logging(&config.log.format, &config.log.filter, &config.traces);
         let shutdown = CancellationToken::new();
         tokio::spawn(signals(shutdown.clone()));
-        telex_node::run(config, shutdown).await
+        let result = telex_node::run(config, shutdown).await;
+        if let Some(provider) = traces {
+            // Sends the spans still buffered; blocking, so off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
