@@ -38,6 +38,13 @@ pub struct SessionInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(pub(crate) u64);
 
+/// A node's drain: its own sessions end between `began` and `began + window`.
+#[derive(Clone, Copy, Debug)]
+pub struct Drain {
+    pub began: tokio::time::Instant,
+    pub window: std::time::Duration,
+}
+
 /// Clonable handle to every user actor of this node.
 #[derive(Clone)]
 pub struct Hub {
@@ -54,8 +61,9 @@ pub struct Hub {
     /// Where actors of users led elsewhere live (set by the node when clustered).
     homes: Arc<std::sync::OnceLock<Box<dyn Homes>>>,
     /// Set when the node shuts down, for sessions served elsewhere through this node.
-    /// `Some(window)` once the node drains: its own sessions end spread over `window`.
-    closing: Arc<tokio::sync::watch::Sender<Option<std::time::Duration>>>,
+    /// Set once the node drains: when the drain began, and the window its own sessions end
+    /// spread over.
+    closing: Arc<tokio::sync::watch::Sender<Option<Drain>>>,
 }
 
 /// Where users' actors live in a cluster: on the leader of their shard. The node implements it
@@ -107,9 +115,9 @@ impl Hub {
         }
     }
 
-    /// Becomes `Some(window)` when the node starts shutting down: the sessions connected here
-    /// end spread over `window`.
-    pub fn closing(&self) -> tokio::sync::watch::Receiver<Option<std::time::Duration>> {
+    /// Becomes `Some` when the node starts shutting down: the sessions connected here end
+    /// spread over the drain's window.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<Option<Drain>> {
         self.closing.subscribe()
     }
 
@@ -301,7 +309,7 @@ impl Hub {
     /// at its own offset), so their clients reconnect to other nodes gradually rather than all
     /// at once.
     pub async fn close_all_sessions(&self, window: std::time::Duration) {
-        self.closing.send_replace(Some(window));
+        self.closing.send_replace(Some(Drain { began: tokio::time::Instant::now(), window }));
         self.moved(|_| true).await;
     }
 

@@ -21,7 +21,7 @@ mod social;
 pub mod subscription;
 pub mod trace;
 
-pub use hub::{FrameRx, FrameTx, Homes, Hub, PresenceChange, PresenceRelay, SessionId, SessionInfo, Signal};
+pub use hub::{Drain, FrameRx, FrameTx, Homes, Hub, PresenceChange, PresenceRelay, SessionId, SessionInfo, Signal};
 pub use ledger::Ledger;
 pub use link::{DeviceLink, LinkEvent};
 pub use messaging::{server_id, HistoryQuery, Limits, Messaging, MAX_SIGNAL_BYTES};

@@ -25,7 +25,9 @@ pub fn sampled(server_id: &str) -> bool {
     if ratio <= 0.0 {
         return false;
     }
-    let low = server_id.get(16..).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+    let Some(low) = server_id.get(16..).filter(|h| h.len() == 16).and_then(|h| u64::from_str_radix(h, 16).ok()) else {
+        return false;
+    };
     ratio >= 1.0 || (low as f64) < ratio * u64::MAX as f64
 }
 

@@ -185,7 +185,7 @@ impl Admin for AdminService {
     async fn backup(&self, _: Request<pb::BackupRequest>) -> Reply<Self::BackupStream> {
         let groups = self.accounts.groups().clone();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = groups.store().dir().join(format!("backup-{nanos}"));
+        let dir = groups.store().dir().join(format!(".backup-tmp-{nanos}"));
         let manifest = match groups.backup(&dir).await {
             Ok(m) => m,
             Err(e) => {

@@ -11,11 +11,13 @@ const PIECE: usize = 1 << 20;
 /// The store's own lock file: not part of the data.
 const SKIP: &[&str] = &["telexd.lock"];
 
-/// Sends every file under `dir` (paths relative to it), in pieces of at most 1 MiB.
+/// Sends every file under `dir` (paths relative to it), in pieces of at most 1 MiB, then a
+/// last chunk with the counts.
 pub(crate) async fn stream_files(
     dir: &Path,
     tx: &mpsc::Sender<Result<pb::BackupChunk, Status>>,
 ) -> std::io::Result<()> {
+    let (mut files, mut bytes) = (0u64, 0u64);
     let mut pending: Vec<PathBuf> = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
         let mut entries = tokio::fs::read_dir(&d).await?;
@@ -30,6 +32,7 @@ pub(crate) async fn stream_files(
                 continue;
             }
             let mut file = tokio::fs::File::open(&path).await?;
+            files += 1;
             let mut offset = 0u64;
             loop {
                 let mut data = vec![0u8; PIECE];
@@ -44,11 +47,13 @@ pub(crate) async fn stream_files(
                     return Ok(());
                 }
                 offset += n as u64;
+                bytes += n as u64;
                 if n == 0 {
                     break;
                 }
             }
         }
     }
+    let _ = tx.send(Ok(pb::BackupChunk { done: true, files, bytes, ..Default::default() })).await;
     Ok(())
 }

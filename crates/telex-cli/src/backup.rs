@@ -29,7 +29,12 @@ pub async fn backup(cli: &Cli, cmd: &BackupCmd) -> CliResult {
     let mut manifest = String::new();
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut open: Option<(String, tokio::fs::File)> = None;
+    let mut sent = None;
     while let Some(chunk) = stream.message().await.map_err(status_line)? {
+        if chunk.done {
+            sent = Some((chunk.files, chunk.bytes));
+            break;
+        }
         if !chunk.manifest.is_empty() {
             manifest = chunk.manifest;
             continue;
@@ -61,8 +66,11 @@ pub async fn backup(cli: &Cli, cmd: &BackupCmd) -> CliResult {
     if let Some((_, f)) = open.take() {
         f.sync_all().await.map_err(|e| e.to_string())?;
     }
-    if manifest.is_empty() {
-        return Err("the node sent no manifest: the backup is incomplete".into());
+    if manifest.is_empty() || sent != Some((files, bytes)) {
+        return Err(format!(
+            "the backup in {} is incomplete (the node sent {sent:?} files and bytes, {files} and {bytes} arrived): remove it and retry",
+            dir.display()
+        ));
     }
     tokio::fs::write(dir.join("manifest.json"), &manifest).await.map_err(|e| e.to_string())?;
     let parsed: serde_json::Value = serde_json::from_str(&manifest).map_err(|e| format!("manifest: {e}"))?;

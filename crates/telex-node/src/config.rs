@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// This node's id in the cluster; unique, never reused.
+    /// This node's id in the cluster; unique among its members. An id may come back only as
+    /// the same node, or as a new one after `telex cluster remove-node` (a StatefulSet reuses
+    /// ordinals when it scales down and up again).
     pub node_id: u64,
     /// Take the node id from the host name's trailing ordinal plus one (`telex-0` is node 1,
     /// `telex-2` node 3): a Kubernetes StatefulSet's pods. Overrides `node_id`.
@@ -26,8 +28,10 @@ pub struct Config {
     pub bootstrap_tenant: String,
     /// Node-to-node addresses of cluster members to join through on first start, comma
     /// separated; empty: a new node starts its own cluster. A node whose own advertised address
-    /// is first in the list starts the cluster when no other listed node belongs to one (the
-    /// first pod of a StatefulSet); the others join through whichever listed node answers.
+    /// is first in the list starts the cluster once a majority of the listed nodes (itself
+    /// included) answered that they belong to none and none answered that it does (the first
+    /// pod of a StatefulSet); unreachable nodes count for nothing. The others join through
+    /// whichever listed node answers.
     pub join: String,
     /// A backup (`telex backup create DIR`) to start a new cluster from, into an empty data
     /// directory; empty: none.

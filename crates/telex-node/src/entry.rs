@@ -11,9 +11,10 @@ use telex_raft::JoinError;
 pub enum FirstStart {
     /// Create a new cluster with this node as every group's single voter.
     Bootstrap,
-    /// Join through these members; with `may_bootstrap`, create the cluster instead when none
-    /// of them belongs to one (this node is the first listed).
-    Join { seeds: Vec<String>, may_bootstrap: bool },
+    /// Join through these members; with `may_bootstrap`, create the cluster instead when a
+    /// majority of the listed nodes (`listed`, this one included) belong to none (this node is
+    /// the first listed).
+    Join { seeds: Vec<String>, may_bootstrap: bool, listed: usize },
 }
 
 /// The comma-separated `join` list, trimmed, without empty items.
@@ -23,20 +24,26 @@ pub fn seed_list(join: &str) -> impl Iterator<Item = &str> {
 
 /// Decides a first start from the `join` list and this node's advertised address.
 pub fn first_start(join: &str, me: &str) -> FirstStart {
-    let mut seeds = seed_list(join).peekable();
-    let first_is_me = seeds.peek() == Some(&me);
-    let others: Vec<String> = seeds.filter(|s| *s != me).map(str::to_string).collect();
+    let all: Vec<&str> = seed_list(join).collect();
+    let first_is_me = all.first() == Some(&me);
+    let others: Vec<String> = all.iter().filter(|s| **s != me).map(|s| s.to_string()).collect();
     if others.is_empty() {
         return FirstStart::Bootstrap;
     }
-    FirstStart::Join { seeds: others, may_bootstrap: first_is_me }
+    let listed = others.len() + 1;
+    FirstStart::Join { seeds: others, may_bootstrap: first_is_me, listed }
 }
 
-/// After one attempt at every seed: whether the first-listed node should create the cluster.
-/// Only when no seed is in a cluster: each was unreachable or answered that it is not in one.
-/// A member that refused (or could not finish) means a cluster exists: keep trying to join.
-pub fn should_bootstrap(outcomes: &[JoinError]) -> bool {
-    outcomes.iter().all(|o| matches!(o, JoinError::Unreachable(_) | JoinError::NoCluster))
+/// After one attempt at every other listed node: whether the first-listed node should create
+/// the cluster. Only on positive answers: together with this node, a majority of the `listed`
+/// nodes said they belong to no cluster, and none refused (a refusal means a cluster exists).
+/// An unreachable node proves nothing (it may be a member that is down, or cut off), so it does
+/// not count: a first pod whose volume was replaced cannot start a second cluster while the
+/// others are merely out of reach.
+pub fn should_bootstrap(listed: usize, outcomes: &[JoinError]) -> bool {
+    let no_cluster = outcomes.iter().filter(|o| matches!(o, JoinError::NoCluster)).count();
+    let refused = outcomes.iter().any(|o| matches!(o, JoinError::Refused(_)));
+    !refused && (no_cluster + 1) * 2 > listed
 }
 
 /// The node id of a StatefulSet pod: its host name's trailing ordinal plus one, since node ids
@@ -134,22 +141,32 @@ mod tests {
         let all = "a:1, b:1,c:1";
         assert_eq!(
             first_start(all, "a:1"),
-            FirstStart::Join { seeds: vec!["b:1".into(), "c:1".into()], may_bootstrap: true }
+            FirstStart::Join { seeds: vec!["b:1".into(), "c:1".into()], may_bootstrap: true, listed: 3 }
         );
         assert_eq!(
             first_start(all, "b:1"),
-            FirstStart::Join { seeds: vec!["a:1".into(), "c:1".into()], may_bootstrap: false }
+            FirstStart::Join { seeds: vec!["a:1".into(), "c:1".into()], may_bootstrap: false, listed: 3 }
         );
         assert_eq!(first_start("", "a:1"), FirstStart::Bootstrap);
         assert_eq!(first_start("a:1", "a:1"), FirstStart::Bootstrap);
-        assert_eq!(first_start("x:1", "a:1"), FirstStart::Join { seeds: vec!["x:1".into()], may_bootstrap: false });
+        assert_eq!(
+            first_start("x:1", "a:1"),
+            FirstStart::Join { seeds: vec!["x:1".into()], may_bootstrap: false, listed: 2 }
+        );
     }
 
     #[test]
-    fn a_cluster_that_answers_is_joined_not_replaced() {
-        let unreachable = JoinError::Unreachable("refused".into());
-        assert!(should_bootstrap(&[unreachable.clone(), JoinError::NoCluster]));
-        assert!(should_bootstrap(&[]));
-        assert!(!should_bootstrap(&[unreachable, JoinError::Refused("no quorum".into())]));
+    fn a_cluster_is_started_only_on_a_majority_of_no_cluster_answers() {
+        let unreachable = || JoinError::Unreachable("refused".into());
+        // Three listed: this node and one other saying "no cluster" are a majority.
+        assert!(should_bootstrap(3, &[unreachable(), JoinError::NoCluster]));
+        assert!(should_bootstrap(3, &[JoinError::NoCluster, JoinError::NoCluster]));
+        // Nobody reachable proves nothing: the others may be a running cluster cut off from us.
+        assert!(!should_bootstrap(3, &[unreachable(), unreachable()]));
+        // A member that answers (refusing, or unable to finish) means a cluster exists.
+        assert!(!should_bootstrap(3, &[JoinError::NoCluster, JoinError::Refused("no quorum".into())]));
+        // Five listed: two others must say so.
+        assert!(!should_bootstrap(5, &[JoinError::NoCluster, unreachable(), unreachable(), unreachable()]));
+        assert!(should_bootstrap(5, &[JoinError::NoCluster, JoinError::NoCluster, unreachable(), unreachable()]));
     }
 }

@@ -73,24 +73,6 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let _ = crate::telemetry::prometheus();
 
-    let restoring = if config.restore_from.as_os_str().is_empty() {
-        None
-    } else {
-        let (from, to, shards) = (config.restore_from.clone(), config.data_dir.clone(), config.raft.shards);
-        let manifest = tokio::task::spawn_blocking(move || crate::restore::copy_in(&from, &to, shards))
-            .await
-            .context("restore task")?
-            .map_err(anyhow::Error::msg)?;
-        Some(manifest)
-    };
-    let data_dir = config.data_dir.clone();
-    let store_opts = StoreOptions {
-        block_cache_bytes: config.storage.block_cache_mb << 20,
-        sync_interval: std::time::Duration::from_micros(config.storage.sync_interval_us),
-    };
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_opts)).await.context("store open task")??;
-
     let client_l = bind("clients", config.listen.client).await?;
     let node_l = bind("nodes", config.listen.node).await?;
     let admin_l = bind("admin", config.listen.admin).await?;
@@ -105,16 +87,38 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         xmpp: xmpp_l.local_addr()?,
         xmpp_tls: xmpp_tls_l.local_addr()?,
     };
-    write_addrs(&config.data_dir, &addrs)?;
     let advertised = crate::entry::advertised(&config.advertise_addr, addrs.node, crate::entry::hostname().as_deref())
         .map_err(anyhow::Error::msg)?;
 
-    if let Some(manifest) = &restoring {
-        let groups =
-            crate::restore::take_over(&store, manifest, config.node_id, &advertised).map_err(anyhow::Error::msg)?;
-        tracing::info!(from = %config.restore_from.display(), groups, backed_up_by = manifest.node_id,
-            "restored a backup: this node is now the only member of every group");
+    let listed = crate::entry::seed_list(&config.join).any(|s| s == advertised);
+    if config.node_id_from_hostname && !config.join.is_empty() && !listed {
+        tracing::warn!(%advertised, join = %config.join,
+            "this node's advertised address is not in the join list, so it will never start a cluster itself");
     }
+    if !config.restore_from.as_os_str().is_empty() {
+        let (from, to) = (config.restore_from.clone(), config.data_dir.clone());
+        let (shards, node_id, addr) = (config.raft.shards, config.node_id, advertised.clone());
+        let restored = tokio::task::spawn_blocking(move || crate::restore::restore(&from, &to, shards, node_id, &addr))
+            .await
+            .context("restore task")?
+            .map_err(anyhow::Error::msg)?;
+        match restored {
+            Some(m) => tracing::info!(from = %config.restore_from.display(), groups = m.groups.len(),
+                backed_up_by = m.node_id, "restored a backup: this node is now the only member of every group"),
+            None => tracing::info!(from = %config.restore_from.display(),
+                "this backup was restored here before; starting on the data as it is"),
+        }
+    }
+    let data_dir = config.data_dir.clone();
+    let store_opts = StoreOptions {
+        block_cache_bytes: config.storage.block_cache_mb << 20,
+        sync_interval: std::time::Duration::from_micros(config.storage.sync_interval_us),
+    };
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(&data_dir, &store_opts)).await.context("store open task")??;
+    write_addrs(&config.data_dir, &addrs)?;
+    crate::restore::remove_stale_backups(&config.data_dir);
+
     let node_tls = config.node_tls.load().map_err(anyhow::Error::msg)?;
     let r = &config.raft;
     let groups = Groups::start(
@@ -135,13 +139,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         },
     )
     .await?;
-    if groups.initialized().await {
+    // A join interrupted by a restart is finished first: the marker says this node started
+    // with no data, so it still must not vote with whatever some groups replicated to it since.
+    let joining = config.data_dir.join("joining");
+    if groups.initialized().await && !joining.exists() {
         // A restart: the store knows the cluster.
     } else {
         match crate::entry::first_start(&config.join, &advertised) {
             FirstStart::Bootstrap => groups.bootstrap_single_node().await?,
-            FirstStart::Join { seeds, may_bootstrap } => {
-                tokio::spawn(join(groups.clone(), seeds, may_bootstrap, shutdown.clone()));
+            FirstStart::Join { seeds, may_bootstrap, listed } => {
+                std::fs::write(&joining, b"").context("writing the join marker")?;
+                let task = Join { groups: groups.clone(), seeds, may_bootstrap, listed, marker: joining };
+                tokio::spawn(task.run(shutdown.clone()));
             }
         }
     }
@@ -280,8 +289,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             halt.cancel();
+            // The groups stop soon after the listeners: left running without them, they would
+            // only campaign and raise terms.
             let left = grace.saturating_sub(started.elapsed()).saturating_sub(Duration::from_secs(1));
-            if tokio::time::timeout(left.max(Duration::from_secs(1)), tracker.wait()).await.is_err() {
+            let left = left.clamp(Duration::from_secs(1), Duration::from_secs(5));
+            if tokio::time::timeout(left, tracker.wait()).await.is_err() {
                 tracing::warn!("listeners did not drain in time");
             }
             groups.shutdown().await;
@@ -300,39 +312,54 @@ async fn serve_grpc(name: &'static str, grpc: Router, listener: TcpListener, sto
     }
 }
 
-/// Asks the listed members, in turn, to add this node to every group, until one does. The
-/// first-listed node creates the cluster instead when, after one round, none of the others
-/// belongs to one (a fresh StatefulSet's first pod).
-async fn join(groups: Arc<Groups>, seeds: Vec<String>, may_bootstrap: bool, shutdown: CancellationToken) {
-    let mut first_round = true;
-    loop {
-        let mut outcomes = Vec::with_capacity(seeds.len());
-        for seed in &seeds {
-            // A join cut short leaves this node in some groups: then it is no longer fresh.
-            let fresh = !groups.initialized().await;
-            tracing::info!(seed = %seed, fresh, "joining the cluster");
-            match groups.join_via(seed, fresh).await {
-                Ok(()) => {
-                    tracing::info!(seed = %seed, "joined the cluster");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(seed = %seed, error = %e, "joining through this member failed");
-                    outcomes.push(e);
+/// A first start that joins: this node had no data, so every attempt says so (`fresh`), and
+/// the marker file stays until the join is complete.
+struct Join {
+    groups: Arc<Groups>,
+    seeds: Vec<String>,
+    may_bootstrap: bool,
+    listed: usize,
+    marker: std::path::PathBuf,
+}
+
+impl Join {
+    /// Asks the listed members, in turn, to add this node to every group, until one does. The
+    /// first-listed node creates the cluster instead once a majority of the listed nodes said
+    /// they belong to none (see `entry::should_bootstrap`).
+    async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let mut outcomes = Vec::with_capacity(self.seeds.len());
+            for seed in &self.seeds {
+                tracing::info!(seed = %seed, "joining the cluster");
+                match self.groups.join_via(seed, true).await {
+                    Ok(()) => {
+                        tracing::info!(seed = %seed, "joined the cluster");
+                        let _ = std::fs::remove_file(&self.marker);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(seed = %seed, error = %e, "joining through this member failed");
+                        outcomes.push(e);
+                    }
                 }
             }
-        }
-        if may_bootstrap && first_round && crate::entry::should_bootstrap(&outcomes) {
-            tracing::info!("no listed node belongs to a cluster; this node, the first listed, starts one");
-            match groups.bootstrap_single_node().await {
-                Ok(()) => return,
-                Err(e) => tracing::error!(error = %e, "starting the cluster failed"),
+            let initialized = self.groups.initialized().await;
+            if self.may_bootstrap && !initialized && crate::entry::should_bootstrap(self.listed, &outcomes) {
+                tracing::info!(
+                    "a majority of the listed nodes belong to no cluster; this node, listed first, starts one"
+                );
+                match self.groups.bootstrap_single_node().await {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(&self.marker);
+                        return;
+                    }
+                    Err(e) => tracing::error!(error = %e, "starting the cluster failed"),
+                }
             }
-        }
-        first_round = false;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.cancelled() => return,
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 }
@@ -387,6 +414,7 @@ async fn upkeep(groups: Arc<Groups>, data_dir: std::path::PathBuf, shutdown: Can
         metrics::gauge!("telex_raft_groups_leading").set(leading as f64);
         metrics::gauge!("telex_raft_groups_leaderless").set(leaderless as f64);
         // The furthest any follower of a group led here is behind its leader.
+        groups.rejoin_voters().await;
         let lag = status.iter().filter_map(|g| g.max_lag).max().unwrap_or(0);
         metrics::gauge!("telex_raft_replica_lag_entries").set(lag as f64);
         match rustix::fs::statvfs(&data_dir) {

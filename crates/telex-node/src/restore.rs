@@ -1,15 +1,26 @@
 //! `telexd --restore-from DIR`: a new cluster from a backup (`telex backup create DIR`). The
-//! backup's store is copied into the empty data directory, every group becomes a group of this
-//! node alone (`telex_raft::backup::restore_single_node`), and the restored state is checked
-//! against the backup's fingerprints before the node starts. Other nodes then join it.
+//! backup's store is copied aside, every group becomes a group of this node alone
+//! (`telex_raft::backup::restore_single_node`), the state is checked against the backup's
+//! fingerprints, and only then is it moved into the empty data directory, with a marker naming
+//! the backup: a crash half-way leaves no store, and starting again with the same flag after
+//! success does nothing. Other nodes then join this one.
 
 use std::path::Path;
 
 use telex_raft::backup::Manifest;
-use telex_store::Store;
+use telex_store::{Store, StoreOptions};
 
-/// Copies the backup's files into `data_dir` (which must hold no store yet); its manifest.
-pub fn copy_in(backup: &Path, data_dir: &Path, shards: u32) -> Result<Manifest, String> {
+const MARKER: &str = "restored-from.json";
+
+/// Restores `backup` into `data_dir`; the manifest, or `None` when this very backup was
+/// restored here already.
+pub fn restore(
+    backup: &Path,
+    data_dir: &Path,
+    shards: u32,
+    node_id: u64,
+    addr: &str,
+) -> Result<Option<Manifest>, String> {
     let text = std::fs::read_to_string(backup.join("manifest.json"))
         .map_err(|e| format!("--restore-from {}: no manifest.json: {e}", backup.display()))?;
     let manifest: Manifest = serde_json::from_str(&text).map_err(|e| format!("manifest.json: {e}"))?;
@@ -22,22 +33,44 @@ pub fn copy_in(backup: &Path, data_dir: &Path, shards: u32) -> Result<Manifest, 
             manifest.shards, manifest.shards
         ));
     }
+    if manifest.groups.len() != shards as usize + 1 {
+        return Err(format!("the backup holds {} groups, not {}: it is incomplete", manifest.groups.len(), shards + 1));
+    }
     if data_dir.join("db").exists() {
+        let done = std::fs::read_to_string(data_dir.join(MARKER)).ok();
+        if done.as_deref() == Some(text.as_str()) {
+            return Ok(None);
+        }
         return Err(format!(
             "--restore-from needs an empty data directory; {} already holds a store",
             data_dir.display()
         ));
     }
-    copy_dir(&backup.join("db"), &data_dir.join("db")).map_err(|e| format!("copying the backup: {e}"))?;
-    Ok(manifest)
+    std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let aside = data_dir.join("restoring");
+    let _ = std::fs::remove_dir_all(&aside);
+    copy_dir(&backup.join("db"), &aside.join("db")).map_err(|e| format!("copying the backup: {e}"))?;
+    {
+        let store = Store::open(&aside, &StoreOptions::default()).map_err(|e| format!("opening the backup: {e}"))?;
+        telex_raft::backup::restore_single_node(&store, shards + 1, node_id, addr)?;
+        telex_raft::backup::check_against(&store, &manifest)?;
+    }
+    std::fs::rename(aside.join("db"), data_dir.join("db")).map_err(|e| format!("moving the restored store: {e}"))?;
+    std::fs::write(data_dir.join(MARKER), &text).map_err(|e| format!("writing {MARKER}: {e}"))?;
+    let _ = std::fs::remove_dir_all(&aside);
+    Ok(Some(manifest))
 }
 
-/// Makes the copied store a cluster of this node alone, and checks it against the manifest.
-pub fn take_over(store: &Store, manifest: &Manifest, node_id: u64, advertised: &str) -> Result<usize, String> {
-    let groups = manifest.shards + 1;
-    let n = telex_raft::backup::restore_single_node(store, groups, node_id, advertised)?;
-    telex_raft::backup::check_against(store, manifest)?;
-    Ok(n)
+/// Removes what a backup interrupted by a crash left in the data directory (its hard links
+/// would keep old files on disk).
+pub fn remove_stale_backups(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".backup-tmp-") {
+            tracing::info!(dir = %e.path().display(), "removing an interrupted backup");
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

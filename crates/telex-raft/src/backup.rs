@@ -13,6 +13,7 @@ use telex_store::{group_key, Batch, Cf, Durability, Store, StoreOptions};
 use telex_types::GroupId;
 
 use crate::codec::encode;
+use crate::log_store::{PURGED, VOTE};
 use crate::state_machine::{state_digest, APPLIED, MEMBERSHIP, SNAP_DATA, SNAP_META};
 use crate::types::{LogId, NodeId};
 use crate::Groups;
@@ -69,8 +70,8 @@ impl Groups {
 /// Turns a restored store into a new cluster of one: for each group that has state, its log is
 /// dropped up to the applied entry (marked purged there), its membership becomes `node` at
 /// `addr` alone, its vote this node's at the applied term, and its stored snapshot is dropped
-/// (the next one is built with the new membership). Groups with no state are left for
-/// bootstrapping. Returns how many groups were rewritten.
+/// (the next one is built with the new membership). Every group must have state (a backup of
+/// a node that had joined every group). Returns how many groups were rewritten.
 pub fn restore_single_node(store: &Store, groups: GroupId, node: NodeId, addr: &str) -> Result<usize, String> {
     let mut rewritten = 0;
     let mut b = Batch::new();
@@ -79,13 +80,15 @@ pub fn restore_single_node(store: &Store, groups: GroupId, node: NodeId, addr: &
             Some(bytes) => telex_types::wire::decode(&bytes).map_err(|e| format!("group {group}: applied id: {e}"))?,
             None => None,
         };
-        let Some(applied) = applied else { continue };
+        let Some(applied) = applied else {
+            return Err(format!("group {group} has no applied state in the backup: it cannot be restored"));
+        };
         let nodes = BTreeMap::from([(node, BasicNode { addr: addr.to_string() })]);
         let membership = Membership::new(vec![BTreeSet::from([node])], nodes);
         let stored = StoredMembership::new(Some(applied), membership);
         b.delete_range(Cf::Log, group_key(group, &0u64.to_be_bytes()), group_key(group + 1, b""));
-        b.put(Cf::Raft, group_key(group, b"purged"), encode(&applied));
-        b.put(Cf::Raft, group_key(group, b"vote"), encode(&Vote::new(applied.leader_id.term, node)));
+        b.put(Cf::Raft, group_key(group, PURGED.as_bytes()), encode(&applied));
+        b.put(Cf::Raft, group_key(group, VOTE.as_bytes()), encode(&Vote::new(applied.leader_id.term, node)));
         b.put(Cf::Raft, group_key(group, MEMBERSHIP), encode(&stored));
         b.delete(Cf::Raft, group_key(group, SNAP_META));
         b.delete(Cf::Raft, group_key(group, SNAP_DATA));

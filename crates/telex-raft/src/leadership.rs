@@ -83,13 +83,13 @@ pub struct Rebalanced {
     pub after: BTreeMap<NodeId, usize>,
 }
 
-/// Where `me`'s leaderships go before it stops: each to its group's other voter that leads the
-/// fewest groups so far (counting the moves already planned).
-pub fn hand_off_plan(groups: &[Led], me: NodeId) -> Vec<Move> {
+/// Where `me`'s leaderships go before it stops: each to its group's other voter, not known to
+/// be `down`, that leads the fewest groups so far (counting the moves already planned).
+pub fn hand_off_plan(groups: &[Led], me: NodeId, down: &BTreeSet<NodeId>) -> Vec<Move> {
     let mut counts = leader_counts(groups);
     let mut plan = Vec::new();
     for g in groups.iter().filter(|g| g.leader == Some(me)) {
-        let others = g.voters.iter().copied().filter(|v| *v != me);
+        let others = g.voters.iter().copied().filter(|v| *v != me && !down.contains(v));
         if let Some(to) = others.min_by_key(|v| (counts.get(v).copied().unwrap_or(0), *v)) {
             *counts.entry(to).or_default() += 1;
             plan.push(Move { group: g.group, from: me, to });
@@ -137,17 +137,24 @@ impl Groups {
     /// Before this node stops: hands every leadership it holds to the other voter of that group
     /// leading the fewest groups, all groups at once, giving up after `within`. Returns how many
     /// groups are now led elsewhere. Groups with no other voter stay (they stop with the node).
-    pub async fn hand_off_leaderships(&self, within: Duration) -> usize {
+    pub async fn hand_off_leaderships(self: &std::sync::Arc<Self>, within: Duration) -> usize {
         let me = self.config.node_id;
-        let plan = hand_off_plan(&self.leadership(), me);
+        let down = self.down.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let plan = hand_off_plan(&self.leadership(), me, &down);
         if plan.is_empty() {
             return 0;
         }
         tracing::info!(groups = plan.len(), "handing this node's leaderships to other voters");
-        let transfers = plan.iter().map(|m| async move { (m.group, self.transfer_leader(m.group, m.to).await) });
+        // Each transfer runs to its end in its own task: one cut short between leaving the
+        // voters and being added back would leave this node a learner (`rejoin_voters` repairs
+        // that later, but the group would run one voter short meanwhile).
+        let transfers = plan.iter().map(|m| {
+            let (groups, m) = (self.clone(), *m);
+            tokio::spawn(async move { (m.group, groups.transfer_leader(m.group, m.to).await) })
+        });
         match tokio::time::timeout(within, futures::future::join_all(transfers)).await {
             Ok(results) => {
-                for (group, r) in &results {
+                for (group, r) in results.into_iter().flatten() {
                     if let Err(e) = r {
                         tracing::warn!(group, error = %e, "leadership hand-off failed");
                     }
@@ -157,6 +164,31 @@ impl Groups {
         }
         let led = self.leadership();
         plan.iter().filter(|m| led.iter().any(|g| g.group == m.group && g.leader != Some(me))).count()
+    }
+
+    /// Where this node is only a learner of a group that has fewer than R voters (a hand-off
+    /// cut short by a stop, say), asks the group's leader to make it a voter again. Cheap when
+    /// there is nothing to do: it reads this node's own Raft metrics.
+    pub async fn rejoin_voters(&self) {
+        let me = self.config.node_id;
+        for group in 0..self.group_count() as GroupId {
+            let Some(raft) = self.raft(group) else { continue };
+            let (short, addr) = {
+                let m = raft.metrics();
+                let m = m.borrow();
+                let membership = m.membership_config.membership();
+                let learner = membership.learner_ids().any(|l| l == me);
+                let voters = membership.voter_ids().count();
+                let addr = membership.get_node(&me).map(|n| n.addr.clone());
+                (learner && voters < self.config.replicas && m.current_leader.is_some(), addr)
+            };
+            let (true, Some(addr)) = (short, addr) else { continue };
+            tracing::info!(group, "this node is a learner of a group short of voters; asking to vote again");
+            let change = ReplicaChange::Add { node: me, addr };
+            if let Err(e) = self.change_in_group(group, &change, Instant::now() + self.config.write_timeout).await {
+                tracing::warn!(group, error = %e, "could not become a voter again");
+            }
+        }
     }
 
     /// Runs `transfer_leader` on the group's leader, here or on its node.
@@ -293,12 +325,16 @@ mod tests {
         let mut groups: Vec<Led> = (0..6).map(|g| led(g, 1, &[1, 2, 3])).collect();
         groups.push(led(6, 2, &[1, 2, 3]));
         groups.push(led(7, 1, &[1]));
-        let plan = hand_off_plan(&groups, 1);
+        let none = BTreeSet::new();
+        let plan = hand_off_plan(&groups, 1, &none);
         assert_eq!(plan.len(), 6, "a group with no other voter stays: {plan:?}");
         let to2 = plan.iter().filter(|m| m.to == 2).count();
         let to3 = plan.iter().filter(|m| m.to == 3).count();
         assert_eq!((to2, to3), (3, 3), "node 2 already led one, so they end at 4 and 3: {plan:?}");
-        assert!(hand_off_plan(&groups, 3).is_empty());
+        assert!(hand_off_plan(&groups, 3, &none).is_empty());
+        // A voter known to be down is not handed anything.
+        let plan = hand_off_plan(&groups, 1, &BTreeSet::from([3]));
+        assert!(plan.iter().all(|m| m.to == 2), "{plan:?}");
     }
 
     #[test]

@@ -17,6 +17,9 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Reads served by one call are capped so a follower far behind is fed in bounded pieces.
 const MAX_READ: usize = 4096;
+/// Raft metadata keys of the log (under the group prefix, in the `raft` column family).
+pub(crate) const VOTE: &str = "vote";
+pub(crate) const PURGED: &str = "purged";
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -79,7 +82,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_meta("purged")?;
+        let last_purged_log_id: Option<LogId> = self.get_meta(PURGED)?;
         let last = self.store.last_in(Cf::Log, &self.log_key(0), &group_key(self.group + 1, b"")).map_err(read_err)?;
         let last_log_id = match last {
             Some((_, v)) => Some(decode::<Entry>(&v, ErrorSubject::Logs)?.log_id),
@@ -94,12 +97,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let mut b = Batch::new();
-        b.put(Cf::Raft, self.meta_key("vote"), encode(vote));
+        b.put(Cf::Raft, self.meta_key(VOTE), encode(vote));
         self.store.write(b, Durability::Synced).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta("vote")
+        self.get_meta(VOTE)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -139,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store.sync().map_err(write_err)?;
         self.cache.purge(log_id.index);
         let mut b = Batch::new();
-        b.put(Cf::Raft, self.meta_key("purged"), encode(&log_id));
+        b.put(Cf::Raft, self.meta_key(PURGED), encode(&log_id));
         b.delete_range(Cf::Log, self.log_key(0), self.log_key(log_id.index + 1));
         self.store.write(b, Durability::Synced).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, e))
     }

@@ -328,8 +328,11 @@ impl Groups {
                     .await
                     .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
                     .map_err(|s| fail(s.message().to_string()))?;
-                self.wait_applied(group, reply.into_inner().index, deadline).await;
-                Ok(())
+                if self.wait_applied(group, reply.into_inner().index, deadline).await {
+                    Ok(())
+                } else {
+                    Err(WriteError::Timeout { group, timeout: self.config.write_timeout })
+                }
             }
             None => Err(WriteError::NotLeader { group, leader: None }),
         }
@@ -347,13 +350,16 @@ impl Groups {
         }
     }
 
-    /// Waits (until `deadline` at most) for this node's replica of `group` to apply `index`.
-    async fn wait_applied(&self, group: GroupId, index: u64, deadline: Instant) {
-        let Some(raft) = self.raft(group) else { return };
+    /// Waits (until `deadline` at most) for this node's replica of `group` to apply `index`;
+    /// whether it did.
+    async fn wait_applied(&self, group: GroupId, index: u64, deadline: Instant) -> bool {
+        let Some(raft) = self.raft(group) else { return false };
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
         if raft.wait(Some(left)).applied_index_at_least(Some(index), "read your write").await.is_err() {
-            tracing::warn!(group, index, "the local replica did not apply a forwarded write in time");
+            tracing::warn!(group, index, "the local replica did not apply up to the leader's index in time");
+            return false;
         }
+        true
     }
 
     /// Every member of `group` with its node-to-node address.
@@ -442,9 +448,10 @@ impl Groups {
     /// still a member (its volume was replaced), it is taken out first and added back as a new
     /// replica, so it catches up instead of voting with a log it no longer has.
     pub async fn join(&self, node: NodeId, addr: &str, fresh: bool) -> Result<usize, WriteError> {
-        let deadline = Instant::now() + self.config.write_timeout * 6;
         let add = ReplicaChange::Add { node, addr: addr.to_string() };
         for group in 0..self.rafts.len() as GroupId {
+            // Each group may need a snapshot to catch the node up: a deadline of its own.
+            let deadline = Instant::now() + self.config.write_timeout * 6;
             if fresh && self.members(group).iter().any(|(id, _)| *id == node) {
                 tracing::info!(group, node, "a member came back without its data; replacing its replica");
                 self.change_in_group(group, &ReplicaChange::Remove { node }, deadline).await?;

@@ -301,11 +301,14 @@ impl Session {
                         let mut closing = self.core.hub().closing();
                         let offset = drain_offset(&self.jid, &self.device);
                         Box::pin(async move {
-                            let window = match closing.wait_for(Option::is_some).await {
-                                Ok(w) => w.unwrap_or_default(),
+                            // The same moment however often the session re-attaches meanwhile.
+                            let at = match closing.wait_for(Option::is_some).await {
+                                Ok(d) => d.map(|d| d.began + d.window.mul_f64(offset)),
                                 Err(_) => return,
                             };
-                            tokio::time::sleep(window.mul_f64(offset)).await;
+                            if let Some(at) = at {
+                                tokio::time::sleep_until(at).await;
+                            }
                         })
                     });
                     if closing.poll_unpin(cx).is_ready() {

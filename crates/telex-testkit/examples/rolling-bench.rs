@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         "config": { "limits": { "sends_per_second": 1000, "send_burst": 1000 } },
     });
     let d = Deployment::from_chart(&render(&values));
-    d.start_ordered(Duration::from_secs(90));
+    d.start(Duration::from_secs(90));
     eprintln!("{}", d.exec(0, &["cluster", "rebalance"]));
     let urls = d.urls();
     let mut admin = AdminClient::connect(format!("http://{}", d.pods[0].admin)).await?;

@@ -89,6 +89,8 @@ pub struct Deployment {
     ready_path: String,
     /// The pod's terminationGracePeriodSeconds.
     pub grace: u64,
+    /// The StatefulSet's podManagementPolicy is Parallel (else OrderedReady).
+    parallel: bool,
 }
 
 impl Drop for Deployment {
@@ -114,6 +116,7 @@ impl Deployment {
         let service = sts["spec"]["serviceName"].as_str().unwrap();
         let sts_name = sts["metadata"]["name"].as_str().unwrap();
         let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let parallel = sts["spec"]["podManagementPolicy"] == "Parallel";
         let ports: BTreeMap<String, u64> = c["ports"]
             .as_array()
             .unwrap()
@@ -190,7 +193,7 @@ impl Deployment {
             });
             volumes.push(volume);
         }
-        Deployment { pods, network, volumes, _config_dir: config_dir, ready_path, grace }
+        Deployment { pods, network, volumes, _config_dir: config_dir, ready_path, grace, parallel }
     }
 
     /// Creates and starts pod `i`'s container.
@@ -200,12 +203,26 @@ impl Deployment {
         docker(&args);
     }
 
-    /// Starts every pod in order, each once the one before is ready (OrderedReady).
-    pub fn start_ordered(&self, within: Duration) {
-        for i in 0..self.pods.len() {
-            self.create(i);
-            self.wait_ready(i, within);
+    /// Starts every pod as the StatefulSet's podManagementPolicy says: all at once
+    /// (Parallel), or each once the one before is ready (OrderedReady); returns once all are
+    /// ready, with how long each took from the start.
+    pub fn start(&self, within: Duration) -> Vec<Duration> {
+        let started = Instant::now();
+        let mut took = Vec::new();
+        if self.parallel {
+            (0..self.pods.len()).for_each(|i| self.create(i));
+            for i in 0..self.pods.len() {
+                self.wait_ready(i, within);
+                took.push(started.elapsed());
+            }
+        } else {
+            for i in 0..self.pods.len() {
+                self.create(i);
+                self.wait_ready(i, within);
+                took.push(started.elapsed());
+            }
         }
+        took
     }
 
     /// Polls the chart's readiness probe until it answers 200; how long that took.

@@ -76,18 +76,29 @@ async fn a_backup_restores_into_a_new_cluster_with_the_same_state() {
     assert_eq!(after.len(), 26);
     assert!(!after.contains(&"after".to_string()), "a write after the backup reappeared");
 
+    // Starting again with the same flag (a pod whose spec still says --restore-from) uses the
+    // data as it is: nothing is restored twice.
+    // (Same ports: the members know each other by address.)
+    let mut again = restored;
+    assert!(again.terminate(std::time::Duration::from_secs(40)));
+    again.restart();
+    assert!(again.log_text().contains("restored here before"), "{}", again.log_text());
+    assert_eq!(archive(&again, "bob@localhost").await.len(), 26);
+
     // The restored cluster grows like any other: a new node joins and replicates it.
     let (_tmp3, dir3) = data_dir();
-    let joiner = Telexd::start_member(&dir3, 6, Some(restored.addrs.node), &["--shards", "8"]);
-    telex_testkit::cluster::wait_for_replicas(&restored, 2);
-    let verified = restored.cli(&["cluster", "verify"]).success();
+    let joiner = Telexd::start_member(&dir3, 6, Some(again.addrs.node), &["--shards", "8"]);
+    telex_testkit::cluster::wait_for_replicas(&again, 2);
+    let verified = again.cli(&["cluster", "verify"]).success();
     assert!(verified.contains("9 of 9 groups identical"), "{verified}");
     drop(joiner);
+    drop(again);
 
-    // A restore into a data directory that already holds a store is refused.
-    drop(restored);
+    // Another backup into a data directory that already holds a store is refused.
+    let other = backup.path().join("b2");
+    node.cli(&["backup", "create", other.to_str().unwrap()]).success();
     let refused = std::process::Command::new(telex_testkit::bin("telexd"))
-        .args(["--data-dir", dir2.to_str().unwrap(), "--shards", "8", "--restore-from", target.to_str().unwrap()])
+        .args(["--data-dir", dir2.to_str().unwrap(), "--shards", "8", "--restore-from", other.to_str().unwrap()])
         .args(["--client-addr", "127.0.0.1:0", "--node-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .args(["--http-addr", "127.0.0.1:0", "--xmpp-addr", "127.0.0.1:0", "--xmpp-tls-addr", "127.0.0.1:0"])
         .output()

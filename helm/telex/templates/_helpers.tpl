@@ -45,9 +45,14 @@ app.kubernetes.io/part-of: telex
 {{- end -}}
 {{- end -}}
 
+{{/* The DNS domain of the pods under the headless Service. */}}
+{{- define "telex.podDomain" -}}
+{{- printf "%s.%s.svc.%s" (include "telex.headless" .) .Release.Namespace .Values.clusterDomain -}}
+{{- end -}}
+
 {{/* The stable DNS name of pod N (its node-to-node address is this with port 7401). */}}
 {{- define "telex.podHost" -}}
-{{- printf "%s-%d.%s.%s.svc.%s" (include "telex.fullname" .root) .ordinal (include "telex.headless" .root) .root.Release.Namespace .root.Values.clusterDomain -}}
+{{- printf "%s-%d.%s" (include "telex.fullname" .root) .ordinal (include "telex.podDomain" .root) -}}
 {{- end -}}
 
 {{/* Every pod's node-to-node address, pod 0 first: the node listed first starts the cluster. */}}
