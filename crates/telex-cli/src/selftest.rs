@@ -90,18 +90,8 @@ async fn check(
     timed("logged in", t);
 
     let t = Instant::now();
-    let (b_up, b_rx) = mpsc::channel(8);
-    let mut b_down = client
-        .session(authed(ReceiverStream::new(b_rx), &b.token)?)
-        .await
-        .map_err(|s| format!("recipient session: {}", status_line(s)))?
-        .into_inner();
-    let (a_up, a_rx) = mpsc::channel(8);
-    let mut a_down = client
-        .session(authed(ReceiverStream::new(a_rx), &a.token)?)
-        .await
-        .map_err(|s| format!("sender session: {}", status_line(s)))?
-        .into_inner();
+    let (b_up, mut b_down) = open(&mut client, &b.token, "recipient").await?;
+    let (a_up, mut a_down) = open(&mut client, &a.token, "sender").await?;
     let body = format!("selftest {}", a.expires_at_ms);
     let send = pb::SendMessage {
         client_id: "selftest-1".into(),
@@ -145,4 +135,22 @@ async fn check(
     }
     timed("in the archive", t);
     Ok(steps)
+}
+
+type Up = mpsc::Sender<pb::ClientFrame>;
+type Down = tonic::Streaming<pb::ServerFrame>;
+
+/// A device session stream for `token`: frames up, frames down.
+async fn open(
+    client: &mut ClientClient<tonic::transport::Channel>,
+    token: &str,
+    who: &str,
+) -> Result<(Up, Down), String> {
+    let (up, rx) = mpsc::channel(8);
+    let down = client
+        .session(authed(ReceiverStream::new(rx), token)?)
+        .await
+        .map_err(|s| format!("{who} session: {}", status_line(s)))?
+        .into_inner();
+    Ok((up, down))
 }

@@ -20,6 +20,7 @@ pub mod leadership;
 mod log_cache;
 mod log_store;
 pub mod network;
+pub mod placement;
 mod proposer;
 pub mod reads;
 mod registry;
