@@ -151,7 +151,7 @@ impl Admin for AdminService {
         if r.node_id == 0 || r.node_id == groups.node_id() || r.addr.is_empty() {
             return Err(Status::invalid_argument("add-node needs the new node's own non-zero id and its node address"));
         }
-        let n = groups.join(r.node_id, &r.addr, false).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let n = groups.join(r.node_id, &r.addr, |_| false).await.map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(node = r.node_id, addr = %r.addr, "node added");
         Ok(Response::new(pb::AddNodeResponse { groups: n as u32 }))
     }
@@ -186,21 +186,23 @@ impl Admin for AdminService {
         let groups = self.accounts.groups().clone();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let dir = groups.store().dir().join(format!(".backup-tmp-{nanos}"));
-        let manifest = match groups.backup(&dir).await {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = tokio::fs::remove_dir_all(&dir).await;
-                return Err(Status::unavailable(format!("backup failed: {e}")));
-            }
-        };
-        tracing::info!(dir = %dir.display(), groups = manifest.groups.len(), "backup taken; streaming it");
-        let manifest = serde_json::to_string(&manifest).map_err(|e| Status::internal(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // In a task of its own: a client that goes away mid-way still leaves no checkpoint
+        // behind (its hard links would keep old files on disk).
         tokio::spawn(async move {
-            let first = pb::BackupChunk { manifest, ..Default::default() };
-            if tx.send(Ok(first)).await.is_ok() {
-                if let Err(e) = crate::backup::stream_files(&dir, &tx).await {
-                    let _ = tx.send(Err(Status::internal(format!("reading the backup: {e}")))).await;
+            match groups.backup(&dir).await {
+                Ok(manifest) => {
+                    tracing::info!(dir = %dir.display(), groups = manifest.groups.len(), "backup taken; streaming it");
+                    let manifest = serde_json::to_string(&manifest).unwrap_or_default();
+                    let first = pb::BackupChunk { manifest, ..Default::default() };
+                    if tx.send(Ok(first)).await.is_ok() {
+                        if let Err(e) = crate::backup::stream_files(&dir, &tx).await {
+                            let _ = tx.send(Err(Status::internal(format!("reading the backup: {e}")))).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Status::unavailable(format!("backup failed: {e}")))).await;
                 }
             }
             let _ = tokio::fs::remove_dir_all(&dir).await;

@@ -28,10 +28,9 @@ pub struct Config {
     pub bootstrap_tenant: String,
     /// Node-to-node addresses of cluster members to join through on first start, comma
     /// separated; empty: a new node starts its own cluster. A node whose own advertised address
-    /// is first in the list starts the cluster once a majority of the listed nodes (itself
-    /// included) answered that they belong to none and none answered that it does (the first
-    /// pod of a StatefulSet); unreachable nodes count for nothing. The others join through
-    /// whichever listed node answers.
+    /// is first in the list starts the cluster once every other listed node answered that it
+    /// belongs to none (the first pod of a fresh StatefulSet); an unreachable node blocks it.
+    /// The others join through whichever listed node answers.
     pub join: String,
     /// A backup (`telex backup create DIR`) to start a new cluster from, into an empty data
     /// directory; empty: none.

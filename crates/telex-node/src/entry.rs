@@ -11,9 +11,9 @@ use telex_raft::JoinError;
 pub enum FirstStart {
     /// Create a new cluster with this node as every group's single voter.
     Bootstrap,
-    /// Join through these members; with `may_bootstrap`, create the cluster instead when a
-    /// majority of the listed nodes (`listed`, this one included) belong to none (this node is
-    /// the first listed).
+    /// Join through these members; with `may_bootstrap`, create the cluster instead when every
+    /// other listed node (`listed` counts this one too) answered that it belongs to none (this
+    /// node is the first listed).
     Join { seeds: Vec<String>, may_bootstrap: bool, listed: usize },
 }
 
@@ -24,7 +24,12 @@ pub fn seed_list(join: &str) -> impl Iterator<Item = &str> {
 
 /// Decides a first start from the `join` list and this node's advertised address.
 pub fn first_start(join: &str, me: &str) -> FirstStart {
-    let all: Vec<&str> = seed_list(join).collect();
+    let mut all: Vec<&str> = Vec::new();
+    for s in seed_list(join) {
+        if !all.contains(&s) {
+            all.push(s);
+        }
+    }
     let first_is_me = all.first() == Some(&me);
     let others: Vec<String> = all.iter().filter(|s| **s != me).map(|s| s.to_string()).collect();
     if others.is_empty() {
@@ -35,15 +40,12 @@ pub fn first_start(join: &str, me: &str) -> FirstStart {
 }
 
 /// After one attempt at every other listed node: whether the first-listed node should create
-/// the cluster. Only on positive answers: together with this node, a majority of the `listed`
-/// nodes said they belong to no cluster, and none refused (a refusal means a cluster exists).
-/// An unreachable node proves nothing (it may be a member that is down, or cut off), so it does
-/// not count: a first pod whose volume was replaced cannot start a second cluster while the
-/// others are merely out of reach.
+/// the cluster. Only when every other listed node answered that it belongs to no cluster: an
+/// unreachable node proves nothing (it may be a member that is down or cut off), and after a
+/// scale-up even a majority of fresh nodes could sit beside a cluster that is out of reach.
 pub fn should_bootstrap(listed: usize, outcomes: &[JoinError]) -> bool {
     let no_cluster = outcomes.iter().filter(|o| matches!(o, JoinError::NoCluster)).count();
-    let refused = outcomes.iter().any(|o| matches!(o, JoinError::Refused(_)));
-    !refused && (no_cluster + 1) * 2 > listed
+    no_cluster + 1 == listed && outcomes.len() == no_cluster
 }
 
 /// The node id of a StatefulSet pod: its host name's trailing ordinal plus one, since node ids
@@ -156,17 +158,16 @@ mod tests {
     }
 
     #[test]
-    fn a_cluster_is_started_only_on_a_majority_of_no_cluster_answers() {
+    fn a_cluster_is_started_only_when_every_other_listed_node_has_none() {
         let unreachable = || JoinError::Unreachable("refused".into());
-        // Three listed: this node and one other saying "no cluster" are a majority.
-        assert!(should_bootstrap(3, &[unreachable(), JoinError::NoCluster]));
         assert!(should_bootstrap(3, &[JoinError::NoCluster, JoinError::NoCluster]));
-        // Nobody reachable proves nothing: the others may be a running cluster cut off from us.
+        // Someone out of reach may be a running cluster's member.
+        assert!(!should_bootstrap(3, &[unreachable(), JoinError::NoCluster]));
         assert!(!should_bootstrap(3, &[unreachable(), unreachable()]));
         // A member that answers (refusing, or unable to finish) means a cluster exists.
         assert!(!should_bootstrap(3, &[JoinError::NoCluster, JoinError::Refused("no quorum".into())]));
-        // Five listed: two others must say so.
-        assert!(!should_bootstrap(5, &[JoinError::NoCluster, unreachable(), unreachable(), unreachable()]));
-        assert!(should_bootstrap(5, &[JoinError::NoCluster, JoinError::NoCluster, unreachable(), unreachable()]));
+        // After a scale-up, fresh pods saying "none" are not enough while others are away.
+        let mostly_fresh = [JoinError::NoCluster, JoinError::NoCluster, JoinError::NoCluster, unreachable()];
+        assert!(!should_bootstrap(5, &mostly_fresh));
     }
 }

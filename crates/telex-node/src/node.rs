@@ -146,6 +146,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         // A restart: the store knows the cluster.
     } else {
         match crate::entry::first_start(&config.join, &advertised) {
+            // A join cut short must be finished through a member, never turned into a cluster
+            // of its own beside the real one.
+            FirstStart::Bootstrap if joining.exists() => anyhow::bail!(
+                "an interrupted join ({} exists) needs --join with a member of the cluster",
+                joining.display()
+            ),
             FirstStart::Bootstrap => groups.bootstrap_single_node().await?,
             FirstStart::Join { seeds, may_bootstrap, listed } => {
                 std::fs::write(&joining, b"").context("writing the join marker")?;
@@ -258,6 +264,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 r = become_ready(&groups, &accounts, &tenant) => match r {
                     Ok(()) => {
                         ready.store(true, Ordering::Release);
+                        // A hand-off cut short by the last stop left this node a learner.
+                        groups.rejoin_voters().await;
                         for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
                             health.set_service_status(name, ServingStatus::Serving).await;
                         }
@@ -312,8 +320,8 @@ async fn serve_grpc(name: &'static str, grpc: Router, listener: TcpListener, sto
     }
 }
 
-/// A first start that joins: this node had no data, so every attempt says so (`fresh`), and
-/// the marker file stays until the join is complete.
+/// A first start that joins: this node had no data; each attempt names the groups it still
+/// has none in (`fresh_groups`), and the marker file stays until the join is complete.
 struct Join {
     groups: Arc<Groups>,
     seeds: Vec<String>,
@@ -324,14 +332,14 @@ struct Join {
 
 impl Join {
     /// Asks the listed members, in turn, to add this node to every group, until one does. The
-    /// first-listed node creates the cluster instead once a majority of the listed nodes said
-    /// they belong to none (see `entry::should_bootstrap`).
+    /// first-listed node creates the cluster instead once every other listed node said it
+    /// belongs to none (see `entry::should_bootstrap`).
     async fn run(self, shutdown: CancellationToken) {
         loop {
             let mut outcomes = Vec::with_capacity(self.seeds.len());
             for seed in &self.seeds {
                 tracing::info!(seed = %seed, "joining the cluster");
-                match self.groups.join_via(seed, true).await {
+                match self.groups.join_via(seed).await {
                     Ok(()) => {
                         tracing::info!(seed = %seed, "joined the cluster");
                         let _ = std::fs::remove_file(&self.marker);
@@ -345,9 +353,7 @@ impl Join {
             }
             let initialized = self.groups.initialized().await;
             if self.may_bootstrap && !initialized && crate::entry::should_bootstrap(self.listed, &outcomes) {
-                tracing::info!(
-                    "a majority of the listed nodes belong to no cluster; this node, listed first, starts one"
-                );
+                tracing::info!("no listed node belongs to a cluster; this node, listed first, starts one");
                 match self.groups.bootstrap_single_node().await {
                     Ok(()) => {
                         let _ = std::fs::remove_file(&self.marker);
@@ -414,7 +420,6 @@ async fn upkeep(groups: Arc<Groups>, data_dir: std::path::PathBuf, shutdown: Can
         metrics::gauge!("telex_raft_groups_leading").set(leading as f64);
         metrics::gauge!("telex_raft_groups_leaderless").set(leaderless as f64);
         // The furthest any follower of a group led here is behind its leader.
-        groups.rejoin_voters().await;
         let lag = status.iter().filter_map(|g| g.max_lag).max().unwrap_or(0);
         metrics::gauge!("telex_raft_replica_lag_entries").set(lag as f64);
         match rustix::fs::statvfs(&data_dir) {

@@ -1,9 +1,9 @@
 //! `telexd --restore-from DIR`: a new cluster from a backup (`telex backup create DIR`). The
 //! backup's store is copied aside, every group becomes a group of this node alone
 //! (`telex_raft::backup::restore_single_node`), the state is checked against the backup's
-//! fingerprints, and only then is it moved into the empty data directory, with a marker naming
-//! the backup: a crash half-way leaves no store, and starting again with the same flag after
-//! success does nothing. Other nodes then join this one.
+//! fingerprints, and only then is it moved into the empty data directory, after a marker naming
+//! the backup: a crash before the move leaves no store (the next start restores again), and
+//! starting again with the same flag after it does nothing. Other nodes then join this one.
 
 use std::path::Path;
 
@@ -55,8 +55,12 @@ pub fn restore(
         telex_raft::backup::restore_single_node(&store, shards + 1, node_id, addr)?;
         telex_raft::backup::check_against(&store, &manifest)?;
     }
-    std::fs::rename(aside.join("db"), data_dir.join("db")).map_err(|e| format!("moving the restored store: {e}"))?;
+    // The marker first: a crash before the store is in place just restores again; after, the
+    // marker says this store is that backup's.
     std::fs::write(data_dir.join(MARKER), &text).map_err(|e| format!("writing {MARKER}: {e}"))?;
+    std::fs::File::open(data_dir.join(MARKER)).and_then(|f| f.sync_all()).map_err(|e| format!("{MARKER}: {e}"))?;
+    std::fs::rename(aside.join("db"), data_dir.join("db")).map_err(|e| format!("moving the restored store: {e}"))?;
+    std::fs::File::open(data_dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let _ = std::fs::remove_dir_all(&aside);
     Ok(Some(manifest))
 }

@@ -45,7 +45,7 @@ impl Groups {
     /// before the call; then one checkpoint of the store, fingerprinted group by group.
     pub async fn backup(&self, dir: &Path) -> Result<Manifest, String> {
         for group in 0..self.group_count() as GroupId {
-            self.sync(group).await.map_err(|e| format!("group {group} cannot catch up for the backup: {e}"))?;
+            self.catch_up(group).await.map_err(|e| format!("group {group} cannot catch up for the backup: {e}"))?;
         }
         let (store, dir) = (self.store().clone(), dir.to_path_buf());
         let (node_id, shards) = (self.node_id(), self.shards());

@@ -167,8 +167,9 @@ impl Groups {
     }
 
     /// Where this node is only a learner of a group that has fewer than R voters (a hand-off
-    /// cut short by a stop, say), asks the group's leader to make it a voter again. Cheap when
-    /// there is nothing to do: it reads this node's own Raft metrics.
+    /// cut short by the last stop, say), asks the group's leader to make it a voter again. Run
+    /// once at start-up, when no hand-off of this node's can be in flight. Cheap when there is
+    /// nothing to do: it reads this node's own Raft metrics.
     pub async fn rejoin_voters(&self) {
         let me = self.config.node_id;
         for group in 0..self.group_count() as GroupId {

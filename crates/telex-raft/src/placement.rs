@@ -37,11 +37,16 @@ pub struct ReplicaMove {
 pub type Placement = BTreeMap<GroupId, BTreeSet<NodeId>>;
 
 /// The placement to reach: every group on `min(r, usable nodes)` nodes, as many zones as
-/// possible, replica counts per node within one of each other where the zones allow, keeping
-/// as many of today's replicas as that permits.
+/// possible, replica counts per node evened out by single swaps (within one where those reach
+/// it), keeping today's replicas where it can. `current` must list every group. Not tuned for
+/// thousands of groups over dozens of nodes yet (each swap searches the groups).
 pub fn target(nodes: &[Node], current: &Placement, r: usize) -> Placement {
     let usable: BTreeMap<NodeId, &Node> = nodes.iter().filter(|n| !n.draining).map(|n| (n.id, n)).collect();
     let want = r.min(usable.len());
+    if want == 0 {
+        // Nowhere to put anything (R = 0, or every node draining): move nothing.
+        return current.clone();
+    }
     let zone = |id: &NodeId| usable.get(id).map_or("", |n| n.zone.as_str());
     let mut plan: Placement = BTreeMap::new();
     let mut load: BTreeMap<NodeId, usize> = usable.keys().map(|id| (*id, 0)).collect();

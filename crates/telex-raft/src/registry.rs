@@ -328,13 +328,38 @@ impl Groups {
                     .await
                     .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
                     .map_err(|s| fail(s.message().to_string()))?;
-                if self.wait_applied(group, reply.into_inner().index, deadline).await {
-                    Ok(())
-                } else {
-                    Err(WriteError::Timeout { group, timeout: self.config.write_timeout })
-                }
+                // Best effort for reads (a lagging replica still answers); `catch_up` insists.
+                self.wait_applied(group, reply.into_inner().index, deadline).await;
+                Ok(())
             }
             None => Err(WriteError::NotLeader { group, leader: None }),
+        }
+    }
+
+    /// As `sync`, but an error unless this replica really applied everything committed before
+    /// the call (backups rely on it).
+    pub async fn catch_up(&self, group: GroupId) -> Result<(), WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
+        let index = match leader {
+            Some(l) if l == self.config.node_id => return self.read_index_local(group).await.map(|_| ()),
+            Some(l) => {
+                let addr = self.member_addr(group, l).ok_or(WriteError::NotLeader { group, leader: None })?;
+                let fail = |message: String| WriteError::Forward { group, leader: l, message };
+                let mut client = NodeClient::new(self.network.channel(&addr).map_err(fail)?);
+                let call = client.read_index(ReadIndexRequest { group });
+                let reply = tokio::time::timeout(self.config.write_timeout, call)
+                    .await
+                    .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
+                    .map_err(|s| fail(s.message().to_string()))?;
+                reply.into_inner().index
+            }
+            None => return Err(WriteError::NotLeader { group, leader: None }),
+        };
+        if self.wait_applied(group, index, deadline).await {
+            Ok(())
+        } else {
+            Err(WriteError::Timeout { group, timeout: self.config.write_timeout })
         }
     }
 
@@ -444,15 +469,15 @@ impl Groups {
     }
 
     /// Adds `node` to every group (see `add_replica`), asking each group's leader, wherever it
-    /// is. Returns how many groups it now replicates. A `fresh` node has no data: where it is
-    /// still a member (its volume was replaced), it is taken out first and added back as a new
-    /// replica, so it catches up instead of voting with a log it no longer has.
-    pub async fn join(&self, node: NodeId, addr: &str, fresh: bool) -> Result<usize, WriteError> {
+    /// is. Returns how many groups it now replicates. Where the node has no data (`fresh` for
+    /// that group) but is still a member (its volume was replaced), it is taken out first and
+    /// added back as a new replica, so it catches up instead of voting with a log it lost.
+    pub async fn join(&self, node: NodeId, addr: &str, fresh: impl Fn(GroupId) -> bool) -> Result<usize, WriteError> {
         let add = ReplicaChange::Add { node, addr: addr.to_string() };
         for group in 0..self.rafts.len() as GroupId {
             // Each group may need a snapshot to catch the node up: a deadline of its own.
             let deadline = Instant::now() + self.config.write_timeout * 6;
-            if fresh && self.members(group).iter().any(|(id, _)| *id == node) {
+            if fresh(group) && self.members(group).iter().any(|(id, _)| *id == node) {
                 tracing::info!(group, node, "a member came back without its data; replacing its replica");
                 self.change_in_group(group, &ReplicaChange::Remove { node }, deadline).await?;
             }
@@ -554,20 +579,39 @@ impl Groups {
         if voters.is_empty() {
             return Err(WriteError::Fatal { group, message: format!("node {node} is the group's only voter") });
         }
-        raft.change_membership(voters, false).await.map_err(|e| match e {
+        let map = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
                 WriteError::NotLeader { group, leader: f.leader_id }
             }
             e => WriteError::Fatal { group, message: e.to_string() },
-        })?;
+        };
+        raft.change_membership(voters, false).await.map_err(map)?;
+        // A node that was only a learner is still listed: take it out of the group as well.
+        let still = raft.metrics().borrow().membership_config.membership().get_node(&node).is_some();
+        if still {
+            let gone = openraft::ChangeMembers::RemoveNodes(std::collections::BTreeSet::from([node]));
+            raft.change_membership(gone, false).await.map_err(map)?;
+        }
         Ok(())
     }
 
-    /// Asks a member at `seed` (node-to-node address) to add this node to every group; `fresh`:
-    /// this node has no data at all (see `join`).
-    pub async fn join_via(&self, seed: &str, fresh: bool) -> Result<(), JoinError> {
+    /// Asks a member at `seed` (node-to-node address) to add this node, which started with no
+    /// data, to every group; the groups it still has no state in are sent as fresh (see
+    /// `join`), the others it joined earlier in this life.
+    pub async fn join_via(&self, seed: &str) -> Result<(), JoinError> {
         let channel = self.network.channel(seed).map_err(JoinError::Refused)?;
-        let req = JoinRequest { node_id: self.config.node_id, addr: self.config.node_addr.clone(), fresh };
+        let mut fresh_groups = Vec::new();
+        for (group, raft) in self.rafts.iter().enumerate() {
+            if !raft.is_initialized().await.unwrap_or(false) {
+                fresh_groups.push(group as GroupId);
+            }
+        }
+        let req = JoinRequest {
+            node_id: self.config.node_id,
+            addr: self.config.node_addr.clone(),
+            fresh: false,
+            fresh_groups,
+        };
         match NodeClient::new(channel).join(req).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(JoinError::NoCluster),

@@ -120,9 +120,10 @@ impl Node for NodeService {
         if !self.groups.initialized().await {
             return Err(Status::failed_precondition("this node is not part of a cluster yet"));
         }
-        tracing::info!(node = r.node_id, addr = %r.addr, fresh = r.fresh, "node asks to join");
+        tracing::info!(node = r.node_id, addr = %r.addr, fresh = r.fresh, fresh_groups = r.fresh_groups.len(), "node asks to join");
+        let fresh = |g: u32| r.fresh || r.fresh_groups.contains(&g);
         let groups =
-            self.groups.join(r.node_id, &r.addr, r.fresh).await.map_err(|e| Status::unavailable(e.to_string()))?;
+            self.groups.join(r.node_id, &r.addr, fresh).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(JoinReply { groups: groups as u32 }))
     }
 

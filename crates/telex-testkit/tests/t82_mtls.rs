@@ -101,7 +101,8 @@ async fn nodes_talk_over_mtls_and_refuse_strangers() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("node 9 is not a member"), "{refused:?}");
     // It may ask to join as itself, not as another node.
-    let spoof = stranger.join(JoinRequest { node_id: 2, addr: "127.0.0.1:1".into(), fresh: false }).await.unwrap_err();
+    let spoof =
+        stranger.join(JoinRequest { node_id: 2, addr: "127.0.0.1:1".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(spoof.code(), tonic::Code::PermissionDenied, "{spoof:?}");
     assert!(spoof.message().contains("cannot join as node 2"), "{spoof:?}");
 
