@@ -313,36 +313,29 @@ impl Groups {
 
     /// Waits until this node's replica of `group` has applied everything committed before the
     /// call, so a read here sees writes acknowledged through any node. On the leader that is a
-    /// leadership check; on a follower, a read index from the leader.
+    /// leadership check; on a follower, a read index from the leader. Best effort for reads: a
+    /// replica still behind after the write timeout answers anyway (`catch_up` insists).
     pub async fn sync(&self, group: GroupId) -> Result<(), WriteError> {
-        let deadline = Instant::now() + self.config.write_timeout;
-        let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
-        match leader {
-            Some(l) if l == self.config.node_id => self.read_index_local(group).await.map(|_| ()),
-            Some(l) => {
-                let addr = self.member_addr(group, l).ok_or(WriteError::NotLeader { group, leader: None })?;
-                let fail = |message: String| WriteError::Forward { group, leader: l, message };
-                let mut client = NodeClient::new(self.network.channel(&addr).map_err(fail)?);
-                let call = client.read_index(ReadIndexRequest { group });
-                let reply = tokio::time::timeout(self.config.write_timeout, call)
-                    .await
-                    .map_err(|_| WriteError::Timeout { group, timeout: self.config.write_timeout })?
-                    .map_err(|s| fail(s.message().to_string()))?;
-                // Best effort for reads (a lagging replica still answers); `catch_up` insists.
-                self.wait_applied(group, reply.into_inner().index, deadline).await;
-                Ok(())
-            }
-            None => Err(WriteError::NotLeader { group, leader: None }),
-        }
+        self.catch_up_within(group).await.map(|_| ())
     }
 
     /// As `sync`, but an error unless this replica really applied everything committed before
     /// the call (backups rely on it).
     pub async fn catch_up(&self, group: GroupId) -> Result<(), WriteError> {
+        match self.catch_up_within(group).await? {
+            true => Ok(()),
+            false => Err(WriteError::Timeout { group, timeout: self.config.write_timeout }),
+        }
+    }
+
+    /// The read index of `group` (here on the leader, else asked of it) and whether this
+    /// replica applied up to it within the write timeout.
+    async fn catch_up_within(&self, group: GroupId) -> Result<bool, WriteError> {
         let deadline = Instant::now() + self.config.write_timeout;
         let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
         let index = match leader {
-            Some(l) if l == self.config.node_id => return self.read_index_local(group).await.map(|_| ()),
+            // On the leader the read index is confirmed and applied.
+            Some(l) if l == self.config.node_id => return self.read_index_local(group).await.map(|_| true),
             Some(l) => {
                 let addr = self.member_addr(group, l).ok_or(WriteError::NotLeader { group, leader: None })?;
                 let fail = |message: String| WriteError::Forward { group, leader: l, message };
@@ -356,11 +349,7 @@ impl Groups {
             }
             None => return Err(WriteError::NotLeader { group, leader: None }),
         };
-        if self.wait_applied(group, index, deadline).await {
-            Ok(())
-        } else {
-            Err(WriteError::Timeout { group, timeout: self.config.write_timeout })
-        }
+        Ok(self.wait_applied(group, index, deadline).await)
     }
 
     /// On the leader: the applied index after confirming leadership with a quorum.
