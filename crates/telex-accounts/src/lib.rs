@@ -12,7 +12,8 @@ pub use telex_sasl::scram;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use telex_raft::{reads, Groups};
+use telex_raft::reads::{self, Query};
+use telex_raft::Groups;
 use telex_types::records::{AccountRecord, ScramKeys, TenantLimits, TenantRecord, TokenRecord};
 use telex_types::{Command, Domain, ErrorCode, TelexError, UnixMillis, UserJid, META_GROUP};
 use tokio::sync::Semaphore;
@@ -145,7 +146,8 @@ impl Accounts {
         check_password(password)?;
         self.require_tenant(jid.domain())?;
         let shard = self.groups.shard_of(&jid);
-        if reads::account(self.groups.store(), shard, &jid)?.is_some() {
+        let existing: Option<AccountRecord> = self.groups.read(shard, Query::Account(jid.clone())).await?;
+        if existing.is_some() {
             return Err(TelexError::exists(format!("user {jid} already exists")));
         }
         let credentials = self.derive(password).await?;
@@ -160,7 +162,9 @@ impl Accounts {
     }
 
     fn account(&self, jid: &UserJid) -> Result<AccountRecord, TelexError> {
-        reads::account(self.groups.store(), self.groups.shard_of(jid), jid)?
+        let g = self.groups.shard_of(jid);
+        self.groups
+            .read_now(g, |s| reads::account(s, g, jid), || Query::Account(jid.clone()))?
             .ok_or_else(|| TelexError::not_found(format!("no such user {jid}")))
     }
 
@@ -176,8 +180,12 @@ impl Accounts {
         let domain = Domain::parse(domain)?;
         self.require_tenant(&domain)?;
         let mut all = Vec::new();
-        for shard in telex_types::shard::shard_groups(self.groups.shards()) {
-            all.extend(reads::accounts(self.groups.store(), shard, &domain)?);
+        for g in telex_types::shard::shard_groups(self.groups.shards()) {
+            all.extend(self.groups.read_now(
+                g,
+                |s| reads::accounts(s, g, &domain),
+                || Query::Accounts(domain.clone()),
+            )?);
         }
         all.sort_by(|a, b| a.jid.cmp(&b.jid));
         Ok(all)
@@ -278,10 +286,11 @@ impl Accounts {
         hash: scram::Hash,
     ) -> Result<(Option<AccountRecord>, ScramKeys), TelexError> {
         let shard = self.groups.shard_of(jid);
-        // See accounts created or passwords changed through other nodes.
-        self.groups.sync(shard).await?;
         let tenant_known = reads::tenant(self.groups.store(), jid.domain())?.is_some();
-        let account = if tenant_known { reads::account(self.groups.store(), shard, jid)? } else { None };
+        // Caught up with the shard's leader: accounts created or passwords changed through
+        // other nodes are seen.
+        let account: Option<AccountRecord> =
+            if tenant_known { self.groups.read(shard, Query::Account(jid.clone())).await? } else { None };
         let keys = match (&account, hash) {
             (Some(a), scram::Hash::Sha256) => a.credentials.sha256.clone(),
             (Some(a), scram::Hash::Sha1) => a.credentials.sha1.clone(),
@@ -316,16 +325,17 @@ impl Accounts {
     /// A user's vCard, if one is stored (read after catching up with the user's shard).
     pub async fn vcard(&self, jid: &UserJid) -> Result<Option<String>, TelexError> {
         let shard = self.groups.shard_of(jid);
-        self.groups.sync(shard).await?;
-        reads::vcard(self.groups.store(), shard, jid)
+        self.groups.read(shard, Query::VCard(jid.clone())).await
     }
 
     /// Who a session token belongs to, if it is valid, unexpired and unrevoked.
     pub fn verify_token(&self, token: &str) -> Result<Principal, TelexError> {
         let invalid = || TelexError::new(ErrorCode::Unauthenticated, "invalid, expired or revoked session token");
         let token = SessionToken::decode(token).ok_or_else(invalid)?;
-        let shard = self.groups.shard_of(&token.jid);
-        let record = reads::token(self.groups.store(), shard, &token.jid, &token.id)?.ok_or_else(invalid)?;
+        let g = self.groups.shard_of(&token.jid);
+        let query = || Query::Token { jid: token.jid.clone(), id: token.id.clone() };
+        let record =
+            self.groups.read_now(g, |s| reads::token(s, g, &token.jid, &token.id), query)?.ok_or_else(invalid)?;
         if !token.matches(&record.secret_hash) || record.expires_at <= now_ms() {
             return Err(invalid());
         }

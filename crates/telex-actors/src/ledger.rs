@@ -58,4 +58,13 @@ pub trait Ledger: Send + Sync + 'static {
     fn tenant_limits(&self, domain: &Domain) -> Result<TenantLimits, TelexError>;
     /// Whether the account exists (and its tenant).
     fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError>;
+    /// Whether `object` exists and whether it blocks `subject`: the send path's facts about a
+    /// recipient, whose shard may be held on other nodes (one round trip there, not two).
+    fn object_facts<'a>(
+        &'a self,
+        object: &'a UserJid,
+        subject: &'a UserJid,
+    ) -> BoxFuture<'a, Result<(bool, bool), TelexError>> {
+        Box::pin(async move { Ok((self.user_exists(object)?, self.is_blocked(object, subject)?)) })
+    }
 }

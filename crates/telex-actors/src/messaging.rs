@@ -121,11 +121,12 @@ impl Messaging {
 
     /// What the decision point needs to know about `subject` acting on `object`: whether the
     /// object exists and the blocks between them, from the local replica.
-    pub fn facts(&self, subject: &UserJid, object: &UserJid) -> Result<Facts, TelexError> {
+    pub async fn facts(&self, subject: &UserJid, object: &UserJid) -> Result<Facts, TelexError> {
+        let (object_exists, object_blocks_subject) = self.ledger.object_facts(object, subject).await?;
         Ok(Facts {
-            object_exists: self.ledger.user_exists(object)?,
+            object_exists,
             subject_blocks_object: self.ledger.is_blocked(subject, object)?,
-            object_blocks_subject: self.ledger.is_blocked(object, subject)?,
+            object_blocks_subject,
             ..Facts::default()
         })
     }
@@ -148,7 +149,7 @@ impl Messaging {
             max_message_bytes: limits.max_body_bytes,
             rate_limited_for: self.take_token(from, &limits).err(),
             sends_per_second: limits.sends_per_second,
-            ..self.facts(from, &to)?
+            ..self.facts(from, &to).await?
         };
         decide(from, Action::Message, &to, &facts).into_result().map_err(refused)?;
         let message = ArchivedMessage {
@@ -197,7 +198,7 @@ impl Messaging {
         let facts = Facts {
             rate_limited_for: self.take_token(from, &limits).err(),
             sends_per_second: limits.sends_per_second,
-            ..self.facts(from, &to)?
+            ..self.facts(from, &to).await?
         };
         match decide(from, Action::Signal, &to, &facts).into_result() {
             Ok(()) => {}

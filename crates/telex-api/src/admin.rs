@@ -151,7 +151,10 @@ impl Admin for AdminService {
         if r.node_id == 0 || r.node_id == groups.node_id() || r.addr.is_empty() {
             return Err(Status::invalid_argument("add-node needs the new node's own non-zero id and its node address"));
         }
-        let n = groups.join(r.node_id, &r.addr, |_| false).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let n = groups
+            .join(r.node_id, &r.addr, &r.zone, |_| false)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(node = r.node_id, addr = %r.addr, "node added");
         Ok(Response::new(pb::AddNodeResponse { groups: n as u32 }))
     }
@@ -165,6 +168,44 @@ impl Admin for AdminService {
         let n = groups.remove_node(node).await.map_err(|e| Status::unavailable(e.to_string()))?;
         tracing::info!(node, "node removed");
         Ok(Response::new(pb::RemoveNodeResponse { groups: n as u32 }))
+    }
+
+    async fn placement(&self, _: Request<pb::PlacementRequest>) -> Reply<pb::PlacementResponse> {
+        let groups = self.accounts.groups();
+        groups.sync(telex_types::META_GROUP).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let plan = groups.plan();
+        let leaders: std::collections::BTreeMap<u32, u64> =
+            groups.leadership().into_iter().filter_map(|l| Some((l.group, l.leader?))).collect();
+        let current = telex_raft::placement::replica_counts(&plan.nodes, &plan.current);
+        let target = telex_raft::placement::replica_counts(&plan.nodes, &plan.target);
+        let nodes = plan
+            .nodes
+            .iter()
+            .map(|n| pb::PlacedNode {
+                node_id: n.id,
+                zone: n.zone.clone(),
+                draining: n.draining,
+                replicas: current.get(&n.id).copied().unwrap_or(0) as u32,
+                target: target.get(&n.id).copied().unwrap_or(0) as u32,
+                leaders: leaders.iter().filter(|(g, l)| **g != telex_types::META_GROUP && **l == n.id).count() as u32,
+            })
+            .collect();
+        let placed = plan
+            .current
+            .iter()
+            .map(|(group, replicas)| pb::PlacedGroup {
+                group: *group,
+                replicas: replicas.iter().copied().collect(),
+                target: plan.target.get(group).map(|t| t.iter().copied().collect()).unwrap_or_default(),
+                leader: leaders.get(group).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(Response::new(pb::PlacementResponse {
+            replication: groups.replicas() as u32,
+            nodes,
+            groups: placed,
+            pending_moves: plan.moves.len() as u32,
+        }))
     }
 
     async fn rebalance(&self, _: Request<pb::RebalanceRequest>) -> Reply<pb::RebalanceResponse> {
@@ -239,6 +280,11 @@ impl Admin for AdminService {
         let groups = self.accounts.groups();
         let status = groups.status();
         let members = status.first().map(|meta| meta.members.clone()).unwrap_or_default();
+        let plan = groups.plan();
+        let replica_counts = telex_raft::placement::replica_counts(&plan.nodes, &plan.current);
+        let shards: Vec<_> = groups.leadership().into_iter().filter(|l| l.group != telex_types::META_GROUP).collect();
+        let leader_counts = telex_raft::leadership::leader_counts(&shards);
+        let (replica_counts, leader_counts, plan) = (&replica_counts, &leader_counts, &plan);
         let status = status
             .into_iter()
             .map(|g| pb::GroupStatus {
@@ -261,15 +307,19 @@ impl Admin for AdminService {
             groups: status,
             version: env!("CARGO_PKG_VERSION").to_string(),
             members: futures::future::join_all(members.into_iter().map(|(node_id, addr)| async move {
+                let placed = plan.nodes.iter().find(|n| n.id == node_id);
+                let member = pb::Member {
+                    node_id,
+                    addr,
+                    replicas: replica_counts.get(&node_id).copied().unwrap_or(0) as u32,
+                    leaders: leader_counts.get(&node_id).copied().unwrap_or(0) as u32,
+                    zone: placed.map(|n| n.zone.clone()).unwrap_or_default(),
+                    draining: placed.is_some_and(|n| n.draining),
+                    ..Default::default()
+                };
                 match groups.probe(node_id).await {
-                    Ok(rtt) => pb::Member {
-                        node_id,
-                        addr,
-                        reachable: true,
-                        rtt_ms: rtt.as_millis() as u32,
-                        error: String::new(),
-                    },
-                    Err(error) => pb::Member { node_id, addr, reachable: false, rtt_ms: 0, error },
+                    Ok(rtt) => pb::Member { reachable: true, rtt_ms: rtt.as_millis() as u32, ..member },
+                    Err(error) => pb::Member { reachable: false, error, ..member },
                 }
             }))
             .await,

@@ -12,14 +12,22 @@ use crate::{Cli, CliResult};
 pub enum ClusterCmd {
     /// Nodes, and every group's leader, voters, learners and replication lag.
     Status,
-    /// Add a started node with an empty data directory (as `telexd --join` does).
+    /// Add a started node with an empty data directory (as `telexd --join` does); returns once
+    /// its share of replicas has moved to it.
     AddNode {
         node_id: u64,
         /// Its node-to-node address.
         addr: String,
+        /// Its failure domain, for placement.
+        #[arg(long, default_value = "")]
+        zone: String,
     },
-    /// Take a node out of every group (its vote moves to a learner where there is one).
+    /// Decommission a node: its replicas move to the other nodes, then it leaves the cluster
+    /// (and can be stopped).
     RemoveNode { node_id: u64 },
+    /// Where each shard group's replicas are and where placement is taking them; replicas and
+    /// leaderships per node.
+    Placement,
     /// Spread group leaderships evenly over the nodes (each moved group pauses writes for
     /// about one election timeout; clients retry).
     Rebalance,
@@ -38,11 +46,18 @@ struct NodeOut {
     /// Groups this node votes in, and leads.
     voter_in: usize,
     leading: usize,
+    /// Shard groups placed on it.
+    replicas: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    zone: String,
+    draining: bool,
 }
 
 #[derive(Serialize)]
 struct GroupOut {
     group: u32,
+    /// This node's part in it: leader, follower, learner, or none (it holds no replica).
+    role: String,
     leader: u64,
     term: u64,
     voters: Vec<u64>,
@@ -74,6 +89,9 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
                     rtt_ms: m.reachable.then_some(m.rtt_ms),
                     voter_in: s.groups.iter().filter(|g| g.voters.contains(&m.node_id)).count(),
                     leading: s.groups.iter().filter(|g| g.leader == m.node_id).count(),
+                    replicas: m.replicas,
+                    zone: m.zone.clone(),
+                    draining: m.draining,
                 })
                 .collect();
             let groups: Vec<GroupOut> = s
@@ -81,6 +99,7 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
                 .into_iter()
                 .map(|g| GroupOut {
                     group: g.group,
+                    role: g.role,
                     leader: g.leader,
                     term: g.term,
                     voters: g.voters,
@@ -92,19 +111,34 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
             let out = ClusterOut { seen_from: s.node_id, nodes, groups, leaderless };
             emit(cli.json, &out, || render(&out));
         }
-        ClusterCmd::AddNode { node_id, addr } => {
-            let req = pb::AddNodeRequest { node_id: *node_id, addr: addr.clone() };
+        ClusterCmd::AddNode { node_id, addr, zone } => {
+            let req = pb::AddNodeRequest { node_id: *node_id, addr: addr.clone(), zone: zone.clone() };
             let r = c.add_node(req).await.map_err(status_line)?.into_inner();
             emit(cli.json, &serde_json::json!({ "node_id": node_id, "groups": r.groups }), || {
-                format!("node {node_id} added to {} groups", r.groups)
+                format!("node {node_id} added; it holds {} shard groups", r.groups)
             });
         }
         ClusterCmd::RemoveNode { node_id } => {
             let req = pb::RemoveNodeRequest { node_id: *node_id };
             let r = c.remove_node(req).await.map_err(status_line)?.into_inner();
             emit(cli.json, &serde_json::json!({ "node_id": node_id, "groups": r.groups }), || {
-                format!("node {node_id} removed from {} groups; it can be stopped", r.groups)
+                format!("node {node_id} removed; its {} shard groups moved to other nodes; it can be stopped", r.groups)
             });
+        }
+        ClusterCmd::Placement => {
+            let p = c.placement(pb::PlacementRequest {}).await.map_err(status_line)?.into_inner();
+            let json = serde_json::json!({
+                "replication": p.replication,
+                "pending_moves": p.pending_moves,
+                "nodes": p.nodes.iter().map(|n| serde_json::json!({
+                    "node_id": n.node_id, "zone": n.zone, "draining": n.draining,
+                    "replicas": n.replicas, "target": n.target, "leaders": n.leaders,
+                })).collect::<Vec<_>>(),
+                "groups": p.groups.iter().map(|g| serde_json::json!({
+                    "group": g.group, "replicas": g.replicas, "target": g.target, "leader": g.leader,
+                })).collect::<Vec<_>>(),
+            });
+            emit(cli.json, &json, || render_placement(&p));
         }
         ClusterCmd::Rebalance => {
             let r = c.rebalance(pb::RebalanceRequest {}).await.map_err(status_line)?.into_inner();
@@ -161,12 +195,39 @@ pub async fn cluster(cli: &Cli, cmd: &ClusterCmd) -> CliResult {
     Ok(())
 }
 
+fn render_placement(p: &pb::PlacementResponse) -> String {
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let mut lines =
+        vec![format!("{} groups, {} replicas each; {} moves pending", p.groups.len(), p.replication, p.pending_moves)];
+    lines.push(format!("{:<6} {:<12} {:>8} {:>8} {:>8}", "node", "zone", "replicas", "target", "leading"));
+    for n in &p.nodes {
+        let zone = if n.zone.is_empty() { "-" } else { &n.zone };
+        let state = if n.draining { "  draining" } else { "" };
+        lines.push(format!("{:<6} {:<12} {:>8} {:>8} {:>8}{state}", n.node_id, zone, n.replicas, n.target, n.leaders));
+    }
+    lines.push(format!("{:<6} {:>6} {:<14} {:<14}", "group", "leader", "replicas", "target"));
+    for g in &p.groups {
+        let leader = if g.leader == 0 { "-".to_string() } else { g.leader.to_string() };
+        let target = if g.target == g.replicas { "=".to_string() } else { ids(&g.target) };
+        lines.push(format!("{:<6} {:>6} {:<14} {:<14}", g.group, leader, ids(&g.replicas), target));
+    }
+    lines.join("\n")
+}
+
 fn render(out: &ClusterOut) -> String {
     let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let mut lines = vec![format!("as seen from node {}; {} groups without a leader", out.seen_from, out.leaderless)];
-    lines.push(format!("{:<6} {:<24} {:>8} {:>8}  {}", "node", "address", "voter in", "leading", "health"));
+    lines.push(format!(
+        "{:<6} {:<24} {:<10} {:>8} {:>8} {:>8}  {}",
+        "node", "address", "zone", "replicas", "voter in", "leading", "health"
+    ));
     for n in &out.nodes {
-        lines.push(format!("{:<6} {:<24} {:>8} {:>8}  {}", n.node_id, n.addr, n.voter_in, n.leading, n.health));
+        let zone = if n.zone.is_empty() { "-" } else { &n.zone };
+        let health = if n.draining { format!("{}, draining", n.health) } else { n.health.clone() };
+        lines.push(format!(
+            "{:<6} {:<24} {:<10} {:>8} {:>8} {:>8}  {}",
+            n.node_id, n.addr, zone, n.replicas, n.voter_in, n.leading, health
+        ));
     }
     lines
         .push(format!("{:<6} {:>6} {:>6} {:<12} {:<10} {:>8}", "group", "leader", "term", "voters", "learners", "lag"));

@@ -22,6 +22,9 @@ pub struct Config {
     /// the address `listen.node` binds: a pod's DNS name behind `0.0.0.0:7401`. Empty: the bound
     /// address, or the host name with the bound port when that binds every interface.
     pub advertise_addr: String,
+    /// This node's failure domain (`topology.kubernetes.io/zone`), for replica placement: no
+    /// two replicas of a group in one zone while there are at least R zones. Empty: unknown.
+    pub zone: String,
     /// Where the node keeps its RocksDB and lock file.
     pub data_dir: PathBuf,
     /// Tenant created on first start when non-empty.
@@ -247,6 +250,7 @@ impl Default for Config {
             node_id: 1,
             node_id_from_hostname: false,
             advertise_addr: String::new(),
+            zone: String::new(),
             data_dir: PathBuf::from("./telex-data"),
             bootstrap_tenant: "localhost".into(),
             join: String::new(),

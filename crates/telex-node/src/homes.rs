@@ -65,7 +65,7 @@ impl Homes for ClusterHomes {
 
     fn remote_home(&self, user: &UserJid) -> Option<u64> {
         let group = shard::shard_of(user, self.groups.shards());
-        let leader = self.groups.raft(group)?.metrics().borrow().current_leader?;
+        let leader = self.groups.leader_of(group)?;
         (leader != self.groups.node_id()).then_some(leader)
     }
 

@@ -1,11 +1,13 @@
 //! The actors' `Ledger` over this node's Raft groups: archive appends and cursors are Raft
-//! writes to the owner's shard; reads come from the local store.
+//! writes to the owner's shard; reads come from the local store, or from a replica on another
+//! node for shards this node holds no replica of.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use telex_actors::Ledger;
-use telex_raft::{reads, Groups};
+use telex_raft::reads::{self, Query};
+use telex_raft::Groups;
 use telex_types::records::{ArchivedMessage, TenantLimits};
 use telex_types::roster::RosterItem;
 use telex_types::{Command, Domain, TelexError, UserJid};
@@ -36,19 +38,25 @@ impl Ledger for RaftLedger {
     }
 
     fn head(&self, owner: &UserJid) -> Result<u64, TelexError> {
-        reads::archive_head(self.groups.store(), self.groups.shard_of(owner), owner)
+        let g = self.groups.shard_of(owner);
+        self.groups.read_now(g, |s| reads::archive_head(s, g, owner), || Query::ArchiveHead(owner.clone()))
     }
 
     fn position_of(&self, owner: &UserJid, server_id: &str) -> Result<Option<u64>, TelexError> {
-        reads::archive_position(self.groups.store(), self.groups.shard_of(owner), owner, server_id)
+        let g = self.groups.shard_of(owner);
+        let query = || Query::ArchivePosition { owner: owner.clone(), server_id: server_id.to_string() };
+        self.groups.read_now(g, |s| reads::archive_position(s, g, owner, server_id), query)
     }
 
     fn cursor(&self, owner: &UserJid, device: &str) -> Result<u64, TelexError> {
-        reads::cursor(self.groups.store(), self.groups.shard_of(owner), owner, device)
+        let g = self.groups.shard_of(owner);
+        let query = || Query::Cursor { owner: owner.clone(), device: device.to_string() };
+        self.groups.read_now(g, |s| reads::cursor(s, g, owner, device), query)
     }
 
     fn latest_cursor(&self, owner: &UserJid) -> Result<u64, TelexError> {
-        reads::latest_cursor(self.groups.store(), self.groups.shard_of(owner), owner)
+        let g = self.groups.shard_of(owner);
+        self.groups.read_now(g, |s| reads::latest_cursor(s, g, owner), || Query::LatestCursor(owner.clone()))
     }
 
     fn range(
@@ -58,7 +66,10 @@ impl Ledger for RaftLedger {
         to: u64,
         limit: usize,
     ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
-        reads::archive_range(self.groups.store(), self.groups.shard_of(owner), owner, from, to, limit)
+        let g = self.groups.shard_of(owner);
+        let query =
+            || Query::ArchiveRange { owner: owner.clone(), from, to, limit: limit.min(u32::MAX as usize) as u32 };
+        self.groups.read_now(g, |s| reads::archive_range(s, g, owner, from, to, limit), query)
     }
 
     fn peer_positions(
@@ -70,16 +81,31 @@ impl Ledger for RaftLedger {
         limit: usize,
         newest_first: bool,
     ) -> Result<Vec<u64>, TelexError> {
-        let group = self.groups.shard_of(owner);
-        reads::archive_peer_positions(self.groups.store(), group, owner, peer, from, to, limit, newest_first)
+        let g = self.groups.shard_of(owner);
+        let query = || Query::PeerPositions {
+            owner: owner.clone(),
+            peer: peer.clone(),
+            from,
+            to,
+            limit: limit.min(u32::MAX as usize) as u32,
+            newest_first,
+        };
+        self.groups.read_now(
+            g,
+            |s| reads::archive_peer_positions(s, g, owner, peer, from, to, limit, newest_first),
+            query,
+        )
     }
 
     fn peer_index_start(&self, owner: &UserJid) -> Result<u64, TelexError> {
-        reads::archive_peer_start(self.groups.store(), self.groups.shard_of(owner), owner)
+        let g = self.groups.shard_of(owner);
+        self.groups.read_now(g, |s| reads::archive_peer_start(s, g, owner), || Query::PeerStart(owner.clone()))
     }
 
     fn entries(&self, owner: &UserJid, positions: &[u64]) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
-        reads::archive_entries(self.groups.store(), self.groups.shard_of(owner), owner, positions)
+        let g = self.groups.shard_of(owner);
+        let query = || Query::Entries { owner: owner.clone(), positions: positions.to_vec() };
+        self.groups.read_now(g, |s| reads::archive_entries(s, g, owner, positions), query)
     }
 
     fn roster_put(
@@ -106,24 +132,53 @@ impl Ledger for RaftLedger {
     }
 
     fn roster(&self, owner: &UserJid) -> Result<Vec<(UserJid, RosterItem)>, TelexError> {
-        reads::roster(self.groups.store(), self.groups.shard_of(owner), owner)
+        let g = self.groups.shard_of(owner);
+        self.groups.read_now(g, |s| reads::roster(s, g, owner), || Query::Roster(owner.clone()))
     }
 
     fn blocked(&self, owner: &UserJid) -> Result<Vec<UserJid>, TelexError> {
-        reads::blocked(self.groups.store(), self.groups.shard_of(owner), owner)
+        let g = self.groups.shard_of(owner);
+        self.groups.read_now(g, |s| reads::blocked(s, g, owner), || Query::Blocked(owner.clone()))
     }
 
     fn is_blocked(&self, owner: &UserJid, jid: &UserJid) -> Result<bool, TelexError> {
-        reads::is_blocked(self.groups.store(), self.groups.shard_of(owner), owner, jid)
+        let g = self.groups.shard_of(owner);
+        let query = || Query::IsBlocked { owner: owner.clone(), jid: jid.clone() };
+        self.groups.read_now(g, |s| reads::is_blocked(s, g, owner, jid), query)
     }
 
     fn tenant_limits(&self, domain: &Domain) -> Result<TenantLimits, TelexError> {
         reads::tenant_limits(self.groups.store(), domain)
     }
 
+    fn object_facts<'a>(
+        &'a self,
+        object: &'a UserJid,
+        subject: &'a UserJid,
+    ) -> BoxFuture<'a, Result<(bool, bool), TelexError>> {
+        Box::pin(async move {
+            if reads::tenant(self.groups.store(), object.domain())?.is_none() {
+                return Ok((false, false));
+            }
+            let g = self.groups.shard_of(object);
+            if self.groups.hosts(g) {
+                let store = self.groups.store();
+                return Ok((
+                    reads::account(store, g, object)?.is_some(),
+                    reads::is_blocked(store, g, object, subject)?,
+                ));
+            }
+            let query = Query::ObjectFacts { object: object.clone(), subject: subject.clone() };
+            self.groups.read_remote(g, &query).await
+        })
+    }
+
     fn user_exists(&self, jid: &UserJid) -> Result<bool, TelexError> {
-        let store = self.groups.store();
-        Ok(reads::tenant(store, jid.domain())?.is_some()
-            && reads::account(store, self.groups.shard_of(jid), jid)?.is_some())
+        if reads::tenant(self.groups.store(), jid.domain())?.is_none() {
+            return Ok(false);
+        }
+        let g = self.groups.shard_of(jid);
+        let account = self.groups.read_now(g, |s| reads::account(s, g, jid), || Query::Account(jid.clone()))?;
+        Ok(account.is_some())
     }
 }

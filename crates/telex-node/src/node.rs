@@ -136,6 +136,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             keep_log_entries: r.keep_log_entries,
             peer_routes: r.routes().map_err(anyhow::Error::msg)?,
             tls: node_tls.clone(),
+            zone: config.zone.clone(),
         },
     )
     .await?;
@@ -240,6 +241,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     });
     tracker.spawn(upkeep(groups.clone(), config.data_dir.clone(), halt.clone()));
     tracker.spawn(follow_leadership(groups.clone(), messaging.hub().clone(), halt.clone()));
+    // Where the leaders of groups this node holds no replica of are, and (on the meta group's
+    // leader) the moves that keep every group on R nodes.
+    for task in [groups.spawn_leader_announcer(), groups.spawn_placement_driver()] {
+        let stop = halt.clone();
+        tracker.spawn(async move {
+            stop.cancelled().await;
+            task.abort();
+        });
+    }
     let (watchdog, stop) = (groups.clone(), halt.clone());
     tracker.spawn(async move {
         tokio::select! {
@@ -266,6 +276,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                         ready.store(true, Ordering::Release);
                         // A hand-off cut short by the last stop left this node a learner.
                         groups.rejoin_voters().await;
+                        if let Err(e) = groups.describe_self().await {
+                            tracing::warn!(error = %e, "could not record this node's zone for placement");
+                        }
                         for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
                             health.set_service_status(name, ServingStatus::Serving).await;
                         }

@@ -181,6 +181,18 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             Ok(Response::Done)
         }
         Command::Batch(cmds) => cmds.into_iter().map(|c| apply(c, txn)).collect::<Result<_, _>>().map(Response::Batch),
+        Command::SetPlacement { group, nodes } => {
+            txn.put(schema::placement(group), encode(&nodes));
+            Ok(Response::Done)
+        }
+        Command::SetNodeInfo(record) => {
+            txn.put(schema::node(record.node), encode(&record));
+            Ok(Response::Done)
+        }
+        Command::ForgetNode { node } => {
+            txn.delete(schema::node(node));
+            Ok(Response::Done)
+        }
     }
 }
 

@@ -44,6 +44,17 @@ impl Groups {
     /// catches up with its leader (a read index), so the copy holds every write acknowledged
     /// before the call; then one checkpoint of the store, fingerprinted group by group.
     pub async fn backup(&self, dir: &Path) -> Result<Manifest, String> {
+        let missing: Vec<String> =
+            (0..self.group_count() as GroupId).filter(|g| !self.hosts(*g)).map(|g| g.to_string()).collect();
+        if !missing.is_empty() {
+            // With more nodes than replicas per group, no node holds everything (ARCHITECTURE.md,
+            // Known limits).
+            return Err(format!(
+                "node {} holds no replica of groups {}: back up from a node that holds every group",
+                self.node_id(),
+                missing.join(",")
+            ));
+        }
         for group in 0..self.group_count() as GroupId {
             self.catch_up(group).await.map_err(|e| format!("group {group} cannot catch up for the backup: {e}"))?;
         }

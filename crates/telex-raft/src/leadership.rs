@@ -101,8 +101,14 @@ pub fn hand_off_plan(groups: &[Led], me: NodeId, down: &BTreeSet<NodeId>) -> Vec
 impl Groups {
     /// Every group's leader and voters, as this node sees them.
     pub fn leadership(&self) -> Vec<Led> {
+        let placed = self.placements();
         (0..self.group_count() as GroupId)
             .filter_map(|group| {
+                if !self.hosts(group) {
+                    // Held elsewhere: its leader as announced, its voters as placed.
+                    let voters = placed.get(&group)?.iter().copied().collect();
+                    return Some(Led { group, leader: self.leaders.get(group), voters });
+                }
                 let m = self.raft(group)?.metrics().borrow().clone();
                 let voters = m.membership_config.membership().voter_ids().collect();
                 Some(Led { group, leader: m.current_leader, voters })

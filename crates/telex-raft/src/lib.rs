@@ -14,8 +14,10 @@
 pub mod apply;
 pub mod backup;
 mod codec;
+pub mod driver;
 mod forwarder;
 pub mod identity;
+pub mod leaders;
 pub mod leadership;
 mod log_cache;
 mod log_store;
@@ -24,6 +26,7 @@ pub mod placement;
 mod proposer;
 pub mod reads;
 mod registry;
+mod remote_read;
 pub mod schema;
 pub mod service;
 mod state_machine;

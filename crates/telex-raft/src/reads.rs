@@ -1,13 +1,103 @@
 //! Reads of applied state, straight from the local store. On a group's leader they reflect every
 //! write it has acknowledged.
 
+use std::collections::BTreeMap;
 use telex_store::{group_key, Cf, Store};
-use telex_types::records::{AccountRecord, ArchivedMessage, TenantLimits, TenantRecord, TokenRecord};
+
+use telex_types::records::{AccountRecord, ArchivedMessage, NodeRecord, TenantLimits, TenantRecord, TokenRecord};
 use telex_types::roster::RosterItem;
-use telex_types::wire::{decode, version_of};
+use telex_types::wire::{decode, encode, version_of};
 use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
 
 use crate::schema;
+
+/// Most rows one remote read returns.
+pub const MAX_REMOTE_ROWS: usize = 1000;
+
+/// A read of one shard group's state by a node that holds no replica of it (`Node.Read`); a
+/// replica runs it with [`answer`]. Each variant is one of the functions below.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Query {
+    Account(UserJid),
+    Accounts(Domain),
+    Roster(UserJid),
+    Blocked(UserJid),
+    IsBlocked {
+        owner: UserJid,
+        jid: UserJid,
+    },
+    ArchiveHead(UserJid),
+    ArchivePosition {
+        owner: UserJid,
+        server_id: String,
+    },
+    Cursor {
+        owner: UserJid,
+        device: String,
+    },
+    LatestCursor(UserJid),
+    ArchiveRange {
+        owner: UserJid,
+        from: u64,
+        to: u64,
+        limit: u32,
+    },
+    PeerPositions {
+        owner: UserJid,
+        peer: UserJid,
+        from: u64,
+        to: u64,
+        limit: u32,
+        newest_first: bool,
+    },
+    PeerStart(UserJid),
+    Entries {
+        owner: UserJid,
+        positions: Vec<u64>,
+    },
+    VCard(UserJid),
+    Token {
+        jid: UserJid,
+        id: String,
+    },
+    /// Whether `object`'s account exists, and whether it blocks `subject`.
+    ObjectFacts {
+        object: UserJid,
+        subject: UserJid,
+    },
+}
+
+/// Runs `query` on this node's replica of `group`: the answer, wire-encoded.
+pub fn answer(store: &Store, group: GroupId, query: &Query) -> Result<Vec<u8>, TelexError> {
+    let rows = |limit: u32| (limit as usize).min(MAX_REMOTE_ROWS);
+    Ok(match query {
+        Query::Account(jid) => encode(&account(store, group, jid)?),
+        Query::Accounts(domain) => encode(&accounts(store, group, domain)?),
+        Query::Roster(jid) => encode(&roster(store, group, jid)?),
+        Query::Blocked(jid) => encode(&blocked(store, group, jid)?),
+        Query::IsBlocked { owner, jid } => encode(&is_blocked(store, group, owner, jid)?),
+        Query::ArchiveHead(jid) => encode(&archive_head(store, group, jid)?),
+        Query::ArchivePosition { owner, server_id } => encode(&archive_position(store, group, owner, server_id)?),
+        Query::Cursor { owner, device } => encode(&cursor(store, group, owner, device)?),
+        Query::LatestCursor(jid) => encode(&latest_cursor(store, group, jid)?),
+        Query::ArchiveRange { owner, from, to, limit } => {
+            encode(&archive_range(store, group, owner, *from, *to, rows(*limit))?)
+        }
+        Query::PeerPositions { owner, peer, from, to, limit, newest_first } => {
+            encode(&archive_peer_positions(store, group, owner, peer, *from, *to, rows(*limit), *newest_first)?)
+        }
+        Query::PeerStart(jid) => encode(&archive_peer_start(store, group, jid)?),
+        Query::Entries { owner, positions } => {
+            let positions = positions.get(..positions.len().min(MAX_REMOTE_ROWS)).unwrap_or_default();
+            encode(&archive_entries(store, group, owner, positions)?)
+        }
+        Query::VCard(jid) => encode(&vcard(store, group, jid)?),
+        Query::Token { jid, id } => encode(&token(store, group, jid, id)?),
+        Query::ObjectFacts { object, subject } => {
+            encode(&(account(store, group, object)?.is_some(), is_blocked(store, group, object, subject)?))
+        }
+    })
+}
 
 fn get<T: serde::de::DeserializeOwned>(store: &Store, group: GroupId, key: &[u8]) -> Result<Option<T>, TelexError> {
     match store.get(Cf::State, &group_key(group, key)).map_err(|e| TelexError::internal(e.to_string()))? {
@@ -34,6 +124,26 @@ pub fn tenant_limits(store: &Store, domain: &Domain) -> Result<TenantLimits, Tel
 
 pub fn tenants(store: &Store) -> Result<Vec<TenantRecord>, TelexError> {
     scan(store, META_GROUP, schema::TENANTS)
+}
+
+/// Where each shard group's replicas are, as the placement driver last recorded them (groups
+/// it has not recorded yet are missing).
+pub fn placement(store: &Store) -> Result<BTreeMap<GroupId, Vec<u64>>, TelexError> {
+    let from = group_key(META_GROUP, schema::PLACEMENTS);
+    let to = schema::prefix_end(&from);
+    let rows = store.scan(Cf::State, &from, &to, usize::MAX).map_err(storage)?;
+    let mut out = BTreeMap::new();
+    for (k, v) in rows {
+        let tail = k.len().checked_sub(4).and_then(|at| k.get(at..)).unwrap_or_default();
+        let group = u32::from_be_bytes(tail.try_into().map_err(|_| TelexError::internal("corrupt placement key"))?);
+        out.insert(group, decode(&v)?);
+    }
+    Ok(out)
+}
+
+/// Every node placement knows of, in id order.
+pub fn nodes(store: &Store) -> Result<Vec<NodeRecord>, TelexError> {
+    scan(store, META_GROUP, schema::NODES)
 }
 
 pub fn account(store: &Store, group: GroupId, jid: &UserJid) -> Result<Option<AccountRecord>, TelexError> {

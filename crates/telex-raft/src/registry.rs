@@ -9,6 +9,7 @@ use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use telex_proto::v1::node_client::NodeClient;
 use telex_proto::v1::{ChangeReplicaRequest, JoinRequest, ReadIndexRequest};
 use telex_store::Store;
+use telex_types::records::NodeRecord;
 use telex_types::{shard, Command, GroupId, Response, TelexError, UserJid, META_GROUP};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +40,8 @@ pub struct GroupsConfig {
     pub peer_routes: BTreeMap<NodeId, String>,
     /// mTLS between nodes, when configured.
     pub tls: Option<crate::identity::NodeTls>,
+    /// This node's failure domain, for placement (empty: unknown).
+    pub zone: String,
 }
 
 impl Default for GroupsConfig {
@@ -56,6 +59,7 @@ impl Default for GroupsConfig {
             keep_log_entries: 1000,
             peer_routes: BTreeMap::new(),
             tls: None,
+            zone: String::new(),
         }
     }
 }
@@ -84,6 +88,10 @@ impl From<WriteError> for TelexError {
     }
 }
 
+fn fatal(group: GroupId) -> impl Fn(TelexError) -> WriteError {
+    move |e| WriteError::Fatal { group, message: e.message }
+}
+
 /// A snapshot of one group's Raft state, for status pages.
 #[derive(Clone, Debug)]
 pub struct GroupInfo {
@@ -103,18 +111,50 @@ pub struct GroupInfo {
     pub max_lag: Option<u64>,
 }
 
+impl GroupInfo {
+    /// A group this node holds no replica of: its leader as announced, its replicas as placed.
+    fn elsewhere(group: GroupId, leader: Option<NodeId>, voters: Vec<NodeId>) -> GroupInfo {
+        GroupInfo {
+            group,
+            role: "none",
+            leader,
+            term: 0,
+            last_log_index: 0,
+            applied_index: 0,
+            snapshot_index: 0,
+            purged_index: 0,
+            voters,
+            learners: Vec::new(),
+            members: Vec::new(),
+            max_lag: None,
+        }
+    }
+}
+
 pub struct Groups {
     pub(crate) config: GroupsConfig,
     store: Arc<Store>,
-    /// Indexed by group id: 0 is meta, 1..=S are shards.
-    rafts: Vec<Raft>,
-    /// Each group's proposer queue, indexed like `rafts`.
-    proposers: Vec<mpsc::Sender<Proposal>>,
+    /// Indexed by group id: 0 is meta, 1..=S are shards. Every node runs an instance of every
+    /// group; one that holds no replica of a group has it uninitialised (no membership, no
+    /// data) until placement adds it, and gets a fresh one when placement takes it out.
+    rafts: Vec<std::sync::RwLock<Slot>>,
+    pub(crate) raft_config: Arc<openraft::Config>,
     pub(crate) network: NetworkFactory,
     forwarder: Forwarder,
     appended: AppendHook,
     /// Peers the watchdog currently finds unreachable.
     pub(crate) down: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
+    /// Who leads the groups this node holds no replica of (`leaders`).
+    pub(crate) leaders: crate::leaders::Directory,
+    /// Wakes the placement driver (a node joined or is being drained).
+    pub(crate) placement_changed: tokio::sync::Notify,
+}
+
+/// One group's Raft instance and the queue of its proposer.
+#[derive(Clone)]
+pub(crate) struct Slot {
+    pub raft: Raft,
+    pub proposer: mpsc::Sender<Proposal>,
 }
 
 /// Set once the actors exist; called by every group's state machine after it applies changes
@@ -178,32 +218,65 @@ impl Groups {
         let appended = AppendHook::default();
         let mut rafts = Vec::with_capacity(config.shards as usize + 1);
         for group in std::iter::once(META_GROUP).chain(shard::shard_groups(config.shards)) {
-            let raft = Raft::new(
-                config.node_id,
-                raft_config.clone(),
-                network.for_group(group),
-                LogStore::new(store.clone(), group),
-                StateMachine::new(store.clone(), group).with_append_hook(appended.clone()),
-            )
-            .await
-            .map_err(|e| TelexError::internal(format!("starting raft group {group}: {e}")))?;
-            rafts.push(raft);
+            let slot = Self::new_slot(&config, &raft_config, &network, &store, &appended, group).await?;
+            rafts.push(std::sync::RwLock::new(slot));
         }
-        let proposers = rafts
-            .iter()
-            .enumerate()
-            .map(|(group, raft)| proposer::spawn(group as GroupId, raft.clone(), config.write_timeout))
-            .collect();
-        let forwarder = Forwarder::default();
-        let down = Default::default();
-        Ok(Arc::new(Groups { config, store, rafts, proposers, network, forwarder, appended, down }))
+        Ok(Arc::new(Groups {
+            config,
+            store,
+            rafts,
+            raft_config,
+            network,
+            forwarder: Forwarder::default(),
+            appended,
+            down: Default::default(),
+            leaders: Default::default(),
+            placement_changed: Default::default(),
+        }))
+    }
+
+    /// Starts `group`'s Raft instance over whatever the store holds for it.
+    pub(crate) async fn new_slot(
+        config: &GroupsConfig,
+        raft_config: &Arc<openraft::Config>,
+        network: &NetworkFactory,
+        store: &Arc<Store>,
+        appended: &AppendHook,
+        group: GroupId,
+    ) -> Result<Slot, TelexError> {
+        let raft = Raft::new(
+            config.node_id,
+            raft_config.clone(),
+            network.for_group(group),
+            LogStore::new(store.clone(), group),
+            StateMachine::new(store.clone(), group).with_append_hook(appended.clone()),
+        )
+        .await
+        .map_err(|e| TelexError::internal(format!("starting raft group {group}: {e}")))?;
+        let proposer = proposer::spawn(group, raft.clone(), config.write_timeout);
+        Ok(Slot { raft, proposer })
+    }
+
+    pub(crate) fn slot(&self, group: GroupId) -> Option<Slot> {
+        Some(self.rafts.get(group as usize)?.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    pub(crate) fn replace_slot(&self, group: GroupId, slot: Slot) {
+        if let Some(s) = self.rafts.get(group as usize) {
+            *s.write().unwrap_or_else(|e| e.into_inner()) = slot;
+        }
+    }
+
+    pub(crate) fn appended(&self) -> &AppendHook {
+        &self.appended
     }
 
     /// Makes this node the single voter of every group that has no membership yet. Idempotent:
     /// groups that were initialised before are left alone.
     pub async fn bootstrap_single_node(&self) -> Result<(), TelexError> {
         let members = BTreeMap::from([(self.config.node_id, BasicNode { addr: self.config.node_addr.clone() })]);
-        for (group, raft) in self.rafts.iter().enumerate() {
+        for group in 0..self.group_count() as GroupId {
+            let Some(raft) = self.raft(group) else { continue };
             let initialized = raft.is_initialized().await.map_err(|e| TelexError::internal(e.to_string()))?;
             if !initialized {
                 raft.initialize(members.clone())
@@ -222,18 +295,43 @@ impl Groups {
         self.config.shards
     }
 
+    /// Replicas per shard group (R).
+    pub fn replicas(&self) -> usize {
+        self.config.replicas
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 
-    pub fn raft(&self, group: GroupId) -> Option<&Raft> {
-        self.rafts.get(group as usize)
+    pub fn raft(&self, group: GroupId) -> Option<Raft> {
+        self.slot(group).map(|s| s.raft)
+    }
+
+    /// Whether this node holds a replica of `group` (as a voter or a learner).
+    pub fn hosts(&self, group: GroupId) -> bool {
+        let Some(raft) = self.raft(group) else { return false };
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().get_node(&self.config.node_id).is_some()
+    }
+
+    /// The group's leader: from this node's replica, or (holding none) as its leader last
+    /// announced (`leaders`).
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        if self.hosts(group) {
+            return self.raft(group)?.metrics().borrow().current_leader;
+        }
+        self.leaders.get(group)
     }
 
     /// The group's leader as far as serving sessions goes: none while this node leads it but
     /// cannot reach a majority of its voters (openraft 0.9 keeps such a leader in office, yet it
     /// can commit nothing, so its sessions are better served elsewhere).
     pub fn serving_leader(&self, group: GroupId) -> Option<NodeId> {
+        if !self.hosts(group) {
+            return self.leaders.get(group);
+        }
         // Polled often (every session attach, every group each 100 ms): borrow, do not clone.
         let metrics = self.raft(group)?.metrics();
         let m = metrics.borrow();
@@ -266,6 +364,20 @@ impl Groups {
     pub async fn write(&self, group: GroupId, cmd: Command) -> Result<Response, WriteError> {
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
+            if !self.hosts(group) && group != META_GROUP {
+                // No replica here: the leader's answer is all there is to wait for.
+                match self.leaders.get(group) {
+                    Some(leader) if leader != self.config.node_id => match self.forward(group, leader, &cmd).await {
+                        Ok((response, _)) => return Ok(response),
+                        Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => {}
+                        Err(e) => return Err(e),
+                    },
+                    _ if Instant::now() < deadline => {}
+                    _ => return Err(WriteError::NotLeader { group, leader: None }),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             match self.write_local(group, cmd.clone()).await {
                 Ok((response, _)) => return Ok(response),
                 Err(WriteError::NotLeader { leader: Some(leader), .. }) if leader != self.config.node_id => {
@@ -285,10 +397,8 @@ impl Groups {
     /// Proposes through this node's own replica; `NotLeader` when it does not lead the group.
     /// Returns the response and the log index of the entry that carried it.
     pub async fn write_local(&self, group: GroupId, cmd: Command) -> Result<(Response, u64), WriteError> {
-        let queue = self
-            .proposers
-            .get(group as usize)
-            .ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?;
+        let queue =
+            self.slot(group).ok_or_else(|| WriteError::Fatal { group, message: "no such group".into() })?.proposer;
         let kind = cmd.kind();
         let started = Instant::now();
         let timeout = self.config.write_timeout;
@@ -316,6 +426,10 @@ impl Groups {
     /// leadership check; on a follower, a read index from the leader. Best effort for reads: a
     /// replica still behind after the write timeout answers anyway (`catch_up` insists).
     pub async fn sync(&self, group: GroupId) -> Result<(), WriteError> {
+        if !self.hosts(group) {
+            // Nothing here to catch up: reads of this group go to a replica (`read_remote`).
+            return Ok(());
+        }
         self.catch_up_within(group).await.map(|_| ())
     }
 
@@ -383,6 +497,15 @@ impl Groups {
         m.nodes().map(|(id, n)| (*id, n.addr.clone())).collect()
     }
 
+    /// The nodes holding `group`: its membership where this node holds a replica, else the
+    /// meta group's placement record.
+    pub fn replicas_of(&self, group: GroupId) -> Vec<NodeId> {
+        if self.hosts(group) || group == META_GROUP {
+            return self.members(group).into_iter().map(|(id, _)| id).collect();
+        }
+        crate::reads::placement(&self.store).ok().and_then(|mut p| p.remove(&group)).unwrap_or_default()
+    }
+
     /// The shared HTTP/2 channel to a node.
     pub fn peer_channel(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
         self.network.channel(addr)
@@ -390,8 +513,16 @@ impl Groups {
 
     /// The address to dial for a member of `group`: its advertised one unless routed.
     pub fn member_addr(&self, group: GroupId, node: NodeId) -> Option<String> {
-        let m = self.raft(group)?.metrics().borrow().membership_config.clone();
-        m.membership().get_node(&node).map(|n| self.network.route(node, &n.addr))
+        let in_group = |g: GroupId| {
+            let m = self.raft(g)?.metrics().borrow().membership_config.clone();
+            m.membership().get_node(&node).map(|n| self.network.route(node, &n.addr))
+        };
+        // Every node is in the meta group: its address is known there even for a group this
+        // node holds no replica of.
+        in_group(group).or_else(|| in_group(META_GROUP)).or_else(|| {
+            let nodes = crate::reads::nodes(&self.store).ok()?;
+            nodes.into_iter().find(|n| n.node == node).map(|n| self.network.route(node, &n.addr))
+        })
     }
 
     /// Asks `node`'s node-to-node listener for its health; the round trip time.
@@ -457,39 +588,69 @@ impl Groups {
         let _ = self.appended.set(Box::new(f));
     }
 
-    /// Adds `node` to every group (see `add_replica`), asking each group's leader, wherever it
-    /// is. Returns how many groups it now replicates. Where the node has no data (`fresh` for
-    /// that group) but is still a member (its volume was replaced), it is taken out first and
-    /// added back as a new replica, so it catches up instead of voting with a log it lost.
-    pub async fn join(&self, node: NodeId, addr: &str, fresh: impl Fn(GroupId) -> bool) -> Result<usize, WriteError> {
-        let add = ReplicaChange::Add { node, addr: addr.to_string() };
-        for group in 0..self.rafts.len() as GroupId {
-            // Each group may need a snapshot to catch the node up: a deadline of its own.
-            let deadline = Instant::now() + self.config.write_timeout * 6;
-            if fresh(group) && self.members(group).iter().any(|(id, _)| *id == node) {
-                tracing::info!(group, node, "a member came back without its data; replacing its replica");
-                self.change_in_group(group, &ReplicaChange::Remove { node }, deadline).await?;
-            }
-            self.change_in_group(group, &add, deadline).await?;
-        }
-        tracing::info!(node, addr, "node joined every group");
-        Ok(self.rafts.len())
-    }
-
-    /// Takes `node` out of every group; a learner (for example a node added for the purpose)
-    /// takes its vote first, so groups keep R voters when they can.
-    pub async fn remove_node(&self, node: NodeId) -> Result<usize, WriteError> {
-        self.change_everywhere(&ReplicaChange::Remove { node }).await?;
-        tracing::info!(node, "node removed from every group");
-        Ok(self.rafts.len())
-    }
-
-    async fn change_everywhere(&self, change: &ReplicaChange) -> Result<(), WriteError> {
+    /// Adds `node` to the cluster: to the meta group (a voter while it has fewer than R), with
+    /// its zone recorded for placement; the placement driver (on the meta group's leader) then
+    /// moves its share of shard replicas to it, and this waits until it has. Where the node has
+    /// no data (`fresh` for that group) but is still a member (its volume was replaced), it is
+    /// taken out first and placed again as a new replica, so it catches up instead of voting
+    /// with a log it lost. Returns how many groups it holds.
+    pub async fn join(
+        &self,
+        node: NodeId,
+        addr: &str,
+        zone: &str,
+        fresh: impl Fn(GroupId) -> bool,
+    ) -> Result<usize, WriteError> {
         let deadline = Instant::now() + self.config.write_timeout * 6;
-        for group in 0..self.rafts.len() as GroupId {
-            self.change_in_group(group, change, deadline).await?;
+        let add = ReplicaChange::Add { node, addr: addr.to_string() };
+        let gone = ReplicaChange::Remove { node };
+        if fresh(META_GROUP) && self.members(META_GROUP).iter().any(|(id, _)| *id == node) {
+            tracing::info!(node, "a member came back without its data; replacing its meta replica");
+            self.change_in_group(META_GROUP, &gone, deadline).await?;
         }
-        Ok(())
+        self.change_in_group(META_GROUP, &add, deadline).await?;
+        let record = NodeRecord { node, addr: addr.to_string(), zone: zone.to_string(), draining: false };
+        self.write(META_GROUP, Command::SetNodeInfo(record)).await?.into_result().map_err(fatal(META_GROUP))?;
+        self.sync(META_GROUP).await?;
+        for group in shard::shard_groups(self.config.shards) {
+            let Some(mut replicas) = self.placement_of(group) else { continue };
+            if fresh(group) && replicas.contains(&node) {
+                tracing::info!(group, node, "a member came back without its data; replacing its replica");
+                self.change_in_group(group, &gone, Instant::now() + self.config.write_timeout * 6).await?;
+                replicas.retain(|n| *n != node);
+                self.record_placement(group, replicas).await?;
+            }
+        }
+        self.placement_changed.notify_waiters();
+        let held = self.await_placement(|plan| !plan.moves.iter().any(|m| m.add == Some(node)), node).await?;
+        tracing::info!(node, addr, groups = held, "node joined");
+        Ok(held)
+    }
+
+    /// Drains `node` of its replicas (the placement driver moves them to other nodes), then
+    /// takes it out of the meta group; a learner takes its vote first, so groups keep R voters
+    /// when they can. Returns how many groups it held.
+    pub async fn remove_node(&self, node: NodeId) -> Result<usize, WriteError> {
+        self.sync(META_GROUP).await?;
+        let held = self.placements().values().filter(|r| r.contains(&node)).count();
+        let mut record = crate::reads::nodes(&self.store)
+            .map_err(|e| WriteError::Fatal { group: META_GROUP, message: e.message })?
+            .into_iter()
+            .find(|n| n.node == node)
+            .unwrap_or_else(|| NodeRecord {
+                node,
+                addr: self.member_addr(META_GROUP, node).unwrap_or_default(),
+                ..NodeRecord::default()
+            });
+        record.draining = true;
+        self.write(META_GROUP, Command::SetNodeInfo(record)).await?.into_result().map_err(fatal(META_GROUP))?;
+        self.placement_changed.notify_waiters();
+        self.await_placement(|plan| !plan.current.values().any(|r| r.contains(&node)), node).await?;
+        let deadline = Instant::now() + self.config.write_timeout * 6;
+        self.change_in_group(META_GROUP, &ReplicaChange::Remove { node }, deadline).await?;
+        self.write(META_GROUP, Command::ForgetNode { node }).await?.into_result().map_err(fatal(META_GROUP))?;
+        tracing::info!(node, groups = held, "node removed from the cluster");
+        Ok(held)
     }
 
     /// Makes `change` through the group's leader, wherever it is, retrying until `deadline`.
@@ -500,8 +661,7 @@ impl Groups {
         deadline: Instant,
     ) -> Result<(), WriteError> {
         loop {
-            let leader = self.raft(group).and_then(|r| r.metrics().borrow().current_leader);
-            let result = match leader {
+            let result = match self.leader_of(group) {
                 Some(l) if l == self.config.node_id => self.change_replica(group, change).await,
                 Some(l) => self.remote_change_replica(group, l, change).await,
                 None => Err(WriteError::NotLeader { group, leader: None }),
@@ -590,9 +750,10 @@ impl Groups {
     pub async fn join_via(&self, seed: &str) -> Result<(), JoinError> {
         let channel = self.network.channel(seed).map_err(JoinError::Refused)?;
         let mut fresh_groups = Vec::new();
-        for (group, raft) in self.rafts.iter().enumerate() {
+        for group in 0..self.group_count() as GroupId {
+            let Some(raft) = self.raft(group) else { continue };
             if !raft.is_initialized().await.unwrap_or(false) {
-                fresh_groups.push(group as GroupId);
+                fresh_groups.push(group);
             }
         }
         let req = JoinRequest {
@@ -600,6 +761,7 @@ impl Groups {
             addr: self.config.node_addr.clone(),
             fresh: false,
             fresh_groups,
+            zone: self.config.zone.clone(),
         };
         match NodeClient::new(channel).join(req).await {
             Ok(_) => Ok(()),
@@ -615,7 +777,8 @@ impl Groups {
 
     /// Whether any group of this node has a membership (it is, or was, part of a cluster).
     pub async fn initialized(&self) -> bool {
-        for raft in &self.rafts {
+        for group in 0..self.group_count() as GroupId {
+            let Some(raft) = self.raft(group) else { continue };
             if raft.is_initialized().await.unwrap_or(false) {
                 return true;
             }
@@ -626,11 +789,28 @@ impl Groups {
     /// Waits until every group has a leader, or `timeout` passes. Returns whether all have one.
     pub async fn wait_for_leaders(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        for raft in &self.rafts {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let waited = raft.wait(Some(left)).metrics(|m| m.current_leader.is_some(), "leader elected").await;
-            if waited.is_err() {
-                return false;
+        for group in 0..self.group_count() as GroupId {
+            loop {
+                let Some(raft) = self.raft(group) else { break };
+                if !self.hosts(group) {
+                    // Announced by its leader (`leaders`), a few hundred milliseconds apart.
+                    if self.leaders.get(group).is_some() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(500));
+                let waited = raft.wait(Some(left)).metrics(|m| m.current_leader.is_some(), "leader elected").await;
+                if waited.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
             }
         }
         true
@@ -638,17 +818,20 @@ impl Groups {
 
     /// Whether every group currently knows a leader.
     pub fn all_led(&self) -> bool {
-        self.rafts.iter().all(|r| r.metrics().borrow().current_leader.is_some())
+        (0..self.group_count() as GroupId).all(|g| self.leader_of(g).is_some())
     }
 
     pub fn status(&self) -> Vec<GroupInfo> {
-        self.rafts
-            .iter()
-            .enumerate()
-            .map(|(group, raft)| {
-                let m = raft.metrics().borrow().clone();
-                GroupInfo {
-                    group: group as GroupId,
+        let placement = self.placements();
+        (0..self.group_count() as GroupId)
+            .filter_map(|group| {
+                let m = self.raft(group)?.metrics().borrow().clone();
+                if !self.hosts(group) {
+                    let voters = placement.get(&group).map(|v| v.iter().copied().collect()).unwrap_or_default();
+                    return Some(GroupInfo::elsewhere(group, self.leaders.get(group), voters));
+                }
+                Some(GroupInfo {
+                    group,
                     role: match m.state {
                         ServerState::Leader => "leader",
                         ServerState::Follower => "follower",
@@ -669,14 +852,15 @@ impl Groups {
                         let last = m.last_log_index.unwrap_or(0);
                         r.values().map(|matched| last - matched.map_or(0, |l| l.index).min(last)).max().unwrap_or(0)
                     }),
-                }
+                })
             })
             .collect()
     }
 
     /// Stops every group. Writes already acknowledged are durable; the store is synced last.
     pub async fn shutdown(&self) {
-        for (group, raft) in self.rafts.iter().enumerate() {
+        for group in 0..self.group_count() as GroupId {
+            let Some(raft) = self.raft(group) else { continue };
             if let Err(e) = raft.shutdown().await {
                 tracing::warn!(group, error = %e, "raft group did not stop cleanly");
             }

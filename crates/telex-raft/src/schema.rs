@@ -9,6 +9,20 @@ pub fn tenant(domain: &Domain) -> Vec<u8> {
 
 pub const TENANTS: &[u8] = b"t/";
 
+/// Meta group: the nodes holding a shard group's replicas.
+pub fn placement(group: u32) -> Vec<u8> {
+    [b"g/".as_slice(), &group.to_be_bytes()].concat()
+}
+
+pub const PLACEMENTS: &[u8] = b"g/";
+
+/// Meta group: what placement knows of a node.
+pub fn node(node: u64) -> Vec<u8> {
+    [b"n/".as_slice(), &node.to_be_bytes()].concat()
+}
+
+pub const NODES: &[u8] = b"n/";
+
 /// A tenant's limit overrides.
 pub fn tenant_limits(domain: &Domain) -> Vec<u8> {
     [b"l/", domain.as_str().as_bytes()].concat()

@@ -6,6 +6,9 @@ use serde::Serialize;
 use telex_proto::v1::node_server::Node;
 use telex_proto::v1::propose_reply::Outcome;
 use telex_proto::v1::{
+    read_reply, DropReplicaReply, DropReplicaRequest, LeaderClaims, LeadersAck, ReadReply, ReadRequest,
+};
+use telex_proto::v1::{
     CampaignReply, CampaignRequest, ChangeReplicaReply, ChangeReplicaRequest, DigestReply, DigestRequest, GroupDigest,
     JoinReply, JoinRequest, ProposeBatch, ProposeBatchReply, ProposeReply, Proposed, RaftKind, RaftReply, RaftRequest,
     ReadIndexReply, ReadIndexRequest, TransferLeaderReply, TransferLeaderRequest,
@@ -14,7 +17,7 @@ use telex_types::wire::{decode, encode};
 use telex_types::{Command, TelexError};
 use tonic::{Request, Response, Status};
 
-use crate::{Groups, ReplicaChange};
+use crate::{reads, Groups, ReplicaChange};
 
 pub struct NodeService {
     groups: Arc<Groups>,
@@ -23,6 +26,20 @@ pub struct NodeService {
 impl NodeService {
     pub fn new(groups: Arc<Groups>) -> Self {
         NodeService { groups }
+    }
+
+    /// A read for a node without a replica of `group`: only a replica answers (a node that is
+    /// not says so, and the asker tries another).
+    async fn answer_read(&self, group: u32, query: &[u8]) -> Result<Vec<u8>, TelexError> {
+        if !self.groups.hosts(group) {
+            return Err(TelexError::new(
+                telex_types::ErrorCode::FailedPrecondition,
+                format!("node {} holds no replica of group {group}", self.groups.node_id()),
+            ));
+        }
+        let query: reads::Query = decode(query)?;
+        self.groups.sync(group).await?;
+        reads::answer(self.groups.store(), group, &query)
     }
 }
 
@@ -122,8 +139,11 @@ impl Node for NodeService {
         }
         tracing::info!(node = r.node_id, addr = %r.addr, fresh = r.fresh, fresh_groups = r.fresh_groups.len(), "node asks to join");
         let fresh = |g: u32| r.fresh || r.fresh_groups.contains(&g);
-        let groups =
-            self.groups.join(r.node_id, &r.addr, fresh).await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let groups = self
+            .groups
+            .join(r.node_id, &r.addr, &r.zone, fresh)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(JoinReply { groups: groups as u32 }))
     }
 
@@ -150,6 +170,35 @@ impl Node for NodeService {
         let leader =
             self.groups.transfer_leader(r.group, r.to).await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(TransferLeaderReply { leader: leader.unwrap_or(0) }))
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
+        let r = request.into_inner();
+        let outcome = match self.answer_read(r.group, &r.query).await {
+            Ok(answer) => read_reply::Outcome::Answer(answer),
+            Err(e) => read_reply::Outcome::Error(telex_proto::convert::error(&e)),
+        };
+        Ok(Response::new(ReadReply { outcome: Some(outcome) }))
+    }
+
+    async fn leaders(&self, request: Request<LeaderClaims>) -> Result<Response<LeadersAck>, Status> {
+        let claimed = request.get_ref().node_id;
+        self.groups.admit(request.peer_certs(), Some(claimed))?;
+        let r = request.into_inner();
+        let claims: Vec<(u32, u64)> = r.claims.iter().map(|c| (c.group, c.term)).collect();
+        self.groups.leaders.learn(r.node_id, &claims);
+        Ok(Response::new(LeadersAck {}))
+    }
+
+    async fn drop_replica(&self, request: Request<DropReplicaRequest>) -> Result<Response<DropReplicaReply>, Status> {
+        self.groups.admit(request.peer_certs(), None)?;
+        let group = request.into_inner().group;
+        if group as usize >= self.groups.group_count() {
+            return Err(Status::not_found(format!("this node has no raft group {group}")));
+        }
+        let dropped = self.groups.drop_replica(group).await.map_err(|e| Status::failed_precondition(e.message))?;
+        Ok(Response::new(DropReplicaReply { dropped }))
     }
 
     async fn campaign(&self, request: Request<CampaignRequest>) -> Result<Response<CampaignReply>, Status> {

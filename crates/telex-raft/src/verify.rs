@@ -93,9 +93,8 @@ impl Groups {
     /// indexes differ.
     pub async fn verify_replicas(&self, patience: Duration) -> Vec<(GroupId, Verdict, Vec<Replica>)> {
         let deadline = Instant::now() + patience;
-        let members: BTreeMap<GroupId, Vec<NodeId>> = (0..self.group_count() as GroupId)
-            .map(|g| (g, self.members(g).into_iter().map(|(id, _)| id).collect()))
-            .collect();
+        let members: BTreeMap<GroupId, Vec<NodeId>> =
+            (0..self.group_count() as GroupId).map(|g| (g, self.replicas_of(g))).collect();
         let mut done = BTreeMap::new();
         let mut pending: BTreeSet<GroupId> = members.keys().copied().collect();
         loop {

@@ -113,7 +113,7 @@ impl Core {
 
     /// `owner`'s vCard as `reader` may see it (`None`: there is none).
     pub async fn vcard(&self, reader: &UserJid, owner: &UserJid) -> Result<Option<String>, TelexError> {
-        let facts = self.0.messaging.facts(reader, owner)?;
+        let facts = self.0.messaging.facts(reader, owner).await?;
         decide(reader, Action::ReadVCard, owner, &facts).into_result().map_err(|d| d.error)?;
         self.0.directory.vcard(owner).await
     }

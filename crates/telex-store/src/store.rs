@@ -156,6 +156,12 @@ impl Store {
         Ok(())
     }
 
+    /// Compacts `[from, to)` of `cf`, so the space of keys deleted there is given back to the
+    /// file system now rather than at some later compaction. Blocking: call off the runtime.
+    pub fn compact_range(&self, cf: Cf, from: &[u8], to: &[u8]) {
+        self.db.compact_range_cf(&self.cf(cf), Some(from), Some(to));
+    }
+
     /// Key-value pairs in `[from, to)`, in key order, at most `limit`.
     pub fn scan(&self, cf: Cf, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         scan_with(&self.db, &self.cf(cf), ReadOptions::default(), from, to, limit)

@@ -152,6 +152,9 @@ impl Deployment {
                 let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
                     Some("metadata.name") => name.clone(),
                     Some("metadata.namespace") => NAMESPACE.to_string(),
+                    // Three pods in three zones, as a regional cluster schedules them.
+                    Some("metadata.labels['topology.kubernetes.io/zone']") => format!("zone-{}", i % 3),
+                    Some("spec.nodeName") => format!("worker-{i}"),
                     Some(other) => panic!("the harness does not know the downward-API field {other}"),
                     None => e["value"].as_str().unwrap().to_string(),
                 };

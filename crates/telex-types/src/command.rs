@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::records::{ArchivedMessage, Credentials, TenantLimits, TokenRecord};
+use crate::records::{ArchivedMessage, Credentials, NodeRecord, TenantLimits, TokenRecord};
 use crate::roster::RosterItem;
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
@@ -91,6 +91,19 @@ pub enum Command {
     /// Several commands in one log entry, applied in order (each sees the ones before it);
     /// answered with one response each. Formed by the group's proposer under load.
     Batch(Vec<Command>),
+    /// Meta group: the nodes holding a shard group's replicas, recorded by the placement driver
+    /// once a replica change is complete. (Variants are appended: the order is the encoding.)
+    SetPlacement {
+        group: u32,
+        nodes: Vec<u64>,
+    },
+    /// Meta group: what placement knows of a node (its address, failure domain, whether it is
+    /// being drained of replicas). Written when it joins and by `cluster remove-node`.
+    SetNodeInfo(NodeRecord),
+    /// Meta group: forgets a node that left the cluster.
+    ForgetNode {
+        node: u64,
+    },
 }
 
 impl Command {
@@ -113,6 +126,9 @@ impl Command {
             Command::SetTenantLimits { .. } => "set_tenant_limits",
             Command::SetVCard { .. } => "set_vcard",
             Command::Batch(_) => "batch",
+            Command::SetPlacement { .. } => "set_placement",
+            Command::SetNodeInfo(_) => "set_node_info",
+            Command::ForgetNode { .. } => "forget_node",
         }
     }
 }

@@ -11,6 +11,18 @@ pub struct TenantRecord {
     pub created_at: UnixMillis,
 }
 
+/// A cluster node as replica placement sees it (meta group).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node: u64,
+    /// Its node-to-node address, as peers reach it.
+    pub addr: String,
+    /// Its failure domain (`topology.kubernetes.io/zone`); empty when unknown.
+    pub zone: String,
+    /// Being decommissioned: its replicas move away.
+    pub draining: bool,
+}
+
 /// A tenant's overrides of the node's default limits (`None`: the default). Stored in the meta
 /// group beside the tenant record.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -46,6 +46,10 @@ struct Args {
     /// the listener's: e.g. $(POD_NAME).telex-headless:7401.
     #[arg(long, env = "TELEX_ADVERTISE_ADDR")]
     advertise_addr: Option<String>,
+    /// This node's failure domain (a Kubernetes node's topology.kubernetes.io/zone): no two
+    /// replicas of a group are placed in one zone while there are enough zones.
+    #[arg(long, env = "TELEX_ZONE")]
+    zone: Option<String>,
     /// Join the cluster through these members' node-to-node addresses, comma separated (first
     /// start only). The node listed first starts the cluster when no other listed node has one.
     #[arg(long, env = "TELEX_JOIN")]
@@ -117,6 +121,9 @@ fn load(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.advertise_addr {
         config.advertise_addr = v;
+    }
+    if let Some(v) = args.zone {
+        config.zone = v;
     }
     if let Some(v) = args.join {
         config.join = v;

@@ -1,0 +1,115 @@
+//! Where the leaders of groups this node holds no replica of are. With groups placed on R of N
+//! nodes, a gateway must still route a user's session and writes to the leader of the user's
+//! shard: every node tells every other, a few times a second, which groups it leads and at
+//! which term (`Node.Leaders`, one small message per peer), and each keeps the newest claim
+//! per group. A claim is dropped when its node stops making it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::ServerState;
+use telex_proto::v1::node_client::NodeClient;
+use telex_proto::v1::{LeaderClaim, LeaderClaims};
+use telex_types::GroupId;
+
+use crate::types::NodeId;
+use crate::Groups;
+
+/// How often each node announces its leaderships.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(300);
+
+/// The newest leadership claim per group.
+#[derive(Default)]
+pub struct Directory {
+    claims: RwLock<BTreeMap<GroupId, (NodeId, u64)>>,
+}
+
+impl Directory {
+    pub fn get(&self, group: GroupId) -> Option<NodeId> {
+        self.claims.read().unwrap_or_else(|e| e.into_inner()).get(&group).map(|(node, _)| *node)
+    }
+
+    /// Takes `node`'s current claims: each replaces an older-term claim (or one by the same
+    /// node), and groups `node` claimed before but no longer does are forgotten.
+    pub fn learn(&self, node: NodeId, claims: &[(GroupId, u64)]) {
+        let mut all = self.claims.write().unwrap_or_else(|e| e.into_inner());
+        all.retain(|group, (by, _)| *by != node || claims.iter().any(|(g, _)| g == group));
+        for &(group, term) in claims {
+            match all.get(&group) {
+                Some((by, known)) if *by != node && *known > term => {}
+                _ => {
+                    all.insert(group, (node, term));
+                }
+            }
+        }
+    }
+
+    /// Forgets every claim of a node that left.
+    pub fn forget(&self, node: NodeId) {
+        self.learn(node, &[]);
+    }
+}
+
+impl Groups {
+    /// The groups this node leads now, with their terms.
+    pub fn led_groups(&self) -> Vec<(GroupId, u64)> {
+        (0..self.group_count() as GroupId)
+            .filter_map(|group| {
+                let raft = self.raft(group)?;
+                let metrics = raft.metrics();
+                let m = metrics.borrow();
+                (m.state == ServerState::Leader).then_some((group, m.current_term))
+            })
+            .collect()
+    }
+
+    /// Announces this node's leaderships to every other member, every `ANNOUNCE_EVERY`, until
+    /// the task is dropped.
+    pub fn spawn_leader_announcer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let groups = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(ANNOUNCE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let claims: Vec<LeaderClaim> =
+                    groups.led_groups().into_iter().map(|(group, term)| LeaderClaim { group, term }).collect();
+                let calls = groups.peers().into_iter().map(|(_, addr)| {
+                    let msg = LeaderClaims { node_id: groups.node_id(), claims: claims.clone() };
+                    let channel = groups.peer_channel(&addr);
+                    async move {
+                        let Ok(channel) = channel else { return };
+                        let mut client = NodeClient::new(channel);
+                        let _ = tokio::time::timeout(ANNOUNCE_EVERY * 3, client.leaders(msg)).await;
+                    }
+                });
+                futures::future::join_all(calls).await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_terms_win_and_withdrawn_claims_go() {
+        let d = Directory::default();
+        d.learn(1, &[(3, 5), (4, 5)]);
+        assert_eq!(d.get(3), Some(1));
+        // An older claim by another node does not replace a newer one.
+        d.learn(2, &[(3, 4)]);
+        assert_eq!(d.get(3), Some(1));
+        // A newer one does.
+        d.learn(2, &[(3, 6)]);
+        assert_eq!(d.get(3), Some(2));
+        // Node 1 no longer claims group 4: forgotten; it no longer holds 3 either way.
+        d.learn(1, &[]);
+        assert_eq!(d.get(4), None);
+        assert_eq!(d.get(3), Some(2));
+        d.forget(2);
+        assert_eq!(d.get(3), None);
+    }
+}
