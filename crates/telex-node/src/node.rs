@@ -266,12 +266,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let (groups, accounts) = (groups.clone(), accounts.clone());
         let hub = messaging.hub().clone();
         let tenant = config.bootstrap_tenant.clone();
+        let joining = config.data_dir.join("joining");
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let ready = ready.clone();
         let core = core.clone();
         async move {
             tokio::select! {
-                r = become_ready(&groups, &accounts, &tenant) => match r {
+                r = become_ready(&groups, &accounts, &tenant, &joining) => match r {
                     Ok(()) => {
                         ready.store(true, Ordering::Release);
                         // A hand-off cut short by the last stop left this node a learner.
@@ -383,7 +384,12 @@ impl Join {
     }
 }
 
-async fn become_ready(groups: &Groups, accounts: &Accounts, tenant: &str) -> anyhow::Result<()> {
+async fn become_ready(groups: &Groups, accounts: &Accounts, tenant: &str, joining: &Path) -> anyhow::Result<()> {
+    // A joining node learns every group's leader as soon as it is in the meta group, before
+    // its share of replicas has moved to it: it is ready once the join is complete.
+    while joining.exists() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     while !groups.wait_for_leaders(Duration::from_secs(10)).await {
         tracing::warn!("still waiting for every raft group to elect a leader");
     }

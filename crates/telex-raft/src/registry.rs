@@ -73,6 +73,8 @@ pub enum WriteError {
     Timeout { group: GroupId, timeout: Duration },
     #[error("group {group}: the write could not be forwarded to its leader (node {leader}): {message}")]
     Forward { group: GroupId, leader: NodeId, message: String },
+    #[error("group {group} has no quorum of voters reachable ({message}); retry later")]
+    NoQuorum { group: GroupId, message: String },
     #[error("group {group} is stopping on this node (shutdown); retry, or use another node")]
     Stopped { group: GroupId },
     #[error("group {group} is not running: {message}")]
@@ -473,6 +475,9 @@ impl Groups {
             Ok(log_id) => Ok(log_id.map_or(0, |l| l.index)),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 Err(WriteError::NotLeader { group, leader: f.leader_id })
+            }
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(WriteError::NoQuorum { group, message: e.to_string() })
             }
             Err(e) => Err(WriteError::Fatal { group, message: e.to_string() }),
         }

@@ -241,7 +241,16 @@ pub fn state_digest(store: &Store, group: GroupId) -> Result<StateDigest, telex_
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut keys = 0;
     let range = group_range(group);
+    // The meta group's record of the cluster itself (replica placement, nodes) is left out: it
+    // describes these machines, not the data, and a cluster restored from a backup differs.
+    let bookkeeping = [
+        group_key(telex_types::META_GROUP, crate::schema::PLACEMENTS),
+        group_key(telex_types::META_GROUP, crate::schema::NODES),
+    ];
     view.visit(Cf::State, &range.start, &range.end, |k, v| {
+        if group == telex_types::META_GROUP && bookkeeping.iter().any(|p| k.starts_with(p)) {
+            return;
+        }
         keys += 1;
         for part in [k, v] {
             hasher.update(&(part.len() as u64).to_le_bytes());

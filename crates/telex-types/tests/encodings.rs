@@ -8,7 +8,7 @@
 
 use telex_types::presence::{DevicePresence, Show};
 use telex_types::records::{
-    AccountRecord, ArchivedMessage, Credentials, ScramKeys, TenantLimits, TenantRecord, TokenRecord,
+    AccountRecord, ArchivedMessage, Credentials, NodeRecord, ScramKeys, TenantLimits, TenantRecord, TokenRecord,
 };
 use telex_types::roster::{RosterItem, Subscription};
 use telex_types::wire::{decode, encode};
@@ -69,6 +69,9 @@ fn commands() -> Vec<(&'static str, Command)> {
             limits: TenantLimits { max_message_bytes: Some(100), sends_per_second: None, sessions_per_user: Some(3) },
         },
         Command::Batch(vec![Command::RemoveAccount { jid: jid("a@x.example") }]),
+        Command::SetPlacement { group: 3, nodes: vec![1, 2, 4] },
+        Command::SetNodeInfo(NodeRecord { node: 4, addr: "n4:7401".into(), zone: "z1".into(), draining: true }),
+        Command::ForgetNode { node: 4 },
     ];
     all.into_iter()
         .map(|c| {
@@ -89,6 +92,9 @@ fn commands() -> Vec<(&'static str, Command)> {
                 Command::SetVCard { .. } => "set_vcard",
                 Command::SetTenantLimits { .. } => "set_tenant_limits",
                 Command::Batch(_) => "batch",
+                Command::SetPlacement { .. } => "set_placement",
+                Command::SetNodeInfo(_) => "set_node_info",
+                Command::ForgetNode { .. } => "forget_node",
             };
             (name, c)
         })
@@ -238,6 +244,9 @@ const COMMANDS: &[(&str, &str)] = &[
     ("set_vcard", "020d0000000100000000000000610900000000000000782e6578616d706c6508000000000000003c76436172642f3e"),
     ("set_tenant_limits", "020e0000000900000000000000782e6578616d706c650164000000000103000000"),
     ("batch", "020f0000000100000000000000020000000100000000000000610900000000000000782e6578616d706c65"),
+    ("set_placement", "0210000000030000000300000000000000010000000000000002000000000000000400000000000000"),
+    ("set_node_info", "0211000000040000000000000007000000000000006e343a3734303102000000000000007a3101"),
+    ("forget_node", "02120000000400000000000000"),
 ];
 const RESPONSES: &[(&str, &str)] = &[
     ("done", "0200000000"),
