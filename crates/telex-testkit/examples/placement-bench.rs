@@ -79,14 +79,18 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     nodes[0].cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
+    nodes[0].cli(&["tenant", "limits", "localhost", "--sends-per-second", "100000", "--sessions-per-user", "100"]).success();
+    let alice = UserJid::parse("alice@localhost")?;
+    println!("alice (every message's sender) is on shard {}", shard::shard_of(&alice, args.shards));
     let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
 
-    // The data: 1 KiB messages spread over the recipients, from four devices at once.
+    // The data: 1 KiB messages spread over the recipients, from 16 devices at once (each
+    // waits for its send's acknowledgement, so this is bound by latency).
     let body = "x".repeat(1024);
     let started = Instant::now();
-    let loaders = (0..4).map(|k| {
+    let loaders = (0..16).map(|k| {
         let (url, owners, body) = (urls[k % urls.len()].clone(), owners.clone(), body.clone());
-        let count = args.messages / 4;
+        let count = args.messages / 16;
         tokio::spawn(async move {
             let token = login(&url, "alice@localhost", "pw", &format!("loader{k}")).await;
             let mut d = Device::open(&url, &token).await.expect("loader session");
@@ -123,6 +127,9 @@ async fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let deadline = t + Duration::from_secs(60);
                 assert!(s.send_acked(&owner, &format!("p{g}-{i}"), deadline).await, "probe of group {g} stuck");
+                if t.elapsed() > Duration::from_secs(1) {
+                    println!("group {g}: message {i} took {:?}", t.elapsed());
+                }
                 longest = longest.max(t.elapsed());
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -130,13 +137,14 @@ async fn main() -> anyhow::Result<()> {
             (g, owner, longest, s.events)
         }));
     }
+    let probing = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     for id in 4..=args.nodes {
         let (tmp, dir) = data_dir();
         let t = Instant::now();
         let n = Telexd::start_member(&dir, id, Some(nodes[0].addrs.node), &extra);
-        println!("node {id} took its share in {:?}", t.elapsed());
+        println!("node {id} took its share in {:?} ({:?} after the probers began)", t.elapsed(), probing.elapsed());
         nodes.push(n);
         dirs.push((tmp, dir));
     }
@@ -151,7 +159,9 @@ async fn main() -> anyhow::Result<()> {
     for p in probers {
         let (g, owner, longest, e) = p.await?;
         pauses.push((g, longest));
-        archives.insert(owner.clone(), archive(&nodes[0], &owner).await);
+        // The loaded messages are not the probers': only these are checked.
+        let probed: Vec<String> = archive(&nodes[0], &owner).await.into_iter().filter(|id| id.starts_with('p')).collect();
+        archives.insert(owner.clone(), probed);
         events.extend(e);
     }
     pauses.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
