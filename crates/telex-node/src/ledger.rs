@@ -67,9 +67,24 @@ impl Ledger for RaftLedger {
         limit: usize,
     ) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
         let g = self.groups.shard_of(owner);
-        let query =
-            || Query::ArchiveRange { owner: owner.clone(), from, to, limit: limit.min(u32::MAX as usize) as u32 };
-        self.groups.read_now(g, |s| reads::archive_range(s, g, owner, from, to, limit), query)
+        if self.groups.serves_reads(g) {
+            return reads::archive_range(self.groups.store(), g, owner, from, to, limit);
+        }
+        // A replica elsewhere answers at most MAX_REMOTE_ROWS entries a time: page through.
+        let mut out: Vec<(u64, ArchivedMessage)> = Vec::new();
+        let mut start = from;
+        while start <= to && out.len() < limit {
+            let ask = (limit - out.len()).min(reads::MAX_REMOTE_ROWS);
+            let query = || Query::ArchiveRange { owner: owner.clone(), from: start, to, limit: ask as u32 };
+            let page = self.groups.read_now(g, |s| reads::archive_range(s, g, owner, start, to, ask), query)?;
+            let (full, last) = (page.len() == ask, page.last().map(|(p, _)| *p));
+            out.extend(page);
+            match last.and_then(|p| p.checked_add(1)) {
+                Some(next) if full => start = next,
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     fn peer_positions(
@@ -104,8 +119,12 @@ impl Ledger for RaftLedger {
 
     fn entries(&self, owner: &UserJid, positions: &[u64]) -> Result<Vec<(u64, ArchivedMessage)>, TelexError> {
         let g = self.groups.shard_of(owner);
-        let query = || Query::Entries { owner: owner.clone(), positions: positions.to_vec() };
-        self.groups.read_now(g, |s| reads::archive_entries(s, g, owner, positions), query)
+        let mut out = Vec::with_capacity(positions.len());
+        for part in positions.chunks(reads::MAX_REMOTE_ROWS) {
+            let query = || Query::Entries { owner: owner.clone(), positions: part.to_vec() };
+            out.extend(self.groups.read_now(g, |s| reads::archive_entries(s, g, owner, part), query)?);
+        }
+        Ok(out)
     }
 
     fn roster_put(
@@ -161,7 +180,7 @@ impl Ledger for RaftLedger {
                 return Ok((false, false));
             }
             let g = self.groups.shard_of(object);
-            if self.groups.hosts(g) {
+            if self.groups.serves_reads(g) {
                 let store = self.groups.store();
                 return Ok((
                     reads::account(store, g, object)?.is_some(),

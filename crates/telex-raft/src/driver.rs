@@ -187,11 +187,13 @@ impl Groups {
             self.change_in_group(group, &ReplicaChange::Add { node, addr }, deadline).await?;
             metrics::histogram!("telex_placement_add_seconds").record(started.elapsed().as_secs_f64());
             replicas.push(node);
+            self.still_driving(group)?;
             self.record_placement(group, replicas.clone()).await?;
         }
         if let Some(node) = m.remove {
             self.change_in_group(group, &ReplicaChange::Remove { node }, deadline).await?;
             replicas.retain(|n| *n != node);
+            self.still_driving(group)?;
             self.record_placement(group, replicas).await?;
             metrics::counter!("telex_placement_moves_total").increment(1);
             if let Err(e) = self.tell_to_drop(group, node).await {
@@ -200,6 +202,17 @@ impl Groups {
         }
         tracing::info!(group, add = ?m.add, remove = ?m.remove, "placement: replica moved");
         Ok(())
+    }
+
+    /// A driver that lost the meta group's leadership mid-move must not record what it read
+    /// before (the new leader's driver plans again from the records).
+    fn still_driving(&self, group: GroupId) -> Result<(), WriteError> {
+        match self.serving_leader(META_GROUP) {
+            Some(me) if me == self.node_id() => Ok(()),
+            leader => Err(WriteError::NotLeader { group: META_GROUP, leader }).inspect_err(|_| {
+                tracing::info!(group, "placement: no longer leading the meta group; leaving the move to the new leader")
+            }),
+        }
     }
 
     async fn tell_to_drop(&self, group: GroupId, node: NodeId) -> Result<bool, String> {
@@ -213,13 +226,8 @@ impl Groups {
         Ok(reply.map_err(|s| s.message().to_string())?.into_inner().dropped)
     }
 
-    /// Deletes this node's copy of `group` once the meta group's placement (caught up with its
-    /// leader) no longer lists this node: the Raft instance is stopped, its log, vote and state
-    /// deleted, and an empty instance started in its place. Whether there was a copy to drop.
-    pub async fn drop_replica(&self, group: GroupId) -> Result<bool, TelexError> {
-        if group == META_GROUP {
-            return Err(TelexError::invalid("the meta group is on every node; it is never dropped"));
-        }
+    /// An error unless the meta group, caught up with its leader, places `group` elsewhere.
+    async fn still_placed_elsewhere(&self, group: GroupId) -> Result<(), TelexError> {
         self.catch_up(META_GROUP).await?;
         let listed = reads::placement(self.store())?.get(&group).is_none_or(|n| n.contains(&self.node_id()));
         if listed {
@@ -228,6 +236,18 @@ impl Groups {
                 format!("group {group} is still placed on node {} (or not placed yet)", self.node_id()),
             ));
         }
+        Ok(())
+    }
+
+    /// Deletes this node's copy of `group` once the meta group's placement (caught up with its
+    /// leader) no longer lists this node: the Raft instance is stopped, its log, vote and state
+    /// deleted, and an empty instance started in its place. Whether there was a copy to drop.
+    pub async fn drop_replica(&self, group: GroupId) -> Result<bool, TelexError> {
+        if group == META_GROUP {
+            return Err(TelexError::invalid("the meta group is on every node; it is never dropped"));
+        }
+        let _one_at_a_time = self.dropping.lock().await;
+        self.still_placed_elsewhere(group).await?;
         let Some(raft) = self.raft(group) else { return Ok(false) };
         if !raft.is_initialized().await.unwrap_or(false) {
             return Ok(false);
@@ -235,12 +255,21 @@ impl Groups {
         if let Err(e) = raft.shutdown().await {
             tracing::warn!(group, error = %e, "a dropped replica did not stop cleanly");
         }
+        // Placed here again while it stopped: start it again over its data, delete nothing.
+        if let Err(e) = self.still_placed_elsewhere(group).await {
+            let slot =
+                Self::new_slot(&self.config, &self.raft_config, &self.network, self.store(), self.appended(), group);
+            self.replace_slot(group, slot.await?);
+            return Err(e);
+        }
         let range = group_range(group);
         let mut batch = Batch::new();
         for cf in [Cf::Log, Cf::Raft, Cf::State] {
             batch.delete_range(cf, range.start.clone(), range.end.clone());
         }
         self.store().write(batch, Durability::Synced).map_err(|e| TelexError::internal(e.to_string()))?;
+        let slot = Self::new_slot(&self.config, &self.raft_config, &self.network, self.store(), self.appended(), group);
+        self.replace_slot(group, slot.await?);
         // Give the space back now: a dropped replica is usually a large one moving away.
         let store = self.store().clone();
         let compacted = tokio::task::spawn_blocking(move || {
@@ -251,9 +280,6 @@ impl Groups {
         if let Err(e) = compacted.await {
             tracing::warn!(group, error = %e, "compacting a dropped replica's keys failed");
         }
-        let slot = Self::new_slot(&self.config, &self.raft_config, &self.network, self.store(), self.appended(), group)
-            .await?;
-        self.replace_slot(group, slot);
         metrics::counter!("telex_placement_dropped_total").increment(1);
         tracing::info!(group, "placement: this node's copy of the group was deleted");
         Ok(true)

@@ -11,8 +11,11 @@ use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
 
 use crate::schema;
 
-/// Most rows one remote read returns.
+/// Most archive entries one remote read returns (callers page through larger ranges).
 pub const MAX_REMOTE_ROWS: usize = 1000;
+/// Most positions one remote peer-index read returns (8 bytes each; history asks for at most
+/// four pages' worth).
+pub const MAX_REMOTE_POSITIONS: usize = 8192;
 
 /// A read of one shard group's state by a node that holds no replica of it (`Node.Read`); a
 /// replica runs it with [`answer`]. Each variant is one of the functions below.
@@ -84,7 +87,8 @@ pub fn answer(store: &Store, group: GroupId, query: &Query) -> Result<Vec<u8>, T
             encode(&archive_range(store, group, owner, *from, *to, rows(*limit))?)
         }
         Query::PeerPositions { owner, peer, from, to, limit, newest_first } => {
-            encode(&archive_peer_positions(store, group, owner, peer, *from, *to, rows(*limit), *newest_first)?)
+            let limit = (*limit as usize).min(MAX_REMOTE_POSITIONS);
+            encode(&archive_peer_positions(store, group, owner, peer, *from, *to, limit, *newest_first)?)
         }
         Query::PeerStart(jid) => encode(&archive_peer_start(store, group, jid)?),
         Query::Entries { owner, positions } => {

@@ -150,6 +150,8 @@ pub struct Groups {
     pub(crate) leaders: crate::leaders::Directory,
     /// Wakes the placement driver (a node joined or is being drained).
     pub(crate) placement_changed: tokio::sync::Notify,
+    /// Held while a replica is being dropped: one at a time.
+    pub(crate) dropping: tokio::sync::Mutex<()>,
 }
 
 /// One group's Raft instance and the queue of its proposer.
@@ -234,6 +236,7 @@ impl Groups {
             down: Default::default(),
             leaders: Default::default(),
             placement_changed: Default::default(),
+            dropping: Default::default(),
         }))
     }
 
@@ -318,6 +321,15 @@ impl Groups {
         m.membership_config.membership().get_node(&self.config.node_id).is_some()
     }
 
+    /// Whether reads of `group` may be answered from this node's store: it is a voter (a
+    /// learner may still be catching up: a new replica is made a voter only once it has).
+    pub fn serves_reads(&self, group: GroupId) -> bool {
+        let Some(raft) = self.raft(group) else { return false };
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().any(|v| v == self.config.node_id)
+    }
+
     /// The group's leader: from this node's replica, or (holding none) as its leader last
     /// announced (`leaders`).
     pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
@@ -371,7 +383,9 @@ impl Groups {
                 match self.leaders.get(group) {
                     Some(leader) if leader != self.config.node_id => match self.forward(group, leader, &cmd).await {
                         Ok((response, _)) => return Ok(response),
-                        Err(WriteError::NotLeader { .. }) if Instant::now() < deadline => {}
+                        // The announced leader may have just lost the group: ask again.
+                        Err(WriteError::NotLeader { .. } | WriteError::Forward { .. }) if Instant::now() < deadline => {
+                        }
                         Err(e) => return Err(e),
                     },
                     _ if Instant::now() < deadline => {}
@@ -666,11 +680,18 @@ impl Groups {
         deadline: Instant,
     ) -> Result<(), WriteError> {
         loop {
-            let result = match self.leader_of(group) {
-                Some(l) if l == self.config.node_id => self.change_replica(group, change).await,
-                Some(l) => self.remote_change_replica(group, l, change).await,
-                None => Err(WriteError::NotLeader { group, leader: None }),
+            // Bounded: a learner that stops answering must not hold the change (openraft waits
+            // for a blocking add_learner indefinitely).
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+            let attempt = async {
+                match self.leader_of(group) {
+                    Some(l) if l == self.config.node_id => self.change_replica(group, change).await,
+                    Some(l) => self.remote_change_replica(group, l, change).await,
+                    None => Err(WriteError::NotLeader { group, leader: None }),
+                }
             };
+            let result =
+                tokio::time::timeout(left, attempt).await.unwrap_or(Err(WriteError::Timeout { group, timeout: left }));
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() < deadline && !matches!(e, WriteError::Fatal { .. }) => {

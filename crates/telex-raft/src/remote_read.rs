@@ -17,7 +17,7 @@ impl Groups {
     /// Runs `query` on `group`: here when this node holds a replica (after catching up, as
     /// `sync`), else on the group's leader or, failing that, its other replicas.
     pub async fn read<T: DeserializeOwned>(&self, group: GroupId, query: Query) -> Result<T, TelexError> {
-        if self.hosts(group) {
+        if self.serves_reads(group) {
             self.sync(group).await?;
             return decode(&reads::answer(self.store(), group, &query)?);
         }
@@ -46,7 +46,7 @@ impl Groups {
                         continue;
                     }
                 };
-                let mut client = NodeClient::new(channel);
+                let mut client = NodeClient::new(channel).max_decoding_message_size(64 << 20);
                 let call = client.read(ReadRequest { group, query: payload.clone() });
                 match tokio::time::timeout(per_try, call).await {
                     Ok(Ok(reply)) => match reply.into_inner().outcome {
@@ -54,7 +54,7 @@ impl Groups {
                         Some(Outcome::Error(e)) => {
                             let e = telex_proto::convert::telex_error(e);
                             // Not a replica after all (placement moved on): try the next one.
-                            if e.code != ErrorCode::FailedPrecondition {
+                            if !matches!(e.code, ErrorCode::FailedPrecondition | ErrorCode::Unavailable) {
                                 return Err(e);
                             }
                             last = e;
@@ -84,7 +84,7 @@ impl Groups {
         local: impl FnOnce(&telex_store::Store) -> Result<T, TelexError>,
         query: impl FnOnce() -> Query,
     ) -> Result<T, TelexError> {
-        if self.hosts(group) || group == telex_types::META_GROUP {
+        if self.serves_reads(group) || group == telex_types::META_GROUP {
             return local(self.store());
         }
         let query = query();

@@ -31,7 +31,7 @@ impl NodeService {
     /// A read for a node without a replica of `group`: only a replica answers (a node that is
     /// not says so, and the asker tries another).
     async fn answer_read(&self, group: u32, query: &[u8]) -> Result<Vec<u8>, TelexError> {
-        if !self.groups.hosts(group) {
+        if !self.groups.serves_reads(group) {
             return Err(TelexError::new(
                 telex_types::ErrorCode::FailedPrecondition,
                 format!("node {} holds no replica of group {group}", self.groups.node_id()),
@@ -197,7 +197,12 @@ impl Node for NodeService {
         if group as usize >= self.groups.group_count() {
             return Err(Status::not_found(format!("this node has no raft group {group}")));
         }
-        let dropped = self.groups.drop_replica(group).await.map_err(|e| Status::failed_precondition(e.message))?;
+        // In a task of its own: a caller that gives up must not leave it half done.
+        let groups = self.groups.clone();
+        let dropped = tokio::spawn(async move { groups.drop_replica(group).await })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(e.message))?;
         Ok(Response::new(DropReplicaReply { dropped }))
     }
 

@@ -79,7 +79,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     nodes[0].cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
-    nodes[0].cli(&["tenant", "limits", "localhost", "--sends-per-second", "100000", "--sessions-per-user", "100"]).success();
+    nodes[0]
+        .cli(&["tenant", "limits", "localhost", "--sends-per-second", "100000", "--sessions-per-user", "100"])
+        .success();
     let alice = UserJid::parse("alice@localhost")?;
     println!("alice (every message's sender) is on shard {}", shard::shard_of(&alice, args.shards));
     let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
@@ -160,7 +162,8 @@ async fn main() -> anyhow::Result<()> {
         let (g, owner, longest, e) = p.await?;
         pauses.push((g, longest));
         // The loaded messages are not the probers': only these are checked.
-        let probed: Vec<String> = archive(&nodes[0], &owner).await.into_iter().filter(|id| id.starts_with('p')).collect();
+        let probed: Vec<String> =
+            archive(&nodes[0], &owner).await.into_iter().filter(|id| id.starts_with('p')).collect();
         archives.insert(owner.clone(), probed);
         events.extend(e);
     }
