@@ -15,8 +15,10 @@ mod hub;
 mod ledger;
 mod link;
 mod messaging;
+pub mod muc;
 pub mod presence;
 pub mod rate;
+mod room_store;
 mod social;
 pub mod subscription;
 pub mod trace;
@@ -25,4 +27,5 @@ pub use hub::{Drain, FrameRx, FrameTx, Homes, Hub, PresenceChange, PresenceRelay
 pub use ledger::Ledger;
 pub use link::{DeviceLink, LinkEvent};
 pub use messaging::{server_id, HistoryQuery, Limits, Messaging, MAX_SIGNAL_BYTES};
+pub use room_store::RoomStore;
 pub use telex_types::roster::{RosterOp, RosterReply};

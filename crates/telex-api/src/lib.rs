@@ -22,3 +22,4 @@ pub use admin::AdminService;
 pub use client::ClientService;
 pub use remote::GrpcRemote;
 pub use sessions::SessionsService;
+pub use stream::RECONNECT_TO;

@@ -86,14 +86,33 @@ where
     type Item = Result<pb::ServerFrame, Status>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().0.poll_out(cx).map(|o| {
+        let served = &mut self.get_mut().0;
+        served.poll_out(cx).map(|o| {
             o.map(|o| match o {
                 Ok(f) => Ok(convert::server_frame(f)),
-                Err(Ended::Cut(why)) => Err(cutoff_status(&why)),
+                Err(Ended::Cut(why)) => Err(redirected(cutoff_status(&why), &why, served.session.core())),
                 Err(Ended::Bad(e)) => Err(to_status(e)),
             })
         })
     }
+}
+
+/// Metadata naming the node a client of a stopping node should reconnect to (host:port).
+pub const RECONNECT_TO: &str = "telex-reconnect-to";
+
+/// A session ended because this node is stopping names another node to go to, where one is
+/// known: in the message and as `RECONNECT_TO` metadata.
+fn redirected(status: Status, why: &CutOff, core: &telex_session::Core) -> Status {
+    let Some(to) = matches!(why, CutOff::ShuttingDown).then(|| core.next_redirect()).flatten() else {
+        return status;
+    };
+    let Ok(value) = to.client.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>() else {
+        return status;
+    };
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(RECONNECT_TO, value);
+    let message = format!("{}: reconnect to {}", status.message(), to.client);
+    Status::with_metadata(status.code(), message, metadata)
 }
 
 /// `Sessions.Attach`'s response: frames, and the typed reason when the session ends here.

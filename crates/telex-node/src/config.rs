@@ -22,6 +22,14 @@ pub struct Config {
     /// the address `listen.node` binds: a pod's DNS name behind `0.0.0.0:7401`. Empty: the bound
     /// address, or the host name with the bound port when that binds every interface.
     pub advertise_addr: String,
+    /// Where clients reach this node's native API and XMPP listener (`host:port`), when each
+    /// node is reachable by clients on its own (per-node DNS names, not only a shared load
+    /// balancer): a stopping node then sends its clients to another node's addresses (XMPP
+    /// `see-other-host`; native: the `telex-reconnect-to` metadata). Empty: not advertised, and
+    /// clients of a stopping node reconnect where they first connected. `auto`: the host of
+    /// the advertised node address with the listener's bound port.
+    pub advertise_client_addr: String,
+    pub advertise_xmpp_addr: String,
     /// This node's failure domain (`topology.kubernetes.io/zone`), for replica placement: no
     /// two replicas of a group in one zone while there are at least R zones. Empty: unknown.
     pub zone: String,
@@ -168,6 +176,10 @@ pub struct Raft {
     pub replicas: u32,
     /// Log entries kept behind a snapshot: a replica further behind catches up by snapshot.
     pub keep_log_entries: u64,
+    /// Leaderships are spread evenly again (a few groups at a time) once they have been
+    /// uneven, with every node up and no replica moving, for this long. 0: only on
+    /// `telex cluster rebalance`.
+    pub balance_leaders_after_secs: u64,
     /// Peers dialled at another address than the one they advertise, by node id
     /// (`{ 2 = "10.0.0.2:7401" }`): tunnels, NAT, fault-injecting test proxies.
     pub peer_routes: BTreeMap<String, String>,
@@ -250,6 +262,8 @@ impl Default for Config {
             node_id: 1,
             node_id_from_hostname: false,
             advertise_addr: String::new(),
+            advertise_client_addr: String::new(),
+            advertise_xmpp_addr: String::new(),
             zone: String::new(),
             data_dir: PathBuf::from("./telex-data"),
             bootstrap_tenant: "localhost".into(),
@@ -287,6 +301,7 @@ impl Default for Raft {
             write_timeout_ms: 10_000,
             replicas: 3,
             keep_log_entries: 1000,
+            balance_leaders_after_secs: 30,
             peer_routes: BTreeMap::new(),
         }
     }
@@ -345,8 +360,14 @@ impl Config {
             ));
         }
         r.routes()?;
-        if !self.advertise_addr.is_empty() {
-            crate::entry::check_host_port(&self.advertise_addr).map_err(|e| format!("advertise_addr: {e}"))?;
+        for (name, addr) in [
+            ("advertise_addr", &self.advertise_addr),
+            ("advertise_client_addr", &self.advertise_client_addr),
+            ("advertise_xmpp_addr", &self.advertise_xmpp_addr),
+        ] {
+            if !addr.is_empty() && addr != "auto" {
+                crate::entry::check_host_port(addr).map_err(|e| format!("{name}: {e}"))?;
+            }
         }
         for seed in crate::entry::seed_list(&self.join) {
             crate::entry::check_host_port(seed).map_err(|e| format!("join: {e}"))?;

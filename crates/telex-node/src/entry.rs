@@ -97,6 +97,17 @@ pub fn advertised(configured: &str, bound: SocketAddr, hostname: Option<&str>) -
     }
 }
 
+/// Where clients reach one of this node's listeners, as announced to peers: the configured
+/// address, or with `auto` the advertised node address's host and the listener's bound port;
+/// empty when not configured.
+pub fn client_door(configured: &str, advertised_node: &str, bound: SocketAddr) -> String {
+    if configured != "auto" {
+        return configured.to_string();
+    }
+    let host = advertised_node.rsplit_once(':').map_or(advertised_node, |(h, _)| h);
+    format!("{host}:{}", bound.port())
+}
+
 /// This host's name: `$HOSTNAME` (set in containers), else the kernel's.
 pub fn hostname() -> Option<String> {
     let from_env = std::env::var("HOSTNAME").ok().filter(|h| !h.trim().is_empty());
@@ -106,6 +117,15 @@ pub fn hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_doors_take_the_node_host_and_the_listener_port() {
+        let bound: SocketAddr = "0.0.0.0:5222".parse().unwrap();
+        assert_eq!(client_door("auto", "telex-1.telex-headless:7401", bound), "telex-1.telex-headless:5222");
+        assert_eq!(client_door("auto", "[::1]:7401", bound), "[::1]:5222");
+        assert_eq!(client_door("chat2.example.com:5222", "x:1", bound), "chat2.example.com:5222");
+        assert_eq!(client_door("", "x:1", bound), "");
+    }
 
     #[test]
     fn pods_get_their_ordinal_plus_one() {

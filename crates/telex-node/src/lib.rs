@@ -13,6 +13,7 @@ mod ledger;
 mod node;
 mod relay;
 mod restore;
+pub mod rooms;
 pub mod telemetry;
 mod xmpp;
 

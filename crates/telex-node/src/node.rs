@@ -137,6 +137,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             peer_routes: r.routes().map_err(anyhow::Error::msg)?,
             tls: node_tls.clone(),
             zone: config.zone.clone(),
+            balance_leaders_after: Some(Duration::from_secs(r.balance_leaders_after_secs)).filter(|d| !d.is_zero()),
         },
     )
     .await?;
@@ -193,6 +194,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     groups.on_applied(move |change| match change {
         Applied::Archive(owner) => hub.notify(owner),
         Applied::Social(owner) => hub.social_changed(owner),
+        // Room actors fan out what they committed themselves; nothing waits on replicas yet.
+        Applied::Room(_) => {}
     });
     messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
     messaging.hub().set_homes(Box::new(crate::homes::ClusterHomes::new(groups.clone())));
@@ -270,6 +273,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let ready = ready.clone();
         let core = core.clone();
+        let doors = telex_raft::leaders::Doors {
+            client: crate::entry::client_door(&config.advertise_client_addr, &advertised, addrs.client),
+            xmpp: crate::entry::client_door(&config.advertise_xmpp_addr, &advertised, addrs.xmpp),
+        };
+        let doors = Some(doors).filter(|d| *d != telex_raft::leaders::Doors::default());
         async move {
             tokio::select! {
                 r = become_ready(&groups, &accounts, &tenant, &joining) => match r {
@@ -283,6 +291,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                         for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
                             health.set_service_status(name, ServingStatus::Serving).await;
                         }
+                        groups.set_doors(doors);
                         tracing::info!("telexd ready");
                     }
                     Err(e) => tracing::error!(error = %e, "start-up did not complete; /readyz stays unready"),
@@ -298,6 +307,15 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
+            // Peers stop sending clients here, and this node's clients are sent to them.
+            groups.set_doors(None);
+            let elsewhere: Vec<telex_session::Redirect> = groups
+                .peer_doors()
+                .into_iter()
+                .map(|(_, d)| telex_session::Redirect { client: d.client, xmpp: d.xmpp })
+                .collect();
+            tracing::info!(nodes = elsewhere.len(), "clients of this node are sent to other nodes");
+            core.redirect_clients(elsewhere);
             let moved = groups.hand_off_leaderships(grace / 2).await;
             tracing::info!(groups = moved, "leaderships handed off");
             // This node's own devices end spread over a window, so their clients log in again

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use telex_types::records::{AccountRecord, TenantRecord};
+use telex_types::room::{EntryKind, RoomChange, RoomEntry, RoomJid, RoomRecord};
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, ErrorCode, Response, TelexError};
 
@@ -193,7 +194,117 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             txn.delete(schema::node(node));
             Ok(Response::Done)
         }
+        Command::CreateRoom(record) => {
+            let key = schema::room(&record.room);
+            if txn.get(&key)?.is_some() {
+                return refused(ErrorCode::AlreadyExists, format!("room {} already exists", record.room));
+            }
+            if let Err(e) = record.config.validate() {
+                return Ok(Response::Refused(e));
+            }
+            txn.put(key, encode(&record));
+            Ok(Response::Done)
+        }
+        Command::ChangeRoom { room, change } => {
+            let Some(mut record) = room_record(txn, &room)? else {
+                return refused(ErrorCode::NotFound, format!("no such room {room}"));
+            };
+            match change {
+                RoomChange::Config(config) => {
+                    if let Err(e) = config.validate() {
+                        return Ok(Response::Refused(e));
+                    }
+                    record.config = config;
+                }
+                RoomChange::Affiliation { user, affiliation: Some(a) } => {
+                    record.affiliations.insert(user, a);
+                }
+                RoomChange::Affiliation { user, affiliation: None } => {
+                    record.affiliations.remove(&user);
+                }
+            }
+            txn.put(schema::room(&room), encode(&record));
+            Ok(Response::Done)
+        }
+        Command::DestroyRoom { room } => {
+            if txn.get(&schema::room(&room))?.is_none() {
+                return refused(ErrorCode::NotFound, format!("no such room {room}"));
+            }
+            txn.delete(schema::room(&room));
+            txn.delete(schema::room_head(&room));
+            for prefix in [schema::room_log(&room), schema::room_ids(&room), schema::room_cursors(&room)] {
+                for (k, _) in txn.scan_prefix(&prefix)? {
+                    txn.delete(k);
+                }
+            }
+            Ok(Response::Done)
+        }
+        Command::AppendRoom { room, entry } => append_room(txn, &room, &entry),
+        Command::SetRoomCursor { room, user, device, position } => {
+            let key = schema::room_cursor(&room, &user, &device);
+            let old = match txn.get(&key)? {
+                Some(v) => decode_u64(&v)?,
+                None => 0,
+            };
+            if position > old {
+                txn.put(key, position.to_be_bytes().to_vec());
+            }
+            Ok(Response::Changed(u64::from(position > old)))
+        }
+        Command::SetRoomMembership { user, room, member } => {
+            let key = schema::membership(&user, &room);
+            let was = txn.get(&key)?.is_some();
+            if member {
+                txn.put(key, Vec::new());
+            } else {
+                txn.delete(key);
+            }
+            Ok(Response::Changed(u64::from(was != member)))
+        }
     }
+}
+
+fn room_record(txn: &Txn<'_>, room: &RoomJid) -> Result<Option<RoomRecord>, String> {
+    match txn.get(&schema::room(room))? {
+        Some(bytes) => decode(&bytes).map(Some).map_err(|e| e.message),
+        None => Ok(None),
+    }
+}
+
+/// Appends `entry` to `room`'s log unless it is already there (a retry, found by its server
+/// id); either way answers with its position. A subject entry becomes the room's subject.
+fn append_room(txn: &mut Txn<'_>, room: &RoomJid, entry: &RoomEntry) -> Result<Response, String> {
+    let Some(mut record) = room_record(txn, room)? else {
+        return Ok(Response::Refused(TelexError::not_found(format!("no such room {room}"))));
+    };
+    let id_key = schema::room_id(room, &entry.server_id);
+    let mut index_id = true;
+    if let Some(pos) = txn.get(&id_key)? {
+        let position = decode_u64(&pos)?;
+        let stored: Option<RoomEntry> = match txn.get(&schema::room_entry(room, position))? {
+            Some(bytes) => Some(decode(&bytes).map_err(|e| e.message)?),
+            None => None,
+        };
+        if stored.is_some_and(|s| s.from == entry.from && s.client_id == entry.client_id) {
+            return Ok(Response::Appended { position, duplicate: true });
+        }
+        index_id = false;
+    }
+    let head_key = schema::room_head(room);
+    let position = match txn.get(&head_key)? {
+        Some(v) => decode_u64(&v)? + 1,
+        None => 1,
+    };
+    txn.put(schema::room_entry(room, position), encode(entry));
+    txn.put(head_key, position.to_be_bytes().to_vec());
+    if index_id {
+        txn.put(id_key, position.to_be_bytes().to_vec());
+    }
+    if entry.kind == EntryKind::Subject {
+        record.subject = entry.body.clone();
+        txn.put(schema::room(room), encode(&record));
+    }
+    Ok(Response::Appended { position, duplicate: false })
 }
 
 /// Appends `message` to `owner`'s archive (and the peer index) unless it is already there (a
@@ -504,5 +615,55 @@ mod tests {
         let r = apply(Command::RemoveAccount { jid: alice }, &mut txn).unwrap();
         assert_eq!(r, Response::Done);
         assert!(txn.into_writes().values().all(|v| v.is_none()), "account and token both deleted");
+    }
+
+    #[test]
+    fn a_room_log_appends_once_per_message_and_goes_with_the_room() {
+        use telex_types::room::{Affiliation, EntryKind, RoomConfig, RoomEntry, RoomJid, RoomRecord};
+        let mut m = Mem::default();
+        let ann = UserJid::parse("ann@x.example").unwrap();
+        let room = RoomJid::parse("team@conference.x.example").unwrap();
+        let record = RoomRecord {
+            room: room.clone(),
+            config: RoomConfig::default(),
+            affiliations: [(ann.clone(), Affiliation::Owner)].into_iter().collect(),
+            subject: String::new(),
+            created_by: ann.clone(),
+            created_at: 1,
+        };
+        let entry = |client_id: &str, kind| RoomEntry {
+            server_id: format!("s-{client_id}"),
+            kind,
+            from: ann.clone(),
+            from_device: "pc".into(),
+            nick: "Ann".into(),
+            client_id: client_id.into(),
+            body: format!("body {client_id}"),
+            extras: String::new(),
+            sent_at: 2,
+        };
+        let say = |c: &str, kind| Command::AppendRoom { room: room.clone(), entry: entry(c, kind) };
+        assert_eq!(code(m.run(say("c0", EntryKind::Message))), Some(ErrorCode::NotFound), "no room yet");
+        assert_eq!(m.run(Command::CreateRoom(record.clone())), Response::Done);
+        assert_eq!(code(m.run(Command::CreateRoom(record))), Some(ErrorCode::AlreadyExists));
+        assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 1, duplicate: false });
+        assert_eq!(m.run(say("c2", EntryKind::Subject)), Response::Appended { position: 2, duplicate: false });
+        assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 1, duplicate: true });
+        let stored: RoomRecord = decode(&m.0[&schema::room(&room)]).unwrap();
+        assert_eq!(stored.subject, "body c2", "a subject entry sets the subject");
+        let bob = UserJid::parse("bob@x.example").unwrap();
+        let change = RoomChange::Affiliation { user: bob.clone(), affiliation: Some(Affiliation::Member) };
+        assert_eq!(m.run(Command::ChangeRoom { room: room.clone(), change }), Response::Done);
+        let cursor =
+            |p| Command::SetRoomCursor { room: room.clone(), user: bob.clone(), device: "pc".into(), position: p };
+        assert_eq!(m.run(cursor(2)), Response::Changed(1));
+        assert_eq!(m.run(cursor(1)), Response::Changed(0), "cursors never move back");
+        let member = |on| Command::SetRoomMembership { user: bob.clone(), room: room.clone(), member: on };
+        assert_eq!(m.run(member(true)), Response::Changed(1));
+        assert_eq!(m.run(member(true)), Response::Changed(0));
+        assert_eq!(m.run(Command::DestroyRoom { room: room.clone() }), Response::Done);
+        let left: Vec<_> = m.0.keys().filter(|k| !k.starts_with(b"m/")).collect();
+        assert!(left.is_empty(), "the room's record, log, ids and cursors are gone: {left:?}");
+        assert_eq!(code(m.run(Command::DestroyRoom { room })), Some(ErrorCode::NotFound));
     }
 }

@@ -1,4 +1,4 @@
-//! The placement driver. The meta group records where each shard group's replicas are; on the
+//! The placement driver (which also balances leaderships, see `leadership`). The meta group records where each shard group's replicas are; on the
 //! meta group's leader, this moves replicas until every group lives where `placement::target`
 //! says: a new replica joins as a learner, catches up (log or snapshot), becomes a voter in
 //! place of the replica it replaces, which is then removed and told to delete its copy. A
@@ -134,16 +134,24 @@ impl Groups {
     pub fn spawn_placement_driver(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let groups = self.clone();
         tokio::spawn(async move {
+            let mut uneven_since = None;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(DRIVE_EVERY) => {}
                     _ = groups.placement_changed.notified() => {}
                 }
                 if groups.serving_leader(META_GROUP) != Some(groups.node_id()) {
+                    uneven_since = None;
                     continue;
                 }
-                if let Err(e) = groups.drive_once().await {
-                    tracing::warn!(error = %e, "placement: moving replicas failed; trying again");
+                match groups.drive_once().await {
+                    // Leaderships are balanced only among replicas that stay put.
+                    Ok(0) => groups.balance_leaders(&mut uneven_since).await,
+                    Ok(_) => uneven_since = None,
+                    Err(e) => {
+                        uneven_since = None;
+                        tracing::warn!(error = %e, "placement: moving replicas failed; trying again");
+                    }
                 }
             }
         })

@@ -2,15 +2,16 @@
 //! nodes, a gateway must still route a user's session and writes to the leader of the user's
 //! shard: every node tells every other, a few times a second, which groups it leads and at
 //! which term (`Node.Leaders`, one small message per peer), and each keeps the newest claim
-//! per group. A claim is dropped when its node stops making it.
+//! per group. A claim is dropped when its node stops making it. The same message carries
+//! where clients reach the node (`Doors`), for a draining node to send its clients to.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use telex_proto::v1::node_client::NodeClient;
-use telex_proto::v1::{LeaderClaim, LeaderClaims};
+use telex_proto::v1::{ClientDoors, LeaderClaim, LeaderClaims};
 use telex_types::GroupId;
 
 use crate::types::NodeId;
@@ -19,13 +20,40 @@ use crate::Groups;
 /// How often each node announces its leaderships.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_millis(300);
 
-/// The newest leadership claim per group.
+/// Where clients reach a node: its native API and XMPP addresses as clients dial them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Doors {
+    pub client: String,
+    pub xmpp: String,
+}
+
+/// Doors heard of longer ago than this are not offered to clients (their node may be gone).
+const DOORS_FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// The newest leadership claim per group, and the doors each node last announced.
 #[derive(Default)]
 pub struct Directory {
     claims: RwLock<BTreeMap<GroupId, (NodeId, u64)>>,
+    doors: RwLock<BTreeMap<NodeId, (Doors, Instant)>>,
 }
 
 impl Directory {
+    /// Takes `node`'s announced doors (empty ones: it accepts no sessions now).
+    pub fn learn_doors(&self, node: NodeId, doors: Doors) {
+        let mut all = self.doors.write().unwrap_or_else(|e| e.into_inner());
+        if doors == Doors::default() {
+            all.remove(&node);
+        } else {
+            all.insert(node, (doors, Instant::now()));
+        }
+    }
+
+    /// The doors of nodes that announced them lately, by node id.
+    pub fn fresh_doors(&self) -> Vec<(NodeId, Doors)> {
+        let all = self.doors.read().unwrap_or_else(|e| e.into_inner());
+        all.iter().filter(|(_, (_, at))| at.elapsed() < DOORS_FRESH_FOR).map(|(n, (d, _))| (*n, d.clone())).collect()
+    }
+
     pub fn get(&self, group: GroupId) -> Option<NodeId> {
         self.claims.read().unwrap_or_else(|e| e.into_inner()).get(&group).map(|(node, _)| *node)
     }
@@ -48,10 +76,22 @@ impl Directory {
     /// Forgets every claim of a node that left.
     pub fn forget(&self, node: NodeId) {
         self.learn(node, &[]);
+        self.learn_doors(node, Doors::default());
     }
 }
 
 impl Groups {
+    /// Announces (or, with `None`, withdraws) where clients reach this node.
+    pub fn set_doors(&self, doors: Option<Doors>) {
+        *self.doors.write().unwrap_or_else(|e| e.into_inner()) = doors;
+    }
+
+    /// Other nodes' doors, as lately announced: where a draining node sends its clients.
+    pub fn peer_doors(&self) -> Vec<(NodeId, Doors)> {
+        let me = self.node_id();
+        self.leaders.fresh_doors().into_iter().filter(|(n, _)| *n != me).collect()
+    }
+
     /// The groups this node leads now, with their terms.
     pub fn led_groups(&self) -> Vec<(GroupId, u64)> {
         (0..self.group_count() as GroupId)
@@ -75,8 +115,10 @@ impl Groups {
                 tick.tick().await;
                 let claims: Vec<LeaderClaim> =
                     groups.led_groups().into_iter().map(|(group, term)| LeaderClaim { group, term }).collect();
+                let doors = groups.doors.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let doors = doors.map(|d| ClientDoors { client: d.client, xmpp: d.xmpp });
                 let calls = groups.peers().into_iter().map(|(_, addr)| {
-                    let msg = LeaderClaims { node_id: groups.node_id(), claims: claims.clone() };
+                    let msg = LeaderClaims { node_id: groups.node_id(), claims: claims.clone(), doors: doors.clone() };
                     let channel = groups.peer_channel(&addr);
                     async move {
                         let Ok(channel) = channel else { return };
@@ -111,5 +153,16 @@ mod tests {
         assert_eq!(d.get(3), Some(2));
         d.forget(2);
         assert_eq!(d.get(3), None);
+    }
+
+    #[test]
+    fn doors_are_offered_until_withdrawn() {
+        let d = Directory::default();
+        let doors = Doors { client: "10.0.0.2:7400".into(), xmpp: "10.0.0.2:5222".into() };
+        d.learn_doors(2, doors.clone());
+        assert_eq!(d.fresh_doors(), vec![(2, doors)]);
+        // A draining node announces none.
+        d.learn_doors(2, Doors::default());
+        assert!(d.fresh_doors().is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! Moving group leaderships between voters, one group (`transfer_leader`) or all of them
-//! (`rebalance`).
+//! Moving group leaderships between voters, one group (`transfer_leader`), all of them
+//! (`rebalance`), or a few at a time by themselves once they have stayed uneven
+//! (`balance_leaders`, from the placement driver).
 //!
 //! openraft 0.9 has no leadership transfer, and a follower refuses votes while its leader
 //! lease lasts, so a transfer is: the leader leaves the voters (staying a learner) and steps
@@ -75,6 +76,10 @@ pub fn plan_moves(groups: &[Led]) -> Vec<Move> {
     }
 }
 
+/// Leadership moves the automatic balancer makes at once (each pauses its group's writes for
+/// about one lease).
+const BALANCE_AT_ONCE: usize = 4;
+
 /// Before and after a rebalance.
 #[derive(Clone, Debug)]
 pub struct Rebalanced {
@@ -138,6 +143,35 @@ impl Groups {
             self.wait_for_leaders(self.config.write_timeout).await;
         }
         Rebalanced { moved, before, after: leader_counts(&self.leadership()) }
+    }
+
+    /// One step of the automatic balancer, run by the placement driver when no replica moves:
+    /// once shard group leaderships have been uneven for `balance_leaders_after` with every node up and
+    /// every group led, moves up to `BALANCE_AT_ONCE` of them. `uneven_since` is the driver's
+    /// memory between steps; a step in which no move landed starts the wait over.
+    pub(crate) async fn balance_leaders(&self, uneven_since: &mut Option<Instant>) {
+        let Some(after) = self.config.balance_leaders_after else { return };
+        // Shard groups only: the meta group carries little load, wherever it is led.
+        let led: Vec<Led> = self.leadership().into_iter().filter(|l| l.group != telex_types::META_GROUP).collect();
+        let everyone_up = self.down.read().unwrap_or_else(|e| e.into_inner()).is_empty();
+        let plan = plan_moves(&led);
+        if !everyone_up || led.iter().any(|g| g.leader.is_none()) || plan.is_empty() {
+            *uneven_since = None;
+            return;
+        }
+        let since = *uneven_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < after {
+            return;
+        }
+        let batch = &plan[..plan.len().min(BALANCE_AT_ONCE)];
+        tracing::info!(moves = batch.len(), planned = plan.len(), "balancing group leaders");
+        let results = futures::future::join_all(batch.iter().map(|m| self.transfer_anywhere(*m))).await;
+        let landed = batch.iter().zip(&results).filter(|(m, r)| matches!(r, Ok(Some(now)) if *now == m.to)).count();
+        metrics::counter!("telex_leader_balance_moves_total").increment(landed as u64);
+        if landed == 0 {
+            tracing::info!("no leadership move landed; waiting a full period before trying again");
+            *uneven_since = Some(Instant::now());
+        }
     }
 
     /// Before this node stops: hands every leadership it holds to the other voter of that group

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use telex_store::{group_key, Cf, Store};
 
 use telex_types::records::{AccountRecord, ArchivedMessage, NodeRecord, TenantLimits, TenantRecord, TokenRecord};
+use telex_types::room::{RoomEntry, RoomJid, RoomRecord};
 use telex_types::roster::RosterItem;
 use telex_types::wire::{decode, encode, version_of};
 use telex_types::{Domain, GroupId, TelexError, UserJid, META_GROUP};
@@ -68,6 +69,25 @@ pub enum Query {
         object: UserJid,
         subject: UserJid,
     },
+    Room(RoomJid),
+    Rooms(Domain),
+    RoomHead(RoomJid),
+    RoomRange {
+        room: RoomJid,
+        from: u64,
+        to: u64,
+        limit: u32,
+    },
+    RoomPosition {
+        room: RoomJid,
+        server_id: String,
+    },
+    RoomCursor {
+        room: RoomJid,
+        user: UserJid,
+        device: String,
+    },
+    Memberships(UserJid),
 }
 
 /// Runs `query` on this node's replica of `group`: the answer, wire-encoded.
@@ -100,7 +120,88 @@ pub fn answer(store: &Store, group: GroupId, query: &Query) -> Result<Vec<u8>, T
         Query::ObjectFacts { object, subject } => {
             encode(&(account(store, group, object)?.is_some(), is_blocked(store, group, object, subject)?))
         }
+        Query::Room(room) => encode(&self::room(store, group, room)?),
+        Query::Rooms(tenant) => encode(&rooms(store, group, tenant)?),
+        Query::RoomHead(room) => encode(&room_head(store, group, room)?),
+        Query::RoomRange { room, from, to, limit } => {
+            encode(&room_range(store, group, room, *from, *to, rows(*limit))?)
+        }
+        Query::RoomPosition { room, server_id } => encode(&room_position(store, group, room, server_id)?),
+        Query::RoomCursor { room, user, device } => encode(&room_cursor(store, group, room, user, device)?),
+        Query::Memberships(user) => encode(&memberships(store, group, user)?),
     })
+}
+
+/// A room's record, if it exists.
+pub fn room(store: &Store, group: GroupId, room: &RoomJid) -> Result<Option<RoomRecord>, TelexError> {
+    get(store, group, &schema::room(room))
+}
+
+/// The rooms of one tenant held by one shard, in name order.
+pub fn rooms(store: &Store, group: GroupId, tenant: &Domain) -> Result<Vec<RoomRecord>, TelexError> {
+    scan(store, group, &schema::rooms_of(tenant))
+}
+
+/// The last position of a room's log (0 when empty).
+pub fn room_head(store: &Store, group: GroupId, room: &RoomJid) -> Result<u64, TelexError> {
+    counter(store, group, &schema::room_head(room))
+}
+
+/// Entries `from..=to` of a room's log, at most `limit`.
+pub fn room_range(
+    store: &Store,
+    group: GroupId,
+    room: &RoomJid,
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> Result<Vec<(u64, RoomEntry)>, TelexError> {
+    if from > to {
+        return Ok(Vec::new());
+    }
+    let start = group_key(group, &schema::room_entry(room, from));
+    let end = match to.checked_add(1) {
+        Some(next) => group_key(group, &schema::room_entry(room, next)),
+        None => schema::prefix_end(&group_key(group, &schema::room_log(room))),
+    };
+    let rows = store.scan(Cf::State, &start, &end, limit).map_err(storage)?;
+    rows.iter().map(|(k, v)| Ok((position_suffix(k)?, decode::<RoomEntry>(v)?))).collect()
+}
+
+/// Where the entry with `server_id` is in a room's log.
+pub fn room_position(
+    store: &Store,
+    group: GroupId,
+    room: &RoomJid,
+    server_id: &str,
+) -> Result<Option<u64>, TelexError> {
+    let key = group_key(group, &schema::room_id(room, server_id));
+    match store.get(Cf::State, &key).map_err(storage)? {
+        Some(b) => {
+            let bytes: [u8; 8] = b.as_slice().try_into().map_err(|_| TelexError::internal("corrupt room id index"))?;
+            Ok(Some(u64::from_be_bytes(bytes)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// How far a member's device has received a room's log (0: nothing yet).
+pub fn room_cursor(
+    store: &Store,
+    group: GroupId,
+    room: &RoomJid,
+    user: &UserJid,
+    device: &str,
+) -> Result<u64, TelexError> {
+    counter(store, group, &schema::room_cursor(room, user, device))
+}
+
+/// The rooms `user` is a member of, as recorded in the user's shard.
+pub fn memberships(store: &Store, group: GroupId, user: &UserJid) -> Result<Vec<RoomJid>, TelexError> {
+    let from = group_key(group, &schema::memberships_of(user));
+    let to = schema::prefix_end(&from);
+    let rows = store.scan(Cf::State, &from, &to, usize::MAX).map_err(storage)?;
+    Ok(rows.iter().filter_map(|(k, _)| RoomJid::parse(std::str::from_utf8(k.get(from.len()..)?).ok()?).ok()).collect())
 }
 
 fn get<T: serde::de::DeserializeOwned>(store: &Store, group: GroupId, key: &[u8]) -> Result<Option<T>, TelexError> {

@@ -42,6 +42,9 @@ pub struct GroupsConfig {
     pub tls: Option<crate::identity::NodeTls>,
     /// This node's failure domain, for placement (empty: unknown).
     pub zone: String,
+    /// Leaderships uneven this long (every node up, no replica moving) are spread again by
+    /// the placement driver; `None`: only on request (`rebalance`).
+    pub balance_leaders_after: Option<Duration>,
 }
 
 impl Default for GroupsConfig {
@@ -60,6 +63,7 @@ impl Default for GroupsConfig {
             peer_routes: BTreeMap::new(),
             tls: None,
             zone: String::new(),
+            balance_leaders_after: None,
         }
     }
 }
@@ -148,6 +152,8 @@ pub struct Groups {
     pub(crate) down: std::sync::RwLock<std::collections::BTreeSet<NodeId>>,
     /// Who leads the groups this node holds no replica of (`leaders`).
     pub(crate) leaders: crate::leaders::Directory,
+    /// Where clients reach this node, announced to peers while it accepts sessions.
+    pub(crate) doors: std::sync::RwLock<Option<crate::leaders::Doors>>,
     /// Wakes the placement driver (a node joined or is being drained).
     pub(crate) placement_changed: tokio::sync::Notify,
     /// Held while a replica is being dropped: one at a time.
@@ -200,6 +206,8 @@ pub enum Applied {
     Archive(UserJid),
     /// The user's roster or block list changed.
     Social(UserJid),
+    /// The room's log grew.
+    Room(telex_types::room::RoomJid),
 }
 
 impl Groups {
@@ -235,6 +243,7 @@ impl Groups {
             appended,
             down: Default::default(),
             leaders: Default::default(),
+            doors: Default::default(),
             placement_changed: Default::default(),
             dropping: Default::default(),
         }))

@@ -1,6 +1,7 @@
 //! Layout of application keys inside a group's state range (the group prefix is added by the
 //! state machine). Strings never contain `\0`, so it separates key parts.
 
+use telex_types::room::RoomJid;
 use telex_types::{Domain, UserJid};
 
 pub fn tenant(domain: &Domain) -> Vec<u8> {
@@ -158,6 +159,65 @@ pub fn cursors_of(owner: &UserJid) -> Vec<u8> {
 /// Delivery cursor of one device.
 pub fn cursor(owner: &UserJid, device: &str) -> Vec<u8> {
     [user_prefix(b"c/", owner).as_slice(), device.as_bytes()].concat()
+}
+
+fn room_prefix(tag: &[u8], room: &RoomJid) -> Vec<u8> {
+    [tag, room.tenant().as_str().as_bytes(), b"\0", room.local().as_bytes(), b"\0"].concat()
+}
+
+/// A room's record ([`telex_types::room::RoomRecord`]).
+pub fn room(room: &RoomJid) -> Vec<u8> {
+    room_prefix(b"R/", room)
+}
+
+/// Prefix of every room record of one tenant in a shard.
+pub fn rooms_of(tenant: &Domain) -> Vec<u8> {
+    [b"R/", tenant.as_str().as_bytes(), b"\0"].concat()
+}
+
+/// The last position of a room's log (8 bytes, big-endian).
+pub fn room_head(room: &RoomJid) -> Vec<u8> {
+    room_prefix(b"RH/", room)
+}
+
+/// One entry of a room's log, by position.
+pub fn room_entry(room: &RoomJid, position: u64) -> Vec<u8> {
+    [room_prefix(b"RA/", room).as_slice(), &position.to_be_bytes()].concat()
+}
+
+pub fn room_log(room: &RoomJid) -> Vec<u8> {
+    room_prefix(b"RA/", room)
+}
+
+/// Server id → position in a room's log (retry dedup, paging from a message).
+pub fn room_id(room: &RoomJid, server_id: &str) -> Vec<u8> {
+    [room_prefix(b"RI/", room).as_slice(), server_id.as_bytes()].concat()
+}
+
+pub fn room_ids(room: &RoomJid) -> Vec<u8> {
+    room_prefix(b"RI/", room)
+}
+
+/// How far one device of a member has received a room's log.
+pub fn room_cursor(room: &RoomJid, user: &UserJid, device: &str) -> Vec<u8> {
+    [room_cursors_of(room, user).as_slice(), device.as_bytes()].concat()
+}
+
+pub fn room_cursors_of(room: &RoomJid, user: &UserJid) -> Vec<u8> {
+    [room_cursors(room).as_slice(), user.domain().as_str().as_bytes(), b"\0", user.local().as_bytes(), b"\0"].concat()
+}
+
+pub fn room_cursors(room: &RoomJid) -> Vec<u8> {
+    room_prefix(b"RC/", room)
+}
+
+/// User shard: `user` is a member of `room` (an empty value).
+pub fn membership(user: &UserJid, room: &RoomJid) -> Vec<u8> {
+    [user_prefix(b"m/", user).as_slice(), room.to_string().as_bytes()].concat()
+}
+
+pub fn memberships_of(user: &UserJid) -> Vec<u8> {
+    user_prefix(b"m/", user)
 }
 
 /// The smallest key greater than every key starting with `prefix`.

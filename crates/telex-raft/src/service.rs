@@ -188,6 +188,8 @@ impl Node for NodeService {
         let r = request.into_inner();
         let claims: Vec<(u32, u64)> = r.claims.iter().map(|c| (c.group, c.term)).collect();
         self.groups.leaders.learn(r.node_id, &claims);
+        let doors = r.doors.map(|d| crate::leaders::Doors { client: d.client, xmpp: d.xmpp }).unwrap_or_default();
+        self.groups.leaders.learn_doors(r.node_id, doors);
         Ok(Response::new(LeadersAck {}))
     }
 

@@ -118,6 +118,7 @@ fn now_nanos() -> u128 {
 fn changes(cmd: &Command, out: &mut Vec<Applied>) {
     match cmd {
         Command::AppendArchive { owner, .. } => out.push(Applied::Archive(owner.clone())),
+        Command::AppendRoom { room, .. } => out.push(Applied::Room(room.clone())),
         Command::RosterPut { owner, .. } | Command::RosterDelete { owner, .. } | Command::SetBlocked { owner, .. } => {
             out.push(Applied::Social(owner.clone()))
         }

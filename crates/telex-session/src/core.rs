@@ -27,6 +27,18 @@ pub(crate) struct Inner {
     pub(crate) remote: Arc<dyn Remote>,
     /// Devices whose sessions this node serves as their gateway (the drain waits for them).
     pub(crate) devices: std::sync::atomic::AtomicUsize,
+    /// Where sessions ended by this node's drain are sent, in turn (empty: nowhere named).
+    redirects: std::sync::RwLock<Vec<Redirect>>,
+    next_redirect: std::sync::atomic::AtomicUsize,
+}
+
+/// Another node's addresses as clients dial them, for clients of a draining node to go to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// host:port of the native API.
+    pub client: String,
+    /// host:port of XMPP c2s.
+    pub xmpp: String,
 }
 
 /// A valid device name, or a fresh one when none is given (XMPP clients may bind without one).
@@ -41,7 +53,27 @@ pub fn device_name(device: &str) -> Result<String, TelexError> {
 
 impl Core {
     pub fn new(messaging: Messaging, directory: Arc<dyn Directory>, remote: Arc<dyn Remote>) -> Core {
-        Core(Arc::new(Inner { messaging, directory, remote, devices: Default::default() }))
+        Core(Arc::new(Inner {
+            messaging,
+            directory,
+            remote,
+            devices: Default::default(),
+            redirects: Default::default(),
+            next_redirect: Default::default(),
+        }))
+    }
+
+    /// From now on, sessions this node ends because it is stopping are told to go to these
+    /// nodes, spread over them in turn.
+    pub fn redirect_clients(&self, to: Vec<Redirect>) {
+        *self.0.redirects.write().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+
+    /// The next node a client of this (stopping) node should go to, if any is known.
+    pub fn next_redirect(&self) -> Option<Redirect> {
+        let all = self.0.redirects.read().unwrap_or_else(|e| e.into_inner());
+        let turn = self.0.next_redirect.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        all.get(turn.checked_rem(all.len())?).cloned()
     }
 
     /// How many devices are connected through this node (sessions it serves as their gateway).

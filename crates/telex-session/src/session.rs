@@ -154,6 +154,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The core this session runs in.
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
     pub(crate) fn new(core: Core, jid: UserJid, device: String, link: Link, hold: bool, follow: bool) -> Session {
         if follow {
             core.0.devices.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

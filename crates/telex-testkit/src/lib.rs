@@ -96,6 +96,9 @@ impl Telexd {
             .args(["--xmpp-addr", &at(a.xmpp), "--xmpp-tls-addr", &at(a.xmpp_tls)])
             .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
+            // Tests place leaders where they want them; `--balance-leaders-after-secs` in
+            // `extra` turns the automatic balancer on.
+            .env("TELEX_BALANCE_LEADERS_AFTER_SECS", "0")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -156,3 +156,60 @@ async fn replicas_of_a_group_are_in_different_zones() {
     let placement = nodes[0].cli(&["cluster", "placement"]).success();
     assert!(placement.contains("0 moves pending"), "{placement}");
 }
+
+/// Groups led per node, from `cluster placement --json`.
+fn leader_counts(p: &serde_json::Value) -> BTreeMap<u64, u64> {
+    let nodes = p["nodes"].as_array().unwrap();
+    nodes.iter().map(|n| (n["node_id"].as_u64().unwrap(), n["leaders"].as_u64().unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderships_spread_by_themselves_under_load() {
+    // Node 1 bootstraps and leads every group; nodes 2 and 3 join. With the balancer on, the
+    // meta leader spreads the leaderships once they have been uneven for 2 s.
+    let args = ["--shards", SHARDS, "--balance-leaders-after-secs", "2"];
+    let mut dirs = Vec::new();
+    let mut nodes: Vec<Telexd> = Vec::new();
+    for id in 1..=3u64 {
+        let (tmp, dir) = data_dir();
+        let seed = nodes.first().map(|n| n.addrs.node);
+        nodes.push(Telexd::start_member(&dir, id, seed, &args));
+        dirs.push(tmp);
+    }
+    for user in ["alice@localhost", "bob@localhost"] {
+        nodes[0].cli(&["user", "add", user, "--password", "pw"]).success();
+    }
+    let before = leader_counts(&nodes[0].cli(&["--json", "cluster", "placement"]).json());
+    println!("leaders per node at start: {before:?}");
+    let urls = vec![nodes[1].client_url(), nodes[2].client_url()];
+    let token = login(&urls[0], "alice@localhost", "pw", "laptop").await;
+    let (stop_tx, load) = steady_load(urls, token);
+
+    let started = Instant::now();
+    let after = loop {
+        let p = nodes[2].cli(&["--json", "cluster", "placement"]).json();
+        let counts = leader_counts(&p);
+        let led: u64 = counts.values().sum();
+        let (lo, hi) = (counts.values().min().copied().unwrap(), counts.values().max().copied().unwrap());
+        if led == 16 && hi - lo <= 1 {
+            break counts;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "leaderships never spread: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("leaders per node after {:?}: {after:?}", started.elapsed());
+    // Balanced, the balancer leaves them be.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let settled = leader_counts(&nodes[0].cli(&["--json", "cluster", "placement"]).json());
+    let moves: u64 = settled.iter().map(|(n, c)| c.abs_diff(after[n])).sum();
+    assert!(moves <= 2, "leaderships kept moving: {after:?} then {settled:?}");
+
+    stop_tx.send(true).expect("the load task is still running");
+    let events = load.await.unwrap();
+    let a = archive(&nodes[0], "bob@localhost").await;
+    let figures = check(&events, &BTreeMap::from([("bob@localhost".into(), a)]));
+    println!("automatic leader balancing under load: {figures}");
+    assert!(figures.promise_kept(), "{figures}");
+    assert!(figures.acked > 10, "{figures}");
+    assert_replicas_identical(&nodes[0]);
+}

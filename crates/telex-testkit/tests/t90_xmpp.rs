@@ -272,6 +272,70 @@ fn slixmpp_clients_on_different_nodes_of_a_cluster_chat() {
     assert_ok(&out, "chat", &nodes[0]);
 }
 
+#[test]
+fn a_stopping_node_sends_its_xmpp_clients_to_another_node() {
+    let doors = ["--advertise-client-addr", "auto", "--advertise-xmpp-addr", "auto"];
+    let (_dirs, [n1, n2, mut n3]) = telex_testkit::cluster::three_nodes(&doors);
+    // slixmpp's alice on node 3, bob on node 1; and a raw client on node 3 to read the error.
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xmpp/scenarios.py");
+    let mut slix = Command::new(python())
+        .arg(script)
+        .args(["redirect", "--port", &n3.addrs.xmpp.port().to_string()])
+        .args(["--bob-port", &n1.addrs.xmpp.port().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run scenarios.py");
+    let mut lines = std::io::BufReader::new(slix.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("READY") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+        assert!(n > 0, "the scenario ended before it was ready: {:?}", slix.wait_with_output());
+    }
+    n1.cli(&["user", "add", "carol@localhost", "--password", "pw"]).success();
+    let mut raw = Raw::login(n3.addrs.xmpp, "carol@localhost", "desk");
+    // And a native device of carol's on node 3.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = n3.client_url();
+    let mut native = rt.block_on(async {
+        let token = telex_testkit::client::login(&url, "carol@localhost", "pw", "tablet").await;
+        telex_testkit::client::Device::open(&url, &token).await.unwrap()
+    });
+    // Peers learn each other's doors from the leadership announcements (every 300 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(n3.terminate(Duration::from_secs(30)), "node 3 did not stop");
+    let got = raw.expect("</stream:error>");
+    let others = [n1.addrs.xmpp.to_string(), n2.addrs.xmpp.to_string()];
+    assert!(
+        others
+            .iter()
+            .any(|a| got.contains(&format!("<see-other-host xmlns='urn:ietf:params:xml:ns:xmpp-streams'>{a}<"))),
+        "no see-other-host naming node 1 or 2 ({others:?}): {got}"
+    );
+    let ended = rt.block_on(native.ended());
+    let to = ended.metadata().get("telex-reconnect-to").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let clients = [n1.addrs.client.to_string(), n2.addrs.client.to_string()];
+    assert!(
+        to.as_ref().is_some_and(|t| clients.contains(t)),
+        "native: not sent to node 1 or 2 ({clients:?}): {ended:?}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut lines, &mut rest).unwrap();
+    let out = slix.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && rest.contains("OK redirect"),
+        "redirect scenario failed:\n{rest}\n{}\nnode 3 log:\n{}\nnode 1 log:\n{}\nnode 2 log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&n3.log_text(), 30),
+        tail(&n1.log_text(), 15),
+        tail(&n2.log_text(), 15)
+    );
+    println!("slixmpp: {}", rest.trim());
+    healthy(&n1);
+    healthy(&n2);
+}
+
 /// Asks (`<r/>`, every 100 ms) until the server counts at least `want` handled stanzas; the `h`
 /// seen last, or `None` by the deadline. A refused message shows as an error stanza.
 fn wait_handled(r: &mut Raw, want: u32, within: Duration) -> (Option<u32>, bool) {

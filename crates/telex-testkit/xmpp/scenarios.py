@@ -232,6 +232,39 @@ async def resume(args):
     print("OK resume", flush=True)
 
 
+async def redirect(args):
+    """alice on --port (a node the test stops after READY), bob on --bob-port: the stopping
+    node must send alice to another node (see-other-host), where she logs in again by herself
+    and gets bob's next message."""
+    a = Client(f"alice@{args.domain}/laptop", "pw")
+    b = Client(f"bob@{args.domain}/phone", "pw")
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.bob_port)
+    sent_to = []
+
+    def other_host(e):
+        if e["condition"] != "see-other-host":
+            return
+        sent_to.append(e["see_other_host"])
+        # slixmpp follows see-other-host by itself, but its reconnect goes back to an address
+        # given to connect() (custom_address) over the one it was sent to: point that there.
+        host, _, port = e["see_other_host"].rpartition(":")
+        a.custom_address = (host, int(port))
+
+    a.add_event_handler("stream_error", other_host)
+    a.session = asyncio.get_event_loop().create_future()
+    print("READY", flush=True)
+    await until("a see-other-host from the stopping node", lambda: sent_to, 60)
+    await asyncio.wait_for(asyncio.shield(a.session), TIMEOUT)
+    if a.address[1] == args.port:
+        fail(f"alice is back on the stopped node's port: {a.address}")
+    b.send_message(mto=a.boundjid.bare, mbody="after the move", mtype="chat")
+    await until("alice to get bob's message on the other node", lambda: any(m[1] == "after the move" for m in a.inbox))
+    a.disconnect()
+    b.disconnect()
+    print(f"OK redirect to {sent_to[0]}", flush=True)
+
+
 async def bad_password(args):
     c = Client(f"alice@{args.domain}/x", "wrong")
     c.connect(args.host, args.port)
@@ -339,7 +372,7 @@ def main():
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
-    scenarios = {"chat": chat, "resume": resume, "bad_password": bad_password, "talk": talk, "websocket": websocket}
+    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket}
     asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
 
 

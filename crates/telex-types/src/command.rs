@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::records::{ArchivedMessage, Credentials, NodeRecord, TenantLimits, TokenRecord};
+use crate::room::{RoomChange, RoomEntry, RoomJid, RoomRecord};
 use crate::roster::RosterItem;
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
@@ -104,6 +105,39 @@ pub enum Command {
     ForgetNode {
         node: u64,
     },
+    /// Room commands, below: keyed by the room, which must live on the group's shard
+    /// (`shard::shard_of_room`). Creates a room; refused if it exists.
+    CreateRoom(RoomRecord),
+    /// Changes a room's configuration or one affiliation (decided by the room's actor).
+    ChangeRoom {
+        room: RoomJid,
+        change: RoomChange,
+    },
+    /// Deletes a room: its record, log and cursors.
+    DestroyRoom {
+        room: RoomJid,
+    },
+    /// Appends to a room's log unless the same (sender, client id) is already there; either
+    /// way answers with its position. A subject entry also becomes the room's subject.
+    AppendRoom {
+        room: RoomJid,
+        entry: RoomEntry,
+    },
+    /// Records that `device` of `user` has received the room's log up to `position`. Never
+    /// moves backwards.
+    SetRoomCursor {
+        room: RoomJid,
+        user: UserJid,
+        device: String,
+        position: u64,
+    },
+    /// User shard: `user` is (or no longer is) a member of `room`: the rooms a user's devices
+    /// follow, and `telex room list`.
+    SetRoomMembership {
+        user: UserJid,
+        room: RoomJid,
+        member: bool,
+    },
 }
 
 impl Command {
@@ -129,6 +163,12 @@ impl Command {
             Command::SetPlacement { .. } => "set_placement",
             Command::SetNodeInfo(_) => "set_node_info",
             Command::ForgetNode { .. } => "forget_node",
+            Command::CreateRoom(_) => "create_room",
+            Command::ChangeRoom { .. } => "change_room",
+            Command::DestroyRoom { .. } => "destroy_room",
+            Command::AppendRoom { .. } => "append_room",
+            Command::SetRoomCursor { .. } => "set_room_cursor",
+            Command::SetRoomMembership { .. } => "set_room_membership",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod jid;
 pub mod presence;
 pub mod records;
+pub mod room;
 pub mod roster;
 pub mod session;
 pub mod shard;

@@ -20,6 +20,19 @@ pub fn shard_of(user: &UserJid, shards: u32) -> GroupId {
     1 + (h % shards as u64) as GroupId
 }
 
+/// The shard group a room lives in: `hash(tenant, room)`, spread independently of a user of
+/// the same name (the hash covers a marker byte first).
+pub fn shard_of_room(room: &crate::room::RoomJid, shards: u32) -> GroupId {
+    assert!(shards > 0, "a cluster has at least one shard");
+    let mut buf = Vec::with_capacity(2 + room.tenant().as_str().len() + 1 + room.local().len());
+    buf.extend_from_slice(b"R\0");
+    buf.extend_from_slice(room.tenant().as_str().as_bytes());
+    buf.push(0);
+    buf.extend_from_slice(room.local().as_bytes());
+    let h = xxhash_rust::xxh3::xxh3_64(&buf);
+    1 + (h % shards as u64) as GroupId
+}
+
 /// All shard group ids of a cluster with `shards` shards.
 pub fn shard_groups(shards: u32) -> impl Iterator<Item = GroupId> {
     1..=shards

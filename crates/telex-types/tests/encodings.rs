@@ -10,6 +10,7 @@ use telex_types::presence::{DevicePresence, Show};
 use telex_types::records::{
     AccountRecord, ArchivedMessage, Credentials, NodeRecord, ScramKeys, TenantLimits, TenantRecord, TokenRecord,
 };
+use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomConfig, RoomEntry, RoomJid, RoomRecord};
 use telex_types::roster::{RosterItem, Subscription};
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, Domain, ErrorCode, Response, TelexError, UserJid};
@@ -38,6 +39,35 @@ fn message() -> ArchivedMessage {
 
 /// One of every command. The match makes a new variant fail to compile here until it is
 /// pinned too.
+fn room() -> RoomJid {
+    RoomJid::parse("team@conference.x.example").unwrap()
+}
+
+fn room_record() -> RoomRecord {
+    RoomRecord {
+        room: room(),
+        config: RoomConfig { name: "Team".into(), members_only: true, ..RoomConfig::default() },
+        affiliations: [(jid("a@x.example"), Affiliation::Owner)].into_iter().collect(),
+        subject: "plans".into(),
+        created_by: jid("a@x.example"),
+        created_at: 5,
+    }
+}
+
+fn room_entry() -> RoomEntry {
+    RoomEntry {
+        server_id: "s1".into(),
+        kind: EntryKind::Message,
+        from: jid("a@x.example"),
+        from_device: "pc".into(),
+        nick: "Ann".into(),
+        client_id: "c1".into(),
+        body: "hi all".into(),
+        extras: String::new(),
+        sent_at: 6,
+    }
+}
+
 fn commands() -> Vec<(&'static str, Command)> {
     let d = Domain::parse("x.example").unwrap();
     let credentials = Credentials { sha256: keys(1), sha1: keys(2) };
@@ -72,6 +102,15 @@ fn commands() -> Vec<(&'static str, Command)> {
         Command::SetPlacement { group: 3, nodes: vec![1, 2, 4] },
         Command::SetNodeInfo(NodeRecord { node: 4, addr: "n4:7401".into(), zone: "z1".into(), draining: true }),
         Command::ForgetNode { node: 4 },
+        Command::CreateRoom(room_record()),
+        Command::ChangeRoom {
+            room: room(),
+            change: RoomChange::Affiliation { user: jid("bob@x.example"), affiliation: Some(Affiliation::Member) },
+        },
+        Command::DestroyRoom { room: room() },
+        Command::AppendRoom { room: room(), entry: room_entry() },
+        Command::SetRoomCursor { room: room(), user: jid("bob@x.example"), device: "pc".into(), position: 3 },
+        Command::SetRoomMembership { user: jid("bob@x.example"), room: room(), member: true },
     ];
     all.into_iter()
         .map(|c| {
@@ -95,6 +134,12 @@ fn commands() -> Vec<(&'static str, Command)> {
                 Command::SetPlacement { .. } => "set_placement",
                 Command::SetNodeInfo(_) => "set_node_info",
                 Command::ForgetNode { .. } => "forget_node",
+                Command::CreateRoom(_) => "create_room",
+                Command::ChangeRoom { .. } => "change_room",
+                Command::DestroyRoom { .. } => "destroy_room",
+                Command::AppendRoom { .. } => "append_room",
+                Command::SetRoomCursor { .. } => "set_room_cursor",
+                Command::SetRoomMembership { .. } => "set_room_membership",
             };
             (name, c)
         })
@@ -247,6 +292,12 @@ const COMMANDS: &[(&str, &str)] = &[
     ("set_placement", "0210000000030000000300000000000000010000000000000002000000000000000400000000000000"),
     ("set_node_info", "0211000000040000000000000007000000000000006e343a3734303102000000000000007a3101"),
     ("forget_node", "02120000000400000000000000"),
+    ("create_room", "021300000004000000000000007465616d0900000000000000782e6578616d706c6504000000000000005465616d0000000000000000010000000000000000000101000000001027000014000000000000000101000000000000000100000000000000610900000000000000782e6578616d706c65000000000500000000000000706c616e730100000000000000610900000000000000782e6578616d706c650500000000000000"),
+    ("change_room", "021400000004000000000000007465616d0900000000000000782e6578616d706c65010000000300000000000000626f620900000000000000782e6578616d706c650102000000"),
+    ("destroy_room", "021500000004000000000000007465616d0900000000000000782e6578616d706c65"),
+    ("append_room", "021600000004000000000000007465616d0900000000000000782e6578616d706c6502000000000000007331000000000100000000000000610900000000000000782e6578616d706c65020000000000000070630300000000000000416e6e020000000000000063310600000000000000686920616c6c00000000000000000600000000000000"),
+    ("set_room_cursor", "021700000004000000000000007465616d0900000000000000782e6578616d706c650300000000000000626f620900000000000000782e6578616d706c65020000000000000070630300000000000000"),
+    ("set_room_membership", "02180000000300000000000000626f620900000000000000782e6578616d706c6504000000000000007465616d0900000000000000782e6578616d706c6501"),
 ];
 const RESPONSES: &[(&str, &str)] = &[
     ("done", "0200000000"),

@@ -46,6 +46,13 @@ struct Args {
     /// the listener's: e.g. $(POD_NAME).telex-headless:7401.
     #[arg(long, env = "TELEX_ADVERTISE_ADDR")]
     advertise_addr: Option<String>,
+    /// Where clients reach this node's native API (host:port), when each node is reachable on
+    /// its own: a stopping node sends its clients to another node's.
+    #[arg(long, env = "TELEX_ADVERTISE_CLIENT_ADDR")]
+    advertise_client_addr: Option<String>,
+    /// Where clients reach this node's XMPP listener (host:port), likewise (see-other-host).
+    #[arg(long, env = "TELEX_ADVERTISE_XMPP_ADDR")]
+    advertise_xmpp_addr: Option<String>,
     /// This node's failure domain (a Kubernetes node's topology.kubernetes.io/zone): no two
     /// replicas of a group are placed in one zone while there are enough zones.
     #[arg(long, env = "TELEX_ZONE")]
@@ -74,6 +81,10 @@ struct Args {
     /// Number of shards, for a new cluster [default: 64].
     #[arg(long, env = "TELEX_SHARDS")]
     shards: Option<u32>,
+    /// Seconds leaderships may stay uneven before they are spread again; 0: never by
+    /// themselves [default: 30].
+    #[arg(long, env = "TELEX_BALANCE_LEADERS_AFTER_SECS")]
+    balance_leaders_after_secs: Option<u64>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "TELEX_LOG_FORMAT")]
     log_format: Option<String>,
@@ -122,6 +133,12 @@ fn load(args: Args) -> Result<Config, String> {
     if let Some(v) = args.advertise_addr {
         config.advertise_addr = v;
     }
+    if let Some(v) = args.advertise_client_addr {
+        config.advertise_client_addr = v;
+    }
+    if let Some(v) = args.advertise_xmpp_addr {
+        config.advertise_xmpp_addr = v;
+    }
     if let Some(v) = args.zone {
         config.zone = v;
     }
@@ -146,6 +163,9 @@ fn load(args: Args) -> Result<Config, String> {
     for route in args.peer_routes {
         let (id, addr) = route.split_once('=').ok_or(format!("--peer-route {route:?}: expected ID=ADDR"))?;
         config.raft.peer_routes.insert(id.to_string(), addr.to_string());
+    }
+    if let Some(v) = args.balance_leaders_after_secs {
+        config.raft.balance_leaders_after_secs = v;
     }
     if let Some(v) = args.shards {
         config.raft.shards = v;

@@ -110,8 +110,16 @@ impl Xmpp {
                 if !opened {
                     wire.open("", &stream_id());
                 }
+                // A stopping node sends its clients to another node (RFC 6120 §4.9.3.19)
+                // where one is known, rather than leaving them to find one.
+                let (condition, body) = match self.core.next_redirect() {
+                    Some(r) if condition == "system-shutdown" && !r.xmpp.is_empty() => {
+                        ("see-other-host", vec![Node::Text(r.xmpp)])
+                    }
+                    _ => (condition, vec![]),
+                };
                 let children = vec![
-                    Node::Element(el(condition, &[("xmlns", ns::STREAMS_ERR)], vec![])),
+                    Node::Element(el(condition, &[("xmlns", ns::STREAMS_ERR)], body)),
                     Node::Element(el("text", &[("xmlns", ns::STREAMS_ERR)], vec![Node::Text(text)])),
                 ];
                 wire.send(&el("stream:error", &[], children));

@@ -1,0 +1,308 @@
+//! Group chat rooms: their addresses (`room@conference.<tenant>`), configuration, affiliations
+//! and the entries of a room's log. A room is sharded like a user (`shard::shard_of_room`) and
+//! its log lives in its shard, committed once per message and fanned out to the members.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Domain, TelexError, UnixMillis, UserJid};
+
+/// The label in front of a tenant's domain that names its room service.
+pub const SERVICE_LABEL: &str = "conference";
+const MAX_ROOM: usize = 256;
+/// Longest nickname, in bytes.
+pub const MAX_NICK: usize = 128;
+const MAX_TEXT: usize = 1024;
+
+/// A room: `local@conference.<tenant>`, the local part lowercased and validated like a user's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RoomJid {
+    local: String,
+    tenant: Domain,
+}
+
+impl RoomJid {
+    /// Parses `room@conference.<tenant>`; any other service domain is refused, naming it.
+    pub fn parse(raw: &str) -> Result<RoomJid, TelexError> {
+        let Some((local, service)) = raw.split_once('@') else {
+            return Err(TelexError::invalid(format!("invalid room {raw:?}: expected room@{SERVICE_LABEL}.<domain>")));
+        };
+        if service.contains('/') {
+            return Err(TelexError::invalid(format!("invalid room {raw:?}: a room address has no nickname part")));
+        }
+        let tenant = service_tenant(service).ok_or_else(|| {
+            TelexError::not_found(format!("{service:?} is not a room service (rooms live on {SERVICE_LABEL}.<domain>)"))
+        })?;
+        RoomJid::new(local, tenant).map_err(|e| TelexError::invalid(format!("invalid room {raw:?}: {}", e.message)))
+    }
+
+    pub fn new(local: &str, tenant: Domain) -> Result<RoomJid, TelexError> {
+        let local = local.to_lowercase();
+        if local.is_empty() {
+            return Err(TelexError::invalid("empty room name"));
+        }
+        if local.len() > MAX_ROOM {
+            return Err(TelexError::invalid(format!("room name longer than {MAX_ROOM} bytes")));
+        }
+        if let Some(c) = local.chars().find(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c)) {
+            return Err(TelexError::invalid(format!("room name contains {c:?}, which is not allowed")));
+        }
+        Ok(RoomJid { local, tenant })
+    }
+
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+
+    /// The tenant the room belongs to (its service domain without the `conference.` label).
+    pub fn tenant(&self) -> &Domain {
+        &self.tenant
+    }
+
+    /// The room service's domain: `conference.<tenant>`.
+    pub fn service(&self) -> String {
+        service_of(&self.tenant)
+    }
+}
+
+impl fmt::Display for RoomJid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{SERVICE_LABEL}.{}", self.local, self.tenant)
+    }
+}
+
+/// `conference.<tenant>`.
+pub fn service_of(tenant: &Domain) -> String {
+    format!("{SERVICE_LABEL}.{tenant}")
+}
+
+/// The tenant whose room service `domain` is, if it is one (`conference.acme.example`).
+pub fn service_tenant(domain: &str) -> Option<Domain> {
+    let rest = domain.strip_prefix(SERVICE_LABEL)?.strip_prefix('.')?;
+    Domain::parse(rest).ok()
+}
+
+/// A nickname: trimmed, non-empty, bounded, no control characters.
+pub fn check_nick(nick: &str) -> Result<String, TelexError> {
+    let n = nick.trim();
+    if n.is_empty() {
+        return Err(TelexError::invalid("empty nickname"));
+    }
+    if n.len() > MAX_NICK {
+        return Err(TelexError::invalid(format!("nickname longer than {MAX_NICK} bytes")));
+    }
+    if n.chars().any(|c| c.is_control()) {
+        return Err(TelexError::invalid("nickname contains a control character"));
+    }
+    Ok(n.to_string())
+}
+
+/// A user's standing in a room (XEP-0045 §5.2), kept across visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Affiliation {
+    Owner,
+    Admin,
+    Member,
+    /// Banned.
+    Outcast,
+}
+
+impl Affiliation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Affiliation::Owner => "owner",
+            Affiliation::Admin => "admin",
+            Affiliation::Member => "member",
+            Affiliation::Outcast => "outcast",
+        }
+    }
+
+    /// The XEP-0045 name (`none` for no affiliation).
+    pub fn parse(s: &str) -> Result<Option<Affiliation>, TelexError> {
+        Ok(Some(match s {
+            "owner" => Affiliation::Owner,
+            "admin" => Affiliation::Admin,
+            "member" => Affiliation::Member,
+            "outcast" => Affiliation::Outcast,
+            "none" => return Ok(None),
+            _ => {
+                return Err(TelexError::invalid(format!(
+                    "unknown affiliation {s:?} (owner, admin, member, outcast, none)"
+                )))
+            }
+        }))
+    }
+}
+
+/// Who may invite others into a members-only room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvitePolicy {
+    Members,
+    Admins,
+}
+
+/// Who sees occupants' real addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Anonymity {
+    /// Moderators only (semi-anonymous).
+    Semi,
+    /// Every occupant (non-anonymous).
+    Non,
+}
+
+/// A room's configuration (what `muc#roomconfig` and `telex room config` change).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomConfig {
+    pub name: String,
+    pub description: String,
+    /// Only members (and admins, owners) may enter.
+    pub members_only: bool,
+    /// Only participants may speak; visitors (the default role of non-members) may not.
+    pub moderated: bool,
+    /// Needed to enter, when non-empty.
+    pub password: String,
+    /// Listed in the service's room list (disco#items).
+    pub public: bool,
+    /// Kept when the last occupant leaves; a room that is not goes away then.
+    pub persistent: bool,
+    pub invite: InvitePolicy,
+    /// Members (affiliations owner, admin, member) at most.
+    pub max_members: u32,
+    /// Messages sent to an occupant on entering (XMPP); the client may ask for fewer.
+    pub history_on_join: u32,
+    pub anonymity: Anonymity,
+    /// Occupants may send each other private messages through the room.
+    pub private_messages: bool,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            name: String::new(),
+            description: String::new(),
+            members_only: false,
+            moderated: false,
+            password: String::new(),
+            public: true,
+            persistent: true,
+            invite: InvitePolicy::Members,
+            max_members: 10_000,
+            history_on_join: 20,
+            anonymity: Anonymity::Semi,
+            private_messages: true,
+        }
+    }
+}
+
+impl RoomConfig {
+    /// Bounds a configuration, naming the first field out of range.
+    pub fn validate(&self) -> Result<(), TelexError> {
+        for (field, v) in [("name", &self.name), ("description", &self.description), ("password", &self.password)] {
+            if v.len() > MAX_TEXT {
+                return Err(TelexError::invalid(format!("room {field} longer than {MAX_TEXT} bytes")));
+            }
+        }
+        if self.max_members == 0 {
+            return Err(TelexError::invalid("max_members must be at least 1"));
+        }
+        if self.history_on_join > 1000 {
+            return Err(TelexError::invalid("history_on_join is above 1000"));
+        }
+        Ok(())
+    }
+}
+
+/// A room as stored in its shard.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub room: RoomJid,
+    pub config: RoomConfig,
+    pub affiliations: BTreeMap<UserJid, Affiliation>,
+    pub subject: String,
+    pub created_by: UserJid,
+    pub created_at: UnixMillis,
+}
+
+impl RoomRecord {
+    pub fn affiliation(&self, user: &UserJid) -> Option<Affiliation> {
+        self.affiliations.get(user).copied()
+    }
+
+    /// Owners, admins and members (outcasts are not members).
+    pub fn members(&self) -> impl Iterator<Item = (&UserJid, Affiliation)> {
+        self.affiliations.iter().filter(|(_, a)| **a != Affiliation::Outcast).map(|(u, a)| (u, *a))
+    }
+}
+
+/// A change to a room's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomChange {
+    Config(RoomConfig),
+    /// `None` takes the affiliation away.
+    Affiliation {
+        user: UserJid,
+        affiliation: Option<Affiliation>,
+    },
+}
+
+/// What a room log entry is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A groupchat message.
+    Message,
+    /// A new subject (the body).
+    Subject,
+}
+
+/// One entry of a room's log: a message said in the room, or a subject change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEntry {
+    /// Stable across retries: derived from the sender and the client's message id.
+    pub server_id: String,
+    pub kind: EntryKind,
+    pub from: UserJid,
+    pub from_device: String,
+    /// The sender's nickname in the room when it was said.
+    pub nick: String,
+    pub client_id: String,
+    pub body: String,
+    /// Extension elements that travel with the message (serialized XML, opaque here).
+    pub extras: String,
+    pub sent_at: UnixMillis,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_live_on_the_tenants_conference_service() {
+        let r = RoomJid::parse("Team@conference.Acme.example").unwrap();
+        assert_eq!(r.to_string(), "team@conference.acme.example");
+        assert_eq!(r.tenant().as_str(), "acme.example");
+        assert_eq!(r.service(), "conference.acme.example");
+        let e = RoomJid::parse("team@chat.acme.example").unwrap_err();
+        assert_eq!(e.code, crate::ErrorCode::NotFound, "{e:?}");
+        assert!(e.message.contains("not a room service"), "{e:?}");
+        for bad in ["team", "@conference.x", "a b@conference.x", "team@conference.x/nick", "team@conference."] {
+            assert!(RoomJid::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(service_tenant("conference.localhost"), Some(Domain::parse("localhost").unwrap()));
+        assert_eq!(service_tenant("conferencex.localhost"), None);
+    }
+
+    #[test]
+    fn nicknames_and_configs_are_bounded() {
+        assert_eq!(check_nick("  Ann ").unwrap(), "Ann");
+        assert!(check_nick("").is_err());
+        assert!(check_nick("a\u{7}").is_err());
+        assert!(check_nick(&"n".repeat(MAX_NICK + 1)).is_err());
+        assert!(RoomConfig::default().validate().is_ok());
+        let e = RoomConfig { max_members: 0, ..RoomConfig::default() }.validate().unwrap_err();
+        assert!(e.message.contains("max_members"));
+        assert_eq!(Affiliation::parse("none").unwrap(), None);
+        assert!(Affiliation::parse("king").unwrap_err().message.contains("unknown affiliation"));
+    }
+}
