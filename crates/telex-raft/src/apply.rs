@@ -159,17 +159,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             }
             Ok(Response::Done)
         }
-        Command::SetCursor { owner, device, position } => {
-            let key = schema::cursor(&owner, &device);
-            let old = match txn.get(&key)? {
-                Some(v) => decode_u64(&v)?,
-                None => 0,
-            };
-            if position > old {
-                txn.put(key, position.to_be_bytes().to_vec());
-            }
-            Ok(Response::Changed(u64::from(position > old)))
-        }
+        Command::SetCursor { owner, device, position } => advance(txn, schema::cursor(&owner, &device), position),
         Command::SetTenantLimits { domain, limits } => {
             if txn.get(&schema::tenant(&domain))?.is_none() {
                 return refused(ErrorCode::NotFound, format!("no such tenant {domain}"));
@@ -241,15 +231,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
         }
         Command::AppendRoom { room, entry } => append_room(txn, &room, &entry),
         Command::SetRoomCursor { room, user, device, position } => {
-            let key = schema::room_cursor(&room, &user, &device);
-            let old = match txn.get(&key)? {
-                Some(v) => decode_u64(&v)?,
-                None => 0,
-            };
-            if position > old {
-                txn.put(key, position.to_be_bytes().to_vec());
-            }
-            Ok(Response::Changed(u64::from(position > old)))
+            advance(txn, schema::room_cursor(&room, &user, &device), position)
         }
         Command::SetRoomMembership { user, room, member } => {
             let key = schema::membership(&user, &room);
@@ -262,6 +244,18 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             Ok(Response::Changed(u64::from(was != member)))
         }
     }
+}
+
+/// Moves a delivery cursor forward to `position` (never back); whether it moved.
+fn advance(txn: &mut Txn<'_>, key: Vec<u8>, position: u64) -> Result<Response, String> {
+    let old = match txn.get(&key)? {
+        Some(v) => decode_u64(&v)?,
+        None => 0,
+    };
+    if position > old {
+        txn.put(key, position.to_be_bytes().to_vec());
+    }
+    Ok(Response::Changed(u64::from(position > old)))
 }
 
 fn room_record(txn: &Txn<'_>, room: &RoomJid) -> Result<Option<RoomRecord>, String> {

@@ -58,6 +58,22 @@ impl fmt::Display for Domain {
     }
 }
 
+/// A JID's local part (`what`: "user name", "room name"), lowercased: non-empty, at most
+/// `max` bytes, without spaces, control characters or RFC 7622's forbidden ones.
+pub(crate) fn local_part(raw: &str, what: &str, max: usize) -> Result<String, TelexError> {
+    let local = raw.to_lowercase();
+    if local.is_empty() {
+        return Err(TelexError::invalid(format!("empty {what}")));
+    }
+    if local.len() > max {
+        return Err(TelexError::invalid(format!("{what} longer than {max} bytes")));
+    }
+    if let Some(c) = local.chars().find(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c)) {
+        return Err(TelexError::invalid(format!("{what} contains {c:?}, which is not allowed")));
+    }
+    Ok(local)
+}
+
 /// A user: `local@domain` with both parts validated and lowercased.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UserJid {
@@ -80,17 +96,7 @@ impl UserJid {
     }
 
     pub fn new(local: &str, domain: Domain) -> Result<UserJid, TelexError> {
-        let local = local.to_lowercase();
-        if local.is_empty() {
-            return Err(TelexError::invalid("empty user name"));
-        }
-        if local.len() > MAX_LOCAL {
-            return Err(TelexError::invalid(format!("user name longer than {MAX_LOCAL} bytes")));
-        }
-        if let Some(c) = local.chars().find(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c)) {
-            return Err(TelexError::invalid(format!("user name contains {c:?}, which is not allowed")));
-        }
-        Ok(UserJid { local, domain })
+        Ok(UserJid { local: local_part(local, "user name", MAX_LOCAL)?, domain })
     }
 
     pub fn local(&self) -> &str {

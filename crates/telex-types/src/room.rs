@@ -39,17 +39,7 @@ impl RoomJid {
     }
 
     pub fn new(local: &str, tenant: Domain) -> Result<RoomJid, TelexError> {
-        let local = local.to_lowercase();
-        if local.is_empty() {
-            return Err(TelexError::invalid("empty room name"));
-        }
-        if local.len() > MAX_ROOM {
-            return Err(TelexError::invalid(format!("room name longer than {MAX_ROOM} bytes")));
-        }
-        if let Some(c) = local.chars().find(|c| c.is_whitespace() || c.is_control() || "\"&'/:<>@".contains(*c)) {
-            return Err(TelexError::invalid(format!("room name contains {c:?}, which is not allowed")));
-        }
-        Ok(RoomJid { local, tenant })
+        Ok(RoomJid { local: crate::jid::local_part(local, "room name", MAX_ROOM)?, tenant })
     }
 
     pub fn local(&self) -> &str {
