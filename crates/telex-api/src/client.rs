@@ -33,7 +33,7 @@ impl ClientService {
 }
 
 /// The token in `authorization: Bearer <token>` metadata.
-fn bearer<T>(r: &Request<T>) -> Result<String, Status> {
+pub(crate) fn bearer<T>(r: &Request<T>) -> Result<String, Status> {
     let missing =
         || to_status(TelexError::new(ErrorCode::Unauthenticated, "missing `authorization: Bearer <token>` metadata"));
     let value = r.metadata().get("authorization").ok_or_else(missing)?;

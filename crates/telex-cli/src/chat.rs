@@ -149,7 +149,7 @@ pub async fn open(cli: &Cli) -> Result<Session, String> {
     Ok(Session { up, down, me: (me.jid, me.device) })
 }
 
-fn fresh_client_id() -> String {
+pub fn fresh_client_id() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("cli-{}-{nanos}", std::process::id())
 }

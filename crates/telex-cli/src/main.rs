@@ -9,6 +9,7 @@ mod chat;
 mod cluster;
 mod flags;
 mod output;
+mod room;
 mod selftest;
 mod session;
 mod social;
@@ -80,6 +81,9 @@ enum Command {
     /// Set or watch presence.
     #[command(subcommand)]
     Presence(social::PresenceCmd),
+    /// Group chat rooms (room@conference.DOMAIN).
+    #[command(subcommand)]
+    Room(room::RoomCmd),
     /// Check a running cluster end to end: two throwaway users, one message, then removed.
     Selftest(selftest::SelftestArgs),
 }
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
             Command::Blocked => social::block(&cli, None, false).await,
             Command::Presence(cmd) => social::presence(&cli, cmd).await,
             Command::Selftest(args) => selftest::selftest(&cli, args).await,
+            Command::Room(cmd) => room::room(&cli, cmd).await,
         }
     });
     // Do not wait for a blocked stdin read (`telex chat`) before exiting.

@@ -202,7 +202,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let directory = Arc::new(crate::directory::AccountsDirectory(accounts.clone()));
     let core = telex_session::Core::new(messaging.clone(), directory, Arc::new(GrpcRemote::new(groups.clone())));
     let client = ClientServer::new(ClientService::new(accounts.clone(), core.clone()));
-    let grpc = Server::builder().add_service(health_service.clone()).add_service(client);
+    let rooms = Arc::new(telex_actors::Rooms::new(Arc::new(crate::rooms::RaftRooms::new(groups.clone()))));
+    let rooms = telex_proto::v1::rooms_server::RoomsServer::new(telex_api::RoomsService::new(accounts.clone(), rooms));
+    let grpc = Server::builder().add_service(health_service.clone()).add_service(client).add_service(rooms);
     tracker.spawn(serve_grpc("client", grpc, client_l, halt.clone()));
     let admin = AdminServer::new(AdminService::new(accounts.clone(), messaging.hub().clone()));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);

@@ -1,0 +1,209 @@
+//! Room operations for native clients: create, list, say, history, affiliations, configure,
+//! destroy. Each asks `muc`'s rules against the room's stored record, then writes through the
+//! `RoomStore`; a refused action writes nothing. A room is seen only from its own tenant (to
+//! anyone else it does not exist).
+//!
+//! Native members are always "in" their rooms (their devices follow them); XMPP occupants,
+//! nicknames and live fan-out come with the room actor.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use telex_types::records::server_id;
+use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomConfig, RoomEntry, RoomJid, RoomRecord};
+use telex_types::{TelexError, UserJid};
+
+use crate::muc::{self, Refusal, Role};
+use crate::RoomStore;
+
+/// Longest room message body, in bytes.
+pub const MAX_ROOM_BODY: usize = 64 * 1024;
+/// Most log entries one history call returns.
+pub const MAX_HISTORY: usize = 1000;
+
+/// What a `say` stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Said {
+    pub server_id: String,
+    pub position: u64,
+    pub duplicate: bool,
+}
+
+pub struct Rooms {
+    store: Arc<dyn RoomStore>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Rooms {
+    pub fn new(store: Arc<dyn RoomStore>) -> Self {
+        Rooms { store }
+    }
+
+    /// The room's record, as `by` may see it: another tenant's room, or a hidden room `by` has
+    /// no affiliation with, does not exist for them.
+    async fn visible(&self, by: &UserJid, room: &RoomJid) -> Result<RoomRecord, TelexError> {
+        let missing = || Refusal::NoSuchRoom.to_error();
+        if room.tenant() != by.domain() {
+            return Err(missing());
+        }
+        let record = self.store.record(room).await?.ok_or_else(missing)?;
+        let known = record.affiliation(by).is_some_and(|a| a != Affiliation::Outcast);
+        if !record.config.public && !known {
+            return Err(missing());
+        }
+        Ok(record)
+    }
+
+    pub async fn create(&self, by: &UserJid, room: RoomJid, config: RoomConfig) -> Result<RoomRecord, TelexError> {
+        if room.tenant() != by.domain() {
+            let msg = format!("rooms of {} are created by its users; you are {by}", room.tenant());
+            return Err(Refusal::NotAllowed(msg).to_error());
+        }
+        config.validate()?;
+        let record = RoomRecord {
+            room: room.clone(),
+            config,
+            affiliations: [(by.clone(), Affiliation::Owner)].into_iter().collect(),
+            subject: String::new(),
+            created_by: by.clone(),
+            created_at: now_ms(),
+        };
+        self.store.create(record.clone()).await?;
+        self.store.set_membership(by.clone(), room, true).await?;
+        Ok(record)
+    }
+
+    /// The rooms of `by`'s tenant it may see, in name order.
+    pub async fn list(&self, by: &UserJid) -> Result<Vec<RoomRecord>, TelexError> {
+        let all = self.store.rooms(by.domain()).await?;
+        let visible = |r: &RoomRecord| {
+            let a = r.affiliation(by);
+            a != Some(Affiliation::Outcast) && (r.config.public || a.is_some())
+        };
+        Ok(all.into_iter().filter(visible).collect())
+    }
+
+    pub async fn get(&self, by: &UserJid, room: &RoomJid) -> Result<RoomRecord, TelexError> {
+        self.visible(by, room).await
+    }
+
+    /// A native member's role: as if it had entered (members-only rooms need a membership, a
+    /// ban keeps it out).
+    fn role(record: &RoomRecord, by: &UserJid) -> Result<Role, Refusal> {
+        let a = record.affiliation(by);
+        match a {
+            Some(Affiliation::Outcast) => Err(Refusal::Banned),
+            None if record.config.members_only => Err(Refusal::NotMember),
+            _ => Ok(muc::role_for(record, a)),
+        }
+    }
+
+    pub async fn say(
+        &self,
+        by: &UserJid,
+        device: &str,
+        room: &RoomJid,
+        client_id: &str,
+        body: &str,
+        subject: bool,
+    ) -> Result<Said, TelexError> {
+        if client_id.is_empty() || client_id.len() > 128 {
+            return Err(TelexError::invalid("client_id must be 1 to 128 bytes"));
+        }
+        if body.len() > MAX_ROOM_BODY {
+            return Err(TelexError::invalid(format!("message body longer than {MAX_ROOM_BODY} bytes")));
+        }
+        if body.is_empty() && !subject {
+            return Err(TelexError::invalid("empty message body"));
+        }
+        let record = self.visible(by, room).await?;
+        let role = Self::role(&record, by).map_err(|r| r.to_error())?;
+        muc::may_speak(Some(role)).map_err(|r| r.to_error())?;
+        if subject && role != Role::Moderator {
+            return Err(Refusal::NotAllowed("changing the subject needs a moderator".into()).to_error());
+        }
+        let entry = RoomEntry {
+            server_id: server_id(by, client_id),
+            kind: if subject { EntryKind::Subject } else { EntryKind::Message },
+            from: by.clone(),
+            from_device: device.to_string(),
+            nick: by.local().to_string(),
+            client_id: client_id.to_string(),
+            body: body.to_string(),
+            extras: String::new(),
+            sent_at: now_ms(),
+        };
+        let server_id = entry.server_id.clone();
+        let (position, duplicate) = self.store.append(room.clone(), entry).await?;
+        Ok(Said { server_id, position, duplicate })
+    }
+
+    /// Up to `limit` entries after `after`, and the log's head. Members-only rooms show their
+    /// log to members only.
+    pub async fn history(
+        &self,
+        by: &UserJid,
+        room: &RoomJid,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, RoomEntry)>, u64), TelexError> {
+        let record = self.visible(by, room).await?;
+        Self::role(&record, by).map_err(|r| r.to_error())?;
+        let head = self.store.head(room).await?;
+        let limit = if limit == 0 { 100 } else { limit.min(MAX_HISTORY) };
+        let Some(from) = after.checked_add(1) else { return Ok((Vec::new(), head)) };
+        Ok((self.store.range(room, from, head, limit).await?, head))
+    }
+
+    pub async fn set_affiliation(
+        &self,
+        by: &UserJid,
+        room: &RoomJid,
+        user: UserJid,
+        affiliation: Option<Affiliation>,
+    ) -> Result<RoomRecord, TelexError> {
+        let record = self.visible(by, room).await?;
+        if user.domain() != room.tenant() {
+            return Err(TelexError::invalid(format!("{user} is not a user of {}", room.tenant())));
+        }
+        muc::may_affiliate(&record, record.affiliation(by), &user, affiliation).map_err(|r| r.to_error())?;
+        let change = RoomChange::Affiliation { user: user.clone(), affiliation };
+        self.store.change(room.clone(), change).await?;
+        let member = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));
+        self.store.set_membership(user, room.clone(), member).await?;
+        self.get(by, room).await
+    }
+
+    pub async fn configure(&self, by: &UserJid, room: &RoomJid, config: RoomConfig) -> Result<RoomRecord, TelexError> {
+        let record = self.visible(by, room).await?;
+        muc::may_own(record.affiliation(by), "configuring the room").map_err(|r| r.to_error())?;
+        config.validate()?;
+        if (record.members().count()) > config.max_members as usize {
+            let msg = format!(
+                "the room has {} members, more than max_members {}",
+                record.members().count(),
+                config.max_members
+            );
+            return Err(TelexError::invalid(msg));
+        }
+        self.store.change(room.clone(), RoomChange::Config(config)).await?;
+        self.get(by, room).await
+    }
+
+    pub async fn destroy(&self, by: &UserJid, room: &RoomJid) -> Result<(), TelexError> {
+        let record = self.visible(by, room).await?;
+        muc::may_own(record.affiliation(by), "destroying the room").map_err(|r| r.to_error())?;
+        self.store.destroy(room.clone()).await?;
+        // The members' room lists are in their own shards: best effort (a stale entry names a
+        // room that no longer exists and is skipped).
+        for (user, _) in record.members() {
+            if let Err(e) = self.store.set_membership(user.clone(), room.clone(), false).await {
+                tracing::warn!(%room, %user, error = %e, "could not remove a destroyed room from a member's list");
+            }
+        }
+        Ok(())
+    }
+}

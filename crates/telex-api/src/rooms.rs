@@ -1,0 +1,208 @@
+//! The `Rooms` gRPC service: native clients' group chat calls, authenticated by bearer token,
+//! carried out by `telex_actors::Rooms`.
+
+use std::sync::Arc;
+
+use telex_accounts::{Accounts, Principal};
+use telex_actors::Rooms;
+use telex_proto::v1 as pb;
+use telex_proto::v1::rooms_server;
+use telex_types::room::{Affiliation, Anonymity, EntryKind, InvitePolicy, RoomConfig, RoomJid, RoomRecord};
+use telex_types::{TelexError, UserJid};
+use tonic::{Request, Response, Status};
+
+use crate::client::bearer;
+use crate::status::to_status;
+
+pub struct RoomsService {
+    accounts: Arc<Accounts>,
+    rooms: Arc<Rooms>,
+}
+
+impl RoomsService {
+    pub fn new(accounts: Arc<Accounts>, rooms: Arc<Rooms>) -> Self {
+        RoomsService { accounts, rooms }
+    }
+
+    async fn caller<T>(&self, r: &Request<T>) -> Result<Principal, Status> {
+        self.accounts.verify_token_synced(&bearer(r)?).await.map_err(to_status)
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+/// How a room's password is shown; sent back in `Configure`, it keeps the password as it is.
+const PASSWORD_SHOWN: &str = "********";
+
+fn room(s: &str) -> Result<RoomJid, Status> {
+    RoomJid::parse(s).map_err(to_status)
+}
+
+fn config_from(c: pb::RoomConfig) -> Result<RoomConfig, TelexError> {
+    let invite = match c.invite.as_str() {
+        "" | "members" => InvitePolicy::Members,
+        "admins" => InvitePolicy::Admins,
+        other => return Err(TelexError::invalid(format!("invite must be members or admins, not {other:?}"))),
+    };
+    let anonymity = match c.anonymity.as_str() {
+        "" | "semi" => Anonymity::Semi,
+        "non" => Anonymity::Non,
+        other => return Err(TelexError::invalid(format!("anonymity must be semi or non, not {other:?}"))),
+    };
+    let config = RoomConfig {
+        name: c.name,
+        description: c.description,
+        members_only: c.members_only,
+        moderated: c.moderated,
+        password: c.password,
+        public: c.public,
+        persistent: c.persistent,
+        invite,
+        max_members: c.max_members,
+        history_on_join: c.history_on_join,
+        anonymity,
+        private_messages: c.private_messages,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn config_to(c: &RoomConfig) -> pb::RoomConfig {
+    pb::RoomConfig {
+        name: c.name.clone(),
+        description: c.description.clone(),
+        members_only: c.members_only,
+        moderated: c.moderated,
+        password: if c.password.is_empty() { String::new() } else { PASSWORD_SHOWN.into() },
+        public: c.public,
+        persistent: c.persistent,
+        invite: match c.invite {
+            InvitePolicy::Members => "members",
+            InvitePolicy::Admins => "admins",
+        }
+        .into(),
+        max_members: c.max_members,
+        history_on_join: c.history_on_join,
+        anonymity: match c.anonymity {
+            Anonymity::Semi => "semi",
+            Anonymity::Non => "non",
+        }
+        .into(),
+        private_messages: c.private_messages,
+    }
+}
+
+fn info(r: &RoomRecord, caller: &UserJid) -> pb::RoomInfo {
+    pb::RoomInfo {
+        room: r.room.to_string(),
+        config: Some(config_to(&r.config)),
+        subject: r.subject.clone(),
+        affiliations: r
+            .affiliations
+            .iter()
+            .map(|(u, a)| pb::Affiliate { jid: u.to_string(), affiliation: a.as_str().into() })
+            .collect(),
+        created_by: r.created_by.to_string(),
+        created_at_ms: r.created_at,
+        yours: r.affiliation(caller).map_or("none", Affiliation::as_str).into(),
+    }
+}
+
+#[tonic::async_trait]
+impl rooms_server::Rooms for RoomsService {
+    async fn create(&self, r: Request<pb::CreateRoomRequest>) -> Reply<pb::RoomInfo> {
+        let me = self.caller(&r).await?.jid;
+        let q = r.into_inner();
+        let config = match q.config {
+            Some(c) => config_from(c).map_err(to_status)?,
+            None => RoomConfig::default(),
+        };
+        let record = self.rooms.create(&me, room(&q.room)?, config).await.map_err(to_status)?;
+        tracing::info!(room = %record.room, owner = %me, "room created");
+        Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn list(&self, r: Request<pb::ListRoomsRequest>) -> Reply<pb::RoomList> {
+        let me = self.caller(&r).await?.jid;
+        let rooms = self.rooms.list(&me).await.map_err(to_status)?;
+        Ok(Response::new(pb::RoomList { rooms: rooms.iter().map(|r| info(r, &me)).collect() }))
+    }
+
+    async fn get(&self, r: Request<pb::GetRoomRequest>) -> Reply<pb::RoomInfo> {
+        let me = self.caller(&r).await?.jid;
+        let record = self.rooms.get(&me, &room(&r.get_ref().room)?).await.map_err(to_status)?;
+        Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn say(&self, r: Request<pb::SayRequest>) -> Reply<pb::SayResponse> {
+        let p = self.caller(&r).await?;
+        let q = r.into_inner();
+        let said = self
+            .rooms
+            .say(&p.jid, &p.device, &room(&q.room)?, &q.client_id, &q.body, q.subject)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::SayResponse {
+            server_id: said.server_id,
+            position: said.position,
+            duplicate: said.duplicate,
+        }))
+    }
+
+    async fn history(&self, r: Request<pb::RoomHistoryRequest>) -> Reply<pb::RoomHistoryResponse> {
+        let me = self.caller(&r).await?.jid;
+        let q = r.into_inner();
+        let (page, head) =
+            self.rooms.history(&me, &room(&q.room)?, q.after, q.limit as usize).await.map_err(to_status)?;
+        let entries = page
+            .into_iter()
+            .map(|(position, e)| pb::RoomEntry {
+                position,
+                server_id: e.server_id,
+                kind: match e.kind {
+                    EntryKind::Message => "message",
+                    EntryKind::Subject => "subject",
+                }
+                .into(),
+                from: e.from.to_string(),
+                from_device: e.from_device,
+                nick: e.nick,
+                client_id: e.client_id,
+                body: e.body,
+                sent_at_ms: e.sent_at,
+            })
+            .collect();
+        Ok(Response::new(pb::RoomHistoryResponse { entries, head }))
+    }
+
+    async fn set_affiliation(&self, r: Request<pb::SetAffiliationRequest>) -> Reply<pb::RoomInfo> {
+        let me = self.caller(&r).await?.jid;
+        let q = r.into_inner();
+        let user = UserJid::parse(&q.jid).map_err(to_status)?;
+        let affiliation = Affiliation::parse(&q.affiliation).map_err(to_status)?;
+        let room = room(&q.room)?;
+        let record = self.rooms.set_affiliation(&me, &room, user.clone(), affiliation).await.map_err(to_status)?;
+        tracing::info!(%room, %user, affiliation = %q.affiliation, by = %me, "room affiliation set");
+        Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn configure(&self, r: Request<pb::ConfigureRoomRequest>) -> Reply<pb::RoomInfo> {
+        let me = self.caller(&r).await?.jid;
+        let q = r.into_inner();
+        let room = room(&q.room)?;
+        let mut config = config_from(q.config.unwrap_or_default()).map_err(to_status)?;
+        if config.password == PASSWORD_SHOWN {
+            config.password = self.rooms.get(&me, &room).await.map_err(to_status)?.config.password;
+        }
+        let record = self.rooms.configure(&me, &room, config).await.map_err(to_status)?;
+        Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn destroy(&self, r: Request<pb::DestroyRoomRequest>) -> Reply<pb::DestroyRoomResponse> {
+        let me = self.caller(&r).await?.jid;
+        let room = room(&r.get_ref().room)?;
+        self.rooms.destroy(&me, &room).await.map_err(to_status)?;
+        tracing::info!(%room, by = %me, "room destroyed");
+        Ok(Response::new(pb::DestroyRoomResponse {}))
+    }
+}
