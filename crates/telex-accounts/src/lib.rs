@@ -104,6 +104,10 @@ impl Accounts {
 
     pub async fn add_tenant(&self, domain: &str) -> Result<TenantRecord, TelexError> {
         let domain = Domain::parse(domain)?;
+        if let Some(owner) = telex_types::room::service_tenant(domain.as_str()) {
+            let msg = format!("{domain} is the room service of {owner}; a tenant cannot be named so");
+            return Err(TelexError::invalid(msg));
+        }
         let at = now_ms();
         self.groups.write(META_GROUP, Command::CreateTenant { domain: domain.clone(), at }).await?.into_result()?;
         Ok(TenantRecord { domain, created_at: at })

@@ -42,6 +42,10 @@ pub enum Refusal {
     NotOccupant,
     /// The action needs a higher affiliation.
     NotAllowed(String),
+    /// Owners and admins cannot be kicked or banned (XEP-0045 §8.2, §9.1).
+    Protected,
+    /// The room would be left without an owner.
+    LastOwner,
     /// Private messages are turned off in this room.
     NoPrivateMessages,
     /// Too many messages too fast.
@@ -62,6 +66,8 @@ impl Refusal {
             Refusal::NoVoice => ("forbidden", "auth"),
             Refusal::NotOccupant => ("not-acceptable", "cancel"),
             Refusal::NotAllowed(_) => ("forbidden", "auth"),
+            Refusal::Protected => ("not-allowed", "cancel"),
+            Refusal::LastOwner => ("conflict", "cancel"),
             Refusal::NoPrivateMessages => ("not-allowed", "cancel"),
             Refusal::RateLimited => ("resource-constraint", "wait"),
             Refusal::Invalid(_) => ("bad-request", "modify"),
@@ -74,7 +80,9 @@ impl Refusal {
             Refusal::NoSuchRoom => ErrorCode::NotFound,
             Refusal::NickTaken => ErrorCode::AlreadyExists,
             Refusal::Full | Refusal::RateLimited => ErrorCode::ResourceExhausted,
-            Refusal::WrongPassword => ErrorCode::Unauthenticated,
+            // Not Unauthenticated: the caller's login is fine, only the room refuses.
+            Refusal::WrongPassword => ErrorCode::PermissionDenied,
+            Refusal::LastOwner => ErrorCode::FailedPrecondition,
             Refusal::Invalid(_) => ErrorCode::InvalidArgument,
             _ => ErrorCode::PermissionDenied,
         };
@@ -94,6 +102,8 @@ impl std::fmt::Display for Refusal {
             Refusal::NoVoice => f.write_str("this room is moderated and visitors may not speak"),
             Refusal::NotOccupant => f.write_str("only occupants may send messages to the room; join it first"),
             Refusal::NotAllowed(what) => write!(f, "not allowed: {what}"),
+            Refusal::Protected => f.write_str("owners and admins cannot be kicked or banned"),
+            Refusal::LastOwner => f.write_str("a room keeps at least one owner"),
             Refusal::NoPrivateMessages => f.write_str("private messages are turned off in this room"),
             Refusal::RateLimited => f.write_str("too many room messages; slow down"),
             Refusal::Invalid(why) => f.write_str(why),
@@ -161,6 +171,9 @@ pub fn may_affiliate(
 ) -> Result<(), Refusal> {
     let current = record.affiliation(user);
     let low = |a: Option<Affiliation>| matches!(a, None | Some(Affiliation::Member | Affiliation::Outcast));
+    if by == Some(Affiliation::Admin) && matches!(current, Some(Affiliation::Owner | Affiliation::Admin)) {
+        return Err(Refusal::Protected);
+    }
     match by {
         Some(Affiliation::Owner) => {}
         Some(Affiliation::Admin) if low(current) && low(to) => {}
@@ -172,7 +185,7 @@ pub fn may_affiliate(
     }
     let owners = record.affiliations.values().filter(|a| **a == Affiliation::Owner).count();
     if current == Some(Affiliation::Owner) && to != Some(Affiliation::Owner) && owners <= 1 {
-        return Err(Refusal::NotAllowed("a room keeps at least one owner".into()));
+        return Err(Refusal::LastOwner);
     }
     let members = record.members().count();
     if current.is_none_or(|a| a == Affiliation::Outcast)
@@ -214,7 +227,7 @@ pub fn may_kick(by_role: Option<Role>, target: Option<Affiliation>) -> Result<()
         return Err(Refusal::NotAllowed("kicking needs a moderator".into()));
     }
     if matches!(target, Some(Affiliation::Owner | Affiliation::Admin)) {
-        return Err(Refusal::NotAllowed("owners and admins cannot be kicked".into()));
+        return Err(Refusal::Protected);
     }
     Ok(())
 }
@@ -238,6 +251,7 @@ mod tests {
             subject: String::new(),
             created_by: owner,
             created_at: 0,
+            log_start: 1,
         }
     }
 
@@ -277,7 +291,8 @@ mod tests {
         assert!(may_affiliate(&r, Some(Affiliation::Admin), &eve, Some(Affiliation::Admin)).is_err());
         assert!(may_affiliate(&r, Some(Affiliation::Member), &eve, Some(Affiliation::Member)).is_err());
         let last = may_affiliate(&r, Some(Affiliation::Owner), &jid("ann@x"), None).unwrap_err();
-        assert!(last.to_string().contains("at least one owner"), "{last}");
+        assert_eq!(last, Refusal::LastOwner);
+        assert_eq!(last.condition(), ("conflict", "cancel"));
         let full = room(RoomConfig { max_members: 2, ..RoomConfig::default() });
         assert_eq!(may_affiliate(&full, Some(Affiliation::Owner), &eve, Some(Affiliation::Member)), Err(Refusal::Full));
         // Banning someone never needs room.

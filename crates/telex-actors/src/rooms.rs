@@ -70,10 +70,11 @@ impl Rooms {
             subject: String::new(),
             created_by: by.clone(),
             created_at: now_ms(),
+            log_start: 0, // set when the creation applies
         };
-        self.store.create(record.clone()).await?;
-        self.store.set_membership(by.clone(), room, true).await?;
-        Ok(record)
+        self.store.create(record).await?;
+        self.store.set_membership(by.clone(), room.clone(), true).await?;
+        self.store.record(&room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
     }
 
     /// The rooms of `by`'s tenant it may see, in name order.
@@ -92,11 +93,14 @@ impl Rooms {
 
     /// A native member's role: as if it had entered (members-only rooms need a membership, a
     /// ban keeps it out).
+    /// A password-protected room admits native users only with an affiliation (they have no
+    /// join to give the password with).
     fn role(record: &RoomRecord, by: &UserJid) -> Result<Role, Refusal> {
         let a = record.affiliation(by);
         match a {
             Some(Affiliation::Outcast) => Err(Refusal::Banned),
             None if record.config.members_only => Err(Refusal::NotMember),
+            None if !record.config.password.is_empty() => Err(Refusal::WrongPassword),
             _ => Ok(muc::role_for(record, a)),
         }
     }
@@ -155,6 +159,7 @@ impl Rooms {
         let head = self.store.head(room).await?;
         let limit = if limit == 0 { 100 } else { limit.min(MAX_HISTORY) };
         let Some(from) = after.checked_add(1) else { return Ok((Vec::new(), head)) };
+        let from = from.max(record.log_start);
         Ok((self.store.range(room, from, head, limit).await?, head))
     }
 
@@ -174,7 +179,7 @@ impl Rooms {
         self.store.change(room.clone(), change).await?;
         let member = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));
         self.store.set_membership(user, room.clone(), member).await?;
-        self.get(by, room).await
+        self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
     }
 
     pub async fn configure(&self, by: &UserJid, room: &RoomJid, config: RoomConfig) -> Result<RoomRecord, TelexError> {

@@ -92,7 +92,13 @@ fn config_to(c: &RoomConfig) -> pb::RoomConfig {
     }
 }
 
+/// A room as `caller` may see it: the member list only for members, bans only for owners and
+/// admins (XEP-0045 §9.5, §10.3 keep those lists to them).
 fn info(r: &RoomRecord, caller: &UserJid) -> pb::RoomInfo {
+    let yours = r.affiliation(caller);
+    let admin = matches!(yours, Some(Affiliation::Owner | Affiliation::Admin));
+    let member = admin || yours == Some(Affiliation::Member);
+    let shown = |a: &Affiliation| if *a == Affiliation::Outcast { admin } else { member };
     pb::RoomInfo {
         room: r.room.to_string(),
         config: Some(config_to(&r.config)),
@@ -100,6 +106,7 @@ fn info(r: &RoomRecord, caller: &UserJid) -> pb::RoomInfo {
         affiliations: r
             .affiliations
             .iter()
+            .filter(|(_, a)| shown(a))
             .map(|(u, a)| pb::Affiliate { jid: u.to_string(), affiliation: a.as_str().into() })
             .collect(),
         created_by: r.created_by.to_string(),

@@ -103,15 +103,15 @@ pub const RECONNECT_TO: &str = "telex-reconnect-to";
 /// A session ended because this node is stopping names another node to go to, where one is
 /// known: in the message and as `RECONNECT_TO` metadata.
 fn redirected(status: Status, why: &CutOff, core: &telex_session::Core) -> Status {
-    let Some(to) = matches!(why, CutOff::ShuttingDown).then(|| core.next_redirect()).flatten() else {
+    let Some(to) = matches!(why, CutOff::ShuttingDown).then(|| core.next_redirect(|r| &r.client)).flatten() else {
         return status;
     };
-    let Ok(value) = to.client.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>() else {
+    let Ok(value) = to.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>() else {
         return status;
     };
     let mut metadata = tonic::metadata::MetadataMap::new();
     metadata.insert(RECONNECT_TO, value);
-    let message = format!("{}: reconnect to {}", status.message(), to.client);
+    let message = format!("{}: reconnect to {to}", status.message());
     Status::with_metadata(status.code(), message, metadata)
 }
 

@@ -80,7 +80,8 @@ pub struct ConfigArgs {
     /// Listed in the room list.
     #[arg(long)]
     public: Option<Option<bool>>,
-    #[arg(long)]
+    /// Needed to enter (XMPP); native users need a membership. Empty: none.
+    #[arg(id = "room_password", long = "room-password")]
     password: Option<String>,
     #[arg(long)]
     max_members: Option<u32>,

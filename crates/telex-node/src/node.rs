@@ -290,7 +290,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                         if let Err(e) = groups.describe_self().await {
                             tracing::warn!(error = %e, "could not record this node's zone for placement");
                         }
-                        for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
+                        for name in ["", "telex.v1.Client", "telex.v1.Rooms", "telex.v1.Admin", "telex.v1.Node"] {
                             health.set_service_status(name, ServingStatus::Serving).await;
                         }
                         groups.set_doors(doors);
@@ -306,18 +306,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             // Load balancers stop sending clients here; then other replicas take the groups
             // this node leads, so its users' sessions re-attach there rather than time out.
             ready.store(false, Ordering::Release);
-            for name in ["", "telex.v1.Client", "telex.v1.Admin", "telex.v1.Node"] {
+            for name in ["", "telex.v1.Client", "telex.v1.Rooms", "telex.v1.Admin", "telex.v1.Node"] {
                 health.set_service_status(name, ServingStatus::NotServing).await;
             }
             // Peers stop sending clients here, and this node's clients are sent to them.
             groups.set_doors(None);
-            let elsewhere: Vec<telex_session::Redirect> = groups
-                .peer_doors()
-                .into_iter()
-                .map(|(_, d)| telex_session::Redirect { client: d.client, xmpp: d.xmpp })
-                .collect();
-            tracing::info!(nodes = elsewhere.len(), "clients of this node are sent to other nodes");
-            core.redirect_clients(elsewhere);
+            groups.set_stopping();
+            tracing::info!(nodes = groups.peer_doors().len(), "clients of this node are sent to other nodes");
+            let peers = groups.clone();
+            core.redirect_clients(Box::new(move || {
+                let doors = peers.peer_doors().into_iter();
+                doors.map(|(_, d)| telex_session::Redirect { client: d.client, xmpp: d.xmpp }).collect()
+            }));
             let moved = groups.hand_off_leaderships(grace / 2).await;
             tracing::info!(groups = moved, "leaderships handed off");
             // This node's own devices end spread over a window, so their clients log in again

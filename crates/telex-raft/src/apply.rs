@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use telex_types::records::{AccountRecord, TenantRecord};
-use telex_types::room::{EntryKind, RoomChange, RoomEntry, RoomJid, RoomRecord};
+use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomEntry, RoomJid, RoomRecord};
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, ErrorCode, Response, TelexError};
 
@@ -184,7 +184,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             txn.delete(schema::node(node));
             Ok(Response::Done)
         }
-        Command::CreateRoom(record) => {
+        Command::CreateRoom(mut record) => {
             let key = schema::room(&record.room);
             if txn.get(&key)?.is_some() {
                 return refused(ErrorCode::AlreadyExists, format!("room {} already exists", record.room));
@@ -192,6 +192,10 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             if let Err(e) = record.config.validate() {
                 return Ok(Response::Refused(e));
             }
+            record.log_start = match txn.get(&schema::room_head(&record.room))? {
+                Some(v) => decode_u64(&v)? + 1,
+                None => 1,
+            };
             txn.put(key, encode(&record));
             Ok(Response::Done)
         }
@@ -206,11 +210,15 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
                     }
                     record.config = config;
                 }
-                RoomChange::Affiliation { user, affiliation: Some(a) } => {
-                    record.affiliations.insert(user, a);
-                }
-                RoomChange::Affiliation { user, affiliation: None } => {
-                    record.affiliations.remove(&user);
+                RoomChange::Affiliation { user, affiliation } => {
+                    match affiliation {
+                        Some(a) => record.affiliations.insert(user, a),
+                        None => record.affiliations.remove(&user),
+                    };
+                    // Checked here too: two owners stepping down at once must not both win.
+                    if !record.affiliations.values().any(|a| *a == Affiliation::Owner) {
+                        return refused(ErrorCode::FailedPrecondition, "a room keeps at least one owner".into());
+                    }
                 }
             }
             txn.put(schema::room(&room), encode(&record));
@@ -220,13 +228,10 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             if txn.get(&schema::room(&room))?.is_none() {
                 return refused(ErrorCode::NotFound, format!("no such room {room}"));
             }
+            // The record only: the log's head stays, so a room created again under this name
+            // starts after the old log, which is no longer shown (and is left for a sweep to
+            // delete in bounded steps, not in one apply).
             txn.delete(schema::room(&room));
-            txn.delete(schema::room_head(&room));
-            for prefix in [schema::room_log(&room), schema::room_ids(&room), schema::room_cursors(&room)] {
-                for (k, _) in txn.scan_prefix(&prefix)? {
-                    txn.delete(k);
-                }
-            }
             Ok(Response::Done)
         }
         Command::AppendRoom { room, entry } => append_room(txn, &room, &entry),
@@ -279,10 +284,13 @@ fn append_room(txn: &mut Txn<'_>, room: &RoomJid, entry: &RoomEntry) -> Result<R
             Some(bytes) => Some(decode(&bytes).map_err(|e| e.message)?),
             None => None,
         };
-        if stored.is_some_and(|s| s.from == entry.from && s.client_id == entry.client_id) {
+        let retry = stored.is_some_and(|s| s.from == entry.from && s.client_id == entry.client_id);
+        if retry && position >= record.log_start {
             return Ok(Response::Appended { position, duplicate: true });
         }
-        index_id = false;
+        // A hash clash, or an entry of a destroyed room of the same name: keep the index
+        // pointing at the older entry only for a clash.
+        index_id = position < record.log_start;
     }
     let head_key = schema::room_head(room);
     let position = match txn.get(&head_key)? {
@@ -624,6 +632,7 @@ mod tests {
             subject: String::new(),
             created_by: ann.clone(),
             created_at: 1,
+            log_start: 0,
         };
         let entry = |client_id: &str, kind| RoomEntry {
             server_id: format!("s-{client_id}"),
@@ -639,7 +648,7 @@ mod tests {
         let say = |c: &str, kind| Command::AppendRoom { room: room.clone(), entry: entry(c, kind) };
         assert_eq!(code(m.run(say("c0", EntryKind::Message))), Some(ErrorCode::NotFound), "no room yet");
         assert_eq!(m.run(Command::CreateRoom(record.clone())), Response::Done);
-        assert_eq!(code(m.run(Command::CreateRoom(record))), Some(ErrorCode::AlreadyExists));
+        assert_eq!(code(m.run(Command::CreateRoom(record.clone()))), Some(ErrorCode::AlreadyExists));
         assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 1, duplicate: false });
         assert_eq!(m.run(say("c2", EntryKind::Subject)), Response::Appended { position: 2, duplicate: false });
         assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 1, duplicate: true });
@@ -655,9 +664,19 @@ mod tests {
         let member = |on| Command::SetRoomMembership { user: bob.clone(), room: room.clone(), member: on };
         assert_eq!(m.run(member(true)), Response::Changed(1));
         assert_eq!(m.run(member(true)), Response::Changed(0));
+        let last_owner = RoomChange::Affiliation { user: ann.clone(), affiliation: None };
+        assert_eq!(
+            code(m.run(Command::ChangeRoom { room: room.clone(), change: last_owner })),
+            Some(ErrorCode::FailedPrecondition)
+        );
         assert_eq!(m.run(Command::DestroyRoom { room: room.clone() }), Response::Done);
-        let left: Vec<_> = m.0.keys().filter(|k| !k.starts_with(b"m/")).collect();
-        assert!(left.is_empty(), "the room's record, log, ids and cursors are gone: {left:?}");
-        assert_eq!(code(m.run(Command::DestroyRoom { room })), Some(ErrorCode::NotFound));
+        assert!(!m.0.contains_key(&schema::room(&room)));
+        assert_eq!(code(m.run(Command::DestroyRoom { room: room.clone() })), Some(ErrorCode::NotFound));
+        // Created again, the room's log starts after the old one; an old client id is new here.
+        assert_eq!(m.run(Command::CreateRoom(record)), Response::Done);
+        let again: RoomRecord = decode(&m.0[&schema::room(&room)]).unwrap();
+        assert_eq!(again.log_start, 3);
+        assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 3, duplicate: false });
+        assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 3, duplicate: true });
     }
 }

@@ -29,12 +29,16 @@ pub struct Doors {
 
 /// Doors heard of longer ago than this are not offered to clients (their node may be gone).
 const DOORS_FRESH_FOR: Duration = Duration::from_secs(2);
+/// How long a node that said it is stopping keeps leaderships from being balanced.
+const STOPPING_REMEMBERED: Duration = Duration::from_secs(60);
 
 /// The newest leadership claim per group, and the doors each node last announced.
 #[derive(Default)]
 pub struct Directory {
     claims: RwLock<BTreeMap<GroupId, (NodeId, u64)>>,
     doors: RwLock<BTreeMap<NodeId, (Doors, Instant)>>,
+    /// Nodes that lately said they are stopping, and when.
+    stopping: RwLock<BTreeMap<NodeId, Instant>>,
 }
 
 impl Directory {
@@ -46,6 +50,23 @@ impl Directory {
         } else {
             all.insert(node, (doors, Instant::now()));
         }
+    }
+
+    /// Records whether `node` says it is stopping.
+    pub fn learn_stopping(&self, node: NodeId, stopping: bool) {
+        let mut all = self.stopping.write().unwrap_or_else(|e| e.into_inner());
+        if stopping {
+            all.insert(node, Instant::now());
+        } else {
+            all.remove(&node);
+        }
+    }
+
+    /// Whether some node said lately that it is stopping (a stopped node's word lasts a
+    /// while: it may still be going).
+    pub fn someone_stopping(&self) -> bool {
+        let all = self.stopping.read().unwrap_or_else(|e| e.into_inner());
+        all.values().any(|at| at.elapsed() < STOPPING_REMEMBERED)
     }
 
     /// The doors of nodes that announced them lately, by node id.
@@ -81,6 +102,11 @@ impl Directory {
 }
 
 impl Groups {
+    /// From now on, this node tells its peers that it is stopping.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Announces (or, with `None`, withdraws) where clients reach this node.
     pub fn set_doors(&self, doors: Option<Doors>) {
         *self.doors.write().unwrap_or_else(|e| e.into_inner()) = doors;
@@ -118,7 +144,13 @@ impl Groups {
                 let doors = groups.doors.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let doors = doors.map(|d| ClientDoors { client: d.client, xmpp: d.xmpp });
                 let calls = groups.peers().into_iter().map(|(_, addr)| {
-                    let msg = LeaderClaims { node_id: groups.node_id(), claims: claims.clone(), doors: doors.clone() };
+                    let stopping = groups.stopping.load(std::sync::atomic::Ordering::Acquire);
+                    let msg = LeaderClaims {
+                        node_id: groups.node_id(),
+                        claims: claims.clone(),
+                        doors: doors.clone(),
+                        stopping,
+                    };
                     let channel = groups.peer_channel(&addr);
                     async move {
                         let Ok(channel) = channel else { return };

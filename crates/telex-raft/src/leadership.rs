@@ -146,14 +146,16 @@ impl Groups {
     }
 
     /// One step of the automatic balancer, run by the placement driver when no replica moves:
-    /// once shard group leaderships have been uneven for `balance_leaders_after` with every node up and
-    /// every group led, moves up to `BALANCE_AT_ONCE` of them. `uneven_since` is the driver's
+    /// once shard group leaderships have been uneven for `balance_leaders_after` with every
+    /// node up (none stopping) and every group led, moves up to `BALANCE_AT_ONCE` of them. `uneven_since` is the driver's
     /// memory between steps; a step in which no move landed starts the wait over.
     pub(crate) async fn balance_leaders(&self, uneven_since: &mut Option<Instant>) {
         let Some(after) = self.config.balance_leaders_after else { return };
         // Shard groups only: the meta group carries little load, wherever it is led.
         let led: Vec<Led> = self.leadership().into_iter().filter(|l| l.group != telex_types::META_GROUP).collect();
-        let everyone_up = self.down.read().unwrap_or_else(|e| e.into_inner()).is_empty();
+        let everyone_up = self.down.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+            && !self.leaders.someone_stopping()
+            && !self.stopping.load(std::sync::atomic::Ordering::Acquire);
         let plan = plan_moves(&led);
         if !everyone_up || led.iter().any(|g| g.leader.is_none()) || plan.is_empty() {
             *uneven_since = None;

@@ -154,6 +154,8 @@ pub struct Groups {
     pub(crate) leaders: crate::leaders::Directory,
     /// Where clients reach this node, announced to peers while it accepts sessions.
     pub(crate) doors: std::sync::RwLock<Option<crate::leaders::Doors>>,
+    /// This node is stopping (announced to peers, which then balance nothing onto it).
+    pub(crate) stopping: std::sync::atomic::AtomicBool,
     /// Wakes the placement driver (a node joined or is being drained).
     pub(crate) placement_changed: tokio::sync::Notify,
     /// Held while a replica is being dropped: one at a time.
@@ -244,6 +246,7 @@ impl Groups {
             down: Default::default(),
             leaders: Default::default(),
             doors: Default::default(),
+            stopping: Default::default(),
             placement_changed: Default::default(),
             dropping: Default::default(),
         }))

@@ -188,8 +188,11 @@ impl Node for NodeService {
         let r = request.into_inner();
         let claims: Vec<(u32, u64)> = r.claims.iter().map(|c| (c.group, c.term)).collect();
         self.groups.leaders.learn(r.node_id, &claims);
-        let doors = r.doors.map(|d| crate::leaders::Doors { client: d.client, xmpp: d.xmpp }).unwrap_or_default();
-        self.groups.leaders.learn_doors(r.node_id, doors);
+        self.groups.leaders.learn_stopping(r.node_id, r.stopping);
+        // Only members name doors a draining node sends clients to.
+        let member = self.groups.members(telex_types::META_GROUP).iter().any(|(id, _)| *id == r.node_id);
+        let doors = r.doors.filter(|_| member).map(|d| crate::leaders::Doors { client: d.client, xmpp: d.xmpp });
+        self.groups.leaders.learn_doors(r.node_id, doors.unwrap_or_default());
         Ok(Response::new(LeadersAck {}))
     }
 

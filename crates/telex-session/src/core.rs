@@ -27,10 +27,14 @@ pub(crate) struct Inner {
     pub(crate) remote: Arc<dyn Remote>,
     /// Devices whose sessions this node serves as their gateway (the drain waits for them).
     pub(crate) devices: std::sync::atomic::AtomicUsize,
-    /// Where sessions ended by this node's drain are sent, in turn (empty: nowhere named).
-    redirects: std::sync::RwLock<Vec<Redirect>>,
+    /// Where sessions ended by this node's drain are sent, in turn (none: nowhere named).
+    redirects: std::sync::RwLock<Option<Redirects>>,
     next_redirect: std::sync::atomic::AtomicUsize,
 }
+
+/// The nodes clients may be sent to now, asked at each cut-off (peers that start draining
+/// drop out).
+pub type Redirects = Box<dyn Fn() -> Vec<Redirect> + Send + Sync>;
 
 /// Another node's addresses as clients dial them, for clients of a draining node to go to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,17 +67,19 @@ impl Core {
         }))
     }
 
-    /// From now on, sessions this node ends because it is stopping are told to go to these
-    /// nodes, spread over them in turn.
-    pub fn redirect_clients(&self, to: Vec<Redirect>) {
-        *self.0.redirects.write().unwrap_or_else(|e| e.into_inner()) = to;
+    /// From now on, sessions this node ends because it is stopping are told to go to one of
+    /// the nodes `to` lists at that moment, spread over them in turn.
+    pub fn redirect_clients(&self, to: Redirects) {
+        *self.0.redirects.write().unwrap_or_else(|e| e.into_inner()) = Some(to);
     }
 
-    /// The next node a client of this (stopping) node should go to, if any is known.
-    pub fn next_redirect(&self) -> Option<Redirect> {
+    /// The address (`door` picks the protocol's) of the next node a client of this stopping
+    /// node should go to, among those that advertise one.
+    pub fn next_redirect(&self, door: impl Fn(&Redirect) -> &String) -> Option<String> {
         let all = self.0.redirects.read().unwrap_or_else(|e| e.into_inner());
+        let doors: Vec<String> = all.as_ref()?().iter().map(&door).filter(|d| !d.is_empty()).cloned().collect();
         let turn = self.0.next_redirect.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        all.get(turn.checked_rem(all.len())?).cloned()
+        doors.get(turn.checked_rem(doors.len())?).cloned()
     }
 
     /// How many devices are connected through this node (sessions it serves as their gateway).

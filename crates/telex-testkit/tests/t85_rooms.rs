@@ -94,6 +94,11 @@ async fn a_members_only_room_keeps_one_log_through_a_leader_kill() {
     as_user(&n1, "alice@localhost", &["room", "create", "x@conference.other.example"]).failure("created by its users");
     as_user(&n1, "alice@localhost", &["room", "ban", ROOM, "carol@localhost"]).success();
     as_user(&n2, "carol@localhost", &["room", "say", ROOM, "still?"]).failure("banned");
+    let members = as_user(&n2, "bob@localhost", &["room", "members", ROOM]).success();
+    assert!(members.contains("alice@localhost") && members.contains("bob@localhost"), "{members}");
+    assert!(!members.contains("carol"), "a member sees no bans: {members}");
+    let shown = as_user(&n2, "carol@localhost", &["--json", "room", "show", ROOM]).json();
+    assert_eq!(shown["members"].as_array().map(Vec::len), Some(0), "an outcast sees no member list: {shown}");
     let listed = as_user(&n2, "bob@localhost", &["--json", "room", "list"]).json();
     assert_eq!(listed.as_array().map(|r| r.len()), Some(1), "{listed}");
 
@@ -131,4 +136,10 @@ async fn a_members_only_room_keeps_one_log_through_a_leader_kill() {
     as_user(&nodes[2], "bob@localhost", &["room", "subject", ROOM, "mine"]).failure("moderator");
     as_user(&nodes[0], "alice@localhost", &["room", "destroy", ROOM]).success();
     as_user(&nodes[2], "bob@localhost", &["room", "history", ROOM]).failure("no such room");
+    // Created again, the room shows none of the old log.
+    as_user(&nodes[1], "bob@localhost", &["room", "create", ROOM, "--room-password", "s3cret"]).success();
+    let again = as_user(&nodes[0], "bob@localhost", &["--json", "room", "history", ROOM]).json();
+    assert_eq!(again.as_array().map(Vec::len), Some(0), "{again}");
+    as_user(&nodes[2], "alice@localhost", &["room", "say", ROOM, "hi"]).failure("password");
+    nodes[0].cli(&["tenant", "add", "conference.localhost"]).failure("room service of localhost");
 }

@@ -155,7 +155,8 @@ pub struct RoomConfig {
     pub password: String,
     /// Listed in the service's room list (disco#items).
     pub public: bool,
-    /// Kept when the last occupant leaves; a room that is not goes away then.
+    /// Kept when the last occupant leaves; a room that is not goes away then (with XMPP
+    /// occupants, still to come; native rooms are all kept).
     pub persistent: bool,
     pub invite: InvitePolicy,
     /// Members (affiliations owner, admin, member) at most.
@@ -213,6 +214,10 @@ pub struct RoomRecord {
     pub subject: String,
     pub created_by: UserJid,
     pub created_at: UnixMillis,
+    /// The first position of this room's log: a room created again under the name of a
+    /// destroyed one continues after the old log (set when it is created; the old entries
+    /// are not shown).
+    pub log_start: u64,
 }
 
 impl RoomRecord {

@@ -99,6 +99,8 @@ impl Xmpp {
     /// Serves one connection to its end.
     pub async fn serve(self: Arc<Self>, transport: Transport) {
         metrics::gauge!("telex_xmpp_connections").increment(1.0);
+        // see-other-host names a TCP address: not for WebSocket clients.
+        let tcp = !matches!(transport, Transport::WebSocket { .. });
         let mut wire = Wire::new(transport, self.config.limits);
         let mut opened = false;
         let end = self.run(&mut wire, &mut opened).await;
@@ -112,11 +114,10 @@ impl Xmpp {
                 }
                 // A stopping node sends its clients to another node (RFC 6120 §4.9.3.19)
                 // where one is known, rather than leaving them to find one.
-                let (condition, body) = match self.core.next_redirect() {
-                    Some(r) if condition == "system-shutdown" && !r.xmpp.is_empty() => {
-                        ("see-other-host", vec![Node::Text(r.xmpp)])
-                    }
-                    _ => (condition, vec![]),
+                let redirect = (tcp && condition == "system-shutdown").then(|| self.core.next_redirect(|r| &r.xmpp));
+                let (condition, body) = match redirect.flatten() {
+                    Some(to) => ("see-other-host", vec![Node::Text(to)]),
+                    None => (condition, vec![]),
                 };
                 let children = vec![
                     Node::Element(el(condition, &[("xmlns", ns::STREAMS_ERR)], body)),
