@@ -199,7 +199,7 @@ fn a_reconnect_storm_loses_no_acknowledged_message() {
 fn the_tools_history_drives_a_cluster_failure_test() {
     let (_dirs, [mut n1, n2, n3]) = telex_testkit::cluster::three_nodes(&[]);
     let tmp = tempfile::tempdir().unwrap();
-    let file = scenario(tmp.path(), "users = 12\ncontacts = 3\nmessage_rate = 60.0\nduration_secs = 8");
+    let file = scenario(tmp.path(), "users = 12\ncontacts = 3\nmessage_rate = 60.0\nduration_secs = 11");
     let history = tmp.path().join("history.jsonl");
     let servers = [&n1, &n2, &n3].map(|n| n.addrs.xmpp.to_string()).join(",");
     let report = tmp.path().join("report");
@@ -212,7 +212,8 @@ fn the_tools_history_drives_a_cluster_failure_test() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Logged in and sending for a while: node 1 dies mid-run.
+    // Logged in and sending for a while: node 1 dies mid-run, leaving its users 5 s to get
+    // back in through the others.
     std::thread::sleep(Duration::from_secs(6));
     n1.kill9();
     let out = run.wait_with_output().unwrap();
