@@ -166,7 +166,8 @@ async fn read_loop(
                     let _ = events.send(Event::Subscribed);
                 }
             }
-            Frame::Signal(_) | Frame::Blocked(_) => {}
+            // Room events: the chat scenarios use no rooms.
+            Frame::Signal(_) | Frame::Blocked(_) | Frame::Room(_) => {}
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use telex_policy::{decide, Action, Facts};
 use telex_types::presence::DevicePresence;
+use telex_types::room::{RoomEvent, RoomJid};
 use telex_types::roster::{RosterItem, SubscriptionKind};
 use telex_types::session::{CutOff, ServerFrame};
 use telex_types::{TelexError, UserJid};
@@ -60,6 +61,14 @@ pub(crate) enum Cmd {
     Signal(Signal),
     /// A device of a contact changed its presence.
     ContactPresence(PresenceChange),
+    /// A batch of a room's events: for `devices` (occupants) and, with `members`, for every
+    /// device of the user that follows its rooms (native sessions).
+    Room {
+        room: RoomJid,
+        events: Arc<Vec<RoomEvent>>,
+        devices: Vec<String>,
+        members: bool,
+    },
     /// The server ends a device's session.
     Kick {
         device: String,
@@ -77,6 +86,11 @@ pub(crate) struct Session {
     kill: Option<oneshot::Sender<CutOff>>,
     /// Nothing is delivered until the device announces its presence.
     pub(crate) hold: bool,
+    /// The device gets every room of its user (native sessions); otherwise only the rooms it
+    /// entered (XMPP).
+    member_rooms: bool,
+    /// The last log position of each room handed to the device (repeats are dropped).
+    rooms_seen: HashMap<RoomJid, u64>,
 }
 
 /// One device's announced presence and the coalescing of its changes.
@@ -203,6 +217,7 @@ impl UserActor {
             }
             Cmd::ContactPresence(change) => self.contact_presence(change),
             Cmd::Signal(signal) => self.signal(signal),
+            Cmd::Room { room, events, devices, members } => self.room(&room, &events, &devices, members),
             Cmd::Kick { device, why, reply } => {
                 let present = self.sessions.contains_key(&device);
                 self.kill(&device, why);
@@ -250,7 +265,20 @@ impl UserActor {
         }
         let id = SessionId(SESSION_IDS.fetch_add(1, Ordering::Relaxed));
         let cursor = DeviceCursor::attach(durable);
-        self.sessions.insert(device.clone(), Session { id, stalled_since: None, cursor, tx, kill: Some(kill), hold });
+        // Sessions that hold (XMPP) follow the rooms they enter; the others (native) every room
+        // of their user.
+        let member_rooms = !hold;
+        let session = Session {
+            id,
+            stalled_since: None,
+            cursor,
+            tx,
+            kill: Some(kill),
+            hold,
+            member_rooms,
+            rooms_seen: HashMap::new(),
+        };
+        self.sessions.insert(device.clone(), session);
         self.hub.session_started(&self.user, &device);
         self.pump(&device);
         Ok(id)
@@ -334,6 +362,40 @@ impl UserActor {
         }
         let cursor = s.cursor.clone();
         self.persist(device, &cursor, false);
+    }
+
+    /// Hands a room's events to the devices in the room. An event about a device's own
+    /// occupancy is not sent to it (the room answered its call with it), and log entries it
+    /// was handed already are dropped. Best effort: a full queue misses them (the device reads
+    /// the room's log to catch up).
+    fn room(&mut self, room: &RoomJid, events: &[RoomEvent], devices: &[String], members: bool) {
+        for (device, s) in self.sessions.iter_mut() {
+            let listed = devices.iter().any(|d| d == device);
+            if !(listed || (members && s.member_rooms)) || s.hold && !listed {
+                continue;
+            }
+            for event in events {
+                match event {
+                    RoomEvent::Entry { position, .. } => {
+                        let seen = s.rooms_seen.entry(room.clone()).or_insert(0);
+                        if *position <= *seen {
+                            continue;
+                        }
+                        *seen = *position;
+                    }
+                    RoomEvent::Occupant { occupant, removed: false, .. }
+                        if occupant.user == self.user && &occupant.device == device =>
+                    {
+                        continue
+                    }
+                    RoomEvent::Occupant { .. } => {}
+                }
+                let frame = ServerFrame::Room { room: room.clone(), event: event.clone() };
+                if s.tx.try_send(Box::new(frame)).is_err() {
+                    metrics::counter!("telex_room_frames_dropped_total").increment(1);
+                }
+            }
+        }
     }
 
     pub(crate) fn kill(&mut self, device: &str, why: CutOff) {

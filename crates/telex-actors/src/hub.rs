@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use futures::future::BoxFuture;
+use telex_types::occupancy::{Recipient, RoomCall, RoomDelivery, RoomReply};
 use telex_types::presence::DevicePresence;
+use telex_types::room::{RoomEvent, RoomJid};
 use telex_types::roster::SubscriptionKind;
 use telex_types::session::{CutOff, ServerFrame};
 use telex_types::{TelexError, UserJid};
@@ -77,6 +79,12 @@ pub trait Homes: Send + Sync {
     fn subscription(&self, node: u64, to: &UserJid, from: &UserJid, kind: SubscriptionKind) -> BoxFuture<'static, ()>;
     /// Delivers a signal to `to`'s online devices through its actor on `node` (best effort).
     fn signal(&self, node: u64, to: &UserJid, signal: Signal) -> BoxFuture<'static, ()>;
+    /// The node leading the room's shard (where its actor runs) when it is not this one.
+    fn room_home(&self, room: &RoomJid) -> Option<u64>;
+    /// Runs a device's call on the room's actor on `node`.
+    fn room_call(&self, node: u64, room: &RoomJid, call: RoomCall) -> BoxFuture<'static, Result<RoomReply, TelexError>>;
+    /// Hands a batch of a room's events to `node`, for the recipients whose actors it holds.
+    fn room_deliver(&self, node: u64, delivery: RoomDelivery) -> BoxFuture<'static, ()>;
 }
 
 /// A signal on its way to a user's online devices.
@@ -144,6 +152,37 @@ impl Hub {
 
     fn remote_home(&self, user: &UserJid) -> Option<u64> {
         self.homes.get().and_then(|h| h.remote_home(user))
+    }
+
+    pub(crate) fn homes(&self) -> Option<&dyn Homes> {
+        self.homes.get().map(|h| h.as_ref())
+    }
+
+    /// The node holding `user`'s actor when it is not this one.
+    pub(crate) fn user_home(&self, user: &UserJid) -> Option<u64> {
+        self.remote_home(user)
+    }
+
+    /// The node whose room actor serves `room` when it is not this one.
+    pub(crate) fn room_home(&self, room: &RoomJid) -> Option<u64> {
+        self.homes.get().and_then(|h| h.room_home(room))
+    }
+
+    /// A room's events for the recipients whose actors are here (offline users cost nothing;
+    /// a full mailbox drops the batch for that user, counted).
+    pub fn room_deliver_here(&self, room: &RoomJid, events: Arc<Vec<RoomEvent>>, to: &[Recipient]) {
+        for r in to {
+            let Some(a) = self.actors.get(&r.user) else { continue };
+            let cmd = Cmd::Room {
+                room: room.clone(),
+                events: events.clone(),
+                devices: r.devices.clone(),
+                members: r.members,
+            };
+            if a.try_send(cmd).is_err() {
+                metrics::counter!("telex_room_deliveries_dropped_total").increment(1);
+            }
+        }
     }
 
     /// Presence for contacts whose actors live on other nodes goes through `relay`.

@@ -4,26 +4,9 @@
 
 use std::collections::BTreeMap;
 
+pub use telex_types::room::Role;
 use telex_types::room::{Affiliation, InvitePolicy, RoomRecord};
 use telex_types::{ErrorCode, TelexError, UserJid};
-
-/// An occupant's role for this visit (XEP-0045 §5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    Moderator,
-    Participant,
-    Visitor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Moderator => "moderator",
-            Role::Participant => "participant",
-            Role::Visitor => "visitor",
-        }
-    }
-}
 
 /// Why a room action was refused, each with its XEP-0045 error condition.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,6 +33,8 @@ pub trait RoomStore: Send + Sync + 'static {
         to: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<(u64, RoomEntry)>, TelexError>>;
+    /// Where the entry with this server id is in the room's log.
+    fn position<'a>(&'a self, room: &'a RoomJid, server_id: &'a str) -> BoxFuture<'a, Result<Option<u64>, TelexError>>;
     fn cursor<'a>(
         &'a self,
         room: &'a RoomJid,

@@ -7,13 +7,16 @@
 //! nicknames and live fan-out come with the room actor.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
 
 use telex_types::records::server_id;
 use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomConfig, RoomEntry, RoomJid, RoomRecord};
 use telex_types::{TelexError, UserJid};
 
 use crate::muc::{self, Refusal, Role};
+use crate::rate::TokenBucket;
 use crate::RoomStore;
 
 /// Longest room message body, in bytes.
@@ -29,8 +32,44 @@ pub struct Said {
     pub duplicate: bool,
 }
 
+/// Something said in a room.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Say<'a> {
+    /// The device's id for it: a retry with the same id stores nothing twice.
+    pub client_id: &'a str,
+    pub body: &'a str,
+    /// A new subject instead of a message.
+    pub subject: bool,
+    /// The sender's nickname in the room (XMPP occupants); empty: the user's local part.
+    pub nick: &'a str,
+    /// Extension elements that travel with it.
+    pub extras: &'a str,
+    /// The sender is an occupant that entered the room (giving its password, if it has one).
+    pub entered: bool,
+}
+
+/// Bounds on what the users of a tenant do with rooms.
+#[derive(Clone, Debug)]
+pub struct RoomLimits {
+    /// Messages one member may say in one room per second (on this node), and in a burst.
+    pub messages_per_second: f64,
+    pub burst: f64,
+    pub rooms_per_tenant: usize,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        RoomLimits { messages_per_second: 20.0, burst: 40.0, rooms_per_tenant: 10_000 }
+    }
+}
+
+/// Token buckets kept per (room, member) before the least recently used are dropped.
+const MAX_BUCKETS: usize = 100_000;
+
 pub struct Rooms {
     store: Arc<dyn RoomStore>,
+    limits: RoomLimits,
+    buckets: DashMap<(RoomJid, UserJid), (TokenBucket, Instant)>,
 }
 
 fn now_ms() -> u64 {
@@ -38,8 +77,24 @@ fn now_ms() -> u64 {
 }
 
 impl Rooms {
-    pub fn new(store: Arc<dyn RoomStore>) -> Self {
-        Rooms { store }
+    pub fn new(store: Arc<dyn RoomStore>, limits: RoomLimits) -> Self {
+        Rooms { store, limits, buckets: DashMap::new() }
+    }
+
+    /// Takes a token of `by`'s bucket for `room`, or says when to retry.
+    fn rate(&self, by: &UserJid, room: &RoomJid) -> Result<(), TelexError> {
+        let now = Instant::now();
+        if self.buckets.len() >= MAX_BUCKETS {
+            self.buckets.retain(|_, (_, used)| now.duration_since(*used) < std::time::Duration::from_secs(60));
+        }
+        let fresh = || (TokenBucket::new(self.limits.messages_per_second, self.limits.burst, now), now);
+        let mut entry = self.buckets.entry((room.clone(), by.clone())).or_insert_with(fresh);
+        entry.1 = now;
+        entry.0.take(now).map_err(|wait| {
+            let mut e = Refusal::RateLimited.to_error();
+            e.message = format!("{} (retry in {} ms)", e.message, wait.as_millis().max(1));
+            e
+        })
     }
 
     /// The room's record, as `by` may see it: another tenant's room, or a hidden room `by` has
@@ -63,6 +118,11 @@ impl Rooms {
             return Err(Refusal::NotAllowed(msg).to_error());
         }
         config.validate()?;
+        let count = self.store.rooms(room.tenant()).await?.len();
+        if count >= self.limits.rooms_per_tenant {
+            let msg = format!("{} has {count} rooms, as many as it may have", room.tenant());
+            return Err(TelexError::new(telex_types::ErrorCode::ResourceExhausted, msg));
+        }
         let record = RoomRecord {
             room: room.clone(),
             config,
@@ -105,27 +165,25 @@ impl Rooms {
         }
     }
 
-    pub async fn say(
-        &self,
-        by: &UserJid,
-        device: &str,
-        room: &RoomJid,
-        client_id: &str,
-        body: &str,
-        subject: bool,
-    ) -> Result<Said, TelexError> {
+    pub async fn say(&self, by: &UserJid, device: &str, room: &RoomJid, say: Say<'_>) -> Result<Said, TelexError> {
+        let Say { client_id, body, subject, nick, extras, entered } = say;
         if client_id.is_empty() || client_id.len() > 128 {
             return Err(TelexError::invalid("client_id must be 1 to 128 bytes"));
         }
-        if body.len() > MAX_ROOM_BODY {
+        if body.len() + extras.len() > MAX_ROOM_BODY {
             return Err(TelexError::invalid(format!("message body longer than {MAX_ROOM_BODY} bytes")));
         }
         if body.is_empty() && !subject {
             return Err(TelexError::invalid("empty message body"));
         }
         let record = self.visible(by, room).await?;
-        let role = Self::role(&record, by).map_err(|r| r.to_error())?;
+        let role = match Self::role(&record, by) {
+            // An occupant gave the password when it entered.
+            Err(Refusal::WrongPassword) if entered => muc::role_for(&record, record.affiliation(by)),
+            other => other.map_err(|r| r.to_error())?,
+        };
         muc::may_speak(Some(role)).map_err(|r| r.to_error())?;
+        self.rate(by, room)?;
         if subject && role != Role::Moderator {
             return Err(Refusal::NotAllowed("changing the subject needs a moderator".into()).to_error());
         }
@@ -134,10 +192,10 @@ impl Rooms {
             kind: if subject { EntryKind::Subject } else { EntryKind::Message },
             from: by.clone(),
             from_device: device.to_string(),
-            nick: by.local().to_string(),
+            nick: if nick.is_empty() { by.local().to_string() } else { nick.to_string() },
             client_id: client_id.to_string(),
             body: body.to_string(),
-            extras: String::new(),
+            extras: extras.to_string(),
             sent_at: now_ms(),
         };
         let server_id = entry.server_id.clone();
@@ -163,6 +221,13 @@ impl Rooms {
         Ok((self.store.range(room, from, head, limit).await?, head))
     }
 
+    /// Where the entry with `server_id` is in the log, for those who may read it.
+    pub async fn position(&self, by: &UserJid, room: &RoomJid, server_id: &str) -> Result<Option<u64>, TelexError> {
+        let record = self.visible(by, room).await?;
+        Self::role(&record, by).map_err(|r| r.to_error())?;
+        self.store.position(room, server_id).await
+    }
+
     pub async fn set_affiliation(
         &self,
         by: &UserJid,
@@ -180,6 +245,40 @@ impl Rooms {
         let member = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));
         self.store.set_membership(user, room.clone(), member).await?;
         self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
+    }
+
+    /// Makes `by` a member of an open room (members-only rooms need an invitation; a member
+    /// stays what it is).
+    pub async fn join(&self, by: &UserJid, room: &RoomJid) -> Result<RoomRecord, TelexError> {
+        let record = self.visible(by, room).await?;
+        match record.affiliation(by) {
+            Some(Affiliation::Outcast) => return Err(Refusal::Banned.to_error()),
+            Some(_) => return Ok(record),
+            None if record.config.members_only => return Err(Refusal::NotMember.to_error()),
+            None if !record.config.password.is_empty() => return Err(Refusal::WrongPassword.to_error()),
+            None => {}
+        }
+        if record.members().count() >= record.config.max_members as usize {
+            return Err(Refusal::Full.to_error());
+        }
+        let change = RoomChange::Affiliation { user: by.clone(), affiliation: Some(Affiliation::Member) };
+        self.store.change(room.clone(), change).await?;
+        self.store.set_membership(by.clone(), room.clone(), true).await?;
+        self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
+    }
+
+    /// Gives up `by`'s affiliation (an outcast stays banned; the last owner stays).
+    pub async fn leave(&self, by: &UserJid, room: &RoomJid) -> Result<(), TelexError> {
+        let record = self.visible(by, room).await?;
+        match record.affiliation(by) {
+            None | Some(Affiliation::Outcast) => return Ok(()),
+            Some(Affiliation::Owner) if record.members().filter(|(_, a)| *a == Affiliation::Owner).count() == 1 => {
+                return Err(Refusal::LastOwner.to_error())
+            }
+            Some(_) => {}
+        }
+        self.store.change(room.clone(), RoomChange::Affiliation { user: by.clone(), affiliation: None }).await?;
+        self.store.set_membership(by.clone(), room.clone(), false).await
     }
 
     pub async fn configure(&self, by: &UserJid, room: &RoomJid, config: RoomConfig) -> Result<RoomRecord, TelexError> {

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use telex_accounts::{Accounts, Principal};
-use telex_actors::Rooms;
+use telex_actors::{Rooms, Say};
 use telex_proto::v1 as pb;
 use telex_proto::v1::rooms_server;
-use telex_types::room::{Affiliation, Anonymity, EntryKind, InvitePolicy, RoomConfig, RoomJid, RoomRecord};
+use telex_types::room::{Affiliation, Anonymity, InvitePolicy, RoomConfig, RoomJid, RoomRecord};
 use telex_types::{TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
@@ -146,7 +146,7 @@ impl rooms_server::Rooms for RoomsService {
         let q = r.into_inner();
         let said = self
             .rooms
-            .say(&p.jid, &p.device, &room(&q.room)?, &q.client_id, &q.body, q.subject)
+            .say(&p.jid, &p.device, &room(&q.room)?, Say { client_id: &q.client_id, body: &q.body, subject: q.subject, ..Say::default() })
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SayResponse {
@@ -163,21 +163,7 @@ impl rooms_server::Rooms for RoomsService {
             self.rooms.history(&me, &room(&q.room)?, q.after, q.limit as usize).await.map_err(to_status)?;
         let entries = page
             .into_iter()
-            .map(|(position, e)| pb::RoomEntry {
-                position,
-                server_id: e.server_id,
-                kind: match e.kind {
-                    EntryKind::Message => "message",
-                    EntryKind::Subject => "subject",
-                }
-                .into(),
-                from: e.from.to_string(),
-                from_device: e.from_device,
-                nick: e.nick,
-                client_id: e.client_id,
-                body: e.body,
-                sent_at_ms: e.sent_at,
-            })
+            .map(|(position, e)| telex_proto::convert::room_entry(position, e))
             .collect();
         Ok(Response::new(pb::RoomHistoryResponse { entries, head }))
     }
@@ -203,6 +189,18 @@ impl rooms_server::Rooms for RoomsService {
         }
         let record = self.rooms.configure(&me, &room, config).await.map_err(to_status)?;
         Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn join(&self, r: Request<pb::JoinRoomRequest>) -> Reply<pb::RoomInfo> {
+        let me = self.caller(&r).await?.jid;
+        let record = self.rooms.join(&me, &room(&r.get_ref().room)?).await.map_err(to_status)?;
+        Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn leave(&self, r: Request<pb::LeaveRoomRequest>) -> Reply<pb::LeaveRoomResponse> {
+        let me = self.caller(&r).await?.jid;
+        self.rooms.leave(&me, &room(&r.get_ref().room)?).await.map_err(to_status)?;
+        Ok(Response::new(pb::LeaveRoomResponse {}))
     }
 
     async fn destroy(&self, r: Request<pb::DestroyRoomRequest>) -> Reply<pb::DestroyRoomResponse> {

@@ -63,6 +63,20 @@ pub enum RoomCmd {
     },
     /// Delete the room and its log (owners).
     Destroy { room: String },
+    /// Become a member of an open room (members-only rooms need an invitation).
+    Join { room: String },
+    /// Give up your membership.
+    Leave { room: String },
+    /// Print the room's messages as they arrive (on a session of your device).
+    Listen {
+        room: String,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
 }
 
 #[derive(Args, Debug, Default)]
@@ -246,23 +260,9 @@ pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
             let out: Vec<EntryOut> = r
                 .entries
                 .into_iter()
-                .map(|e| EntryOut {
-                    position: e.position,
-                    kind: e.kind,
-                    from: e.from,
-                    nick: e.nick,
-                    body: e.body,
-                    server_id: e.server_id,
-                    sent_at_ms: e.sent_at_ms,
-                })
+                .map(EntryOut::from)
                 .collect();
-            emit(cli.json, &out, || {
-                let line = |e: &EntryOut| match e.kind.as_str() {
-                    "subject" => format!("{:>6} {} set the subject: {}", e.position, e.nick, e.body),
-                    _ => format!("{:>6} <{}> {}", e.position, e.nick, e.body),
-                };
-                out.iter().map(line).collect::<Vec<_>>().join("\n")
-            });
+            emit(cli.json, &out, || out.iter().map(entry_line).collect::<Vec<_>>().join("\n"));
         }
         RoomCmd::Invite { room, jid } => {
             show(
@@ -300,9 +300,73 @@ pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
             let req = pb::ConfigureRoomRequest { room: room.clone(), config: Some(config.apply(base)) };
             show(c.configure(authed(req, &token)?).await.map_err(status_line)?.into_inner());
         }
+        RoomCmd::Join { room } => {
+            show(c.join(authed(pb::JoinRoomRequest { room: room.clone() }, &token)?).await.map_err(status_line)?.into_inner());
+        }
+        RoomCmd::Leave { room } => {
+            c.leave(authed(pb::LeaveRoomRequest { room: room.clone() }, &token)?).await.map_err(status_line)?;
+            emit(cli.json, &room, || format!("left {room}"));
+        }
+        RoomCmd::Listen { room, count, timeout } => listen(cli, room, *count, *timeout).await?,
         RoomCmd::Destroy { room } => {
             c.destroy(authed(pb::DestroyRoomRequest { room: room.clone() }, &token)?).await.map_err(status_line)?;
             emit(cli.json, &room, || format!("room {room} destroyed"));
+        }
+    }
+    Ok(())
+}
+
+impl From<pb::RoomEntry> for EntryOut {
+    fn from(e: pb::RoomEntry) -> Self {
+        EntryOut {
+            position: e.position,
+            kind: e.kind,
+            from: e.from,
+            nick: e.nick,
+            body: e.body,
+            server_id: e.server_id,
+            sent_at_ms: e.sent_at_ms,
+        }
+    }
+}
+
+fn entry_line(e: &EntryOut) -> String {
+    match e.kind.as_str() {
+        "subject" => format!("{:>6} {} set the subject: {}", e.position, e.nick, e.body),
+        _ => format!("{:>6} <{}> {}", e.position, e.nick, e.body),
+    }
+}
+
+/// Prints `room`'s entries as the session stream brings them (occupants coming and going as
+/// lines starting with `*`, in text mode).
+async fn listen(cli: &Cli, room: &str, count: Option<u64>, timeout: Option<f64>) -> CliResult {
+    let mut s = crate::chat::open(cli).await?;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + std::time::Duration::from_secs_f64(t));
+    let mut seen = 0u64;
+    while count.is_none_or(|c| seen < c) {
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, s.down.message()).await {
+                Ok(m) => m,
+                Err(_) => break,
+            },
+            None => s.down.message().await,
+        };
+        let Some(frame) = next.map_err(status_line)? else { break };
+        let Some(pb::server_frame::Frame::Room(ev)) = frame.frame else { continue };
+        if !ev.room.eq_ignore_ascii_case(room) {
+            continue;
+        }
+        match ev.event {
+            Some(pb::room_event::Event::Entry(e)) => {
+                let out = EntryOut::from(e);
+                emit(cli.json, &out, || entry_line(&out));
+                seen += 1;
+            }
+            Some(pb::room_event::Event::Occupant(o)) if !cli.json => {
+                let show = o.presence.map(|p| p.show).unwrap_or_default();
+                println!("* {} ({}) is {show}", o.nick, o.jid);
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -222,6 +222,12 @@ pub struct Limits {
     /// Messages one user may send per second on average, and in a burst.
     pub sends_per_second: u32,
     pub send_burst: u32,
+    /// Messages one member may say in one room per second on average, and in a burst (counted
+    /// on each node the member says them through).
+    pub room_messages_per_second: u32,
+    pub room_message_burst: u32,
+    /// Rooms a tenant may have.
+    pub rooms_per_tenant: u32,
 }
 
 impl Default for Limits {
@@ -233,6 +239,9 @@ impl Default for Limits {
             stall_timeout_secs: 30,
             sends_per_second: 100,
             send_burst: 200,
+            room_messages_per_second: 20,
+            room_message_burst: 40,
+            rooms_per_tenant: 10_000,
         }
     }
 }
@@ -386,6 +395,10 @@ impl Config {
         }
         if !(1024..=16 << 20).contains(&x.max_stanza_bytes) {
             return Err("xmpp.max_stanza_bytes: must be 1024 to 16777216".into());
+        }
+        let l = &self.limits;
+        if l.room_messages_per_second == 0 || l.room_message_burst == 0 || l.rooms_per_tenant == 0 {
+            return Err("limits.room_messages_per_second, room_message_burst, rooms_per_tenant: must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
             return Err("traces.sample_ratio: must be 0 to 1".into());

@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use telex_actors::{Homes, Hub, RosterOp, RosterReply, Signal};
+use telex_actors::{Homes, Hub, RoomHub, RosterOp, RosterReply, Signal};
 use telex_proto::convert;
 use telex_proto::v1 as pb;
 use telex_proto::v1::actors_client::ActorsClient;
 use telex_proto::v1::actors_server::Actors;
 use telex_raft::Groups;
 use telex_types::roster::SubscriptionKind;
-use telex_types::{shard, TelexError, UserJid};
+use telex_types::occupancy::{RoomCall, RoomDelivery, RoomReply};
+use telex_types::room::RoomJid;
+use telex_types::{shard, wire, GroupId, TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
 /// A call to an actor on another node gives up after this long (the caller may retry).
@@ -30,7 +32,11 @@ impl ClusterHomes {
     }
 
     fn client(&self, node: u64, user: &UserJid) -> Result<ActorsClient<tonic::transport::Channel>, TelexError> {
-        let group = shard::shard_of(user, self.groups.shards());
+        self.client_via(node, shard::shard_of(user, self.groups.shards()))
+    }
+
+    /// A client for `node`, whose address is known from `group`'s members (or the meta group).
+    fn client_via(&self, node: u64, group: GroupId) -> Result<ActorsClient<tonic::transport::Channel>, TelexError> {
         let addr = self
             .groups
             .member_addr(group, node)
@@ -45,6 +51,43 @@ fn unreachable(node: u64, e: impl std::fmt::Display) -> TelexError {
 }
 
 impl Homes for ClusterHomes {
+    fn room_home(&self, room: &RoomJid) -> Option<u64> {
+        let leader = self.groups.leader_of(shard::shard_of_room(room, self.groups.shards()))?;
+        (leader != self.groups.node_id()).then_some(leader)
+    }
+
+    fn room_call(&self, node: u64, room: &RoomJid, call: RoomCall) -> BoxFuture<'static, Result<RoomReply, TelexError>> {
+        let client = self.client_via(node, shard::shard_of_room(room, self.groups.shards()));
+        let call = pb::RoomCallRequest { room: room.to_string(), call: wire::encode(&call) };
+        Box::pin(async move {
+            let mut client = client?;
+            let reply = tokio::time::timeout(CALL_TIMEOUT, client.room_call(call))
+                .await
+                .map_err(|_| unreachable(node, "timed out"))?
+                .map_err(|s| unreachable(node, s.message()))?;
+            match reply.into_inner().outcome {
+                Some(pb::room_call_reply::Outcome::Reply(bytes)) => wire::decode(&bytes),
+                Some(pb::room_call_reply::Outcome::Error(e)) => Err(convert::telex_error(e)),
+                None => Err(TelexError::internal("an empty room call reply")),
+            }
+        })
+    }
+
+    fn room_deliver(&self, node: u64, delivery: RoomDelivery) -> BoxFuture<'static, ()> {
+        let client = self.client_via(node, shard::shard_of_room(&delivery.room, self.groups.shards()));
+        let batch = pb::RoomDeliveryBatch { delivery: wire::encode(&delivery) };
+        Box::pin(async move {
+            let Ok(mut c) = client else {
+                metrics::counter!("telex_room_deliveries_failed_total").increment(1);
+                return;
+            };
+            if !matches!(tokio::time::timeout(CALL_TIMEOUT, c.room_deliver(batch)).await, Ok(Ok(_))) {
+                // The devices there miss these live and read the room's log to catch up.
+                metrics::counter!("telex_room_deliveries_failed_total").increment(1);
+            }
+        })
+    }
+
     fn signal(&self, node: u64, to: &UserJid, signal: Signal) -> BoxFuture<'static, ()> {
         let client = self.client(node, to);
         let call = pb::SignalCall {
@@ -111,12 +154,13 @@ impl Homes for ClusterHomes {
 /// The receiving side, on the node-to-node listener: runs the call on the actor here.
 pub struct ActorsService {
     hub: Hub,
+    rooms: RoomHub,
     groups: Arc<Groups>,
 }
 
 impl ActorsService {
-    pub fn new(hub: Hub, groups: Arc<Groups>) -> Self {
-        ActorsService { hub, groups }
+    pub fn new(hub: Hub, rooms: RoomHub, groups: Arc<Groups>) -> Self {
+        ActorsService { hub, rooms, groups }
     }
 }
 
@@ -143,6 +187,26 @@ impl Actors for ActorsService {
         let signal =
             Signal { from: UserJid::parse(&s.from).map_err(bad)?, from_device: s.from_device, payload: s.payload };
         self.hub.signal_here(&to, signal);
+        Ok(Response::new(pb::ActorAck {}))
+    }
+
+    async fn room_call(&self, r: Request<pb::RoomCallRequest>) -> Result<Response<pb::RoomCallReply>, Status> {
+        use pb::room_call_reply::Outcome;
+        self.groups.admit(r.peer_certs(), None)?;
+        let req = r.into_inner();
+        let room = RoomJid::parse(&req.room).map_err(bad)?;
+        let call: RoomCall = wire::decode(&req.call).map_err(bad)?;
+        let outcome = match self.rooms.call_here(&room, call).await {
+            Ok(reply) => Outcome::Reply(wire::encode(&reply)),
+            Err(e) => Outcome::Error(convert::error(&e)),
+        };
+        Ok(Response::new(pb::RoomCallReply { outcome: Some(outcome) }))
+    }
+
+    async fn room_deliver(&self, r: Request<pb::RoomDeliveryBatch>) -> Result<Response<pb::ActorAck>, Status> {
+        self.groups.admit(r.peer_certs(), None)?;
+        let delivery: RoomDelivery = wire::decode(&r.into_inner().delivery).map_err(bad)?;
+        self.hub.room_deliver_here(&delivery.room, Arc::new(delivery.events), &delivery.to);
         Ok(Response::new(pb::ActorAck {}))
     }
 

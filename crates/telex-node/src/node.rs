@@ -191,18 +191,28 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let messaging = Messaging::new(Arc::new(RaftLedger::new(groups.clone())), limits);
     // Changes committed through other nodes reach the actors here through their replicas.
     let hub = messaging.hub().clone();
+    let room_limits = telex_actors::RoomLimits {
+        messages_per_second: f64::from(l.room_messages_per_second),
+        burst: f64::from(l.room_message_burst),
+        rooms_per_tenant: l.rooms_per_tenant as usize,
+    };
+    let room_store = Arc::new(crate::rooms::RaftRooms::new(groups.clone()));
+    let room_hub = telex_actors::RoomHub::new(hub.clone(), room_store, room_limits);
+    let room_actors = room_hub.clone();
     groups.on_applied(move |change| match change {
         Applied::Archive(owner) => hub.notify(owner),
         Applied::Social(owner) => hub.social_changed(owner),
-        // Room actors fan out what they committed themselves; nothing waits on replicas yet.
-        Applied::Room(_) => {}
+        // The room's actor (where this node leads the room's shard) fans it out.
+        Applied::Room(room) => room_actors.appended(room),
+        Applied::RoomChanged(room) => room_actors.changed(room),
     });
     messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
     messaging.hub().set_homes(Box::new(crate::homes::ClusterHomes::new(groups.clone())));
     let directory = Arc::new(crate::directory::AccountsDirectory(accounts.clone()));
-    let core = telex_session::Core::new(messaging.clone(), directory, Arc::new(GrpcRemote::new(groups.clone())));
+    let core = telex_session::Core::new(messaging.clone(), directory, Arc::new(GrpcRemote::new(groups.clone())))
+        .with_rooms(room_hub.clone());
     let client = ClientServer::new(ClientService::new(accounts.clone(), core.clone()));
-    let rooms = Arc::new(telex_actors::Rooms::new(Arc::new(crate::rooms::RaftRooms::new(groups.clone()))));
+    let rooms = room_hub.rooms().clone();
     let rooms = telex_proto::v1::rooms_server::RoomsServer::new(telex_api::RoomsService::new(accounts.clone(), rooms));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client).add_service(rooms);
     tracker.spawn(serve_grpc("client", grpc, client_l, halt.clone()));
@@ -216,7 +226,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         builder = builder.tls_config(tls.server()).context("node_tls: the certificate or key is unusable")?;
     }
     let sessions = SessionsServer::new(SessionsService::new(groups.clone(), core.clone()));
-    let actors = ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), groups.clone()));
+    let actors = ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), room_hub.clone(), groups.clone()));
     let grpc = builder
         .add_service(health_service)
         .add_service(node)

@@ -117,6 +117,11 @@ impl RoomStore for RaftRooms {
         })
     }
 
+    fn position<'a>(&'a self, room: &'a RoomJid, server_id: &'a str) -> BoxFuture<'a, Result<Option<u64>, TelexError>> {
+        let query = Query::RoomPosition { room: room.clone(), server_id: server_id.to_string() };
+        Box::pin(self.groups.read(self.shard(room), query))
+    }
+
     fn cursor<'a>(
         &'a self,
         room: &'a RoomJid,

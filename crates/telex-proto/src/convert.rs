@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use telex_types::presence::DevicePresence;
 use telex_types::records::ArchivedMessage;
+use telex_types::room::{Affiliation, EntryKind, Occupant, Role, RoomEntry, RoomEvent, RoomJid};
 use telex_types::roster::{RosterItem, RosterOp, RosterReply, Subscription, SubscriptionKind};
 use telex_types::session::{ClientFrame, CutOff, Refused, SendMessage, Sent, ServerFrame};
 use telex_types::{ErrorCode, TelexError, UserJid};
@@ -204,6 +205,7 @@ pub fn server_frame(f: ServerFrame) -> pb::ServerFrame {
         }
         ServerFrame::Blocked { jid, blocked } => Frame::Blocked(pb::BlockPush { jid: jid.to_string(), blocked }),
         ServerFrame::Sent { client_id, result } => Frame::Sent(send_result(client_id, result)),
+        ServerFrame::Room { room, event } => Frame::Room(room_event(&room, event)),
     };
     pb::ServerFrame { frame: Some(frame) }
 }
@@ -234,7 +236,100 @@ pub fn from_server_frame(f: pb::ServerFrame) -> Result<Option<ServerFrame>, Tele
             let (client_id, result) = from_send_result(r);
             ServerFrame::Sent { client_id, result }
         }
+        Some(Frame::Room(r)) => {
+            let (room, event) = from_room_event(r)?;
+            ServerFrame::Room { room, event }
+        }
     }))
+}
+
+pub fn room_entry(position: u64, e: RoomEntry) -> pb::RoomEntry {
+    pb::RoomEntry {
+        position,
+        server_id: e.server_id,
+        kind: match e.kind {
+            EntryKind::Message => "message",
+            EntryKind::Subject => "subject",
+        }
+        .into(),
+        from: e.from.to_string(),
+        from_device: e.from_device,
+        nick: e.nick,
+        client_id: e.client_id,
+        body: e.body,
+        sent_at_ms: e.sent_at,
+        extras: e.extras,
+    }
+}
+
+pub fn from_room_entry(e: pb::RoomEntry) -> Result<(u64, RoomEntry), TelexError> {
+    let kind = match e.kind.as_str() {
+        "message" => EntryKind::Message,
+        "subject" => EntryKind::Subject,
+        other => return Err(TelexError::invalid(format!("unknown room entry kind {other:?}"))),
+    };
+    let entry = RoomEntry {
+        server_id: e.server_id,
+        kind,
+        from: jid(&e.from)?,
+        from_device: e.from_device,
+        nick: e.nick,
+        client_id: e.client_id,
+        body: e.body,
+        extras: e.extras,
+        sent_at: e.sent_at_ms,
+    };
+    Ok((e.position, entry))
+}
+
+fn role_of(s: &str) -> Result<Role, TelexError> {
+    Ok(match s {
+        "moderator" => Role::Moderator,
+        "participant" => Role::Participant,
+        "visitor" => Role::Visitor,
+        other => return Err(TelexError::invalid(format!("unknown room role {other:?}"))),
+    })
+}
+
+pub fn room_event(room: &RoomJid, event: RoomEvent) -> pb::RoomEvent {
+    use pb::room_event::Event;
+    let event = match event {
+        RoomEvent::Entry { position, entry } => Event::Entry(room_entry(position, entry)),
+        RoomEvent::Occupant { occupant: o, presence, removed } => Event::Occupant(pb::RoomOccupant {
+            removed,
+            affiliation: o.affiliation.map_or("none", |a| a.as_str()).to_string(),
+            role: o.role.as_str().to_string(),
+            jid: o.user.to_string(),
+            presence: Some(presence_update(&o.user, o.device.clone(), presence)),
+            nick: o.nick,
+            device: o.device,
+        }),
+    };
+    pb::RoomEvent { room: room.to_string(), event: Some(event) }
+}
+
+pub fn from_room_event(r: pb::RoomEvent) -> Result<(RoomJid, RoomEvent), TelexError> {
+    use pb::room_event::Event;
+    let room = RoomJid::parse(&r.room)?;
+    let event = match r.event {
+        Some(Event::Entry(e)) => {
+            let (position, entry) = from_room_entry(e)?;
+            RoomEvent::Entry { position, entry }
+        }
+        Some(Event::Occupant(o)) => {
+            let (_, _, presence) = from_presence_update(o.presence.clone().unwrap_or_default())?;
+            let occupant = Occupant {
+                user: jid(&o.jid)?,
+                affiliation: Affiliation::parse(&o.affiliation)?,
+                role: role_of(&o.role)?,
+                nick: o.nick,
+                device: o.device,
+            };
+            RoomEvent::Occupant { occupant, presence, removed: o.removed }
+        }
+        None => return Err(TelexError::invalid("a room event without an event")),
+    };
+    Ok((room, event))
 }
 
 pub fn session_end(c: &CutOff) -> pb::SessionEnd {

@@ -210,6 +210,8 @@ pub enum Applied {
     Social(UserJid),
     /// The room's log grew.
     Room(telex_types::room::RoomJid),
+    /// The room's record changed (created, configured, affiliations, destroyed).
+    RoomChanged(telex_types::room::RoomJid),
 }
 
 impl Groups {

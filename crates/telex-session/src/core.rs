@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use telex_actors::{HistoryQuery, Hub, Messaging, RosterOp, RosterReply};
+use telex_actors::{HistoryQuery, Hub, Messaging, RoomHub, RosterOp, RosterReply, Said, Say};
+use telex_types::occupancy::{RoomCall, RoomReply};
+use telex_types::room::{RoomEntry, RoomJid, RoomRecord};
 use telex_policy::{decide, Action};
 use telex_types::records::ArchivedMessage;
 use telex_types::{Domain, ErrorCode, TelexError, UserJid};
@@ -30,6 +32,8 @@ pub(crate) struct Inner {
     /// Where sessions ended by this node's drain are sent, in turn (none: nowhere named).
     redirects: std::sync::RwLock<Option<Redirects>>,
     next_redirect: std::sync::atomic::AtomicUsize,
+    /// Group chat (absent in some tests and fuzz targets: rooms are then unavailable).
+    rooms: std::sync::OnceLock<RoomHub>,
 }
 
 /// The nodes clients may be sent to now, asked at each cut-off (peers that start draining
@@ -64,7 +68,55 @@ impl Core {
             devices: Default::default(),
             redirects: Default::default(),
             next_redirect: Default::default(),
+            rooms: Default::default(),
         }))
+    }
+
+    /// Offers group chat through `rooms`.
+    pub fn with_rooms(self, rooms: RoomHub) -> Core {
+        let _ = self.0.rooms.set(rooms);
+        self
+    }
+
+    /// The rooms of this node (an error where group chat is not offered).
+    pub fn room_hub(&self) -> Result<&RoomHub, TelexError> {
+        self.0.rooms.get().ok_or_else(|| TelexError::unavailable("group chat is not offered by this server"))
+    }
+
+    /// A device's call on a room (entering, refreshing, leaving), wherever its actor runs.
+    pub async fn room_call(&self, room: &RoomJid, call: RoomCall) -> Result<RoomReply, TelexError> {
+        self.room_hub()?.call(room, call).await
+    }
+
+    /// Says something in a room; answered once it is in the room's log.
+    pub async fn room_say(&self, by: &UserJid, device: &str, room: &RoomJid, say: Say<'_>) -> Result<Said, TelexError> {
+        self.room_hub()?.rooms().say(by, device, room, say).await
+    }
+
+    /// Up to `limit` entries of the room's log after `after`, and its head.
+    pub async fn room_history(
+        &self,
+        by: &UserJid,
+        room: &RoomJid,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, RoomEntry)>, u64), TelexError> {
+        self.room_hub()?.rooms().history(by, room, after, limit).await
+    }
+
+    /// Where the entry with `server_id` is in the room's log.
+    pub async fn room_position(&self, by: &UserJid, room: &RoomJid, server_id: &str) -> Result<Option<u64>, TelexError> {
+        self.room_hub()?.rooms().position(by, room, server_id).await
+    }
+
+    /// A room as `by` may see it.
+    pub async fn room(&self, by: &UserJid, room: &RoomJid) -> Result<RoomRecord, TelexError> {
+        self.room_hub()?.rooms().get(by, room).await
+    }
+
+    /// The rooms of `by`'s tenant `by` may see.
+    pub async fn rooms(&self, by: &UserJid) -> Result<Vec<RoomRecord>, TelexError> {
+        self.room_hub()?.rooms().list(by).await
     }
 
     /// From now on, sessions this node ends because it is stopping are told to go to one of

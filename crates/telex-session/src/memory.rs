@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
-use telex_actors::{Ledger, Limits, Messaging};
+use telex_actors::{Ledger, Limits, Messaging, RoomHub, RoomLimits, RoomStore};
 use telex_sasl::scram::{self, Hash};
 use telex_types::records::{AccountRecord, ArchivedMessage, ScramKeys, TenantLimits};
+use telex_types::room::{RoomChange, RoomEntry, RoomJid, RoomRecord};
 use telex_types::roster::RosterItem;
-use telex_types::{Domain, TelexError, UserJid};
+use telex_types::{Domain, ErrorCode, TelexError, UserJid};
 
 use crate::ports::{Directory, Home, Remote, RemoteLink};
 use crate::Core;
@@ -23,12 +24,17 @@ struct State {
     rosters: HashMap<UserJid, BTreeMap<UserJid, RosterItem>>,
     blocked: HashMap<UserJid, BTreeSet<UserJid>>,
     vcards: HashMap<UserJid, String>,
+    rooms: BTreeMap<RoomJid, RoomRecord>,
+    /// Each room's log; a position is its index + 1, kept across a destroy (as in Raft).
+    room_logs: HashMap<RoomJid, Vec<RoomEntry>>,
+    room_cursors: HashMap<(RoomJid, UserJid, String), u64>,
+    memberships: BTreeMap<UserJid, BTreeSet<RoomJid>>,
 }
 
 /// Everything a single node keeps, in memory: implements the actors' `Ledger` and the core's
 /// `Directory`.
 #[derive(Clone, Default)]
-pub struct Memory(Arc<Mutex<State>>);
+pub struct Memory(Arc<Mutex<State>>, Arc<std::sync::OnceLock<RoomHub>>);
 
 impl Memory {
     fn state(&self) -> MutexGuard<'_, State> {
@@ -46,10 +52,23 @@ impl Memory {
         s.accounts.insert(jid.clone(), record);
     }
 
-    /// A core over this memory, serving every actor here.
+    /// A core over this memory, serving every actor (and room) here.
     pub fn core(&self, limits: Limits) -> Core {
         let messaging = Messaging::new(Arc::new(self.clone()), limits);
-        Core::new(messaging, Arc::new(self.clone()), Arc::new(SingleNode))
+        let rooms = RoomHub::new(messaging.hub().clone(), Arc::new(self.clone()), RoomLimits::default());
+        let _ = self.1.set(rooms.clone());
+        Core::new(messaging, Arc::new(self.clone()), Arc::new(SingleNode)).with_rooms(rooms)
+    }
+
+    /// What the room actor hears from storage (a node's replica applying a command).
+    fn room_changed(&self, room: &RoomJid, log: bool) {
+        if let Some(hub) = self.1.get() {
+            if log {
+                hub.appended(room);
+            } else {
+                hub.changed(room);
+            }
+        }
     }
 }
 
@@ -238,6 +257,135 @@ impl Directory for Memory {
             s.vcards.insert(owner.clone(), vcard);
         }
         ready(Ok(()))
+    }
+}
+
+impl RoomStore for Memory {
+    fn create(&self, mut record: RoomRecord) -> BoxFuture<'_, Result<(), TelexError>> {
+        let room = record.room.clone();
+        {
+            let mut s = self.state();
+            if s.rooms.contains_key(&room) {
+                return ready(Err(TelexError::new(ErrorCode::AlreadyExists, format!("room {room} exists"))));
+            }
+            record.log_start = s.room_logs.get(&room).map_or(0, Vec::len) as u64 + 1;
+            s.rooms.insert(room.clone(), record);
+        }
+        self.room_changed(&room, false);
+        ready(Ok(()))
+    }
+
+    fn change(&self, room: RoomJid, change: RoomChange) -> BoxFuture<'_, Result<(), TelexError>> {
+        {
+            let mut s = self.state();
+            let Some(r) = s.rooms.get_mut(&room) else {
+                return ready(Err(TelexError::not_found(format!("no room {room}"))));
+            };
+            match change {
+                RoomChange::Config(c) => r.config = c,
+                RoomChange::Affiliation { user, affiliation: Some(a) } => {
+                    r.affiliations.insert(user, a);
+                }
+                RoomChange::Affiliation { user, affiliation: None } => {
+                    r.affiliations.remove(&user);
+                }
+            }
+        }
+        self.room_changed(&room, false);
+        ready(Ok(()))
+    }
+
+    fn destroy(&self, room: RoomJid) -> BoxFuture<'_, Result<(), TelexError>> {
+        self.state().rooms.remove(&room);
+        self.room_changed(&room, false);
+        ready(Ok(()))
+    }
+
+    fn append(&self, room: RoomJid, entry: RoomEntry) -> BoxFuture<'_, Result<(u64, bool), TelexError>> {
+        let answer = {
+            let mut s = self.state();
+            if let RoomEntry { kind: telex_types::room::EntryKind::Subject, body, .. } = &entry {
+                if let Some(r) = s.rooms.get_mut(&room) {
+                    r.subject = body.clone();
+                }
+            }
+            let log = s.room_logs.entry(room.clone()).or_default();
+            match log.iter().position(|e| e.server_id == entry.server_id) {
+                Some(i) => (i as u64 + 1, true),
+                None => {
+                    log.push(entry);
+                    (log.len() as u64, false)
+                }
+            }
+        };
+        self.room_changed(&room, true);
+        ready(Ok(answer))
+    }
+
+    fn set_cursor(&self, room: RoomJid, user: UserJid, device: String, position: u64) -> BoxFuture<'_, Result<(), TelexError>> {
+        let mut s = self.state();
+        let c = s.room_cursors.entry((room, user, device)).or_default();
+        *c = (*c).max(position);
+        ready(Ok(()))
+    }
+
+    fn set_membership(&self, user: UserJid, room: RoomJid, member: bool) -> BoxFuture<'_, Result<(), TelexError>> {
+        let mut s = self.state();
+        let rooms = s.memberships.entry(user).or_default();
+        if member {
+            rooms.insert(room);
+        } else {
+            rooms.remove(&room);
+        }
+        ready(Ok(()))
+    }
+
+    fn record<'a>(&'a self, room: &'a RoomJid) -> BoxFuture<'a, Result<Option<RoomRecord>, TelexError>> {
+        ready(Ok(self.state().rooms.get(room).cloned()))
+    }
+
+    fn head<'a>(&'a self, room: &'a RoomJid) -> BoxFuture<'a, Result<u64, TelexError>> {
+        ready(Ok(self.state().room_logs.get(room).map_or(0, Vec::len) as u64))
+    }
+
+    fn range<'a>(
+        &'a self,
+        room: &'a RoomJid,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, RoomEntry)>, TelexError>> {
+        let s = self.state();
+        let Some(log) = s.room_logs.get(room) else { return ready(Ok(Vec::new())) };
+        let page = (from.max(1)..=to.min(log.len() as u64))
+            .take(limit)
+            .filter_map(|p| log.get(p as usize - 1).map(|e| (p, e.clone())))
+            .collect();
+        ready(Ok(page))
+    }
+
+    fn position<'a>(&'a self, room: &'a RoomJid, server_id: &'a str) -> BoxFuture<'a, Result<Option<u64>, TelexError>> {
+        let s = self.state();
+        let found = s.room_logs.get(room).and_then(|l| l.iter().position(|e| e.server_id == server_id));
+        ready(Ok(found.map(|i| i as u64 + 1)))
+    }
+
+    fn cursor<'a>(
+        &'a self,
+        room: &'a RoomJid,
+        user: &'a UserJid,
+        device: &'a str,
+    ) -> BoxFuture<'a, Result<u64, TelexError>> {
+        let key = (room.clone(), user.clone(), device.to_string());
+        ready(Ok(self.state().room_cursors.get(&key).copied().unwrap_or(0)))
+    }
+
+    fn memberships<'a>(&'a self, user: &'a UserJid) -> BoxFuture<'a, Result<Vec<RoomJid>, TelexError>> {
+        ready(Ok(self.state().memberships.get(user).map(|r| r.iter().cloned().collect()).unwrap_or_default()))
+    }
+
+    fn rooms<'a>(&'a self, tenant: &'a Domain) -> BoxFuture<'a, Result<Vec<RoomRecord>, TelexError>> {
+        ready(Ok(self.state().rooms.values().filter(|r| r.room.tenant() == tenant).cloned().collect()))
     }
 }
 

@@ -14,7 +14,7 @@ fn jid(s: &str) -> UserJid {
 
 fn core() -> (Memory, Core) {
     let memory = Memory::default();
-    for u in ["alice@x.example", "bob@x.example", "eve@y.example"] {
+    for u in ["alice@x.example", "bob@x.example", "carol@x.example", "eve@y.example"] {
         memory.add_user(&jid(u), "pw");
     }
     let core = memory.core(Limits::default());
@@ -162,4 +162,127 @@ async fn a_bad_device_name_is_refused_when_opening() {
     let (_m, core) = core();
     let err = core.open(jid("alice@x.example"), "bad\u{7}name", false).await.err().unwrap();
     assert!(err.message.contains("control characters"), "{}", err.message);
+}
+
+mod rooms {
+    use super::*;
+    use crate::Say;
+    use telex_types::occupancy::{HistoryLimit, RoomCall, RoomReply};
+    use telex_types::room::{Affiliation, RoomEvent, RoomJid};
+
+    fn room() -> RoomJid {
+        RoomJid::parse("team@conference.x.example").unwrap()
+    }
+
+    fn here() -> DevicePresence {
+        DevicePresence { show: Show::Available, status: String::new(), priority: 0, extras: String::new() }
+    }
+
+    fn enter(user: &str, device: &str, nick: &str) -> RoomCall {
+        RoomCall::Enter {
+            user: jid(user),
+            device: device.into(),
+            nick: nick.into(),
+            password: String::new(),
+            presence: here(),
+            history: HistoryLimit::default(),
+        }
+    }
+
+    /// The next room event (other frames skipped).
+    async fn event(s: &mut Session) -> RoomEvent {
+        loop {
+            if let ServerFrame::Room { event, .. } = next(s).await.unwrap() {
+                return event;
+            }
+        }
+    }
+
+    async fn entries(s: &mut Session, n: usize) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            if let RoomEvent::Entry { position, entry } = event(s).await {
+                out.push((position, entry.body));
+            }
+        }
+        out
+    }
+
+    fn say<'a>(id: &'a str, body: &'a str, entered: bool) -> Say<'a> {
+        Say { client_id: id, body, entered, ..Say::default() }
+    }
+
+    #[tokio::test]
+    async fn members_and_occupants_get_the_room_in_log_order() {
+        let (_m, core) = core();
+        // alice's XMPP-like device enters a room that does not exist: it is created, hers.
+        let mut a = core.open(jid("alice@x.example"), "phone", true).await.unwrap();
+        a.submit(available());
+        let reply = core.room_call(&room(), enter("alice@x.example", "phone", "Ann")).await.unwrap();
+        let RoomReply::Entered { created, fresh, you, others, .. } = reply else { panic!("{reply:?}") };
+        assert!(created && fresh && others.is_empty());
+        assert_eq!(you.affiliation, Some(Affiliation::Owner));
+        // bob is a native member: his device follows the room without entering it.
+        let rooms = core.room_hub().unwrap().rooms().clone();
+        rooms.join(&jid("bob@x.example"), &room()).await.unwrap();
+        let mut b = core.open(jid("bob@x.example"), "pc", false).await.unwrap();
+        for i in 0..5 {
+            let (ib, ia) = (format!("b{i}"), format!("a{i}"));
+            core.room_say(&jid("bob@x.example"), "pc", &room(), say(&ib, &ib, false)).await.unwrap();
+            core.room_say(&jid("alice@x.example"), "phone", &room(), say(&ia, &ia, true)).await.unwrap();
+        }
+        let want: Vec<(u64, String)> =
+            (0..5).flat_map(|i| [format!("b{i}"), format!("a{i}")]).enumerate().map(|(p, b)| (p as u64 + 1, b)).collect();
+        assert_eq!(entries(&mut a, 10).await, want);
+        assert_eq!(entries(&mut b, 10).await, want);
+        // A retry of a message is one entry.
+        let again = core.room_say(&jid("bob@x.example"), "pc", &room(), say("b0", "b0", false)).await.unwrap();
+        assert!(again.duplicate && again.position == 1);
+    }
+
+    #[tokio::test]
+    async fn entering_shows_history_and_a_ban_takes_an_occupant_out() {
+        let (_m, core) = core();
+        core.room_call(&room(), enter("alice@x.example", "phone", "Ann")).await.unwrap();
+        for i in 0..30 {
+            let id = format!("m{i}");
+            core.room_say(&jid("alice@x.example"), "phone", &room(), say(&id, &id, true)).await.unwrap();
+        }
+        let mut c = core.open(jid("carol@x.example"), "laptop", true).await.unwrap();
+        c.submit(available());
+        let reply = core.room_call(&room(), enter("carol@x.example", "laptop", "Cat")).await.unwrap();
+        let RoomReply::Entered { history, others, .. } = reply else { panic!("{reply:?}") };
+        // The room's default history_on_join (20), ending with the last message.
+        assert_eq!(history.len(), 20);
+        assert_eq!(history.last().map(|(p, e)| (*p, e.body.as_str())), Some((30, "m29")));
+        assert_eq!(others.len(), 1);
+        // A nickname someone else holds is refused; the same user may share its own.
+        let clash = core.room_call(&room(), enter("carol@x.example", "tablet", "Ann")).await.unwrap_err();
+        assert_eq!(clash.code, ErrorCode::AlreadyExists, "{clash:?}");
+        // The owner bans carol: her device is told it was taken out.
+        let rooms = core.room_hub().unwrap().rooms().clone();
+        rooms.set_affiliation(&jid("alice@x.example"), &room(), jid("carol@x.example"), Some(Affiliation::Outcast)).await.unwrap();
+        loop {
+            if let RoomEvent::Occupant { occupant, presence: None, removed: true } = event(&mut c).await {
+                assert_eq!(occupant.nick, "Cat");
+                assert_eq!(occupant.affiliation, Some(Affiliation::Outcast));
+                break;
+            }
+        }
+        let back = core.room_call(&room(), enter("carol@x.example", "laptop", "Cat")).await.unwrap_err();
+        assert_eq!(back.code, ErrorCode::PermissionDenied, "{back:?}");
+        // And nothing she says is stored.
+        let said = core.room_say(&jid("carol@x.example"), "laptop", &room(), say("x", "x", true)).await;
+        assert!(said.is_err());
+        let (_, head) = core.room_history(&jid("alice@x.example"), &room(), 0, 1).await.unwrap();
+        assert_eq!(head, 30);
+    }
+
+    #[tokio::test]
+    async fn rooms_are_invisible_to_other_tenants() {
+        let (_m, core) = core();
+        core.room_call(&room(), enter("alice@x.example", "phone", "Ann")).await.unwrap();
+        let e = core.room_call(&room(), enter("eve@y.example", "pc", "Eve")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
+    }
 }

@@ -411,3 +411,132 @@ fn an_xmpp_sender_loses_no_handled_message_when_the_leader_is_killed() {
     assert!(figures.promise_kept(), "{figures}");
     assert!(figures.acked > 20, "too few messages to mean anything: {figures}");
 }
+
+/// Two slixmpp occupants and a native member (the room's owner, through the CLI) in one room:
+/// the XMPP clients get the history on entering, everyone sees one order of the live messages
+/// (theirs and the native member's, interleaved), and that order is the room's log.
+fn room_with_xmpp_and_native_members(nodes: &[Telexd]) {
+    let (first, last) = (&nodes[0], &nodes[nodes.len() - 1]);
+    for n in ["alice", "bob", "carol"] {
+        first.cli(&["user", "add", &format!("{n}@localhost"), "--password", "pw"]).success();
+    }
+    let carol = |node: &Telexd, args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat());
+    const ROOM: &str = "team@conference.localhost";
+    carol(last, &["room", "create", ROOM, "--name", "Team"]).success();
+    for i in 0..3 {
+        carol(last, &["room", "say", ROOM, &format!("before-{i}")]).success();
+    }
+    let (n, native) = (10, 5);
+    let total = (2 * n + native).to_string();
+    // carol's device follows the room live (a native member's session gets its messages).
+    let listener = Command::new(telex_testkit::bin("telex"))
+        .args(["--server", &last.addrs.client.to_string(), "--user", "carol@localhost", "--password", "pw", "--json"])
+        .args(["room", "listen", ROOM, "--count", &total, "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("xmpp/scenarios.py");
+    let bob_node = &nodes[1.min(nodes.len() - 1)];
+    let mut py = Command::new(python())
+        .arg(script)
+        .arg("muc")
+        .args(["--port", &first.addrs.xmpp.port().to_string(), "--bob-port", &bob_node.addrs.xmpp.port().to_string()])
+        .args(["--count", &n.to_string(), "--count-before", "3", "--count-native", &native.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once both are in, carol says her part while they say theirs.
+    let mut stdout = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        seen.push_str(&line);
+        if read == 0 || line.starts_with("JOINED") {
+            break;
+        }
+    }
+    assert!(seen.contains("JOINED"), "the XMPP clients did not enter the room:\n{seen}\n{}", tail(&first.log_text(), 40));
+    for i in 0..native {
+        carol(last, &["room", "say", ROOM, &format!("carol-{i}")]).success();
+    }
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let status = py.wait().unwrap();
+    let mut err = String::new();
+    py.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let out = format!("{seen}{rest}");
+    assert!(
+        status.success() && out.contains("OK muc"),
+        "scenario muc failed:\n{out}\n{err}\nserver log tail:\n{}",
+        tail(&first.log_text(), 40)
+    );
+    let order: Vec<String> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ORDER "))
+        .expect("the scenario prints the order it saw")
+        .split('|')
+        .map(str::to_string)
+        .collect();
+    assert_eq!(order.len(), 2 * n + native, "{order:?}");
+    // carol's native device saw the same order live...
+    let heard = listener.wait_with_output().unwrap();
+    let live: Vec<String> = String::from_utf8_lossy(&heard.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(live, order, "carol's device saw another order; stderr: {}", String::from_utf8_lossy(&heard.stderr));
+    // ...and it is the room's log, after the history.
+    let log = carol(first, &["--json", "room", "history", ROOM, "--limit", "100"]).success();
+    let logged: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&log)
+        .unwrap()
+        .iter()
+        .map(|v| v["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(logged[..3], ["before-0", "before-1", "before-2"]);
+    assert_eq!(logged[3..], order[..]);
+    for node in nodes {
+        healthy(node);
+    }
+}
+
+#[test]
+fn slixmpp_occupants_and_a_native_member_see_one_room_order() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    room_with_xmpp_and_native_members(std::slice::from_ref(&node));
+}
+
+#[test]
+fn a_room_spans_the_nodes_of_a_cluster() {
+    // alice on node 1, bob on node 2, carol (native) on node 3; the room's shard is led by one
+    // of them, so its fan-out reaches the others over the node-to-node API.
+    let (_dirs, nodes) = telex_testkit::cluster::three_nodes(&[]);
+    room_with_xmpp_and_native_members(&nodes);
+}
+
+#[test]
+fn each_room_refusal_has_its_xep_0045_condition() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "carol"]);
+    let carol = |args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat()).success();
+    carol(&["room", "create", "secret@conference.localhost", "--members-only"]);
+    carol(&["room", "create", "banned@conference.localhost"]);
+    carol(&["room", "ban", "banned@conference.localhost", "alice@localhost"]);
+    carol(&["room", "create", "locked@conference.localhost", "--room-password", "s3"]);
+    carol(&["room", "create", "team@conference.localhost"]);
+    carol(&["room", "create", "quiet@conference.localhost", "--moderated"]);
+    let out = scenario(&node, "muc_refusals", &[]);
+    assert_ok(&out, "muc_refusals", &node);
+    // Nothing a refusal touched was stored.
+    let log = carol(&["--json", "room", "history", "team@conference.localhost"]);
+    assert_eq!(log.trim(), "[]", "{log}");
+    let log = carol(&["--json", "room", "history", "quiet@conference.localhost"]);
+    assert_eq!(log.trim(), "[]", "{log}");
+    healthy(&node);
+}

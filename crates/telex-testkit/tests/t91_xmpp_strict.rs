@@ -106,6 +106,26 @@ fn aioxmpp_inactive_client_gets_messages_but_not_presence() {
     assert_eq!(http_get(node.addrs.http, "/healthz").map(|(c, _)| c), Some(200));
 }
 
+#[test]
+fn aioxmpp_occupants_share_a_native_members_room() {
+    let (_tmp, node) = node();
+    node.cli(&["user", "add", "carol@localhost", "--password", "pw"]).success();
+    let carol = |args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat()).success();
+    carol(&["room", "create", "team@conference.localhost"]);
+    carol(&["room", "say", "team@conference.localhost", "before-0"]);
+    carol(&["room", "say", "team@conference.localhost", "before-1"]);
+    assert_ok(&node, "muc");
+    // What the aioxmpp clients said is the room's log, in the order they saw.
+    let log = carol(&["--json", "room", "history", "team@conference.localhost"]);
+    let bodies: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&log)
+        .unwrap()
+        .iter()
+        .map(|v| v["body"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(bodies.len(), 12, "{bodies:?}");
+    assert_eq!(bodies[..2], ["before-0", "before-1"]);
+}
+
 /// go-sendxmpp (Debian's package), a Go client: installed on first use.
 fn go_sendxmpp() -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/go-sendxmpp.sh");
@@ -137,4 +157,32 @@ fn go_sendxmpp_logs_in_over_starttls_and_its_message_is_stored() {
     );
     let history = node.cli(&["history", "--user", "bob@localhost", "--password", "pw", "--with", "alice@localhost"]);
     assert!(history.success().contains("hello from go"), "go-sendxmpp's message is in bob's archive");
+}
+
+#[test]
+fn go_sendxmpp_says_something_in_a_room() {
+    let (_tmp, node) = node();
+    node.cli(&["room", "create", "team@conference.localhost", "--user", "bob@localhost", "--password", "pw"]).success();
+    let server = format!("127.0.0.1:{}", node.addrs.xmpp.port());
+    let mut child = Command::new(go_sendxmpp())
+        .args(["-u", "alice@localhost", "-p", "pw", "-j", &server, "-n", "--timeout", "20"])
+        .args(["-c", "team@conference.localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start go-sendxmpp");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello room from go\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "go-sendxmpp failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        tail(&node.log_text(), 30)
+    );
+    let history =
+        node.cli(&["room", "history", "team@conference.localhost", "--user", "bob@localhost", "--password", "pw"]);
+    assert!(history.success().contains("hello room from go"), "go-sendxmpp's message is in the room's log");
 }

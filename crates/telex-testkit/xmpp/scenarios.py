@@ -287,6 +287,142 @@ async def talk(args):
     print("OK talk", flush=True)
 
 
+class MucClient(Client):
+    """A client that keeps every groupchat message and occupant presence of its rooms."""
+
+    def __init__(self, jid, password, **kw):
+        super().__init__(jid, password, **kw)
+        self.register_plugin("xep_0045")
+        self.live = []
+        self.occupants = []
+        self.add_event_handler("groupchat_message", self._groupchat)
+        self.add_event_handler("groupchat_presence", lambda p: self.occupants.append((p["from"].resource, p["type"])))
+        self.errors = []
+        self.add_event_handler("groupchat_message_error", lambda m: self.errors.append(m["error"]["condition"]))
+
+    def _groupchat(self, msg):
+        if msg["body"] and not msg.get_plugin("delay", check=True):
+            self.live.append((msg["from"].resource, msg["body"], msg["stanza_id"]["id"], msg["id"]))
+
+
+async def muc(args):
+    """Two slixmpp users in a room a native user created: history on entering, one order for
+    everyone, stanza ids, a nickname clash, disco, MAM on the room, self-ping, leaving."""
+    room = f"{args.room}@conference.{args.domain}"
+    a = MucClient(f"alice@{args.domain}/laptop", "pw")
+    b = MucClient(f"bob@{args.domain}/phone", "pw")
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.bob_port or args.port)
+    muc_a, muc_b = a["xep_0045"], b["xep_0045"]
+
+    items = await a["xep_0030"].get_items(jid=f"conference.{args.domain}")
+    jids = [str(i[0]) for i in items["disco_items"]["items"]]
+    if room not in jids:
+        fail(f"disco#items of the room service lists {jids}, not {room}")
+    info = await a["xep_0030"].get_info(jid=room)
+    if "http://jabber.org/protocol/muc" not in info["disco_info"]["features"]:
+        fail(f"the room's disco#info has no MUC feature: {info['disco_info']['features']}")
+
+    pres, subject, occupants, history = await muc_a.join_muc_wait(room, "Alice", maxstanzas=10, timeout=TIMEOUT)
+    if "110" not in [str(c) for c in pres["muc"]["status_codes"]]:
+        fail(f"alice's own presence lacks status 110: {pres}")
+    shown = [m["body"] for m in history]
+    want = [f"before-{i}" for i in range(args.count_before)]
+    if shown != want:
+        fail(f"alice was shown the history {shown}, expected {want}")
+    await muc_b.join_muc_wait(room, "Bob", maxstanzas=0, timeout=TIMEOUT)
+    await until("alice to see bob enter", lambda: ("Bob", "available") in a.occupants)
+    print("JOINED", flush=True)
+
+    # A nickname another user holds is refused with <conflict/>.
+    try:
+        await b["xep_0045"].join_muc_wait(room.replace(args.room, args.room), "Alice", timeout=TIMEOUT)
+        fail("bob entered under alice's nickname")
+    except slixmpp.exceptions.PresenceError as e:
+        if e.condition != "conflict":
+            fail(f"a nickname clash was answered {e.condition}, not conflict")
+
+    n = args.count
+    for i in range(n):
+        a.send_message(mto=room, mbody=f"alice-{i}", mtype="groupchat")
+        b.send_message(mto=room, mbody=f"bob-{i}", mtype="groupchat")
+    total = 2 * n + args.count_native
+    await until(f"{total} live messages at alice", lambda: len(a.live) >= total, 40)
+    await until(f"{total} live messages at bob", lambda: len(b.live) >= total, 40)
+    order_a = [m[1] for m in a.live]
+    order_b = [m[1] for m in b.live]
+    if order_a != order_b:
+        fail(f"alice and bob saw different orders:\n{order_a}\n{order_b}")
+    for who, live in (("alice", a.live), ("bob", b.live)):
+        for nick, body, sid, _ in live:
+            if not sid:
+                fail(f"{who} got {body} without a stanza id")
+        mine = [m[1] for m in live if m[1].startswith(who)]
+        if mine != [f"{who}-{i}" for i in range(n)]:
+            fail(f"{who}'s own messages came back as {mine}")
+    if a.errors or b.errors:
+        fail(f"groupchat errors: {a.errors} {b.errors}")
+
+    # MAM on the room: the whole log in the same order.
+    archived = []
+    async for m in a["xep_0313"].iterate(jid=slixmpp.JID(room), total=1000, rsm={"max": 7}):
+        archived.append(m["mam_result"]["forwarded"]["stanza"]["body"])
+    if archived[-len(order_a):] != order_a or archived[:len(want)] != want:
+        fail(f"the room's archive reads {archived}")
+
+    # XEP-0410: each is still in the room; a nickname it does not hold is not it.
+    await a["xep_0199"].ping(jid=f"{room}/Alice", timeout=TIMEOUT)
+    try:
+        await a["xep_0199"].ping(jid=f"{room}/Nobody", timeout=TIMEOUT)
+        fail("a self-ping under a nickname alice does not hold succeeded")
+    except IqError as e:
+        if e.condition != "not-acceptable":
+            fail(f"self-ping as a stranger answered {e.condition}")
+
+    muc_b.leave_muc(room, "Bob")
+    await until("alice to see bob leave", lambda: ("Bob", "unavailable") in a.occupants)
+    print("ORDER " + "|".join(order_a), flush=True)
+    a.disconnect()
+    b.disconnect()
+    print("OK muc", flush=True)
+
+
+async def muc_refusals(args):
+    """Each way into a room or a word in it that XEP-0045 refuses, with its condition."""
+    d = args.domain
+    a = MucClient(f"alice@{d}/laptop", "pw")
+    await a.start(args.host, args.port)
+    m = a["xep_0045"]
+
+    async def refused(room, condition, **kw):
+        try:
+            await m.join_muc_wait(f"{room}@conference.{d}", "Alice", timeout=TIMEOUT, **kw)
+        except slixmpp.exceptions.PresenceError as e:
+            if e.condition != condition:
+                fail(f"entering {room} was refused with {e.condition}, not {condition}")
+            return
+        fail(f"alice entered {room}, which should refuse her with {condition}")
+
+    await refused("secret", "registration-required")
+    await refused("banned", "forbidden")
+    await refused("locked", "not-authorized")
+    await refused("locked", "not-authorized", password="wrong")
+    await m.join_muc_wait(f"locked@conference.{d}", "Alice", password="s3", timeout=TIMEOUT)
+
+    # Speaking in a room one has not entered, and as a visitor of a moderated room.
+    a.send_message(mto=f"team@conference.{d}", mbody="not in", mtype="groupchat")
+    await until("an error for a message to a room alice is not in", lambda: len(a.errors) >= 1)
+    if a.errors[0] != "not-acceptable":
+        fail(f"a message from a non-occupant was answered {a.errors[0]}")
+    await m.join_muc_wait(f"quiet@conference.{d}", "Alice", timeout=TIMEOUT)
+    a.send_message(mto=f"quiet@conference.{d}", mbody="visitor", mtype="groupchat")
+    await until("an error for a visitor's message", lambda: len(a.errors) >= 2)
+    if a.errors[1] != "forbidden":
+        fail(f"a visitor's message was answered {a.errors[1]}")
+    a.disconnect()
+    print("OK muc_refusals", flush=True)
+
+
 class Ws:
     """XMPP over WebSocket (RFC 7395): aiohttp's WebSocket and slixmpp's SASL; slixmpp itself
     has no WebSocket transport, so the framing exchange is scripted here."""
@@ -369,10 +505,14 @@ def main():
     p.add_argument("--peer", default="bob")
     p.add_argument("--send", default="hello")
     p.add_argument("--expect", default="")
+    p.add_argument("--room", default="team")
+    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--count-before", type=int, default=0)
+    p.add_argument("--count-native", type=int, default=0)
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
-    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket}
+    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals}
     asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
 
 

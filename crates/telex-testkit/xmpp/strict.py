@@ -298,6 +298,48 @@ async def csi(args):
     print("OK csi", flush=True)
 
 
+async def muc(args):
+    """aioxmpp's MUC client in a room a native user created: it enters (history, then live),
+    says things, and alice and bob see one order, each message with the room's stanza id."""
+    import aioxmpp.muc
+    import aioxmpp.muc.xso
+    room_jid = aioxmpp.JID.fromstr(f"team@conference.{args.domain}")
+    peers = [Peer(args, "alice", "muc"), Peer(args, "bob", "muc")]
+    async with peers[0] as a, peers[1] as b:
+        rooms, history, live = [], [[], []], [[], []]
+        for i, p in enumerate((a, b)):
+            client = p.client.summon(aioxmpp.MUCClient)
+            room, fut = client.join(room_jid, ["Alice", "Bob"][i], history=aioxmpp.muc.xso.History(maxstanzas=10))
+
+            def got(msg, member, source, i=i, **kw):
+                if not msg.body:
+                    return
+                (history if msg.xep0203_delay else live)[i].append(msg.body.any())
+
+            room.on_message.connect(got)
+            await asyncio.wait_for(fut, TIMEOUT)
+            rooms.append(room)
+        if history[0] != ["before-0", "before-1"]:
+            fail(f"alice was shown the history {history[0]}")
+        if sorted(str(m.nick) for m in rooms[0].members) != ["Alice", "Bob"]:
+            fail(f"alice sees the occupants {[m.nick for m in rooms[0].members]}")
+        for n in range(5):
+            for i, room in enumerate(rooms):
+                msg = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT)
+                msg.body[None] = f"{['alice', 'bob'][i]}-{n}"
+                await room.send_message(msg)
+        await until("ten live messages at alice and bob", lambda: len(live[0]) >= 10 and len(live[1]) >= 10)
+        if live[0] != live[1]:
+            fail(f"alice and bob saw different orders: {live[0]} {live[1]}")
+        for who in ("alice", "bob"):
+            if [m for m in live[0] if m.startswith(who)] != [f"{who}-{n}" for n in range(5)]:
+                fail(f"{who}'s messages came back as {live[0]}")
+        await rooms[1].leave()
+        await until("alice to see bob leave", lambda: len(list(rooms[0].members)) == 1)
+        print("ORDER " + "|".join(live[0]), flush=True)
+    print("OK muc", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -314,6 +356,7 @@ def main():
         "resources": resources,
         "rosterver": rosterver,
         "csi": csi,
+        "muc": muc,
     }
     asyncio.run(asyncio.wait_for(scenarios[args.scenario](args), 90))
 

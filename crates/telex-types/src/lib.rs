@@ -6,6 +6,7 @@
 pub mod command;
 pub mod error;
 pub mod jid;
+pub mod occupancy;
 pub mod presence;
 pub mod records;
 pub mod room;

@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::presence::DevicePresence;
 use crate::{Domain, TelexError, UnixMillis, UserJid};
 
 /// The label in front of a tenant's domain that names its room service.
@@ -229,6 +230,46 @@ impl RoomRecord {
     pub fn members(&self) -> impl Iterator<Item = (&UserJid, Affiliation)> {
         self.affiliations.iter().filter(|(_, a)| **a != Affiliation::Outcast).map(|(u, a)| (u, *a))
     }
+}
+
+/// An occupant's role for this visit (XEP-0045 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Moderator,
+    Participant,
+    Visitor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Moderator => "moderator",
+            Role::Participant => "participant",
+            Role::Visitor => "visitor",
+        }
+    }
+}
+
+/// Someone in a room: one device of a user, under a nickname (several devices of one user may
+/// share a nickname).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Occupant {
+    pub nick: String,
+    pub user: UserJid,
+    pub device: String,
+    pub affiliation: Option<Affiliation>,
+    pub role: Role,
+}
+
+/// What a room tells the devices in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomEvent {
+    /// An entry of the room's log, in log order.
+    Entry { position: u64, entry: RoomEntry },
+    /// An occupant entered or changed its presence; `None`: it left, or with `removed`, the
+    /// room took it out (banned, no longer a member of a members-only room, the room
+    /// destroyed): then its own device is told too.
+    Occupant { occupant: Occupant, presence: Option<DevicePresence>, removed: bool },
 }
 
 /// A change to a room's record.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::presence::DevicePresence;
 use crate::records::ArchivedMessage;
+use crate::room::{RoomEvent, RoomJid};
 use crate::roster::RosterItem;
 use crate::{ErrorCode, TelexError, UserJid};
 
@@ -117,6 +118,9 @@ pub enum ServerFrame {
     Blocked { jid: UserJid, blocked: bool },
     /// The outcome of a send, by its client id.
     Sent { client_id: String, result: Result<Sent, Refused> },
+    /// Something happened in a room the device is in (a native member's device is in all of
+    /// its user's rooms; an XMPP device in those it entered).
+    Room { room: RoomJid, event: RoomEvent },
 }
 
 /// Why the server ended a session. Adapters map each to their protocol's condition; nothing

@@ -215,9 +215,11 @@ pub fn disco_info(for_account: bool) -> Element {
     el("query", &[("xmlns", ns::DISCO_INFO)], children)
 }
 
-/// `<query xmlns='...disco#items'/>` with no items (no components yet).
-pub fn disco_items() -> Element {
-    el("query", &[("xmlns", ns::DISCO_ITEMS)], vec![])
+/// `<query xmlns='...disco#items'/>` listing these services (the server's: its room service;
+/// an account's: none).
+pub fn disco_items(services: &[String]) -> Element {
+    let items = services.iter().map(|s| Node::Element(el("item", &[("jid", s)], vec![]))).collect();
+    el("query", &[("xmlns", ns::DISCO_ITEMS)], items)
 }
 
 /// The XEP-0191 block list.

@@ -19,6 +19,7 @@ mod auth;
 mod conn;
 pub mod errors;
 pub mod iq;
+pub mod muc;
 mod listener;
 pub mod ns;
 mod resume;

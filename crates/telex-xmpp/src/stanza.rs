@@ -23,6 +23,8 @@ pub enum Inbound {
     Iq { id: String, request: Request },
     /// A subscription stanza (`subscribe`, `subscribed`, `unsubscribe`, `unsubscribed`) to `to`.
     Subscription { to: String, kind: Subscription },
+    /// A presence or message stanza to a room (`conference.<domain>`).
+    Room(crate::muc::ToRoom),
     /// A stanza the gateway answers with an error of this condition (and text).
     Refuse { stanza: Element, condition: &'static str, text: String },
     /// Nothing to do (an iq result or error, a body-less message with nothing to pass on, a
@@ -36,6 +38,10 @@ pub enum Subscription {
     Subscribed,
     Unsubscribe,
     Unsubscribed,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The bare part of a JID (everything before the first `/`).
@@ -60,7 +66,10 @@ fn full(user: &UserJid, device: &str) -> String {
 /// Maps one stanza from the client. `next_id` names messages that came without an id (the id
 /// is the client message id: a retry with the same id stores nothing twice).
 pub fn inbound(stanza: &Element, next_id: impl FnOnce() -> String) -> Inbound {
+    let to_room = stanza.attr("to").is_some_and(crate::muc::is_room_address);
     match stanza.name.as_str() {
+        "message" if to_room => Inbound::Room(crate::muc::message(stanza, next_id)),
+        "presence" if to_room => Inbound::Room(crate::muc::presence(stanza, now_ms())),
         "message" => message(stanza, next_id),
         "presence" => presence(stanza),
         "iq" => iq(stanza),
@@ -83,8 +92,8 @@ fn message(m: &Element, next_id: impl FnOnce() -> String) -> Inbound {
     if m.attr("type") == Some("groupchat") {
         return Inbound::Refuse {
             stanza: m.clone(),
-            condition: "feature-not-implemented",
-            text: "group chat is not offered here yet".into(),
+            condition: "bad-request",
+            text: "groupchat messages go to a room (room@conference.<domain>)".into(),
         };
     }
     let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
@@ -344,6 +353,8 @@ pub fn outbound(frame: ServerFrame, v: &Viewer<'_>) -> Option<Element> {
             Some(el("message", &[("to", v.me), ("id", &client_id), ("type", "error")], vec![Node::Element(error)]))
         }
         ServerFrame::Sent { .. } => None,
+        // Room events are the session's to render: it knows the rooms it is in.
+        ServerFrame::Room { .. } => None,
         ServerFrame::Signal { from, from_device, payload } => {
             // A stanza another device passed on (XMPP or not): only a well-formed message or
             // presence goes out, with the addresses set here.

@@ -69,6 +69,10 @@ impl Xmpp {
                 let user = s.jid.clone();
                 self.subscription(&user, &to, kind).await;
             }
+            Inbound::Room(r) => {
+                self.room_stanza(wire, s, &e, r).await;
+                s.inbound.done();
+            }
             Inbound::Refuse { stanza, condition, text } => {
                 s.inbound.done();
                 let reply = error_reply(&stanza, &s.full, &s.bare, kind_of(condition), condition, &text);
@@ -148,6 +152,9 @@ impl Xmpp {
                 return self.vcard_get(e, &s.jid.clone(), &me, id, other).await;
             }
         }
+        if to.is_some_and(crate::muc::is_room_address) {
+            return self.room_iq(wire, s, e, id, req).await;
+        }
         if !to_server && !to_account {
             let text = "requests are not routed to other users";
             return error_reply(e, &me, &account, "cancel", "service-unavailable", text);
@@ -189,7 +196,10 @@ impl Xmpp {
                 Err(err) => fail(err),
             },
             Request::DiscoInfo => ok(Some(iq::disco_info(to_account))),
-            Request::DiscoItems => ok(Some(iq::disco_items())),
+            Request::DiscoItems => {
+                let services = if to_account { vec![] } else { vec![telex_types::room::service_of(s.jid.domain())] };
+                ok(Some(iq::disco_items(&services)))
+            }
             Request::Ping => ok(None),
             Request::Carbons { enable } => {
                 s.carbons = enable;

@@ -4,6 +4,7 @@
 
 mod handlers;
 mod negotiate;
+mod rooms;
 mod session;
 
 use std::sync::Arc;

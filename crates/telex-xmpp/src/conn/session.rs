@@ -74,6 +74,9 @@ pub struct Session {
     /// XEP-0352: the client is inactive; presence waits in `held`, chat states are dropped.
     pub(crate) inactive: bool,
     held: Vec<(String, Element)>,
+    /// The rooms this device is in (XEP-0045), and when it next tells them it still is.
+    pub(crate) rooms: super::rooms::Rooms,
+    pub(crate) rooms_refresh_at: tokio::time::Instant,
 }
 
 impl Drop for Session {
@@ -121,6 +124,8 @@ impl Session {
             blocklist_fetched: false,
             inactive: false,
             held: Vec::new(),
+            rooms: Default::default(),
+            rooms_refresh_at: tokio::time::Instant::now() + telex_session::REFRESH_EVERY,
         }
     }
 
@@ -182,6 +187,10 @@ impl Session {
             Some(Err(why)) => return Err(End::Error(stream_condition(&why), why.to_string())),
             None => return Err(stream_error("undefined-condition", "the session ended")),
         };
+        if matches!(frame, ServerFrame::Room { .. }) {
+            let me = self.full.clone();
+            return Ok(super::rooms::event_stanza(&mut self.rooms, &me, frame).map(|st| self.record(&st, None)));
+        }
         let position = match &frame {
             ServerFrame::Message { position, .. } => Some(*position),
             ServerFrame::Sent { client_id, result } => {
@@ -377,8 +386,10 @@ impl Xmpp {
                 End::Quiet
             }
             Flow::End(end) => {
-                // Whoever got directed presence learns the device is gone (RFC 6121 §4.6.3).
+                // Whoever got directed presence learns the device is gone (RFC 6121 §4.6.3),
+                // and so do the rooms it was in.
                 s.unavailable_to_directed();
+                self.leave_rooms(&mut s);
                 end
             }
         }
@@ -390,6 +401,11 @@ impl Xmpp {
             let step = tokio::select! {
                 _ = sleep_until(s.retry_at), if s.retry_at.is_some() => {
                     s.retry();
+                    Ok(())
+                }
+                _ = tokio::time::sleep_until(s.rooms_refresh_at), if !s.rooms.is_empty() => {
+                    s.rooms_refresh_at = tokio::time::Instant::now() + telex_session::REFRESH_EVERY;
+                    self.refresh_rooms(wire, s).await;
                     Ok(())
                 }
                 ev = wire.read(), if s.ready_for_input() => match ev {
