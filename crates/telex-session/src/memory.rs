@@ -140,8 +140,7 @@ impl Ledger for Memory {
         limit: usize,
         newest_first: bool,
     ) -> Result<Vec<u64>, TelexError> {
-        let all: Vec<u64> = self
-            .range(owner, from, to, usize::MAX)?
+        let all: Vec<u64> = Ledger::range(self, owner, from, to, usize::MAX)?
             .into_iter()
             .filter(|(_, m)| &m.from == peer || &m.to == peer)
             .map(|(p, _)| p)
