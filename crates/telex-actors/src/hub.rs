@@ -82,7 +82,8 @@ pub trait Homes: Send + Sync {
     /// The node leading the room's shard (where its actor runs) when it is not this one.
     fn room_home(&self, room: &RoomJid) -> Option<u64>;
     /// Runs a device's call on the room's actor on `node`.
-    fn room_call(&self, node: u64, room: &RoomJid, call: RoomCall) -> BoxFuture<'static, Result<RoomReply, TelexError>>;
+    fn room_call(&self, node: u64, room: &RoomJid, call: RoomCall)
+        -> BoxFuture<'static, Result<RoomReply, TelexError>>;
     /// Hands a batch of a room's events to `node`, for the recipients whose actors it holds.
     fn room_deliver(&self, node: u64, delivery: RoomDelivery) -> BoxFuture<'static, ()>;
 }

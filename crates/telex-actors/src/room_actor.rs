@@ -299,7 +299,10 @@ impl RoomActor {
                     }
                     // Not known here (the room's leader moved, or it timed out): in again,
                     // without history.
-                    _ => self.enter(user, device, nick, String::new(), presence, None).await.map(|_| RoomReply::Refreshed),
+                    _ => self
+                        .enter(user, device, nick, String::new(), presence, None)
+                        .await
+                        .map(|_| RoomReply::Refreshed),
                 }
             }
             RoomCall::Leave { user, device } => {
@@ -339,9 +342,19 @@ impl RoomActor {
         let Some(record) = self.record().await?.cloned() else { return Err(Refusal::NoSuchRoom.to_error()) };
         let key = (user.clone(), device.clone());
         let already = self.occupants.get(&key).map(|p| p.occupant.nick.clone());
-        let nicks: BTreeMap<String, UserJid> =
-            self.occupants.iter().filter(|(k, _)| **k != key).map(|(_, p)| (p.occupant.nick.clone(), p.occupant.user.clone())).collect();
-        let users = self.occupants.keys().filter(|(u, _)| *u != user).map(|(u, _)| u).collect::<std::collections::BTreeSet<_>>().len();
+        let nicks: BTreeMap<String, UserJid> = self
+            .occupants
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, p)| (p.occupant.nick.clone(), p.occupant.user.clone()))
+            .collect();
+        let users = self
+            .occupants
+            .keys()
+            .filter(|(u, _)| *u != user)
+            .map(|(u, _)| u)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
         // A refresh and a presence change do not ask for the password again.
         let password = if history.is_none() || already.is_some() { record.config.password.as_str() } else { &password };
         let role = muc::may_enter(&record, &user, &nick, password, &nicks, users).map_err(|r| r.to_error())?;
@@ -353,7 +366,8 @@ impl RoomActor {
         }
         let fresh = self.occupants.get(&key).is_none();
         let occupant = Occupant { nick, user, device, affiliation: record.affiliation(&key.0), role };
-        self.occupants.insert(key, Present { occupant: occupant.clone(), presence: presence.clone(), seen: Instant::now() });
+        self.occupants
+            .insert(key, Present { occupant: occupant.clone(), presence: presence.clone(), seen: Instant::now() });
         self.pending.push(RoomEvent::Occupant { occupant: occupant.clone(), presence: Some(presence), removed: false });
         self.grouped_at = None;
         let others = self
@@ -480,7 +494,10 @@ impl RoomActor {
 
     /// Groups the room's members and occupants by the node holding their actor.
     async fn regroup(&mut self) -> Result<(), TelexError> {
-        if self.grouped_at.is_some_and(|t| t.elapsed() < REGROUP_EVERY) && !self.record_stale && self.departed.is_empty() {
+        if self.grouped_at.is_some_and(|t| t.elapsed() < REGROUP_EVERY)
+            && !self.record_stale
+            && self.departed.is_empty()
+        {
             return Ok(());
         }
         let record = self.record().await?.cloned();
@@ -489,9 +506,11 @@ impl RoomActor {
             by_user.insert(user.clone(), Recipient { user: user.clone(), devices: Vec::new(), members: true });
         }
         for (user, device) in self.occupants.keys().chain(self.departed.iter()) {
-            let r = by_user
-                .entry(user.clone())
-                .or_insert_with(|| Recipient { user: user.clone(), devices: Vec::new(), members: false });
+            let r = by_user.entry(user.clone()).or_insert_with(|| Recipient {
+                user: user.clone(),
+                devices: Vec::new(),
+                members: false,
+            });
             r.devices.push(device.clone());
         }
         let hub = &self.hubs.0.hub;

@@ -146,7 +146,12 @@ impl rooms_server::Rooms for RoomsService {
         let q = r.into_inner();
         let said = self
             .rooms
-            .say(&p.jid, &p.device, &room(&q.room)?, Say { client_id: &q.client_id, body: &q.body, subject: q.subject, ..Say::default() })
+            .say(
+                &p.jid,
+                &p.device,
+                &room(&q.room)?,
+                Say { client_id: &q.client_id, body: &q.body, subject: q.subject, ..Say::default() },
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SayResponse {
@@ -161,10 +166,7 @@ impl rooms_server::Rooms for RoomsService {
         let q = r.into_inner();
         let (page, head) =
             self.rooms.history(&me, &room(&q.room)?, q.after, q.limit as usize).await.map_err(to_status)?;
-        let entries = page
-            .into_iter()
-            .map(|(position, e)| telex_proto::convert::room_entry(position, e))
-            .collect();
+        let entries = page.into_iter().map(|(position, e)| telex_proto::convert::room_entry(position, e)).collect();
         Ok(Response::new(pb::RoomHistoryResponse { entries, head }))
     }
 

@@ -257,11 +257,7 @@ pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
         RoomCmd::History { room, after, limit } => {
             let req = pb::RoomHistoryRequest { room: room.clone(), after: *after, limit: *limit };
             let r = c.history(authed(req, &token)?).await.map_err(status_line)?.into_inner();
-            let out: Vec<EntryOut> = r
-                .entries
-                .into_iter()
-                .map(EntryOut::from)
-                .collect();
+            let out: Vec<EntryOut> = r.entries.into_iter().map(EntryOut::from).collect();
             emit(cli.json, &out, || out.iter().map(entry_line).collect::<Vec<_>>().join("\n"));
         }
         RoomCmd::Invite { room, jid } => {
@@ -301,7 +297,12 @@ pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
             show(c.configure(authed(req, &token)?).await.map_err(status_line)?.into_inner());
         }
         RoomCmd::Join { room } => {
-            show(c.join(authed(pb::JoinRoomRequest { room: room.clone() }, &token)?).await.map_err(status_line)?.into_inner());
+            show(
+                c.join(authed(pb::JoinRoomRequest { room: room.clone() }, &token)?)
+                    .await
+                    .map_err(status_line)?
+                    .into_inner(),
+            );
         }
         RoomCmd::Leave { room } => {
             c.leave(authed(pb::LeaveRoomRequest { room: room.clone() }, &token)?).await.map_err(status_line)?;

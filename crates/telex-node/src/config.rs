@@ -398,7 +398,9 @@ impl Config {
         }
         let l = &self.limits;
         if l.room_messages_per_second == 0 || l.room_message_burst == 0 || l.rooms_per_tenant == 0 {
-            return Err("limits.room_messages_per_second, room_message_burst, rooms_per_tenant: must be at least 1".into());
+            return Err(
+                "limits.room_messages_per_second, room_message_burst, rooms_per_tenant: must be at least 1".into()
+            );
         }
         if !(0.0..=1.0).contains(&self.traces.sample_ratio) {
             return Err("traces.sample_ratio: must be 0 to 1".into());

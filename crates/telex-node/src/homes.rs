@@ -13,9 +13,9 @@ use telex_proto::v1 as pb;
 use telex_proto::v1::actors_client::ActorsClient;
 use telex_proto::v1::actors_server::Actors;
 use telex_raft::Groups;
-use telex_types::roster::SubscriptionKind;
 use telex_types::occupancy::{RoomCall, RoomDelivery, RoomReply};
 use telex_types::room::RoomJid;
+use telex_types::roster::SubscriptionKind;
 use telex_types::{shard, wire, GroupId, TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
@@ -56,7 +56,12 @@ impl Homes for ClusterHomes {
         (leader != self.groups.node_id()).then_some(leader)
     }
 
-    fn room_call(&self, node: u64, room: &RoomJid, call: RoomCall) -> BoxFuture<'static, Result<RoomReply, TelexError>> {
+    fn room_call(
+        &self,
+        node: u64,
+        room: &RoomJid,
+        call: RoomCall,
+    ) -> BoxFuture<'static, Result<RoomReply, TelexError>> {
         let client = self.client_via(node, shard::shard_of_room(room, self.groups.shards()));
         let call = pb::RoomCallRequest { room: room.to_string(), call: wire::encode(&call) };
         Box::pin(async move {

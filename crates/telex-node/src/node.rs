@@ -226,7 +226,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         builder = builder.tls_config(tls.server()).context("node_tls: the certificate or key is unusable")?;
     }
     let sessions = SessionsServer::new(SessionsService::new(groups.clone(), core.clone()));
-    let actors = ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), room_hub.clone(), groups.clone()));
+    let actors =
+        ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), room_hub.clone(), groups.clone()));
     let grpc = builder
         .add_service(health_service)
         .add_service(node)

@@ -120,7 +120,9 @@ fn changes(cmd: &Command, out: &mut Vec<Applied>) {
         Command::AppendArchive { owner, .. } => out.push(Applied::Archive(owner.clone())),
         Command::AppendRoom { room, .. } => out.push(Applied::Room(room.clone())),
         Command::CreateRoom(record) => out.push(Applied::RoomChanged(record.room.clone())),
-        Command::ChangeRoom { room, .. } | Command::DestroyRoom { room } => out.push(Applied::RoomChanged(room.clone())),
+        Command::ChangeRoom { room, .. } | Command::DestroyRoom { room } => {
+            out.push(Applied::RoomChanged(room.clone()))
+        }
         Command::RosterPut { owner, .. } | Command::RosterDelete { owner, .. } | Command::SetBlocked { owner, .. } => {
             out.push(Applied::Social(owner.clone()))
         }

@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use telex_actors::{HistoryQuery, Hub, Messaging, RoomHub, RosterOp, RosterReply, Said, Say};
-use telex_types::occupancy::{RoomCall, RoomReply};
-use telex_types::room::{RoomEntry, RoomJid, RoomRecord};
 use telex_policy::{decide, Action};
+use telex_types::occupancy::{RoomCall, RoomReply};
 use telex_types::records::ArchivedMessage;
+use telex_types::room::{RoomEntry, RoomJid, RoomRecord};
 use telex_types::{Domain, ErrorCode, TelexError, UserJid};
 
 use crate::ports::{Directory, Home, Remote};
@@ -105,7 +105,12 @@ impl Core {
     }
 
     /// Where the entry with `server_id` is in the room's log.
-    pub async fn room_position(&self, by: &UserJid, room: &RoomJid, server_id: &str) -> Result<Option<u64>, TelexError> {
+    pub async fn room_position(
+        &self,
+        by: &UserJid,
+        room: &RoomJid,
+        server_id: &str,
+    ) -> Result<Option<u64>, TelexError> {
         self.room_hub()?.rooms().position(by, room, server_id).await
     }
 

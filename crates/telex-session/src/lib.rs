@@ -24,9 +24,10 @@ mod tests;
 pub use crate::core::{device_name, Core, Redirect, Redirects, MAX_DEVICE_BYTES};
 pub use ports::{Directory, Home, Remote, RemoteEvent, RemoteLink};
 pub use session::{Session, SENDS_IN_FLIGHT};
-pub use telex_actors::{
-    HistoryQuery, Hub, Limits, Messaging, RoomHub, RosterOp, RosterReply, Said, Say, SessionInfo, OCCUPANT_TTL, REFRESH_EVERY,
-};
 pub use telex_actors::muc;
+pub use telex_actors::{
+    HistoryQuery, Hub, Limits, Messaging, RoomHub, RosterOp, RosterReply, Said, Say, SessionInfo, OCCUPANT_TTL,
+    REFRESH_EVERY,
+};
 pub use telex_sasl::scram::Hash;
 pub use telex_types::session::{ClientFrame, CutOff, Refused, SendMessage, Sent, ServerFrame};

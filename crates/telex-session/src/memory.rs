@@ -321,7 +321,13 @@ impl RoomStore for Memory {
         ready(Ok(answer))
     }
 
-    fn set_cursor(&self, room: RoomJid, user: UserJid, device: String, position: u64) -> BoxFuture<'_, Result<(), TelexError>> {
+    fn set_cursor(
+        &self,
+        room: RoomJid,
+        user: UserJid,
+        device: String,
+        position: u64,
+    ) -> BoxFuture<'_, Result<(), TelexError>> {
         let mut s = self.state();
         let c = s.room_cursors.entry((room, user, device)).or_default();
         *c = (*c).max(position);

@@ -231,8 +231,11 @@ mod rooms {
             core.room_say(&jid("bob@x.example"), "pc", &room(), say(&ib, &ib, false)).await.unwrap();
             core.room_say(&jid("alice@x.example"), "phone", &room(), say(&ia, &ia, true)).await.unwrap();
         }
-        let want: Vec<(u64, String)> =
-            (0..5).flat_map(|i| [format!("b{i}"), format!("a{i}")]).enumerate().map(|(p, b)| (p as u64 + 1, b)).collect();
+        let want: Vec<(u64, String)> = (0..5)
+            .flat_map(|i| [format!("b{i}"), format!("a{i}")])
+            .enumerate()
+            .map(|(p, b)| (p as u64 + 1, b))
+            .collect();
         assert_eq!(entries(&mut a, 10).await, want);
         assert_eq!(entries(&mut b, 10).await, want);
         // A retry of a message is one entry.
@@ -261,7 +264,10 @@ mod rooms {
         assert_eq!(clash.code, ErrorCode::AlreadyExists, "{clash:?}");
         // The owner bans carol: her device is told it was taken out.
         let rooms = core.room_hub().unwrap().rooms().clone();
-        rooms.set_affiliation(&jid("alice@x.example"), &room(), jid("carol@x.example"), Some(Affiliation::Outcast)).await.unwrap();
+        rooms
+            .set_affiliation(&jid("alice@x.example"), &room(), jid("carol@x.example"), Some(Affiliation::Outcast))
+            .await
+            .unwrap();
         loop {
             if let RoomEvent::Occupant { occupant, presence: None, removed: true } = event(&mut c).await {
                 assert_eq!(occupant.nick, "Cat");

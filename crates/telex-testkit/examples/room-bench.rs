@@ -107,7 +107,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let owner = login(&urls[0], &jid(0), "pw", "owner").await;
     let rooms = RoomsClient::connect(urls[0].clone()).await?;
-    let mut config = pb::RoomConfig { public: true, persistent: true, max_members: args.members as u32, ..Default::default() };
+    let mut config =
+        pb::RoomConfig { public: true, persistent: true, max_members: args.members as u32, ..Default::default() };
     config.invite = "members".into();
     config.anonymity = "semi".into();
     config.history_on_join = 20;

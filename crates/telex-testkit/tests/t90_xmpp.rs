@@ -420,7 +420,8 @@ fn room_with_xmpp_and_native_members(nodes: &[Telexd]) {
     for n in ["alice", "bob", "carol"] {
         first.cli(&["user", "add", &format!("{n}@localhost"), "--password", "pw"]).success();
     }
-    let carol = |node: &Telexd, args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat());
+    let carol =
+        |node: &Telexd, args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat());
     const ROOM: &str = "team@conference.localhost";
     carol(last, &["room", "create", ROOM, "--name", "Team"]).success();
     for i in 0..3 {
@@ -459,7 +460,11 @@ fn room_with_xmpp_and_native_members(nodes: &[Telexd]) {
             break;
         }
     }
-    assert!(seen.contains("JOINED"), "the XMPP clients did not enter the room:\n{seen}\n{}", tail(&first.log_text(), 40));
+    assert!(
+        seen.contains("JOINED"),
+        "the XMPP clients did not enter the room:\n{seen}\n{}",
+        tail(&first.log_text(), 40)
+    );
     for i in 0..native {
         carol(last, &["room", "say", ROOM, &format!("carol-{i}")]).success();
     }
@@ -524,7 +529,8 @@ fn each_room_refusal_has_its_xep_0045_condition() {
     let (_tmp, dir) = data_dir();
     let node = Telexd::start(&dir, &["--shards", "8"]);
     users(&node, &["alice", "carol"]);
-    let carol = |args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat()).success();
+    let carol =
+        |args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat()).success();
     carol(&["room", "create", "secret@conference.localhost", "--members-only"]);
     carol(&["room", "create", "banned@conference.localhost"]);
     carol(&["room", "ban", "banned@conference.localhost", "alice@localhost"]);

@@ -110,7 +110,8 @@ fn aioxmpp_inactive_client_gets_messages_but_not_presence() {
 fn aioxmpp_occupants_share_a_native_members_room() {
     let (_tmp, node) = node();
     node.cli(&["user", "add", "carol@localhost", "--password", "pw"]).success();
-    let carol = |args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat()).success();
+    let carol =
+        |args: &[&str]| node.cli(&[args, &["--user", "carol@localhost", "--password", "pw"]].concat()).success();
     carol(&["room", "create", "team@conference.localhost"]);
     carol(&["room", "say", "team@conference.localhost", "before-0"]);
     carol(&["room", "say", "team@conference.localhost", "before-1"]);

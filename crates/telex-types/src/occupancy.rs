@@ -31,8 +31,16 @@ pub enum RoomCall {
     },
     /// The device is still in the room (its session says so periodically: occupancy is soft
     /// state, lost with the room's leader and rebuilt from these).
-    Refresh { user: UserJid, device: String, nick: String, presence: DevicePresence },
-    Leave { user: UserJid, device: String },
+    Refresh {
+        user: UserJid,
+        device: String,
+        nick: String,
+        presence: DevicePresence,
+    },
+    Leave {
+        user: UserJid,
+        device: String,
+    },
 }
 
 impl RoomCall {
@@ -58,7 +66,9 @@ pub enum RoomReply {
         subject: String,
     },
     /// Out of the room (`you`: as whom it was in, if it was).
-    Left { you: Option<Occupant> },
+    Left {
+        you: Option<Occupant>,
+    },
     Refreshed,
 }
 

@@ -2,10 +2,10 @@
 //! stanzas a room sends (occupant presence, groupchat messages, history, the subject, disco).
 //! Pure: the connection carries the requests to the room's actor through the core.
 
+use telex_session::muc::Refusal;
 use telex_types::occupancy::HistoryLimit;
 use telex_types::presence::DevicePresence;
 use telex_types::room::{self, Affiliation, Anonymity, EntryKind, Occupant, RoomEntry, RoomJid, RoomRecord};
-use telex_session::muc::Refusal;
 use telex_types::{ErrorCode, TelexError};
 
 use crate::iq::{format_time, parse_time};
@@ -30,13 +30,30 @@ pub const NON_ANONYMOUS: &str = "100";
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToRoom {
     /// Presence to `room/nick`: enter, or change presence (or nickname) when in.
-    Enter { room: RoomJid, nick: String, password: String, history: HistoryLimit, presence: DevicePresence },
+    Enter {
+        room: RoomJid,
+        nick: String,
+        password: String,
+        history: HistoryLimit,
+        presence: DevicePresence,
+    },
     /// Unavailable presence to the room.
-    Leave { room: RoomJid },
+    Leave {
+        room: RoomJid,
+    },
     /// A groupchat message (a body, or a subject).
-    Say { room: RoomJid, client_id: String, body: String, subject: Option<String>, extras: String },
+    Say {
+        room: RoomJid,
+        client_id: String,
+        body: String,
+        subject: Option<String>,
+        extras: String,
+    },
     /// A stanza the room answers with an error (condition, text).
-    Refuse { condition: &'static str, text: String },
+    Refuse {
+        condition: &'static str,
+        text: String,
+    },
     Ignore,
 }
 
@@ -66,7 +83,12 @@ pub fn presence(p: &Element, now_ms: u64) -> ToRoom {
     let nick = match room::check_nick(resource(to)) {
         Ok(n) => n,
         // XEP-0045 §7.2.1: entering without a nickname.
-        Err(e) => return ToRoom::Refuse { condition: "jid-malformed", text: format!("a room nickname is needed: {}", e.message) },
+        Err(e) => {
+            return ToRoom::Refuse {
+                condition: "jid-malformed",
+                text: format!("a room nickname is needed: {}", e.message),
+            }
+        }
     };
     let x = p.elements().find(|e| e.name == "x" && e.attr("xmlns") == Some(MUC));
     let password = x.and_then(|x| x.child("password")).map(Element::text).unwrap_or_default();
@@ -75,7 +97,12 @@ pub fn presence(p: &Element, now_ms: u64) -> ToRoom {
     let show = match show.trim() {
         "" => "available",
         s @ ("chat" | "away" | "xa" | "dnd") => s,
-        other => return ToRoom::Refuse { condition: "bad-request", text: format!("<show>{other}</show> is not chat, away, xa or dnd") },
+        other => {
+            return ToRoom::Refuse {
+                condition: "bad-request",
+                text: format!("<show>{other}</show> is not chat, away, xa or dnd"),
+            }
+        }
     };
     let status = p.child("status").map(Element::text).unwrap_or_default();
     match DevicePresence::from_parts(show, status, 0, String::new()) {
@@ -119,10 +146,16 @@ pub fn message(m: &Element, next_id: impl FnOnce() -> String) -> ToRoom {
             };
         }
         // Mediated invitations and the like come later; say so rather than drop them.
-        return ToRoom::Refuse { condition: "feature-not-implemented", text: "only groupchat messages go to a room".into() };
+        return ToRoom::Refuse {
+            condition: "feature-not-implemented",
+            text: "only groupchat messages go to a room".into(),
+        };
     }
     if !resource(to).is_empty() {
-        return ToRoom::Refuse { condition: "bad-request", text: "a groupchat message goes to the room, not to an occupant".into() };
+        return ToRoom::Refuse {
+            condition: "bad-request",
+            text: "a groupchat message goes to the room, not to an occupant".into(),
+        };
     }
     let subject = m.child("subject").map(Element::text);
     let body = m.child("body").map(Element::text).unwrap_or_default();
@@ -194,10 +227,18 @@ pub fn groupchat(room: &RoomJid, entry: &RoomEntry, to: &str, delayed: bool) -> 
         EntryKind::Message => vec![text_el("body", &entry.body)],
         EntryKind::Subject => vec![text_el("subject", &entry.body)],
     };
-    children.push(Node::Element(el("stanza-id", &[("xmlns", ns::STANZA_ID), ("id", &entry.server_id), ("by", &room_s)], vec![])));
+    children.push(Node::Element(el(
+        "stanza-id",
+        &[("xmlns", ns::STANZA_ID), ("id", &entry.server_id), ("by", &room_s)],
+        vec![],
+    )));
     if delayed {
         let stamp = format_time(entry.sent_at);
-        children.push(Node::Element(el("delay", &[("xmlns", ns::DELAY), ("stamp", &stamp), ("from", &room_s)], vec![])));
+        children.push(Node::Element(el(
+            "delay",
+            &[("xmlns", ns::DELAY), ("stamp", &stamp), ("from", &room_s)],
+            vec![],
+        )));
     }
     children.extend(extras(&entry.extras));
     el("message", &[("from", &from), ("to", to), ("type", "groupchat"), ("id", &entry.client_id)], children)
@@ -293,7 +334,10 @@ pub fn condition(e: &TelexError) -> (&'static str, &'static str) {
     if e.message.starts_with("not allowed: ") {
         return Refusal::NotAllowed(String::new()).condition();
     }
-    known.iter().find(|r| r.to_string() == e.message).map_or_else(|| crate::errors::condition(e.code), Refusal::condition)
+    known
+        .iter()
+        .find(|r| r.to_string() == e.message)
+        .map_or_else(|| crate::errors::condition(e.code), Refusal::condition)
 }
 
 /// A presence error from the room (`from` the address the client used).

@@ -82,8 +82,7 @@ impl Xmpp {
         let device = s.device.device().to_string();
         match r {
             ToRoom::Enter { room, nick, password, history, presence } => {
-                let call =
-                    RoomCall::Enter { user, device, nick, password, presence: presence.clone(), history };
+                let call = RoomCall::Enter { user, device, nick, password, presence: presence.clone(), history };
                 match self.room_call(&room, call).await {
                     Ok(RoomReply::Entered { others, you, fresh, created, history, subject }) => {
                         let real = you.role == Role::Moderator;
@@ -118,14 +117,14 @@ impl Xmpp {
             }
             ToRoom::Leave { room } => {
                 let was = s.rooms.remove(&room);
-                let you = match self.room_call(&room, RoomCall::Leave { user: user.clone(), device: device.clone() }).await {
-                    Ok(RoomReply::Left { you }) => you,
-                    _ => None,
-                };
+                let you =
+                    match self.room_call(&room, RoomCall::Leave { user: user.clone(), device: device.clone() }).await {
+                        Ok(RoomReply::Left { you }) => you,
+                        _ => None,
+                    };
                 // The client hears it left even if the room had lost track of it.
-                let you = you.or_else(|| {
-                    was.map(|w| Occupant { nick: w.nick, user, device, affiliation: None, role: w.role })
-                });
+                let you = you
+                    .or_else(|| was.map(|w| Occupant { nick: w.nick, user, device, affiliation: None, role: w.role }));
                 if let Some(you) = you {
                     let me = s.full.clone();
                     s.emit(wire, &muc::occupant_presence(&room, &you, None, &me, true, &[muc::SELF]));
@@ -139,7 +138,14 @@ impl Xmpp {
                     return;
                 };
                 let text = subject.as_deref().unwrap_or(&body);
-                let say = Say { client_id: &client_id, body: text, subject: subject.is_some(), nick: &nick, extras: &extras, entered: true };
+                let say = Say {
+                    client_id: &client_id,
+                    body: text,
+                    subject: subject.is_some(),
+                    nick: &nick,
+                    extras: &extras,
+                    entered: true,
+                };
                 let mut attempt = 0;
                 let said = loop {
                     match self.core.room_say(&s.jid, &device, &room, say).await {
@@ -217,7 +223,14 @@ impl Xmpp {
     }
 
     /// An iq to the room service, a room or an occupant.
-    pub(super) async fn room_iq(&self, wire: &mut Wire, s: &mut Session, e: &Element, id: &str, req: Request) -> Element {
+    pub(super) async fn room_iq(
+        &self,
+        wire: &mut Wire,
+        s: &mut Session,
+        e: &Element,
+        id: &str,
+        req: Request,
+    ) -> Element {
         let (me, account) = (s.full.clone(), s.bare.clone());
         let to = e.attr("to").unwrap_or_default().to_string();
         let ok = |payload: Option<Element>| iq::result(id, &to, &me, payload);
@@ -238,7 +251,14 @@ impl Xmpp {
                     Err(err) => fail(&err),
                 },
                 Request::Ping => ok(None),
-                _ => error_reply(e, &me, &account, "cancel", "feature-not-implemented", "the room service answers disco and ping"),
+                _ => error_reply(
+                    e,
+                    &me,
+                    &account,
+                    "cancel",
+                    "feature-not-implemented",
+                    "the room service answers disco and ping",
+                ),
             };
         }
         let room = match RoomJid::parse(bare(&to)) {
@@ -250,10 +270,22 @@ impl Xmpp {
             // XEP-0410: a client asks whether it is still in the room.
             return match req {
                 Request::Ping if s.rooms.get(&room).is_some_and(|r| r.nick == nick) => ok(None),
-                Request::Ping => {
-                    error_reply(e, &me, &account, "cancel", "not-acceptable", "you are not in this room under that nickname")
-                }
-                _ => error_reply(e, &me, &account, "cancel", "feature-not-implemented", "requests are not passed to occupants"),
+                Request::Ping => error_reply(
+                    e,
+                    &me,
+                    &account,
+                    "cancel",
+                    "not-acceptable",
+                    "you are not in this room under that nickname",
+                ),
+                _ => error_reply(
+                    e,
+                    &me,
+                    &account,
+                    "cancel",
+                    "feature-not-implemented",
+                    "requests are not passed to occupants",
+                ),
             };
         }
         match req {
@@ -270,7 +302,15 @@ impl Xmpp {
     }
 
     /// XEP-0313 on a room's log: forward from the start or after an id, or the last page.
-    async fn room_mam(&self, wire: &mut Wire, s: &mut Session, e: &Element, id: &str, room: &RoomJid, q: MamQuery) -> Element {
+    async fn room_mam(
+        &self,
+        wire: &mut Wire,
+        s: &mut Session,
+        e: &Element,
+        id: &str,
+        room: &RoomJid,
+        q: MamQuery,
+    ) -> Element {
         let (me, account) = (s.full.clone(), s.bare.clone());
         let fail = |err: &TelexError| {
             let (condition, kind) = muc::condition(err);
@@ -281,11 +321,11 @@ impl Xmpp {
         let position_of = |sid: String| {
             let user = user.clone();
             async move {
-            match self.core.room_position(&user, room, &sid).await {
-                Ok(Some(p)) => Ok(p),
-                Ok(None) => Err(TelexError::not_found(format!("no message {sid} in this room"))),
-                Err(err) => Err(err),
-            }
+                match self.core.room_position(&user, room, &sid).await {
+                    Ok(Some(p)) => Ok(p),
+                    Ok(None) => Err(TelexError::not_found(format!("no message {sid} in this room"))),
+                    Err(err) => Err(err),
+                }
             }
         };
         let (_, head) = match self.core.room_history(&s.jid, room, u64::MAX, 1).await {
