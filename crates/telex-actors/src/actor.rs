@@ -371,7 +371,7 @@ impl UserActor {
     fn room(&mut self, room: &RoomJid, events: &[RoomEvent], devices: &[String], members: bool) {
         for (device, s) in self.sessions.iter_mut() {
             let listed = devices.iter().any(|d| d == device);
-            if !(listed || (members && s.member_rooms)) || s.hold && !listed {
+            if !(listed || (members && s.member_rooms)) {
                 continue;
             }
             for event in events {

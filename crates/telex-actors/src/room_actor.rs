@@ -42,7 +42,7 @@ const MAILBOX: usize = 4096;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 enum Cmd {
-    Call(RoomCall, oneshot::Sender<Result<RoomReply, TelexError>>),
+    Call(Box<RoomCall>, oneshot::Sender<Result<RoomReply, TelexError>>),
     /// The log grew (a hint: the actor reads the head).
     Appended,
     /// The record changed (configuration, affiliations), or the room was created or destroyed.
@@ -89,7 +89,7 @@ impl RoomHub {
         }
         let (reply, answer) = oneshot::channel();
         self.actor(room)
-            .send(Cmd::Call(call, reply))
+            .send(Cmd::Call(Box::new(call), reply))
             .await
             .map_err(|_| TelexError::unavailable("the room's actor is restarting; retry"))?;
         answer.await.unwrap_or_else(|_| Err(TelexError::unavailable("the room's actor stopped; retry")))
@@ -224,7 +224,7 @@ impl RoomActor {
                 self.grouped_at = None;
             }
         }
-        self.occupants.len() > 0 || self.last_activity.elapsed() < IDLE
+        !self.occupants.is_empty() || self.last_activity.elapsed() < IDLE
     }
 
     async fn handle(&mut self, cmd: Cmd) {
@@ -236,7 +236,7 @@ impl RoomActor {
                 self.grouped_at = None;
             }
             Cmd::Call(call, reply) => {
-                let answer = self.call(call).await;
+                let answer = self.call(*call).await;
                 let _ = reply.send(answer);
             }
         }
@@ -364,7 +364,7 @@ impl RoomActor {
                 self.pending.push(RoomEvent::Occupant { occupant: p.occupant, presence: None, removed: false });
             }
         }
-        let fresh = self.occupants.get(&key).is_none();
+        let fresh = !self.occupants.contains_key(&key);
         let occupant = Occupant { nick, user, device, affiliation: record.affiliation(&key.0), role };
         self.occupants
             .insert(key, Present { occupant: occupant.clone(), presence: presence.clone(), seen: Instant::now() });

@@ -63,8 +63,9 @@ pub fn is_room_address(to: &str) -> bool {
     room::service_tenant(domain).is_some()
 }
 
-fn room_of(to: &str) -> Result<RoomJid, ToRoom> {
-    RoomJid::parse(bare(to)).map_err(|e| ToRoom::Refuse { condition: "item-not-found", text: e.message })
+/// The room `to` names, or the refusal for an address that is not one.
+fn room_of(to: &str) -> Result<RoomJid, Box<ToRoom>> {
+    RoomJid::parse(bare(to)).map_err(|e| Box::new(ToRoom::Refuse { condition: "item-not-found", text: e.message }))
 }
 
 /// A presence stanza to a room address.
@@ -72,7 +73,7 @@ pub fn presence(p: &Element, now_ms: u64) -> ToRoom {
     let Some(to) = p.attr("to") else { return ToRoom::Ignore };
     let room = match room_of(to) {
         Ok(r) => r,
-        Err(refuse) => return refuse,
+        Err(refuse) => return *refuse,
     };
     match p.attr("type") {
         Some("unavailable") => return ToRoom::Leave { room },
@@ -136,7 +137,7 @@ pub fn message(m: &Element, next_id: impl FnOnce() -> String) -> ToRoom {
     }
     let room = match room_of(to) {
         Ok(r) => r,
-        Err(refuse) => return refuse,
+        Err(refuse) => return *refuse,
     };
     if m.attr("type") != Some("groupchat") {
         if !resource(to).is_empty() {
@@ -166,11 +167,12 @@ pub fn message(m: &Element, next_id: impl FnOnce() -> String) -> ToRoom {
     let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
     let mut kept = String::new();
     // The server assigns stanza ids; an empty muc#user marker (aioxmpp adds one) says nothing.
-    for e in m.elements().filter(|e| {
-        !matches!(e.name.as_str(), "body" | "subject")
-            && !(e.name == "stanza-id" && e.attr("xmlns") == Some(ns::STANZA_ID))
-            && !(e.name == "x" && e.attr("xmlns") == Some(MUC_USER))
-    }) {
+    let dropped = |e: &Element| {
+        matches!(e.name.as_str(), "body" | "subject")
+            || (e.name == "stanza-id" && e.attr("xmlns") == Some(ns::STANZA_ID))
+            || (e.name == "x" && e.attr("xmlns") == Some(MUC_USER))
+    };
+    for e in m.elements().filter(|e| !dropped(e)) {
         crate::xml::to_xml(e, &mut kept);
     }
     ToRoom::Say { room, client_id, body, subject, extras: kept }
