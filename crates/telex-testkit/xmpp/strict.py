@@ -321,8 +321,9 @@ async def muc(args):
             rooms.append(room)
         if history[0] != ["before-0", "before-1"]:
             fail(f"alice was shown the history {history[0]}")
-        if sorted(str(m.nick) for m in rooms[0].members) != ["Alice", "Bob"]:
-            fail(f"alice sees the occupants {[m.nick for m in rooms[0].members]}")
+        # Bob's entering reaches alice as his presence, shortly after his own join completes.
+        await until("alice to see bob in the room",
+                    lambda: sorted(str(m.nick) for m in rooms[0].members) == ["Alice", "Bob"])
         for n in range(5):
             for i, room in enumerate(rooms):
                 msg = aioxmpp.Message(type_=aioxmpp.MessageType.GROUPCHAT)
