@@ -240,7 +240,21 @@ async fn a_fourth_node_replaces_a_removed_one_under_load() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Node 4 joins through node 2 and takes its share: each group stays on 3 nodes.
     let n4 = Telexd::start_member(&d4, 4, Some(n2.addrs.node), &["--shards", SHARDS]);
-    let s = n2.cli(&["--json", "cluster", "status"]).json();
+    // The join returns once node 4 has its share; a move the driver started meanwhile (new
+    // replica in, old one not yet out) may still be finishing under a loaded machine.
+    let settle = std::time::Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = n2.cli(&["--json", "cluster", "status"]).json();
+        let moving = s["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["group"] != 0 && g["voters"].as_array().unwrap().len() != 3);
+        if !moving || std::time::Instant::now() > settle {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let groups = s["groups"].as_array().unwrap();
     let shards_on_4 = groups.iter().filter(|g| g["group"] != 0 && g["voters"].as_array().unwrap().contains(&4.into()));
     assert!(shards_on_4.count() >= 2, "node 4 took no share: {s}");
