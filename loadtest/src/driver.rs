@@ -75,6 +75,8 @@ pub struct Login {
     pub device: usize,
     /// Users whose presence this connection subscribes to after logging in.
     pub subscribe_to: Vec<usize>,
+    /// The room this connection enters after logging in, and says its messages in.
+    pub room: Option<String>,
     pub body_bytes: usize,
     /// Makes message ids unique across worker processes.
     pub id_prefix: String,
@@ -92,6 +94,11 @@ impl Login {
 
     pub fn jid(&self, user: usize) -> String {
         format!("lt{user}@{}", self.domain)
+    }
+
+    /// This connection's nickname in its room.
+    pub fn nick(&self) -> String {
+        format!("lt{}d{}", self.user, self.device)
     }
 
     pub fn message_id(&self, n: u64) -> String {

@@ -206,6 +206,9 @@ async fn real_main() -> anyhow::Result<()> {
                     .map_err(|_| anyhow::anyhow!("--driver: xmpp or grpc, not {d:?}"))?;
             }
             s.validate().map_err(anyhow::Error::msg)?;
+            if s.rooms > 0 && history.is_some() {
+                anyhow::bail!("--history: the history checker reads one-to-one messages; not with rooms yet");
+            }
             let servers = match (server.is_empty(), s.driver) {
                 (false, _) => server,
                 (true, scenario::Driver::Xmpp) => vec![SocketAddr::from(([127, 0, 0, 1], 5222))],

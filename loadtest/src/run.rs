@@ -222,6 +222,7 @@ pub async fn run(s: &Scenario, o: &Options) -> anyhow::Result<Stats> {
             user,
             device,
             subscribe_to,
+            room: s.room_of(user),
             body_bytes: s.message_bytes,
             id_prefix: format!("lt-{}-{index}-", o.run_id),
             generation: 0,

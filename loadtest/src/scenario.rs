@@ -44,6 +44,10 @@ pub struct Scenario {
     pub warm_up_secs: u64,
     /// Seconds measured at full rate.
     pub duration_secs: u64,
+    /// Group chat: every user is an occupant of one of this many rooms (user `u` of
+    /// `lt-room<u % rooms>@conference.<domain>`, XEP-0045) and says its messages there, so each
+    /// reaches the room's other occupants; 0: one-to-one chat with the contacts.
+    pub rooms: usize,
     /// Password of every provisioned user.
     pub password: String,
     /// For servers other than Telex: a shell command that creates the users `lt0 ..
@@ -70,13 +74,14 @@ impl Default for Scenario {
             ramp_up_secs: 2,
             warm_up_secs: 2,
             duration_secs: 10,
+            rooms: 0,
             password: "loadtest".into(),
             provision_command: String::new(),
         }
     }
 }
 
-pub const PRESETS: &[&str] = &["smoke", "chat", "presence-storm", "login-storm", "reconnect-storm"];
+pub const PRESETS: &[&str] = &["smoke", "chat", "presence-storm", "login-storm", "reconnect-storm", "rooms"];
 
 impl Scenario {
     /// A built-in scenario.
@@ -121,6 +126,8 @@ impl Scenario {
                 duration_secs: 20,
                 ..base
             },
+            // Group chat: 10 rooms of 100 occupants; each message reaches 99 of them.
+            "rooms" => Scenario { users: 1000, rooms: 10, message_rate: 100.0, duration_secs: 20, ..base },
             other => return Err(format!("unknown preset {other:?}; presets: {}", PRESETS.join(", "))),
         };
         Ok(s)
@@ -168,6 +175,17 @@ impl Scenario {
         if self.duration_secs == 0 {
             return Err("duration_secs: at least 1".into());
         }
+        if self.rooms > 0 {
+            if self.driver != Driver::Xmpp {
+                return Err("rooms: only with the xmpp driver".into());
+            }
+            if self.rooms * 2 > self.online_users() {
+                return Err("rooms: at most half the online users (two occupants a room)".into());
+            }
+            if self.presence_rate > 0.0 {
+                return Err("presence_rate: not with rooms (occupant presence is the rooms' own)".into());
+            }
+        }
         if self.domain.is_empty() {
             return Err("domain: must not be empty".into());
         }
@@ -178,6 +196,11 @@ impl Scenario {
     pub fn online_users(&self) -> usize {
         let offline = (self.users as f64 * self.offline_fraction).floor() as usize;
         self.users - offline
+    }
+
+    /// The room user `u` is an occupant of, in a rooms scenario.
+    pub fn room_of(&self, u: usize) -> Option<String> {
+        (self.rooms > 0).then(|| format!("lt-room{}@conference.{}", u % self.rooms, self.domain))
     }
 
     /// Who user `u` writes to: its next `contacts` neighbours in the ring.
@@ -224,6 +247,11 @@ mod tests {
         let mixed = "presence_rate = 5.0\noffline_fraction = 0.5";
         assert!(Scenario::from_toml(mixed).unwrap_err().starts_with("presence_rate"));
         assert_eq!(Scenario::from_toml("driver = \"grpc\"").unwrap().driver, Driver::Grpc);
+        assert!(Scenario::from_toml("rooms = 2\ndriver = \"grpc\"").unwrap_err().starts_with("rooms"));
+        assert!(Scenario::from_toml("rooms = 60").unwrap_err().starts_with("rooms"));
+        let rooms = Scenario::from_toml("rooms = 3").unwrap();
+        assert_eq!(rooms.room_of(4).as_deref(), Some("lt-room1@conference.localhost"));
+        assert_eq!(Scenario::default().room_of(4), None);
         let ok = Scenario::from_toml("users = 50\nmessage_rate = 10.0").unwrap();
         assert_eq!((ok.users, ok.message_rate, ok.contacts), (50, 10.0, 20));
     }

@@ -103,6 +103,9 @@ pub async fn connect(login: Login) -> anyhow::Result<Conn> {
     // resources that asked for it, RFC 6121 §3.1.3), then available.
     w.write_all(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await?;
     reader.expect("iq").await?;
+    if let Some(room) = &login.room {
+        enter_room(&mut reader, &mut w, room, &login.nick()).await?;
+    }
     w.write_all(b"<enable xmlns='urn:xmpp:sm:3'/><presence/>").await?;
     reader.expect("enabled").await?;
     let mut subscribe = String::new();
@@ -119,6 +122,53 @@ pub async fn connect(login: Login) -> anyhow::Result<Conn> {
     tokio::spawn(write_loop(w, actions, answers, in_flight.clone(), login.clone()));
     tokio::spawn(read_loop(reader, in_flight, answers_tx, login));
     Ok(Conn { user, out })
+}
+
+/// Enters `room` as `nick` without history (before stream management, so `h` does not count
+/// it); the occupant who created it accepts the default configuration (an instant room,
+/// XEP-0045 §10.1.2), which servers that lock new rooms wait for: until then, others retry.
+async fn enter_room(reader: &mut Reader, w: &mut OwnedWriteHalf, room: &str, nick: &str) -> anyhow::Result<()> {
+    let me = format!("{room}/{nick}");
+    let join = format!(
+        "<presence to='{me}'><x xmlns='http://jabber.org/protocol/muc'><history maxstanzas='0'/></x></presence>"
+    );
+    for _ in 0..50 {
+        w.write_all(join.as_bytes()).await?;
+        let entered = loop {
+            let e = reader.element().await?;
+            if name(&e) != "presence" || attr(&e, "from") != Some(me.as_str()) {
+                continue;
+            }
+            if attr(&e, "type") == Some("error") {
+                break None;
+            }
+            if e.contains("code='110'") || e.contains("code=\"110\"") {
+                break Some(e.contains("code='201'") || e.contains("code=\"201\""));
+            }
+        };
+        match entered {
+            Some(true) => {
+                let instant = format!(
+                    "<iq type='set' id='instant' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>\
+                     <x xmlns='jabber:x:data' type='submit'/></query></iq>"
+                );
+                w.write_all(instant.as_bytes()).await?;
+                loop {
+                    let e = reader.element().await?;
+                    if name(&e) == "iq" && attr(&e, "id") == Some("instant") {
+                        if attr(&e, "type") != Some("result") {
+                            bail!("{room}: the instant room was refused: {}", e.chars().take(300).collect::<String>());
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            Some(false) => return Ok(()),
+            // A room its creator has not unlocked yet.
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    bail!("{room}: not entered in 50 tries")
 }
 
 /// Writes actions and answers, batching whatever is queued into one write; ends the stream
@@ -173,9 +223,12 @@ fn push_action(batch: &mut String, a: Action, in_flight: &InFlight, login: &Logi
     match a {
         Action::Message { to, n, intended_us } => {
             in_flight.lock().expect("not poisoned").push_back(Some((intended_us, n)));
+            let (to, kind) = match &login.room {
+                Some(room) => (room.clone(), "groupchat"),
+                None => (login.jid(to), "chat"),
+            };
             batch.push_str(&format!(
-                "<message to='{}' id='{}' type='chat'><body>{}</body></message>",
-                login.jid(to),
+                "<message to='{to}' id='{}' type='{kind}'><body>{}</body></message>",
                 login.message_id(n),
                 login.body(intended_us)
             ));
@@ -194,6 +247,8 @@ fn push_action(batch: &mut String, a: Action, in_flight: &InFlight, login: &Logi
 /// the server's `<r/>` and approves subscription requests.
 async fn read_loop(mut reader: Reader, in_flight: InFlight, answers: mpsc::Sender<Answer>, login: Login) {
     let me = login.jid(login.user);
+    // In a room, the room reflects this connection's own messages: not deliveries.
+    let own_echo = login.room.as_ref().map(|room| format!("{room}/{}", login.nick()));
     // Approvals: a `subscribed` presence or a roster push saying so (servers differ).
     let asked: HashSet<String> = login.subscribe_to.iter().map(|c| login.jid(*c)).collect();
     let mut approved = HashSet::new();
@@ -215,6 +270,8 @@ async fn read_loop(mut reader: Reader, in_flight: InFlight, answers: mpsc::Sende
                         Some(n) => Event::Refused { sec, n, kind: format!("message refused: {why}") },
                         None => Event::Error { sec, kind: format!("message error: {why}") },
                     });
+                } else if own_echo.is_some() && attr(&e, "from") == own_echo.as_deref() {
+                    // Its own message, reflected by the room.
                 } else if let Some(sent) = child_text(&e, "body").and_then(stamped) {
                     let _ = events.send(Event::Delivered { sec, latency_us: now.saturating_sub(sent) });
                 }

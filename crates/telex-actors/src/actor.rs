@@ -383,7 +383,7 @@ impl UserActor {
                         }
                         *seen = *position;
                     }
-                    RoomEvent::Occupant { occupant, removed: false, .. }
+                    RoomEvent::Occupant { occupant, removed: None, .. }
                         if occupant.user == self.user && &occupant.device == device =>
                     {
                         continue

@@ -29,7 +29,7 @@ pub use hub::{Drain, FrameRx, FrameTx, Homes, Hub, PresenceChange, PresenceRelay
 pub use ledger::Ledger;
 pub use link::{DeviceLink, LinkEvent};
 pub use messaging::{server_id, HistoryQuery, Limits, Messaging, MAX_SIGNAL_BYTES};
-pub use room_actor::{RoomHub, OCCUPANT_TTL, REFRESH_EVERY};
+pub use room_actor::{RoomHub, WeakRoomHub, OCCUPANT_TTL, REFRESH_EVERY};
 pub use room_store::RoomStore;
 pub use rooms::{RoomLimits, Rooms, Said, Say};
 pub use telex_types::roster::{RosterOp, RosterReply};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use telex_types::occupancy::{HistoryLimit, Recipient, RoomCall, RoomDelivery, RoomReply};
 use telex_types::presence::DevicePresence;
-use telex_types::room::{Occupant, RoomConfig, RoomEntry, RoomEvent, RoomJid, RoomRecord};
+use telex_types::room::{Affiliation, Occupant, Removal, Role, RoomConfig, RoomEntry, RoomEvent, RoomJid, RoomRecord};
 use telex_types::{TelexError, UserJid};
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,6 +53,17 @@ enum Cmd {
 #[derive(Clone)]
 pub struct RoomHub(Arc<Inner>);
 
+/// A handle on the rooms that does not keep them alive: for storage the hub itself holds,
+/// which tells it of changes (a strong handle there would be a cycle).
+#[derive(Clone)]
+pub struct WeakRoomHub(std::sync::Weak<Inner>);
+
+impl WeakRoomHub {
+    pub fn upgrade(&self) -> Option<RoomHub> {
+        self.0.upgrade().map(RoomHub)
+    }
+}
+
 struct Inner {
     actors: DashMap<RoomJid, mpsc::Sender<Cmd>>,
     rooms: Arc<Rooms>,
@@ -64,6 +75,10 @@ impl RoomHub {
     pub fn new(hub: Hub, store: Arc<dyn RoomStore>, limits: RoomLimits) -> RoomHub {
         let rooms = Arc::new(Rooms::new(store.clone(), limits));
         RoomHub(Arc::new(Inner { actors: DashMap::new(), rooms, store, hub }))
+    }
+
+    pub fn downgrade(&self) -> WeakRoomHub {
+        WeakRoomHub(Arc::downgrade(&self.0))
     }
 
     /// The native room operations over the same store.
@@ -185,7 +200,11 @@ impl RoomActor {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let cmd = tokio::select! {
-                cmd = rx.recv() => cmd,
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Some(cmd),
+                    // No handle left (the registry holds a newer actor for the room): stop.
+                    None => break,
+                },
                 _ = tick.tick() => {
                     if !self.upkeep() {
                         break;
@@ -220,7 +239,7 @@ impl RoomActor {
         for key in expired {
             if let Some(gone) = self.occupants.remove(&key) {
                 tracing::info!(room = %self.room, user = %key.0, device = %key.1, "room occupant timed out");
-                self.pending.push(RoomEvent::Occupant { occupant: gone.occupant, presence: None, removed: false });
+                self.pending.push(RoomEvent::Occupant { occupant: gone.occupant, presence: None, removed: None });
                 self.grouped_at = None;
             }
         }
@@ -257,15 +276,18 @@ impl RoomActor {
         let mut out = Vec::new();
         for (key, p) in self.occupants.iter_mut() {
             let Some(record) = &self.record else {
-                out.push(key.clone());
+                out.push((key.clone(), Removal::Destroyed));
                 continue;
             };
             let affiliation = record.affiliation(&key.0);
-            let barred = affiliation == Some(telex_types::room::Affiliation::Outcast)
-                || (record.config.members_only && affiliation.is_none());
-            if barred {
+            let barred = match affiliation {
+                Some(Affiliation::Outcast) => Some(Removal::Banned),
+                None if record.config.members_only => Some(Removal::NotMember),
+                _ => None,
+            };
+            if let Some(why) = barred {
                 p.occupant.affiliation = affiliation;
-                out.push(key.clone());
+                out.push((key.clone(), why));
                 continue;
             }
             let role = muc::role_for(record, affiliation);
@@ -273,16 +295,45 @@ impl RoomActor {
                 p.occupant.affiliation = affiliation;
                 p.occupant.role = role;
                 let (occupant, presence) = (p.occupant.clone(), Some(p.presence.clone()));
-                self.pending.push(RoomEvent::Occupant { occupant, presence, removed: false });
+                self.pending.push(RoomEvent::Occupant { occupant, presence, removed: None });
             }
         }
-        for key in out {
-            if let Some(p) = self.occupants.remove(&key) {
-                self.departed.push(key);
-                self.pending.push(RoomEvent::Occupant { occupant: p.occupant, presence: None, removed: true });
-            }
+        for (key, why) in out {
+            self.take_out(key, why);
         }
         self.grouped_at = None;
+    }
+
+    /// The room takes an occupant out; it is told why with the others.
+    fn take_out(&mut self, key: (UserJid, String), why: Removal) {
+        if let Some(p) = self.occupants.remove(&key) {
+            self.departed.push(key);
+            self.pending.push(RoomEvent::Occupant { occupant: p.occupant, presence: None, removed: Some(why) });
+            self.grouped_at = None;
+        }
+    }
+
+    /// A moderator takes every device under `nick` out (XEP-0045 §8.2: not owners or admins).
+    async fn kick(&mut self, by: UserJid, nick: String) -> Result<RoomReply, TelexError> {
+        if self.record().await?.is_none() {
+            return Err(Refusal::NoSuchRoom.to_error());
+        }
+        let moderator = self.occupants.iter().any(|((u, _), p)| *u == by && p.occupant.role == Role::Moderator);
+        if !moderator {
+            return Err(Refusal::NotAllowed("kicking needs a moderator in the room".into()).to_error());
+        }
+        let targets: Vec<(UserJid, String)> =
+            self.occupants.iter().filter(|(_, p)| p.occupant.nick == nick).map(|(k, _)| k.clone()).collect();
+        let Some(first) = targets.first().and_then(|k| self.occupants.get(k)) else {
+            return Err(TelexError::not_found(format!("no occupant is called {nick:?} in this room")));
+        };
+        if matches!(first.occupant.affiliation, Some(Affiliation::Owner | Affiliation::Admin)) {
+            return Err(Refusal::Protected.to_error());
+        }
+        for key in targets {
+            self.take_out(key, Removal::Kicked);
+        }
+        Ok(RoomReply::Kicked)
     }
 
     async fn call(&mut self, call: RoomCall) -> Result<RoomReply, TelexError> {
@@ -308,11 +359,12 @@ impl RoomActor {
             RoomCall::Leave { user, device } => {
                 let gone = self.occupants.remove(&(user, device)).map(|p| p.occupant);
                 if let Some(o) = &gone {
-                    self.pending.push(RoomEvent::Occupant { occupant: o.clone(), presence: None, removed: false });
+                    self.pending.push(RoomEvent::Occupant { occupant: o.clone(), presence: None, removed: None });
                     self.grouped_at = None;
                 }
                 Ok(RoomReply::Left { you: gone })
             }
+            RoomCall::Kick { user, nick } => self.kick(user, nick).await,
         }
     }
 
@@ -361,14 +413,14 @@ impl RoomActor {
         if already.as_ref().is_some_and(|old| *old != nick) {
             // A new nickname: out under the old one, in under the new one.
             if let Some(p) = self.occupants.remove(&key) {
-                self.pending.push(RoomEvent::Occupant { occupant: p.occupant, presence: None, removed: false });
+                self.pending.push(RoomEvent::Occupant { occupant: p.occupant, presence: None, removed: None });
             }
         }
         let fresh = !self.occupants.contains_key(&key);
         let occupant = Occupant { nick, user, device, affiliation: record.affiliation(&key.0), role };
         self.occupants
             .insert(key, Present { occupant: occupant.clone(), presence: presence.clone(), seen: Instant::now() });
-        self.pending.push(RoomEvent::Occupant { occupant: occupant.clone(), presence: Some(presence), removed: false });
+        self.pending.push(RoomEvent::Occupant { occupant: occupant.clone(), presence: Some(presence), removed: None });
         self.grouped_at = None;
         let others = self
             .occupants

@@ -86,6 +86,10 @@ impl Rooms {
         let now = Instant::now();
         if self.buckets.len() >= MAX_BUCKETS {
             self.buckets.retain(|_, (_, used)| now.duration_since(*used) < std::time::Duration::from_secs(60));
+            if self.buckets.len() >= MAX_BUCKETS {
+                // All in use within the minute: start afresh rather than grow without bound.
+                self.buckets.clear();
+            }
         }
         let fresh = || (TokenBucket::new(self.limits.messages_per_second, self.limits.burst, now), now);
         let mut entry = self.buckets.entry((room.clone(), by.clone())).or_insert_with(fresh);
@@ -245,6 +249,31 @@ impl Rooms {
         let member = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));
         self.store.set_membership(user, room.clone(), member).await?;
         self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
+    }
+
+    /// `by` invites `invitee`: in a members-only room (when `by` may invite, per the room's
+    /// policy) that makes it a member; an open room only needs it told.
+    pub async fn invite(&self, by: &UserJid, room: &RoomJid, invitee: &UserJid) -> Result<RoomRecord, TelexError> {
+        let record = self.visible(by, room).await?;
+        if invitee.domain() != room.tenant() {
+            return Err(TelexError::invalid(format!("{invitee} is not a user of {}", room.tenant())));
+        }
+        muc::may_invite(&record, record.affiliation(by)).map_err(|r| r.to_error())?;
+        match record.affiliation(invitee) {
+            Some(Affiliation::Outcast) => {
+                Err(Refusal::NotAllowed(format!("{invitee} is banned from this room")).to_error())
+            }
+            None if record.config.members_only => {
+                if record.members().count() >= record.config.max_members as usize {
+                    return Err(Refusal::Full.to_error());
+                }
+                let change = RoomChange::Affiliation { user: invitee.clone(), affiliation: Some(Affiliation::Member) };
+                self.store.change(room.clone(), change).await?;
+                self.store.set_membership(invitee.clone(), room.clone(), true).await?;
+                self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
+            }
+            _ => Ok(record),
+        }
     }
 
     /// Makes `by` a member of an open room (members-only rooms need an invitation; a member

@@ -42,7 +42,8 @@ impl ClusterHomes {
             .member_addr(group, node)
             .ok_or_else(|| TelexError::unavailable(format!("node {node} has no address; retry")))?;
         let channel = self.groups.peer_channel(&addr).map_err(TelexError::unavailable)?;
-        Ok(ActorsClient::new(channel))
+        // Room deliveries and histories carry up to hundreds of 64 KiB messages.
+        Ok(ActorsClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20))
     }
 }
 

@@ -227,7 +227,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     }
     let sessions = SessionsServer::new(SessionsService::new(groups.clone(), core.clone()));
     let actors =
-        ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), room_hub.clone(), groups.clone()));
+        ActorsServer::new(crate::homes::ActorsService::new(messaging.hub().clone(), room_hub.clone(), groups.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
     let grpc = builder
         .add_service(health_service)
         .add_service(node)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use telex_types::presence::DevicePresence;
 use telex_types::records::ArchivedMessage;
-use telex_types::room::{Affiliation, EntryKind, Occupant, Role, RoomEntry, RoomEvent, RoomJid};
+use telex_types::room::{Affiliation, EntryKind, Occupant, Removal, Role, RoomEntry, RoomEvent, RoomJid};
 use telex_types::roster::{RosterItem, RosterOp, RosterReply, Subscription, SubscriptionKind};
 use telex_types::session::{ClientFrame, CutOff, Refused, SendMessage, Sent, ServerFrame};
 use telex_types::{ErrorCode, TelexError, UserJid};
@@ -296,7 +296,7 @@ pub fn room_event(room: &RoomJid, event: RoomEvent) -> pb::RoomEvent {
     let event = match event {
         RoomEvent::Entry { position, entry } => Event::Entry(room_entry(position, entry)),
         RoomEvent::Occupant { occupant: o, presence, removed } => Event::Occupant(pb::RoomOccupant {
-            removed,
+            removal: removed.map_or("", Removal::as_str).to_string(),
             affiliation: o.affiliation.map_or("none", |a| a.as_str()).to_string(),
             role: o.role.as_str().to_string(),
             jid: o.user.to_string(),
@@ -325,7 +325,13 @@ pub fn from_room_event(r: pb::RoomEvent) -> Result<(RoomJid, RoomEvent), TelexEr
                 nick: o.nick,
                 device: o.device,
             };
-            RoomEvent::Occupant { occupant, presence, removed: o.removed }
+            let removed = match o.removal.as_str() {
+                "" => None,
+                other => Some(
+                    Removal::parse(other).ok_or_else(|| TelexError::invalid(format!("unknown removal {other:?}")))?,
+                ),
+            };
+            RoomEvent::Occupant { occupant, presence, removed }
         }
         None => return Err(TelexError::invalid("a room event without an event")),
     };

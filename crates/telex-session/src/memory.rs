@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
-use telex_actors::{Ledger, Limits, Messaging, RoomHub, RoomLimits, RoomStore};
+use telex_actors::{Ledger, Limits, Messaging, RoomHub, RoomLimits, RoomStore, WeakRoomHub};
 use telex_sasl::scram::{self, Hash};
 use telex_types::records::{AccountRecord, ArchivedMessage, ScramKeys, TenantLimits};
 use telex_types::room::{RoomChange, RoomEntry, RoomJid, RoomRecord};
@@ -34,7 +34,7 @@ struct State {
 /// Everything a single node keeps, in memory: implements the actors' `Ledger` and the core's
 /// `Directory`.
 #[derive(Clone, Default)]
-pub struct Memory(Arc<Mutex<State>>, Arc<std::sync::OnceLock<RoomHub>>);
+pub struct Memory(Arc<Mutex<State>>, Arc<std::sync::OnceLock<WeakRoomHub>>);
 
 impl Memory {
     fn state(&self) -> MutexGuard<'_, State> {
@@ -56,13 +56,13 @@ impl Memory {
     pub fn core(&self, limits: Limits) -> Core {
         let messaging = Messaging::new(Arc::new(self.clone()), limits);
         let rooms = RoomHub::new(messaging.hub().clone(), Arc::new(self.clone()), RoomLimits::default());
-        let _ = self.1.set(rooms.clone());
+        let _ = self.1.set(rooms.downgrade());
         Core::new(messaging, Arc::new(self.clone()), Arc::new(SingleNode)).with_rooms(rooms)
     }
 
     /// What the room actor hears from storage (a node's replica applying a command).
     fn room_changed(&self, room: &RoomJid, log: bool) {
-        if let Some(hub) = self.1.get() {
+        if let Some(hub) = self.1.get().and_then(WeakRoomHub::upgrade) {
             if log {
                 hub.appended(room);
             } else {

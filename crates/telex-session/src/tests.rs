@@ -168,7 +168,7 @@ mod rooms {
     use super::*;
     use crate::Say;
     use telex_types::occupancy::{HistoryLimit, RoomCall, RoomReply};
-    use telex_types::room::{Affiliation, RoomEvent, RoomJid};
+    use telex_types::room::{Affiliation, Removal, RoomEvent, RoomJid};
 
     fn room() -> RoomJid {
         RoomJid::parse("team@conference.x.example").unwrap()
@@ -269,7 +269,9 @@ mod rooms {
             .await
             .unwrap();
         loop {
-            if let RoomEvent::Occupant { occupant, presence: None, removed: true } = event(&mut c).await {
+            if let RoomEvent::Occupant { occupant, presence: None, removed: Some(Removal::Banned) } =
+                event(&mut c).await
+            {
                 assert_eq!(occupant.nick, "Cat");
                 assert_eq!(occupant.affiliation, Some(Affiliation::Outcast));
                 break;

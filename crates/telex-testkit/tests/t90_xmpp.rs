@@ -548,3 +548,19 @@ fn each_room_refusal_has_its_xep_0045_condition() {
     assert_eq!(log.trim(), "[]", "{log}");
     healthy(&node);
 }
+
+#[test]
+fn an_owner_runs_a_room_from_slixmpp() {
+    // Configuration form, invitation, member list, kick, ban and destroy (XEP-0045 §9, §10).
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let out = scenario(&node, "muc_admin", &[]);
+    assert_ok(&out, "muc_admin", &node);
+    // The invitation is in bob's archive, as a message from alice (stored, so it waits for
+    // an offline invitee).
+    let inbox =
+        node.cli(&["--user", "bob@localhost", "--password", "pw", "history", "--with", "alice@localhost"]).success();
+    assert!(inbox.contains("invites you to the room staff@conference.localhost"), "{inbox}");
+    healthy(&node);
+}

@@ -423,6 +423,106 @@ async def muc_refusals(args):
     print("OK muc_refusals", flush=True)
 
 
+async def muc_admin(args):
+    """An owner runs a room from slixmpp: the configuration form (members-only), a mediated
+    invitation (delivered as a XEP-0249 direct invitation), the member list, a kick (307),
+    a ban (301) and destroying the room (<destroy/>)."""
+    d = args.domain
+    room = f"staff@conference.{d}"
+    a = MucClient(f"alice@{d}/laptop", "pw")
+    b = MucClient(f"bob@{d}/phone", "pw")
+    b.register_plugin("xep_0249")
+    invites = []
+    b.add_event_handler("groupchat_direct_invite", lambda m: invites.append((str(m["from"].bare), str(m["groupchat_invite"]["jid"]))))
+    removed = {"alice": [], "bob": []}
+    for who, c in (("alice", a), ("bob", b)):
+        c.add_event_handler("groupchat_presence", lambda p, who=who: p["type"] == "unavailable" and removed[who].append(
+            (p["from"].resource, sorted(str(s) for s in p["muc"]["status_codes"]), "destroy" in str(p))))
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.bob_port or args.port)
+    ma, mb = a["xep_0045"], b["xep_0045"]
+
+    pres, _, _, _ = await ma.join_muc_wait(room, "Alice", timeout=TIMEOUT)
+    if "201" not in [str(c) for c in pres["muc"]["status_codes"]]:
+        fail(f"alice's entering did not create the room (no 201): {pres}")
+    form = await ma.get_room_config(room)
+    fields = form.get_fields()
+    if "muc#roomconfig_membersonly" not in fields:
+        fail(f"the configuration form lacks muc#roomconfig_membersonly: {list(fields)}")
+    form.set_values({"muc#roomconfig_membersonly": True, "muc#roomconfig_roomname": "Staff"})
+    await ma.set_room_config(room, form)
+    info = await a["xep_0030"].get_info(jid=room)
+    if "muc_membersonly" not in info["disco_info"]["features"]:
+        fail(f"the room is not members-only after the form: {info['disco_info']['features']}")
+    # A bad value in the form is refused, naming the field.
+    bad = await ma.get_room_config(room)
+    bad.set_values({"muc#roomconfig_maxusers": "lots"})
+    try:
+        await ma.set_room_config(room, bad)
+        fail("a configuration form with maxusers 'lots' was accepted")
+    except IqError as e:
+        if e.condition != "bad-request" or "maxusers" not in e.text:
+            fail(f"a bad form value was answered {e.condition} {e.text!r}")
+
+    try:
+        await mb.join_muc_wait(room, "Bob", timeout=TIMEOUT)
+        fail("bob entered a members-only room uninvited")
+    except slixmpp.exceptions.PresenceError as e:
+        if e.condition != "registration-required":
+            fail(f"bob, uninvited, was refused with {e.condition}")
+    ma.invite(room, f"bob@{d}", reason="join us")
+    await until("bob's invitation", lambda: invites)
+    if invites[0] != (f"alice@{d}", room):
+        fail(f"bob's invitation reads {invites[0]}")
+    members = [str(j) for j in await ma.get_affiliation_list(room, "member")]
+    if members != [f"bob@{d}"]:
+        fail(f"the member list is {members}")
+    owners = [str(j) for j in await ma.get_affiliation_list(room, "owner")]
+    if owners != [f"alice@{d}"]:
+        fail(f"the owner list is {owners}")
+    try:
+        await mb.get_affiliation_list(room, "member")
+        fail("a plain member read the member list")
+    except IqError as e:
+        if e.condition != "forbidden":
+            fail(f"a member asking for the list was answered {e.condition}")
+
+    await mb.join_muc_wait(room, "Bob", timeout=TIMEOUT)
+    await ma.set_role(room, "Bob", "none", reason="out")
+    await until("bob to hear he was kicked", lambda: any(r[0] == "Bob" and "307" in r[1] for r in removed["bob"]))
+    await until("alice to see bob kicked", lambda: any(r[0] == "Bob" and "307" in r[1] for r in removed["alice"]))
+    if not any("110" in r[1] for r in removed["bob"]):
+        fail(f"bob's own kick lacked 110: {removed['bob']}")
+    try:
+        await mb.set_role(room, "Alice", "none")
+        fail("bob, out of the room, kicked alice")
+    except IqError as e:
+        if e.condition != "forbidden":
+            fail(f"a kick by a non-moderator was answered {e.condition}")
+
+    await mb.join_muc_wait(room, "Bob", timeout=TIMEOUT)
+    await ma.set_affiliation(room, "outcast", jid=f"bob@{d}")
+    await until("bob to hear he was banned", lambda: any(r[0] == "Bob" and "301" in r[1] for r in removed["bob"]))
+    try:
+        await mb.join_muc_wait(room, "Bob", timeout=TIMEOUT)
+        fail("a banned bob entered")
+    except slixmpp.exceptions.PresenceError as e:
+        if e.condition != "forbidden":
+            fail(f"a banned bob was refused with {e.condition}")
+
+    await ma.destroy(room, reason="done")
+    await until("alice to hear the room was destroyed", lambda: any(r[0] == "Alice" and r[2] for r in removed["alice"]))
+    try:
+        await a["xep_0030"].get_info(jid=room)
+        fail("a destroyed room still answers disco#info")
+    except IqError as e:
+        if e.condition != "item-not-found":
+            fail(f"disco#info of a destroyed room answered {e.condition}")
+    a.disconnect()
+    b.disconnect()
+    print("OK muc_admin", flush=True)
+
+
 class Ws:
     """XMPP over WebSocket (RFC 7395): aiohttp's WebSocket and slixmpp's SASL; slixmpp itself
     has no WebSocket transport, so the framing exchange is scripted here."""
@@ -512,7 +612,7 @@ def main():
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
-    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals}
+    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin}
     asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
 
 

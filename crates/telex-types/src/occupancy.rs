@@ -41,12 +41,20 @@ pub enum RoomCall {
         user: UserJid,
         device: String,
     },
+    /// A moderator (`user`) takes the occupant under `nick` out of the room (XEP-0045 §8.2).
+    Kick {
+        user: UserJid,
+        nick: String,
+    },
 }
 
 impl RoomCall {
     pub fn user(&self) -> &UserJid {
         match self {
-            RoomCall::Enter { user, .. } | RoomCall::Refresh { user, .. } | RoomCall::Leave { user, .. } => user,
+            RoomCall::Enter { user, .. }
+            | RoomCall::Refresh { user, .. }
+            | RoomCall::Leave { user, .. }
+            | RoomCall::Kick { user, .. } => user,
         }
     }
 }
@@ -70,6 +78,8 @@ pub enum RoomReply {
         you: Option<Occupant>,
     },
     Refreshed,
+    /// The occupant is out, every device of it under that nickname.
+    Kicked,
 }
 
 /// Who on one node gets a room's events: listed devices (occupants) and, with `members`, every

@@ -267,9 +267,34 @@ pub enum RoomEvent {
     /// An entry of the room's log, in log order.
     Entry { position: u64, entry: RoomEntry },
     /// An occupant entered or changed its presence; `None`: it left, or with `removed`, the
-    /// room took it out (banned, no longer a member of a members-only room, the room
-    /// destroyed): then its own device is told too.
-    Occupant { occupant: Occupant, presence: Option<DevicePresence>, removed: bool },
+    /// room took it out (then its own device is told too, and why).
+    Occupant { occupant: Occupant, presence: Option<DevicePresence>, removed: Option<Removal> },
+}
+
+/// Why a room took an occupant out (XEP-0045's status codes 307, 301, 321 and `<destroy/>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Removal {
+    /// A moderator kicked it (it may enter again).
+    Kicked,
+    Banned,
+    /// No longer a member of a members-only room.
+    NotMember,
+    Destroyed,
+}
+
+impl Removal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Removal::Kicked => "kicked",
+            Removal::Banned => "banned",
+            Removal::NotMember => "not-member",
+            Removal::Destroyed => "destroyed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Removal> {
+        [Removal::Kicked, Removal::Banned, Removal::NotMember, Removal::Destroyed].into_iter().find(|r| r.as_str() == s)
+    }
 }
 
 /// A change to a room's record.

@@ -23,6 +23,7 @@ mod listener;
 pub mod muc;
 pub mod ns;
 mod resume;
+pub mod room_admin;
 pub mod sm;
 pub mod stanza;
 pub mod tls;

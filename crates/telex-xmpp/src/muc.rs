@@ -5,7 +5,7 @@
 use telex_session::muc::Refusal;
 use telex_types::occupancy::HistoryLimit;
 use telex_types::presence::DevicePresence;
-use telex_types::room::{self, Affiliation, Anonymity, EntryKind, Occupant, RoomEntry, RoomJid, RoomRecord};
+use telex_types::room::{self, Affiliation, Anonymity, EntryKind, Occupant, Removal, RoomEntry, RoomJid, RoomRecord};
 use telex_types::{ErrorCode, TelexError};
 
 use crate::iq::{format_time, parse_time};
@@ -48,6 +48,11 @@ pub enum ToRoom {
         body: String,
         subject: Option<String>,
         extras: String,
+    },
+    /// Mediated invitations (XEP-0045 §7.8.2): each invitee's bare JID and the reason.
+    Invite {
+        room: RoomJid,
+        invitees: Vec<(String, String)>,
     },
     /// A stanza the room answers with an error (condition, text).
     Refuse {
@@ -146,7 +151,14 @@ pub fn message(m: &Element, next_id: impl FnOnce() -> String) -> ToRoom {
                 text: "private messages through the room are not offered yet; message the user directly".into(),
             };
         }
-        // Mediated invitations and the like come later; say so rather than drop them.
+        let invitees = crate::room_admin::invitations(m);
+        if !invitees.is_empty() {
+            return ToRoom::Invite { room, invitees };
+        }
+        if m.elements().any(|x| x.name == "x" && x.attr("xmlns") == Some(MUC_USER)) {
+            // A declined invitation, and the like: nothing for the room to do.
+            return ToRoom::Ignore;
+        }
         return ToRoom::Refuse {
             condition: "feature-not-implemented",
             text: "only groupchat messages go to a room".into(),
@@ -219,6 +231,25 @@ pub fn occupant_presence(
         attrs.push(("type", "unavailable"));
     }
     el("presence", &attrs, children)
+}
+
+/// The presence of an occupant the room took out, with why (XEP-0045 §8.2, §9.1, §9.4,
+/// §10.9); `mine`: sent to the occupant itself.
+pub fn removed_presence(room: &RoomJid, o: &Occupant, to: &str, real_jid: bool, mine: bool, why: Removal) -> Element {
+    let code = match why {
+        Removal::Kicked => Some("307"),
+        Removal::Banned => Some("301"),
+        Removal::NotMember => Some("321"),
+        Removal::Destroyed => None,
+    };
+    let codes: Vec<&str> = mine.then_some(SELF).into_iter().chain(code).collect();
+    let mut p = occupant_presence(room, o, None, to, real_jid || mine, &codes);
+    if why == Removal::Destroyed {
+        if let Some(Node::Element(x)) = p.children.last_mut() {
+            x.children.push(Node::Element(el("destroy", &[], vec![])));
+        }
+    }
+    p
 }
 
 /// A room log entry as a groupchat message to `to`; `delayed`: sent as history on entering.
@@ -432,6 +463,10 @@ mod tests {
         let xml = xml_of(&occupant_presence(&room, &o, None, "ann@x/pc", true, &[SELF]));
         assert!(xml.contains("type='unavailable'") && xml.contains("role='none'"), "{xml}");
         assert!(xml.contains("jid='ann@x/pc'") && xml.contains("code='110'"), "{xml}");
+        let kicked = xml_of(&removed_presence(&room, &o, "bob@x/phone", false, false, Removal::Kicked));
+        assert!(kicked.contains("code='307'") && !kicked.contains("110") && !kicked.contains("jid="), "{kicked}");
+        let gone = xml_of(&removed_presence(&room, &o, "ann@x/pc", false, true, Removal::Destroyed));
+        assert!(gone.contains("<destroy/>") && gone.contains("code='110'"), "{gone}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use telex_session::muc::Refusal;
 use telex_session::{Say, ServerFrame};
 use telex_types::occupancy::{RoomCall, RoomReply};
 use telex_types::presence::DevicePresence;
@@ -16,12 +17,17 @@ use super::Xmpp;
 use crate::errors::error_reply;
 use crate::iq::{self, MamQuery, Request};
 use crate::muc::{self, ToRoom};
+use crate::room_admin::{self, AdminChange, AdminRequest};
 use crate::stanza::{bare, resource};
 use crate::wire::Wire;
 use crate::xml::{el, Element, Node};
 
 /// A room call is retried this often while the room's shard changes leader (about 5 s).
 const ROOM_ATTEMPTS: u32 = 50;
+/// Rooms one session may be in at once.
+pub(crate) const MAX_ROOMS: usize = 256;
+/// Invitations one message may carry.
+const MAX_INVITEES: usize = 20;
 
 /// A room this session is in.
 #[derive(Clone, Debug)]
@@ -49,12 +55,12 @@ pub(crate) fn event_stanza(rooms: &mut Rooms, me: &str, frame: ServerFrame) -> O
         }
         RoomEvent::Occupant { occupant, presence, removed } => {
             let real = in_room.role == Role::Moderator;
-            let mine = removed && me == format!("{}/{}", occupant.user, occupant.device);
-            if mine {
-                // Taken out by the room: banned (301) or no longer allowed in (321).
-                rooms.remove(&room);
-                let code = if occupant.affiliation == Some(Affiliation::Outcast) { "301" } else { "321" };
-                return Some(muc::occupant_presence(&room, &occupant, None, me, true, &[muc::SELF, code]));
+            if let Some(why) = removed {
+                let mine = me == format!("{}/{}", occupant.user, occupant.device);
+                if mine {
+                    rooms.remove(&room);
+                }
+                return Some(muc::removed_presence(&room, &occupant, me, real, mine, why));
             }
             Some(muc::occupant_presence(&room, &occupant, presence.as_ref(), me, real, &[]))
         }
@@ -81,6 +87,10 @@ impl Xmpp {
         let user = s.jid.clone();
         let device = s.device.device().to_string();
         match r {
+            ToRoom::Enter { room, .. } if !s.rooms.contains_key(&room) && s.rooms.len() >= MAX_ROOMS => {
+                let text = format!("a session may be in at most {MAX_ROOMS} rooms; leave one first");
+                self.room_error(wire, s, e, "wait", "resource-constraint", &text);
+            }
             ToRoom::Enter { room, nick, password, history, presence } => {
                 let call = RoomCall::Enter { user, device, nick, password, presence: presence.clone(), history };
                 match self.room_call(&room, call).await {
@@ -162,11 +172,109 @@ impl Xmpp {
                     self.room_error(wire, s, e, kind, condition, &err.message);
                 }
             }
+            ToRoom::Invite { room, invitees } => {
+                if let Err(err) = self.invite(s, e, &room, invitees).await {
+                    let (condition, kind) = muc::condition(&err);
+                    self.room_error(wire, s, e, kind, condition, &err.message);
+                }
+            }
             ToRoom::Refuse { condition, text } => {
                 let kind = if condition == "feature-not-implemented" { "cancel" } else { "modify" };
                 self.room_error(wire, s, e, kind, condition, &text);
             }
             ToRoom::Ignore => {}
+        }
+    }
+
+    /// Mediated invitations: each invitee becomes a member where the room needs it, and gets a
+    /// direct invitation (XEP-0249) from the inviter, stored like a chat message.
+    async fn invite(
+        &self,
+        s: &mut Session,
+        e: &Element,
+        room: &RoomJid,
+        invitees: Vec<(String, String)>,
+    ) -> Result<(), TelexError> {
+        let rooms = self.core.room_hub()?.rooms().clone();
+        let device = s.device.device().to_string();
+        let base = e.attr("id").filter(|id| !id.is_empty() && id.len() <= 64).map(str::to_string);
+        for (k, (to, reason)) in invitees.into_iter().enumerate().take(MAX_INVITEES) {
+            let invitee = telex_types::UserJid::parse(&to)?;
+            let record = rooms.invite(&s.jid, room, &invitee).await?;
+            let client_id = match &base {
+                // A retried stanza invites once.
+                Some(id) => format!("{id}-invite-{k}"),
+                None => s.next_client_id(),
+            };
+            let body = format!("{} invites you to the room {room}", s.jid);
+            let extras = room_admin::invitation_extras(&record, &reason);
+            let m = telex_session::SendMessage { client_id, to, to_device: String::new(), body, extras };
+            self.core.messaging().send(&s.jid, &device, m).await.map_err(|r| r.error)?;
+        }
+        Ok(())
+    }
+
+    /// An owner's or admin's request to a room (XEP-0045 §9, §10).
+    async fn room_admin(&self, s: &mut Session, e: &Element, id: &str, room: &RoomJid, req: AdminRequest) -> Element {
+        let (me, account) = (s.full.clone(), s.bare.clone());
+        let fail = |err: &TelexError| {
+            let (condition, kind) = muc::condition(err);
+            error_reply(e, &me, &account, kind, condition, &err.message)
+        };
+        let rooms = match self.core.room_hub() {
+            Ok(hub) => hub.rooms().clone(),
+            Err(err) => return fail(&err),
+        };
+        let user = &s.jid;
+        let needs = |what: &str| Refusal::NotAllowed(what.to_string()).to_error();
+        let done: Result<Option<Element>, TelexError> = match req {
+            AdminRequest::ConfigForm => match rooms.get(user, room).await {
+                Ok(r) if r.affiliation(user) == Some(Affiliation::Owner) => Ok(Some(room_admin::config_form(&r))),
+                Ok(_) => Err(needs("the configuration is for owners")),
+                Err(err) => Err(err),
+            },
+            AdminRequest::Configure(fields) => match rooms.get(user, room).await {
+                Ok(r) => match room_admin::apply_form(r.config.clone(), &fields) {
+                    Ok(config) => rooms.configure(user, room, config).await.map(|_| None),
+                    Err(why) => Err(TelexError::invalid(why)),
+                },
+                Err(err) => Err(err),
+            },
+            AdminRequest::CancelConfig => Ok(None),
+            AdminRequest::Destroy => rooms.destroy(user, room).await.map(|_| None),
+            AdminRequest::List(which) => match rooms.get(user, room).await {
+                Ok(r) if matches!(r.affiliation(user), Some(Affiliation::Owner | Affiliation::Admin)) => {
+                    Ok(Some(room_admin::affiliation_list(&r, which)))
+                }
+                Ok(_) => Err(needs("affiliation lists are for owners and admins")),
+                Err(err) => Err(err),
+            },
+            AdminRequest::Change(changes) => {
+                let mut outcome = Ok(None);
+                for change in changes {
+                    let result = match change {
+                        AdminChange::Affiliation { user: who, affiliation } => {
+                            rooms.set_affiliation(user, room, who, affiliation).await.map(|_| ())
+                        }
+                        AdminChange::Kick { nick } => {
+                            self.room_call(room, RoomCall::Kick { user: user.clone(), nick }).await.map(|_| ())
+                        }
+                    };
+                    if let Err(err) = result {
+                        outcome = Err(err);
+                        break;
+                    }
+                }
+                outcome
+            }
+            AdminRequest::Bad(why) => Err(TelexError::invalid(why)),
+            AdminRequest::Unsupported(why) => {
+                return error_reply(e, &me, &account, "cancel", "feature-not-implemented", &why);
+            }
+        };
+        match done {
+            Ok(payload) => iq::result(id, &room.to_string(), &me, payload),
+            Err(err) => fail(&err),
         }
     }
 
@@ -287,6 +395,9 @@ impl Xmpp {
                     "requests are not passed to occupants",
                 ),
             };
+        }
+        if let Some(admin) = room_admin::request(e) {
+            return self.room_admin(s, e, id, &room, admin).await;
         }
         match req {
             Request::DiscoInfo => match self.core.room(&s.jid, &room).await {
