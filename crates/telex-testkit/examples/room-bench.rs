@@ -166,6 +166,11 @@ async fn main() -> anyhow::Result<()> {
     let cpu_before = nodes.iter().map(|n| cpu_time(n.pid()).as_secs_f64()).sum::<f64>();
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let mut sent = Vec::new();
+    // One connection per sender, reused for all its sends.
+    let mut clients = Vec::new();
+    for who in 0..args.senders {
+        clients.push(RoomsClient::connect(urls[who % urls.len()].clone()).await?);
+    }
     let mut n = 0u64;
     let mut said = tokio::task::JoinSet::new();
     loop {
@@ -176,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep_until((start + at).into()).await;
         let who = n as usize % args.senders;
         let token = tokens[who].clone();
-        let mut c = RoomsClient::connect(urls[who % urls.len()].clone()).await?;
+        let mut c = clients[who].clone();
         let body = format!("{n} {}", at.as_micros());
         let measured = start + at >= measure_from;
         said.spawn(async move {
@@ -190,17 +195,18 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu = nodes.iter().map(|n| cpu_time(n.pid()).as_secs_f64()).sum::<f64>() - cpu_before;
     drop(ups);
+    let measured: Vec<u64> = sent.iter().filter(|(_, m, ok)| *m && *ok).map(|(n, _, _)| *n).collect();
+    let in_window: std::collections::HashSet<u64> = measured.iter().copied().collect();
     let mut last: HashMap<u64, (u64, usize)> = HashMap::new();
     let mut per_delivery = Histogram::<u64>::new(3)?;
     for r in receivers {
-        for (n, us) in r.await? {
+        for (n, us) in r.await?.into_iter().filter(|(n, _)| in_window.contains(n)) {
             let e = last.entry(n).or_insert((0, 0));
             e.0 = e.0.max(us);
             e.1 += 1;
             per_delivery.record(us)?;
         }
     }
-    let measured: Vec<u64> = sent.iter().filter(|(_, m, ok)| *m && *ok).map(|(n, _, _)| *n).collect();
     let refused = sent.iter().filter(|(_, _, ok)| !ok).count();
     let mut last_h = Histogram::<u64>::new(3)?;
     let mut missing = 0usize;
