@@ -6,7 +6,7 @@
 //! that arrive while it re-attaches, are answered retryably (the device retries with the same
 //! client id; the archive deduplicates), and the device's last presence is replayed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use telex_actors::{DeviceLink, LinkEvent};
 use telex_types::presence::DevicePresence;
+use telex_types::room::{RoomEvent, RoomJid};
 use telex_types::session::{ClientFrame, CutOff, Refused, ServerFrame};
 use telex_types::UserJid;
 use tokio::sync::mpsc;
@@ -151,7 +152,14 @@ pub struct Session {
     got_any: bool,
     empty_attachments: usize,
     ended: bool,
+    /// The last room log position handed to the device, per room: a room actor that starts
+    /// again (its shard's leader moved) re-sends its last seconds, and the user's actor may
+    /// have moved too, so repeats are dropped here, next to the device.
+    room_seen: HashMap<RoomJid, u64>,
 }
+
+/// Rooms whose positions a session remembers (a device in more starts over with the oldest).
+const ROOM_SEEN_MAX: usize = 4096;
 
 impl Session {
     /// The core this session runs in.
@@ -176,6 +184,7 @@ impl Session {
             in_flight: HashSet::new(),
             got_any: false,
             empty_attachments: 0,
+            room_seen: HashMap::new(),
             ended: false,
         }
     }
@@ -284,6 +293,9 @@ impl Session {
                 Link::Local(link) => match link.poll_next(cx) {
                     Poll::Ready(LinkEvent::Frame(f)) => {
                         self.got_any = true;
+                        if self.repeated(&f) {
+                            continue;
+                        }
                         return Poll::Ready(Some(Ok(*f)));
                     }
                     // Without a reason the actor stopped: it may have moved as well.
@@ -341,6 +353,9 @@ impl Session {
                             if let ServerFrame::Sent { client_id, .. } = f.as_ref() {
                                 self.in_flight.remove(client_id);
                             }
+                            if self.repeated(&f) {
+                                continue;
+                            }
                             return Poll::Ready(Some(Ok(*f)));
                         }
                         Poll::Ready(Some(RemoteEvent::End(CutOff::Moved))) => {
@@ -360,6 +375,23 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Whether `f` is a room entry the device was already given.
+    fn repeated(&mut self, f: &ServerFrame) -> bool {
+        let ServerFrame::Room { room, event: RoomEvent::Entry { position, .. } } = f else { return false };
+        if let Some(seen) = self.room_seen.get_mut(room) {
+            if *position <= *seen {
+                return true;
+            }
+            *seen = *position;
+            return false;
+        }
+        if self.room_seen.len() >= ROOM_SEEN_MAX {
+            self.room_seen.clear();
+        }
+        self.room_seen.insert(room.clone(), *position);
+        false
     }
 
     /// The next frame for the device, as a future.
