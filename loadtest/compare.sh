@@ -185,7 +185,7 @@ window = max(t1 - t0, 1e-9)
 delivered = s["delivered_per_sec"] * window
 errors = sum(s["errors"].values())
 peak = max((x[2] for x in samples), default=rss0)
-print(json.dumps({"server": name, ""rate": rate, "delivered": s["delivered_per_sec"], "p50": s["delivery_p50_ms"],
+print(json.dumps({"server": name, "rate": rate, "delivered": s["delivered_per_sec"], "p50": s["delivery_p50_ms"],
     "p99": s["delivery_p99_ms"], "kib_per_user": (peak - rss0) / users,
     "cpu_us_per_msg": (cpu_at(t1) - cpu_at(t0)) / max(delivered, 1) * 1e6,
     "cpu_cores": (cpu_at(t1) - cpu_at(t0)) / window, "errors": errors,
@@ -426,6 +426,9 @@ import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 out, rate, duration, limit = sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
 per_core, repeats, machine, commit = sys.argv[6] == "1", int(sys.argv[7]), sys.argv[8], sys.argv[9]
+rooms = sys.argv[10] == "1"
+# The login storm runs with the chat scenario on the whole machine only.
+storm = not per_core and not rooms
 servers = list(dict.fromkeys(r["server"] for r in rows))
 def logins(name):
     p = os.path.join(out, name + "-logins", "result.json")
@@ -451,30 +454,31 @@ else:
 print(f"Max sustained: the highest offered rate of the ladder (x0.25, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24 of {rate:.0f} msg/s) with delivery")
 print(f"p99 <= {limit} ms, >= 95% delivered and <= 0.1% errors. Latency, memory and CPU at {rate:.0f} msg/s: memory is the peak RSS")
 print("growth during that run per connected user; CPU the server's CPU time (every thread, user + system) over the measured")
-print("window only, per message delivered in it. Telex archives every message twice through Raft, fsynced before the ack;")
-print("the -mam peers archive with mod_mam; the others store nothing.")
-if not per_core:
+print("window only, per message delivered in it. " + ("Telex commits each room message once, to the room's log through Raft, "
+      "fsynced before the ack; the peers' rooms keep no history here." if rooms else
+      "Telex archives every message twice through Raft, fsynced before the ack;\nthe -mam peers archive with mod_mam; the others store nothing."))
+if storm:
     print("Logins/s from the login-storm preset (5,000 logins offered at 2,000/s).")
 print()
 print("| server | max sustained msg/s | delivered msg/s | p50 ms | p99 ms | CPU µs per msg | server cores busy | KiB per connected user | errors |"
-      + (" logins/s |" if not per_core else ""))
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if not per_core else ""))
+      + (" logins/s |" if storm else ""))
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if storm else ""))
 for s in servers:
     f = fig[s]
     print(f"| {s} | {f['sustained']:.0f} | {f['delivered']:.0f} | {f['p50']:.1f} | {f['p99']:.1f} | {f['cpu_us_per_msg']:.0f} | "
-          f"{f['cpu_cores']:.2f} | {f['kib_per_user']:.1f} | {f['errors']:.0f} |" + (f" {f['logins']:.0f} |" if not per_core else ""))
+          f"{f['cpu_cores']:.2f} | {f['kib_per_user']:.1f} | {f['errors']:.0f} |" + (f" {f['logins']:.0f} |" if storm else ""))
 print("\nEvery rung (median p99 ms and CPU µs/msg; the runs' p99s):\n")
 for s in servers:
     ladder = sorted((r for r in rows if r["server"] == s), key=lambda r: r["rate"])
     print(f"- {s}: " + "; ".join(f"{r['rate']:.0f}/s {'ok' if r['ok'] else 'over'} p99 {r['p99']:.1f} cpu {r['cpu_us_per_msg']:.0f}"
                               + (f" {r.get('p99_runs')}" if r.get('runs', 1) > 1 else "") for r in ladder))
-print("\n| ratio Telex / peer | max sustained | p99 | memory/user | CPU per msg |" + (" logins/s |" if not per_core else ""))
-print("|---|---:|---:|---:|---:|" + ("---:|" if not per_core else ""))
+print("\n| ratio Telex / peer | max sustained | p99 | memory/user | CPU per msg |" + (" logins/s |" if storm else ""))
+print("|---|---:|---:|---:|---:|" + ("---:|" if storm else ""))
 q = lambda a, b, k: a[k] / b[k] if b[k] else float("nan")
 for t in [s for s in servers if s.startswith("telex")]:
     for p in [s for s in servers if not s.startswith("telex")]:
         a, b = fig[t], fig[p]
         print(f"| {t} / {p} | {q(a, b, 'sustained'):.2f} | {q(a, b, 'p99'):.2f} | {q(a, b, 'kib_per_user'):.2f} | "
-              f"{q(a, b, 'cpu_us_per_msg'):.2f} |" + (f" {q(a, b, 'logins'):.2f} |" if not per_core else ""))
+              f"{q(a, b, 'cpu_us_per_msg'):.2f} |" + (f" {q(a, b, 'logins'):.2f} |" if storm else ""))
 PY
 cat "$OUT/table.md"

@@ -13,7 +13,7 @@ use dashmap::DashMap;
 
 use telex_types::records::server_id;
 use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomConfig, RoomEntry, RoomJid, RoomRecord};
-use telex_types::{TelexError, UserJid};
+use telex_types::{Domain, TelexError, UserJid};
 
 use crate::muc::{self, Refusal, Role};
 use crate::rate::TokenBucket;
@@ -240,10 +240,22 @@ impl Rooms {
         affiliation: Option<Affiliation>,
     ) -> Result<RoomRecord, TelexError> {
         let record = self.visible(by, room).await?;
+        self.affiliate(record.affiliation(by), record, user, affiliation).await
+    }
+
+    /// Sets `user`'s affiliation, if one affiliated `by` may (XEP-0045 §9, §10).
+    async fn affiliate(
+        &self,
+        by: Option<Affiliation>,
+        record: RoomRecord,
+        user: UserJid,
+        affiliation: Option<Affiliation>,
+    ) -> Result<RoomRecord, TelexError> {
+        let room = &record.room;
         if user.domain() != room.tenant() {
             return Err(TelexError::invalid(format!("{user} is not a user of {}", room.tenant())));
         }
-        muc::may_affiliate(&record, record.affiliation(by), &user, affiliation).map_err(|r| r.to_error())?;
+        muc::may_affiliate(&record, by, &user, affiliation).map_err(|r| r.to_error())?;
         let change = RoomChange::Affiliation { user: user.clone(), affiliation };
         self.store.change(room.clone(), change).await?;
         let member = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));
@@ -329,6 +341,38 @@ impl Rooms {
     pub async fn destroy(&self, by: &UserJid, room: &RoomJid) -> Result<(), TelexError> {
         let record = self.visible(by, room).await?;
         muc::may_own(record.affiliation(by), "destroying the room").map_err(|r| r.to_error())?;
+        self.remove(record).await
+    }
+
+    /// Operators (the admin API): every room of a tenant, whatever its visibility.
+    pub async fn tenant_rooms(&self, tenant: &Domain) -> Result<Vec<RoomRecord>, TelexError> {
+        self.store.rooms(tenant).await
+    }
+
+    /// Operators: any room.
+    pub async fn record(&self, room: &RoomJid) -> Result<RoomRecord, TelexError> {
+        self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
+    }
+
+    /// Operators: destroys any room.
+    pub async fn destroy_any(&self, room: &RoomJid) -> Result<(), TelexError> {
+        let record = self.record(room).await?;
+        self.remove(record).await
+    }
+
+    /// Operators: affiliations as the room's owner would set them.
+    pub async fn affiliate_any(
+        &self,
+        room: &RoomJid,
+        user: UserJid,
+        affiliation: Option<Affiliation>,
+    ) -> Result<RoomRecord, TelexError> {
+        let record = self.record(room).await?;
+        self.affiliate(Some(Affiliation::Owner), record, user, affiliation).await
+    }
+
+    async fn remove(&self, record: RoomRecord) -> Result<(), TelexError> {
+        let room = &record.room;
         self.store.destroy(room.clone()).await?;
         // The members' room lists are in their own shards: best effort (a stale entry names a
         // room that no longer exists and is skipped).

@@ -95,7 +95,15 @@ fn config_to(c: &RoomConfig) -> pb::RoomConfig {
 /// A room as `caller` may see it: the member list only for members, bans only for owners and
 /// admins (XEP-0045 §9.5, §10.3 keep those lists to them).
 fn info(r: &RoomRecord, caller: &UserJid) -> pb::RoomInfo {
-    let yours = r.affiliation(caller);
+    shown_to(r, r.affiliation(caller))
+}
+
+/// A room as an operator sees it: everything.
+pub(crate) fn operator_info(r: &RoomRecord) -> pb::RoomInfo {
+    shown_to(r, Some(Affiliation::Owner))
+}
+
+fn shown_to(r: &RoomRecord, yours: Option<Affiliation>) -> pb::RoomInfo {
     let admin = matches!(yours, Some(Affiliation::Owner | Affiliation::Admin));
     let member = admin || yours == Some(Affiliation::Member);
     let shown = |a: &Affiliation| if *a == Affiliation::Outcast { admin } else { member };
@@ -111,7 +119,7 @@ fn info(r: &RoomRecord, caller: &UserJid) -> pb::RoomInfo {
             .collect(),
         created_by: r.created_by.to_string(),
         created_at_ms: r.created_at,
-        yours: r.affiliation(caller).map_or("none", Affiliation::as_str).into(),
+        yours: yours.map_or("none", Affiliation::as_str).into(),
     }
 }
 

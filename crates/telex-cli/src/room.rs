@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use telex_proto::v1 as pb;
 use telex_proto::v1::client_client::ClientClient;
+use telex_proto::v1::room_admin_client::RoomAdminClient;
 use telex_proto::v1::rooms_client::RoomsClient;
 use tonic::transport::Channel;
 
@@ -22,8 +23,9 @@ pub enum RoomCmd {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Rooms of your domain you can see.
-    List,
+    /// Rooms of your domain you can see; with a DOMAIN, every room of that tenant (operators,
+    /// through the admin API: no --user).
+    List { domain: Option<String> },
     /// A room's configuration, subject and affiliations.
     Show { room: String },
     /// Say something in a room (printed once it is in the room's log).
@@ -201,7 +203,60 @@ async fn client(cli: &Cli) -> Result<(RoomsClient<Channel>, String), String> {
     Ok((RoomsClient::new(channel), token))
 }
 
+/// Without --user or --token, `room list DOMAIN`, `show`, `members`, `destroy` and the
+/// affiliation commands act as the operator, through the admin API (`--admin`); true if `cmd`
+/// was one of those.
+async fn as_operator(cli: &Cli, cmd: &RoomCmd) -> Result<bool, String> {
+    let anonymous = cli.session.user.is_none() && cli.session.token.is_none();
+    let affiliation = |room: &str, jid: &str, a: &str| Some((room.to_string(), jid.to_string(), a.to_string()));
+    let change = match cmd {
+        RoomCmd::List { domain: Some(_) } => None,
+        _ if !anonymous => return Ok(false),
+        RoomCmd::Show { .. } | RoomCmd::Members { .. } | RoomCmd::Destroy { .. } => None,
+        RoomCmd::Invite { room, jid } => affiliation(room, jid, "member"),
+        RoomCmd::Kick { room, jid } => affiliation(room, jid, "none"),
+        RoomCmd::Ban { room, jid } => affiliation(room, jid, "outcast"),
+        RoomCmd::Affiliate { room, jid, affiliation: a } => affiliation(room, jid, a),
+        _ => return Ok(false),
+    };
+    let mut c = RoomAdminClient::new(connect(&cli.admin).await?);
+    let show = |r: pb::RoomInfo| {
+        let out = room_out(r);
+        emit(cli.json, &out, || room_line(&out));
+    };
+    if let Some((room, jid, affiliation)) = change {
+        let req = pb::SetAffiliationRequest { room, jid, affiliation };
+        show(c.set_room_affiliation(req).await.map_err(status_line)?.into_inner());
+        return Ok(true);
+    }
+    match cmd {
+        RoomCmd::List { domain: Some(tenant) } => {
+            let req = pb::ListTenantRoomsRequest { tenant: tenant.clone() };
+            let rooms = c.list_tenant_rooms(req).await.map_err(status_line)?.into_inner();
+            let out: Vec<RoomOut> = rooms.rooms.into_iter().map(room_out).collect();
+            emit(cli.json, &out, || out.iter().map(room_line).collect::<Vec<_>>().join("\n"));
+        }
+        RoomCmd::Show { room } => {
+            show(c.get_room(pb::GetRoomRequest { room: room.clone() }).await.map_err(status_line)?.into_inner())
+        }
+        RoomCmd::Members { room } => {
+            let r = c.get_room(pb::GetRoomRequest { room: room.clone() }).await.map_err(status_line)?;
+            let out = room_out(r.into_inner()).members;
+            emit(cli.json, &out, || out.iter().map(|(j, a)| format!("{j:<32} {a}")).collect::<Vec<_>>().join("\n"));
+        }
+        RoomCmd::Destroy { room } => {
+            c.destroy_room(pb::DestroyRoomRequest { room: room.clone() }).await.map_err(status_line)?;
+            emit(cli.json, &room, || format!("room {room} destroyed"));
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
+    if as_operator(cli, cmd).await? {
+        return Ok(());
+    }
     let (mut c, token) = client(cli).await?;
     let show = |r: pb::RoomInfo| {
         let out = room_out(r);
@@ -217,7 +272,7 @@ pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
             let req = pb::CreateRoomRequest { room: room.clone(), config: Some(config.apply(defaults())) };
             show(c.create(authed(req, &token)?).await.map_err(status_line)?.into_inner());
         }
-        RoomCmd::List => {
+        RoomCmd::List { domain: _ } => {
             let rooms = c.list(authed(pb::ListRoomsRequest {}, &token)?).await.map_err(status_line)?.into_inner();
             let out: Vec<RoomOut> = rooms.rooms.into_iter().map(room_out).collect();
             emit(cli.json, &out, || out.iter().map(room_line).collect::<Vec<_>>().join("\n"));

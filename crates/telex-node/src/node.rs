@@ -217,7 +217,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client).add_service(rooms);
     tracker.spawn(serve_grpc("client", grpc, client_l, halt.clone()));
     let admin = AdminServer::new(AdminService::new(accounts.clone(), messaging.hub().clone()));
-    let grpc = Server::builder().add_service(health_service.clone()).add_service(admin);
+    let room_admin = telex_proto::v1::room_admin_server::RoomAdminServer::new(telex_api::RoomAdminService::new(
+        room_hub.rooms().clone(),
+    ));
+    let grpc = Server::builder().add_service(health_service.clone()).add_service(admin).add_service(room_admin);
     tracker.spawn(serve_grpc("admin", grpc, admin_l, halt.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
     let relay = RelayServer::new(crate::relay::RelayService::new(messaging.hub().clone(), groups.clone()));

@@ -214,3 +214,31 @@ async fn a_members_only_room_keeps_one_log_through_a_leader_kill() {
     as_user(&nodes[2], "alice@localhost", &["room", "say", ROOM, "hi"]).failure("password");
     nodes[0].cli(&["tenant", "add", "conference.localhost"]).failure("room service of localhost");
 }
+
+#[test]
+fn an_operator_sees_and_runs_every_room_of_a_tenant() {
+    let (_tmp, dir) = telex_testkit::data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    for u in ["alice", "bob"] {
+        node.cli(&["user", "add", &format!("{u}@localhost"), "--password", "pw"]).success();
+    }
+    as_user(&node, "alice@localhost", &["room", "create", "hidden@conference.localhost", "--public", "false"])
+        .success();
+    as_user(&node, "alice@localhost", &["room", "create", ROOM]).success();
+    // bob does not see the hidden room; the operator (no --user: the admin API) sees both.
+    let bobs = as_user(&node, "bob@localhost", &["--json", "room", "list"]).json();
+    assert_eq!(bobs.as_array().map(Vec::len), Some(1), "{bobs}");
+    let all = node.cli(&["--json", "room", "list", "localhost"]).json();
+    let names: Vec<&str> = all.as_array().unwrap().iter().filter_map(|r| r["room"].as_str()).collect();
+    assert_eq!(names, ["hidden@conference.localhost", ROOM], "{all}");
+    // The operator hands the hidden room to bob, bans nobody it cannot, and destroys it.
+    node.cli(&["room", "affiliate", "hidden@conference.localhost", "bob@localhost", "owner"]).success();
+    let shown = node.cli(&["--json", "room", "show", "hidden@conference.localhost"]).json();
+    let members = shown["members"].to_string();
+    assert!(members.contains("bob@localhost") && members.contains("owner"), "{shown}");
+    node.cli(&["room", "affiliate", ROOM, "alice@localhost", "none"]).failure("at least one owner");
+    node.cli(&["room", "ban", ROOM, "mallory@other.example"]).failure("not a user of localhost");
+    node.cli(&["room", "destroy", "hidden@conference.localhost"]).success();
+    node.cli(&["room", "show", "hidden@conference.localhost"]).failure("no such room");
+    node.cli(&["room", "list", "nowhere.example"]).success();
+}

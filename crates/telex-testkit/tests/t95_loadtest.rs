@@ -152,6 +152,23 @@ fn a_presence_storm_reaches_every_subscriber() {
 }
 
 #[test]
+fn the_rooms_scenario_fans_each_message_out_to_its_room() {
+    let (tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    // 12 users in 3 rooms of 4: each message reaches the 3 other occupants of its room.
+    let file = scenario(tmp.path(), "users = 12\ncontacts = 3\nrooms = 3\nmessage_rate = 20.0\nduration_secs = 2");
+    let admin = node.addrs.admin.to_string();
+    let out = tmp.path().join("report");
+    let (s, _) = loadtest(&["--scenario", &file, "--server", &node.addrs.xmpp.to_string(), "--admin", &admin], &out);
+    assert!(s["errors"].as_object().unwrap().is_empty(), "{s}");
+    let [sent, acked, delivered] = totals(&out);
+    assert!(sent >= 50.0 && acked == sent, "sent {sent}, acked {acked}: {s}");
+    assert_eq!(delivered, 3.0 * sent, "each room message reaches the room's 3 other occupants: {s}");
+    let rooms = node.cli(&["--user", "lt0@localhost", "--password", "pw", "room", "list"]).success();
+    assert!(rooms.contains("lt-room0@conference.localhost") && rooms.contains("lt-room2"), "{rooms}");
+}
+
+#[test]
 fn the_grpc_driver_chats_through_the_client_api() {
     let (tmp, dir) = data_dir();
     let node = Telexd::start(&dir, &["--shards", "8"]);
