@@ -19,6 +19,9 @@ use crate::muc::{self, Refusal, Role};
 use crate::rate::TokenBucket;
 use crate::RoomStore;
 
+/// Rooms a new session catches up on (a user in more gets the rest through history).
+const MAX_CATCH_UP_ROOMS: usize = 256;
+
 /// Longest room message body, in bytes.
 pub const MAX_ROOM_BODY: usize = 64 * 1024;
 /// Most log entries one history call returns.
@@ -230,6 +233,44 @@ impl Rooms {
         let record = self.visible(by, room).await?;
         Self::role(&record, by).map_err(|r| r.to_error())?;
         self.store.position(room, server_id).await
+    }
+
+    /// `by`'s `device` has read the room up to `position` (a member's room cursor; it only
+    /// moves forward, and not past the room's head).
+    pub async fn mark_read(&self, by: &UserJid, device: &str, room: &RoomJid, position: u64) -> Result<(), TelexError> {
+        let record = self.visible(by, room).await?;
+        if record.affiliation(by).is_none_or(|a| a == Affiliation::Outcast) {
+            return Err(Refusal::NotMember.to_error());
+        }
+        let head = self.store.head(room).await?;
+        self.store.set_cursor(room.clone(), by.clone(), device.to_string(), position.min(head)).await
+    }
+
+    /// What `device` missed in `by`'s rooms since its cursors: per room, the entries after the
+    /// cursor (the newest `per_room` if more). Rooms that are gone or refuse are skipped.
+    pub async fn unread(&self, by: &UserJid, device: &str, per_room: usize) -> Vec<(RoomJid, Vec<(u64, RoomEntry)>)> {
+        let rooms = match self.store.memberships(by).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(user = %by, error = %e, "could not read the user's rooms for catch-up");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        for room in rooms.into_iter().take(MAX_CATCH_UP_ROOMS) {
+            let Ok(cursor) = self.store.cursor(&room, by, device).await else { continue };
+            let Ok((mut page, head)) = self.history(by, &room, cursor, per_room).await else { continue };
+            if head.saturating_sub(cursor) > per_room as u64 {
+                match self.history(by, &room, head - per_room as u64, per_room).await {
+                    Ok((newest, _)) => page = newest,
+                    Err(_) => continue,
+                }
+            }
+            if !page.is_empty() {
+                out.push((room, page));
+            }
+        }
+        out
     }
 
     pub async fn set_affiliation(

@@ -178,6 +178,13 @@ impl rooms_server::Rooms for RoomsService {
         Ok(Response::new(pb::RoomHistoryResponse { entries, head }))
     }
 
+    async fn mark_read(&self, r: Request<pb::MarkReadRequest>) -> Reply<pb::MarkReadResponse> {
+        let p = self.caller(&r).await?;
+        let q = r.into_inner();
+        self.rooms.mark_read(&p.jid, &p.device, &room(&q.room)?, q.position).await.map_err(to_status)?;
+        Ok(Response::new(pb::MarkReadResponse {}))
+    }
+
     async fn set_affiliation(&self, r: Request<pb::SetAffiliationRequest>) -> Reply<pb::RoomInfo> {
         let me = self.caller(&r).await?.jid;
         let q = r.into_inner();

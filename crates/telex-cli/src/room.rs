@@ -69,7 +69,8 @@ pub enum RoomCmd {
     Join { room: String },
     /// Give up your membership.
     Leave { room: String },
-    /// Print the room's messages as they arrive (on a session of your device).
+    /// Print the room's messages: first what this device missed since it last listened (the
+    /// newest 200 at most), then as they arrive.
     Listen {
         room: String,
         /// Exit after this many messages.
@@ -397,6 +398,7 @@ fn entry_line(e: &EntryOut) -> String {
 /// lines starting with `*`, in text mode).
 async fn listen(cli: &Cli, room: &str, count: Option<u64>, timeout: Option<f64>) -> CliResult {
     let mut s = crate::chat::open(cli).await?;
+    let mut read = None;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + std::time::Duration::from_secs_f64(t));
     let mut seen = 0u64;
     while count.is_none_or(|c| seen < c) {
@@ -417,6 +419,10 @@ async fn listen(cli: &Cli, room: &str, count: Option<u64>, timeout: Option<f64>)
                 let out = EntryOut::from(e);
                 emit(cli.json, &out, || entry_line(&out));
                 seen += 1;
+                // This device has read it: its next session starts after it.
+                let frame = pb::RoomRead { room: ev.room.clone(), position: out.position };
+                let _ = s.up.try_send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::RoomRead(frame)) });
+                read = Some((ev.room.clone(), out.position));
             }
             Some(pb::room_event::Event::Occupant(o)) if !cli.json => {
                 let show = o.presence.map(|p| p.show).unwrap_or_default();
@@ -424,6 +430,11 @@ async fn listen(cli: &Cli, room: &str, count: Option<u64>, timeout: Option<f64>)
             }
             _ => {}
         }
+    }
+    // The last one read, stored before exiting (the frames above are best effort).
+    if let Some((room, position)) = read {
+        let (mut c, token) = client(cli).await?;
+        c.mark_read(authed(pb::MarkReadRequest { room, position }, &token)?).await.map_err(status_line)?;
     }
     Ok(())
 }

@@ -40,6 +40,7 @@ pub fn client_frame(f: pb::ClientFrame) -> Result<Option<ClientFrame>, TelexErro
         Some(Frame::Ack(a)) => ClientFrame::Ack(a.position),
         Some(Frame::Presence(p)) => ClientFrame::Presence(device_presence(p)?),
         Some(Frame::Signal(s)) => ClientFrame::Signal { to: s.to, payload: s.payload },
+        Some(Frame::RoomRead(r)) => ClientFrame::RoomRead { room: RoomJid::parse(&r.room)?, position: r.position },
     }))
 }
 
@@ -69,6 +70,7 @@ pub fn to_client_frame(f: ClientFrame) -> pb::ClientFrame {
         ClientFrame::Ack(position) => Frame::Ack(pb::Ack { position }),
         ClientFrame::Presence(p) => Frame::Presence(set_presence(p)),
         ClientFrame::Signal { to, payload } => Frame::Signal(pb::SendSignal { to, payload }),
+        ClientFrame::RoomRead { room, position } => Frame::RoomRead(pb::RoomRead { room: room.to_string(), position }),
     };
     pb::ClientFrame { frame: Some(frame) }
 }

@@ -18,6 +18,8 @@ pub use telex_types::session::MAX_DEVICE_BYTES;
 /// How long opening or re-attaching a session waits for the user's shard to have a reachable
 /// leader before it gives up.
 const ATTACH_PATIENCE: Duration = Duration::from_secs(5);
+/// Room entries a new native session is given per room it missed them in (older: history).
+const CATCH_UP_PER_ROOM: usize = 200;
 
 /// Clonable handle to the session core of this node.
 #[derive(Clone)]
@@ -162,7 +164,15 @@ impl Core {
     pub async fn open(&self, jid: UserJid, device: &str, hold: bool) -> Result<Session, TelexError> {
         let device = device_name(device)?;
         let link = attach(self, &jid, &device, hold).await?;
-        Ok(Session::new(self.clone(), jid, device, link, hold, true))
+        let mut session = Session::new(self.clone(), jid, device, link, hold, true);
+        // A native device (not held for XMPP) starts with what it missed in its rooms: read
+        // after attaching, so nothing falls between the two.
+        if let (false, Ok(hub)) = (hold, self.room_hub()) {
+            for (room, entries) in hub.rooms().unread(session.jid(), session.device(), CATCH_UP_PER_ROOM).await {
+                session.catch_up(room, entries);
+            }
+        }
+        Ok(session)
     }
 
     /// The node-to-node side of a session a gateway on another node routes here: served by the

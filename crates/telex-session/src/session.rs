@@ -16,7 +16,7 @@ use futures::stream::{BoxStream, FuturesUnordered};
 use futures::{FutureExt, StreamExt};
 use telex_actors::{DeviceLink, LinkEvent};
 use telex_types::presence::DevicePresence;
-use telex_types::room::{RoomEvent, RoomJid};
+use telex_types::room::{RoomEntry, RoomEvent, RoomJid};
 use telex_types::session::{ClientFrame, CutOff, Refused, ServerFrame};
 use telex_types::UserJid;
 use tokio::sync::mpsc;
@@ -216,6 +216,22 @@ impl Session {
     /// Hands a frame from the device to the session. Never waits: results come out of
     /// `poll_next`, which must keep being polled.
     pub fn submit(&mut self, frame: ClientFrame) {
+        if let ClientFrame::RoomRead { room, position } = frame {
+            // Written from here, wherever the user's actor is: the cursor lives in the room's
+            // shard. No answer: a refused one is only logged.
+            let (core, jid, device) = (self.core.clone(), self.jid.clone(), self.device.clone());
+            self.work.get_or_insert_with(Work::new).push(tokio::spawn(async move {
+                let marked = match core.room_hub() {
+                    Ok(hub) => hub.rooms().mark_read(&jid, &device, &room, position).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = marked {
+                    tracing::debug!(user = %jid, %room, error = %e, "room cursor not moved");
+                }
+                None
+            }));
+            return;
+        }
         if let ClientFrame::Presence(p) = &frame {
             self.presence = Some(p.clone());
             self.hold = false;
@@ -223,6 +239,8 @@ impl Session {
         match &mut self.link {
             Link::Local(link) => match frame {
                 ClientFrame::Ack(position) => link.ack(position),
+                // Carried out above, before the link is looked at.
+                ClientFrame::RoomRead { .. } => {}
                 ClientFrame::Presence(p) => link.set_presence(p),
                 ClientFrame::Send(m) => {
                     let (messaging, jid, device) =
@@ -373,6 +391,17 @@ impl Session {
                         Poll::Pending => return Poll::Pending,
                     }
                 }
+            }
+        }
+    }
+
+    /// Room entries the device missed, handed to it before anything live (a repeat of them
+    /// arriving live is dropped).
+    pub(crate) fn catch_up(&mut self, room: RoomJid, entries: Vec<(u64, RoomEntry)>) {
+        for (position, entry) in entries {
+            let f = ServerFrame::Room { room: room.clone(), event: RoomEvent::Entry { position, entry } };
+            if !self.repeated(&f) {
+                self.answers.push_back(f);
             }
         }
     }

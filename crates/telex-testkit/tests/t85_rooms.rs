@@ -242,3 +242,42 @@ fn an_operator_sees_and_runs_every_room_of_a_tenant() {
     node.cli(&["room", "show", "hidden@conference.localhost"]).failure("no such room");
     node.cli(&["room", "list", "nowhere.example"]).success();
 }
+
+#[test]
+fn an_offline_member_catches_up_when_its_device_comes_back() {
+    let (_tmp, dir) = telex_testkit::data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    node.cli(&["user", "add", "alice@localhost", "--password", "pw"]).success();
+    node.cli(&["user", "add", "bob@localhost", "--password", "pw"]).success();
+    as_user(&node, "alice@localhost", &["room", "create", ROOM]).success();
+    as_user(&node, "bob@localhost", &["room", "join", ROOM]).success();
+    let listen = |count: &str, timeout: &str| -> Vec<String> {
+        let out = as_user(
+            &node,
+            "bob@localhost",
+            &["--json", "room", "listen", ROOM, "--count", count, "--timeout", timeout],
+        );
+        out.success()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["body"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    as_user(&node, "alice@localhost", &["room", "say", ROOM, "first"]).success();
+    assert_eq!(listen("1", "10"), ["first"]);
+    // bob's device is offline while alice says three things.
+    for text in ["one", "two", "three"] {
+        as_user(&node, "alice@localhost", &["room", "say", ROOM, text]).success();
+    }
+    assert_eq!(listen("3", "10"), ["one", "two", "three"], "the device did not catch up on what it missed");
+    // Read now: nothing again.
+    assert!(listen("1", "1").is_empty(), "the device was given what it had read");
+    // Another device of bob's has read nothing: it gets the room from the start.
+    let other = as_user(
+        &node,
+        "bob@localhost",
+        &["--device", "phone", "--json", "room", "listen", ROOM, "--count", "4", "--timeout", "10"],
+    )
+    .success();
+    assert_eq!(other.lines().count(), 4, "{other}");
+}

@@ -430,8 +430,9 @@ fn room_with_xmpp_and_native_members(nodes: &[Telexd]) {
         carol(last, &["room", "say", ROOM, &format!("before-{i}")]).success();
     }
     let (n, native) = (10, 5);
-    let total = (2 * n + native).to_string();
-    // carol's device follows the room live (a native member's session gets its messages).
+    // carol's device first gets what it missed (the 3 said before), then follows the room live
+    // (a native member's session gets its messages).
+    let total = (3 + 2 * n + native).to_string();
     let listener = Command::new(telex_testkit::bin("telex"))
         .args(["--server", &last.addrs.client.to_string(), "--user", "carol@localhost", "--password", "pw", "--json"])
         .args(["room", "listen", ROOM, "--count", &total, "--timeout", "60"])
@@ -496,7 +497,13 @@ fn room_with_xmpp_and_native_members(nodes: &[Telexd]) {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| v["body"].as_str().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(live, order, "carol's device saw another order; stderr: {}", String::from_utf8_lossy(&heard.stderr));
+    assert_eq!(live[..3], ["before-0", "before-1", "before-2"], "carol's device missed what it had missed");
+    assert_eq!(
+        live[3..],
+        order,
+        "carol's device saw another order; stderr: {}",
+        String::from_utf8_lossy(&heard.stderr)
+    );
     // ...and it is the room's log, after the history.
     let log = carol(first, &["--json", "room", "history", ROOM, "--limit", "100"]).success();
     let logged: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&log)

@@ -53,6 +53,12 @@ pub enum ClientFrame {
         to: String,
         payload: String,
     },
+    /// The device has the room's entries up to this position (its room cursor: a session it
+    /// opens later starts with what came after).
+    RoomRead {
+        room: RoomJid,
+        position: u64,
+    },
 }
 
 impl ClientFrame {
