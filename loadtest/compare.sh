@@ -49,7 +49,8 @@ STORM=5000 # accounts for the login storm (lt0 .. lt4999)
 P99_LIMIT_MS=50
 # Deliveries per message: 1 in chat, the other 99 occupants of a room.
 FANOUT=1
-if [ "$ROOMS" = 1 ]; then P99_LIMIT_MS=150; FANOUT=99; fi
+# 10 rooms of the 1,000 users: a room message reaches the other 99 occupants.
+if [ "$ROOMS" = 1 ]; then P99_LIMIT_MS=150; FANOUT=$((USERS / 10 - 1)); fi
 if [ "$PER_CORE" = 1 ]; then
   SERVERS="${3:-telex,ejabberd,ejabberd-mam,prosody,prosody-mam}"
   REPEATS="${REPEATS:-3}"
@@ -167,7 +168,7 @@ PY
   fi
   kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
   [ "$ok" = 1 ] || return 0
-  if ! python3 - "$dir/result.json" "$work/cpu.samples" "$name" "$rate" "$rss0" "$USERS" "$P99_LIMIT_MS" "$FANOUT" >>"$work/runs.jsonl" <<'PY'; then
+  if ! python3 - "$dir/result.json" "$work/cpu.samples" "$name" "$rate" "$rss0" "$USERS" "$P99_LIMIT_MS" >>"$work/runs.jsonl" <<'PY'; then
 import json, sys
 r = json.load(open(sys.argv[1]))
 samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 3]
@@ -444,7 +445,7 @@ if per_core:
     print("Per core: each server pinned to core 0 (every thread), telex-loadtest to core 1.")
 else:
     print("Whole machine: servers and telex-loadtest share both cores, unpinned.")
-if sys.argv[10] == "1":
+if rooms:
     print(f"Rooms scenario (XEP-0045: 1,000 users in 10 rooms of 100; each room message reaches the 99 other occupants, "
           f"so 'delivered' is 99 times the room messages), XMPP plain c2s on loopback, {duration} s measured per run, "
           f"median of {repeats} run(s) per rung. Rates are room messages/s; CPU is per delivery.")

@@ -104,7 +104,10 @@ pub async fn connect(login: Login) -> anyhow::Result<Conn> {
     w.write_all(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await?;
     reader.expect("iq").await?;
     if let Some(room) = &login.room {
-        enter_room(&mut reader, &mut w, room, &login.nick()).await?;
+        // A server busy with other occupants' stanzas keeps each read alive: bound the whole.
+        tokio::time::timeout(Duration::from_secs(60), enter_room(&mut reader, &mut w, room, &login.nick()))
+            .await
+            .with_context(|| format!("{room}: not entered in 60 s"))??;
     }
     w.write_all(b"<enable xmlns='urn:xmpp:sm:3'/><presence/>").await?;
     reader.expect("enabled").await?;

@@ -21,6 +21,8 @@ use crate::RoomStore;
 
 /// Rooms a new session catches up on (a user in more gets the rest through history).
 const MAX_CATCH_UP_ROOMS: usize = 256;
+/// Bytes of room entries a new session catches up on, over all its rooms.
+const CATCH_UP_BYTES: usize = 4 << 20;
 
 /// Longest room message body, in bytes.
 pub const MAX_ROOM_BODY: usize = 64 * 1024;
@@ -247,7 +249,8 @@ impl Rooms {
     }
 
     /// What `device` missed in `by`'s rooms since its cursors: per room, the entries after the
-    /// cursor (the newest `per_room` if more). Rooms that are gone or refuse are skipped.
+    /// cursor (the newest `per_room` if more), `CATCH_UP_BYTES` in all at most (newest kept).
+    /// Rooms that are gone or refuse are skipped.
     pub async fn unread(&self, by: &UserJid, device: &str, per_room: usize) -> Vec<(RoomJid, Vec<(u64, RoomEntry)>)> {
         let rooms = match self.store.memberships(by).await {
             Ok(r) => r,
@@ -257,7 +260,11 @@ impl Rooms {
             }
         };
         let mut out = Vec::new();
+        let mut budget = CATCH_UP_BYTES;
         for room in rooms.into_iter().take(MAX_CATCH_UP_ROOMS) {
+            if budget == 0 {
+                break;
+            }
             let Ok(cursor) = self.store.cursor(&room, by, device).await else { continue };
             let Ok((mut page, head)) = self.history(by, &room, cursor, per_room).await else { continue };
             if head.saturating_sub(cursor) > per_room as u64 {
@@ -266,6 +273,20 @@ impl Rooms {
                     Err(_) => continue,
                 }
             }
+            // The newest entries that fit what is left of the budget.
+            let mut keep = page.len();
+            while keep > 0 {
+                let size = page[keep - 1].1.body.len() + page[keep - 1].1.extras.len() + 256;
+                if size > budget {
+                    break;
+                }
+                budget -= size;
+                keep -= 1;
+            }
+            if keep == page.len() {
+                budget = 0;
+            }
+            let page = page.split_off(keep);
             if !page.is_empty() {
                 out.push((room, page));
             }

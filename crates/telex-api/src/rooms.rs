@@ -95,17 +95,19 @@ fn config_to(c: &RoomConfig) -> pb::RoomConfig {
 /// A room as `caller` may see it: the member list only for members, bans only for owners and
 /// admins (XEP-0045 §9.5, §10.3 keep those lists to them).
 fn info(r: &RoomRecord, caller: &UserJid) -> pb::RoomInfo {
-    shown_to(r, r.affiliation(caller))
+    let yours = r.affiliation(caller);
+    shown_to(r, yours, yours)
 }
 
-/// A room as an operator sees it: everything.
+/// A room as an operator sees it: every list (the operator has no affiliation of its own).
 pub(crate) fn operator_info(r: &RoomRecord) -> pb::RoomInfo {
-    shown_to(r, Some(Affiliation::Owner))
+    shown_to(r, None, Some(Affiliation::Owner))
 }
 
-fn shown_to(r: &RoomRecord, yours: Option<Affiliation>) -> pb::RoomInfo {
-    let admin = matches!(yours, Some(Affiliation::Owner | Affiliation::Admin));
-    let member = admin || yours == Some(Affiliation::Member);
+/// `sees_as`: whose lists are shown (XEP-0045's rules for that affiliation).
+fn shown_to(r: &RoomRecord, yours: Option<Affiliation>, sees_as: Option<Affiliation>) -> pb::RoomInfo {
+    let admin = matches!(sees_as, Some(Affiliation::Owner | Affiliation::Admin));
+    let member = admin || sees_as == Some(Affiliation::Member);
     let shown = |a: &Affiliation| if *a == Affiliation::Outcast { admin } else { member };
     pb::RoomInfo {
         room: r.room.to_string(),

@@ -12,6 +12,9 @@ use crate::xml::{el, text_el, Element, Node};
 /// XEP-0249's direct invitation, which the room's invitations are delivered as.
 pub const CONFERENCE: &str = "jabber:x:conference";
 
+/// Changes one muc#admin request may carry (each is a write).
+const MAX_ITEMS: usize = 50;
+
 /// An owner's or admin's iq to a room.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AdminRequest {
@@ -93,6 +96,9 @@ fn admin(query: &Element, set: bool) -> AdminRequest {
             (None, Some(_)) => AdminRequest::Unsupported("lists of occupants by role are not offered yet".into()),
             (None, None) => AdminRequest::Bad("the <item/> names an affiliation".into()),
         };
+    }
+    if items.len() > MAX_ITEMS {
+        return AdminRequest::Bad(format!("at most {MAX_ITEMS} items in one muc#admin request"));
     }
     let mut changes = Vec::new();
     for item in items {
@@ -234,6 +240,9 @@ pub fn apply_form(mut c: RoomConfig, fields: &[(String, Vec<String>)]) -> Result
         (Some(true), None) if c.password.is_empty() => {
             return Err("muc#roomconfig_passwordprotectedroom: set, but no muc#roomconfig_roomsecret".into())
         }
+        (Some(true), Some(s)) if s.is_empty() => {
+            return Err("muc#roomconfig_roomsecret: empty, but the room is to need a password".into())
+        }
         (_, Some(s)) => c.password = s,
         _ => {}
     }
@@ -267,13 +276,14 @@ pub fn invitations(m: &Element) -> Vec<(String, String)> {
 
 /// The invitation as its invitee receives it: a XEP-0249 direct invitation from the inviter,
 /// stored and delivered like any chat message (so an offline invitee gets it later).
-pub fn invitation_extras(r: &RoomRecord, reason: &str) -> String {
+/// `with_password`: the room's password goes along (the inviter could enter already).
+pub fn invitation_extras(r: &RoomRecord, reason: &str, with_password: bool) -> String {
     let room = r.room.to_string();
     let mut attrs = vec![("jid", room.as_str())];
     if !reason.is_empty() {
         attrs.push(("reason", reason));
     }
-    if !r.config.password.is_empty() {
+    if with_password && !r.config.password.is_empty() {
         attrs.push(("password", r.config.password.as_str()));
     }
     crate::xml::xml_of(&el("x", &[&[("xmlns", CONFERENCE)][..], &attrs].concat(), vec![]))
@@ -373,7 +383,11 @@ mod tests {
         let m = p("<message to='team@conference.x'><x xmlns='http://jabber.org/protocol/muc#user'>\
             <invite to='bob@x/pc'><reason>join us</reason></invite></x></message>");
         assert_eq!(invitations(&m), vec![("bob@x".to_string(), "join us".to_string())]);
-        let x = invitation_extras(&record(), "join us");
+        let x = invitation_extras(&record(), "join us", true);
         assert!(x.contains("xmlns='jabber:x:conference'") && x.contains("jid='team@conference.x'"), "{x}");
+        let mut locked = record();
+        locked.config.password = "s3".into();
+        assert!(invitation_extras(&locked, "", true).contains("password='s3'"));
+        assert!(!invitation_extras(&locked, "", false).contains("s3"), "an outsider's invitation carries the password");
     }
 }

@@ -22,6 +22,15 @@ use crate::stanza::{bare, resource};
 use crate::wire::Wire;
 use crate::xml::{el, Element, Node};
 
+/// Tells apart the invitations of one stanza (the same on a retry of it).
+fn invitation_digest(room: &RoomJid, invitee: &telex_types::UserJid) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // Fixed keys: the same digest in every process, so a retry through another node matches.
+    let mut h = std::hash::DefaultHasher::new();
+    (room.to_string(), invitee.to_string()).hash(&mut h);
+    h.finish()
+}
+
 /// A room call is retried this often while the room's shard changes leader (about 5 s).
 const ROOM_ATTEMPTS: u32 = 50;
 /// Rooms one session may be in at once.
@@ -197,17 +206,24 @@ impl Xmpp {
     ) -> Result<(), TelexError> {
         let rooms = self.core.room_hub()?.rooms().clone();
         let device = s.device.device().to_string();
+        if invitees.len() > MAX_INVITEES {
+            return Err(TelexError::invalid(format!("at most {MAX_INVITEES} invitations in one message")));
+        }
         let base = e.attr("id").filter(|id| !id.is_empty() && id.len() <= 64).map(str::to_string);
-        for (k, (to, reason)) in invitees.into_iter().enumerate().take(MAX_INVITEES) {
+        for (to, reason) in invitees {
             let invitee = telex_types::UserJid::parse(&to)?;
             let record = rooms.invite(&s.jid, room, &invitee).await?;
             let client_id = match &base {
-                // A retried stanza invites once.
-                Some(id) => format!("{id}-invite-{k}"),
+                // A retried stanza invites once; another stanza reusing the id is another send.
+                Some(id) => format!("{id}-invite-{:016x}", invitation_digest(room, &invitee)),
                 None => s.next_client_id(),
             };
             let body = format!("{} invites you to the room {room}", s.jid);
-            let extras = room_admin::invitation_extras(&record, &reason);
+            // The password only from someone who could enter already (not an outsider inviting
+            // itself into an open room to read it).
+            let insider =
+                record.affiliation(&s.jid).is_some_and(|a| a != Affiliation::Outcast) || s.rooms.contains_key(room);
+            let extras = room_admin::invitation_extras(&record, &reason, insider);
             let m = telex_session::SendMessage { client_id, to, to_device: String::new(), body, extras };
             self.core.messaging().send(&s.jid, &device, m).await.map_err(|r| r.error)?;
         }
@@ -234,6 +250,9 @@ impl Xmpp {
                 Err(err) => Err(err),
             },
             AdminRequest::Configure(fields) => match rooms.get(user, room).await {
+                Ok(r) if r.affiliation(user) != Some(Affiliation::Owner) => {
+                    Err(needs("the configuration is for owners"))
+                }
                 Ok(r) => match room_admin::apply_form(r.config.clone(), &fields) {
                     Ok(config) => rooms.configure(user, room, config).await.map(|_| None),
                     Err(why) => Err(TelexError::invalid(why)),
