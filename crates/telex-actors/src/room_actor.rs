@@ -163,6 +163,7 @@ impl RoomHub {
             groups: Vec::new(),
             grouped_at: None,
             last_activity: Instant::now(),
+            occupied: false,
         };
         tokio::spawn(actor.run(rx, tx.downgrade()));
         metrics::counter!("telex_room_actors_started_total").increment(1);
@@ -193,6 +194,8 @@ struct RoomActor {
     groups: Vec<(Option<u64>, Vec<Recipient>)>,
     grouped_at: Option<Instant>,
     last_activity: Instant,
+    /// Someone was in the room after the last batch (a temporary room goes once nobody is).
+    occupied: bool,
 }
 
 impl RoomActor {
@@ -221,6 +224,11 @@ impl RoomActor {
                 }
             }
             self.fan_out().await;
+            let occupied = !self.occupants.is_empty();
+            if self.occupied && !occupied {
+                self.vanish_if_temporary().await;
+            }
+            self.occupied = occupied;
         }
         rx.close();
         let inner = &self.hubs.0;
@@ -302,6 +310,23 @@ impl RoomActor {
             self.take_out(key, why);
         }
         self.grouped_at = None;
+    }
+
+    /// The last occupant left a temporary (not persistent) room: it goes away, as XEP-0045
+    /// §10.1.3 has it.
+    async fn vanish_if_temporary(&mut self) {
+        let temporary = match self.record().await {
+            Ok(Some(r)) => !r.config.persistent,
+            _ => false,
+        };
+        if !temporary {
+            return;
+        }
+        match self.hubs.0.rooms.destroy_any(&self.room).await {
+            Ok(()) => tracing::info!(room = %self.room, "temporary room destroyed: its last occupant left"),
+            Err(e) => tracing::warn!(room = %self.room, error = %e, "could not destroy an empty temporary room"),
+        }
+        self.record_stale = true;
     }
 
     /// The room takes an occupant out; it is told why with the others.

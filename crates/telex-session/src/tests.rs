@@ -293,4 +293,26 @@ mod rooms {
         let e = core.room_call(&room(), enter("eve@y.example", "pc", "Eve")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound, "{e:?}");
     }
+
+    #[tokio::test]
+    async fn a_temporary_room_goes_when_its_last_occupant_leaves() {
+        let (_m, core) = core();
+        let alice = jid("alice@x.example");
+        let mut a = core.open(alice.clone(), "phone", true).await.unwrap();
+        a.submit(available());
+        core.room_call(&room(), enter("alice@x.example", "phone", "Ann")).await.unwrap();
+        let rooms = core.room_hub().unwrap().rooms().clone();
+        let mut config = core.room(&alice, &room()).await.unwrap().config;
+        config.persistent = false;
+        rooms.configure(&alice, &room(), config).await.unwrap();
+        // Still there while occupied.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(core.room(&alice, &room()).await.is_ok());
+        core.room_call(&room(), RoomCall::Leave { user: alice.clone(), device: "phone".into() }).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while core.room(&alice, &room()).await.is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the empty temporary room is still there");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

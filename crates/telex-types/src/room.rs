@@ -156,8 +156,8 @@ pub struct RoomConfig {
     pub password: String,
     /// Listed in the service's room list (disco#items).
     pub public: bool,
-    /// Kept when the last occupant leaves; a room that is not goes away then (with XMPP
-    /// occupants, still to come; native rooms are all kept).
+    /// Kept when the last occupant leaves; a room that is not goes away then (its actor
+    /// destroys it once no XMPP occupant is left; native members are not occupants).
     pub persistent: bool,
     pub invite: InvitePolicy,
     /// Members (affiliations owner, admin, member) at most.
