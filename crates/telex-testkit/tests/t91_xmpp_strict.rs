@@ -127,6 +127,15 @@ fn aioxmpp_occupants_share_a_native_members_room() {
     assert_eq!(bodies[..2], ["before-0", "before-1"]);
 }
 
+#[test]
+fn aioxmpp_runs_a_room_as_its_owner() {
+    let (_tmp, node) = node();
+    assert_ok(&node, "muc_admin");
+    let shown = node.cli(&["--json", "room", "show", "board@conference.localhost"]).json();
+    assert_eq!(shown["members_only"], true, "{shown}");
+    assert!(shown["members"].to_string().contains("bob@localhost"), "{shown}");
+}
+
 /// go-sendxmpp (Debian's package), a Go client: installed on first use.
 fn go_sendxmpp() -> String {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/go-sendxmpp.sh");

@@ -341,6 +341,36 @@ async def muc(args):
     print("OK muc", flush=True)
 
 
+async def muc_admin(args):
+    """aioxmpp as a room's owner: its configuration form template round-trips (members-only),
+    an affiliation change lets bob in, and a kick takes him out (status 307)."""
+    import aioxmpp.muc
+    room_jid = aioxmpp.JID.fromstr(f"board@conference.{args.domain}")
+    peers = [Peer(args, "alice", "admin"), Peer(args, "bob", "admin")]
+    async with peers[0] as a, peers[1] as b:
+        ma, mb = a.client.summon(aioxmpp.MUCClient), b.client.summon(aioxmpp.MUCClient)
+        room_a, fut = ma.join(room_jid, "Alice")
+        await asyncio.wait_for(fut, TIMEOUT)
+        form = aioxmpp.muc.ConfigurationForm.from_xso(await ma.get_room_config(room_jid))
+        form.membersonly.value = True
+        await ma.set_room_config(room_jid, form.render_reply())
+        again = aioxmpp.muc.ConfigurationForm.from_xso(await ma.get_room_config(room_jid))
+        if again.membersonly.value is not True:
+            fail("the room is not members-only after aioxmpp's form")
+        await ma.set_affiliation(room_jid, aioxmpp.JID.fromstr(f"bob@{args.domain}"), "member")
+        room_b, fut = mb.join(room_jid, "Bob")
+        await asyncio.wait_for(fut, TIMEOUT)
+        exits = []
+        room_b.on_exit.connect(lambda **kw: exits.append(kw))
+        await until("alice to see bob in the room", lambda: len(list(room_a.members)) == 2)
+        bob = next(m for m in room_a.members if str(m.nick) == "Bob")
+        await room_a.kick(bob, reason="out")
+        await until("bob to be kicked", lambda: exits)
+        if exits[0].get("muc_leave_mode") != aioxmpp.muc.LeaveMode.KICKED:
+            fail(f"bob's exit was {exits[0]}, not a kick")
+    print("OK muc_admin", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -358,6 +388,7 @@ def main():
         "rosterver": rosterver,
         "csi": csi,
         "muc": muc,
+        "muc_admin": muc_admin,
     }
     asyncio.run(asyncio.wait_for(scenarios[args.scenario](args), 90))
 

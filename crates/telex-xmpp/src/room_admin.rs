@@ -150,6 +150,11 @@ pub fn config_form(r: &RoomRecord) -> Element {
         Anonymity::Semi => "moderators",
     };
     let (max, history) = (c.max_members.to_string(), c.history_on_join.to_string());
+    // XEP-0045's registry has maxusers as a list (the current value among its options).
+    let mut sizes: Vec<&str> = vec!["10", "20", "50", "100", "1000", "10000"];
+    if !sizes.contains(&max.as_str()) {
+        sizes.push(&max);
+    }
     let fields = vec![
         Node::Element(el("field", &[("var", "FORM_TYPE"), ("type", "hidden")], vec![text_el("value", ROOM_CONFIG)])),
         field("muc#roomconfig_roomname", "text-single", "Name", &[&c.name], &[]),
@@ -181,7 +186,7 @@ pub fn config_form(r: &RoomRecord) -> Element {
             &[if c.private_messages { "anyone" } else { "none" }],
             &["anyone", "none"],
         ),
-        field("muc#roomconfig_maxusers", "text-single", "Members at most", &[&max], &[]),
+        field("muc#roomconfig_maxusers", "list-single", "Members at most", &[&max], &sizes),
         field("muc#maxhistoryfetch", "text-single", "Messages shown on entering", &[&history], &[]),
     ];
     let title = Node::Element(el("title", &[], vec![Node::Text(format!("Configuration of {}", r.room))]));
