@@ -364,9 +364,8 @@ impl UserActor {
         self.persist(device, &cursor, false);
     }
 
-    /// Hands a room's events to the devices in the room. An event about a device's own
-    /// occupancy is not sent to it (the room answered its call with it), and log entries it
-    /// was handed already are dropped. Best effort: a full queue misses them (the device reads
+    /// Hands a room's events to the devices in the room; log entries a device was handed
+    /// already are dropped. Best effort: a full queue misses them (the device reads
     /// the room's log to catch up).
     fn room(&mut self, room: &RoomJid, events: &[RoomEvent], devices: &[String], members: bool) {
         for (device, s) in self.sessions.iter_mut() {
@@ -383,12 +382,12 @@ impl UserActor {
                         }
                         *seen = *position;
                     }
-                    RoomEvent::Occupant { occupant, removed: None, .. }
-                        if occupant.user == self.user && &occupant.device == device =>
-                    {
-                        continue
-                    }
+                    // A device's own occupancy goes to it too: the room answered its call
+                    // already, but a moderator's role change reaches it only this way.
                     RoomEvent::Occupant { .. } => {}
+                    // For the other occupant's devices only, never for members at large.
+                    RoomEvent::Private { .. } if !listed => continue,
+                    RoomEvent::Private { .. } => {}
                 }
                 let frame = ServerFrame::Room { room: room.clone(), event: event.clone() };
                 if s.tx.try_send(Box::new(frame)).is_err() {

@@ -85,22 +85,14 @@ impl std::fmt::Display for Refusal {
             Refusal::NoVoice => f.write_str("this room is moderated and visitors may not speak"),
             Refusal::NotOccupant => f.write_str("only occupants may send messages to the room; join it first"),
             Refusal::NotAllowed(what) => write!(f, "not allowed: {what}"),
-            Refusal::Protected => f.write_str("owners and admins cannot be kicked or banned"),
+            Refusal::Protected => f.write_str(
+                "owners and admins cannot be kicked, banned or silenced, nor can a moderator silence its peers",
+            ),
             Refusal::LastOwner => f.write_str("a room keeps at least one owner"),
             Refusal::NoPrivateMessages => f.write_str("private messages are turned off in this room"),
             Refusal::RateLimited => f.write_str("too many room messages; slow down"),
             Refusal::Invalid(why) => f.write_str(why),
         }
-    }
-}
-
-/// The role an affiliation gets on entering (XEP-0045 §5.1.2's defaults).
-pub fn role_for(record: &RoomRecord, affiliation: Option<Affiliation>) -> Role {
-    match affiliation {
-        Some(Affiliation::Owner | Affiliation::Admin) => Role::Moderator,
-        Some(Affiliation::Member) => Role::Participant,
-        _ if record.config.moderated => Role::Visitor,
-        _ => Role::Participant,
     }
 }
 
@@ -131,7 +123,7 @@ pub fn may_enter(
     if occupants >= record.config.max_members as usize && !privileged && !nicks.values().any(|u| u == user) {
         return Err(Refusal::Full);
     }
-    Ok(role_for(record, affiliation))
+    Ok(record.role(user))
 }
 
 /// May an occupant with `role` say something in the room?
@@ -203,6 +195,36 @@ pub fn may_own(by: Option<Affiliation>, what: &str) -> Result<(), Refusal> {
     }
 }
 
+/// May `by` give `user` the role `to` (XEP-0045 §8.3–8.5, §9.6–9.7)? Moderators give and take
+/// voice; only owners and admins make or unmake moderators; owners and admins always moderate,
+/// and a moderator cannot silence someone affiliated as high as itself.
+pub fn may_set_role(record: &RoomRecord, by: &UserJid, user: &UserJid, to: Role) -> Result<(), Refusal> {
+    if record.role(by) != Role::Moderator {
+        return Err(Refusal::NotAllowed("changing roles needs a moderator".into()));
+    }
+    let (by_a, user_a) = (record.affiliation(by), record.affiliation(user));
+    if user_a == Some(Affiliation::Outcast) {
+        return Err(Refusal::Banned);
+    }
+    if matches!(user_a, Some(Affiliation::Owner | Affiliation::Admin)) {
+        return Err(Refusal::Protected);
+    }
+    let high = matches!(by_a, Some(Affiliation::Owner | Affiliation::Admin));
+    if (to == Role::Moderator || record.role(user) == Role::Moderator) && !high {
+        return Err(Refusal::NotAllowed("granting or revoking moderation needs an owner or admin".into()));
+    }
+    let rank = |a: Option<Affiliation>| match a {
+        Some(Affiliation::Owner) => 3,
+        Some(Affiliation::Admin) => 2,
+        Some(Affiliation::Member) => 1,
+        _ => 0,
+    };
+    if to == Role::Visitor && !high && rank(user_a) >= rank(by_a) {
+        return Err(Refusal::Protected);
+    }
+    Ok(())
+}
+
 /// May a moderator with `by` kick an occupant with affiliation `target`? Not someone at or
 /// above admin (XEP-0045 §8.2).
 pub fn may_kick(by_role: Option<Role>, target: Option<Affiliation>) -> Result<(), Refusal> {
@@ -235,6 +257,7 @@ mod tests {
             created_by: owner,
             created_at: 0,
             log_start: 1,
+            roles: Default::default(),
         }
     }
 
@@ -280,6 +303,27 @@ mod tests {
         assert_eq!(may_affiliate(&full, Some(Affiliation::Owner), &eve, Some(Affiliation::Member)), Err(Refusal::Full));
         // Banning someone never needs room.
         assert!(may_affiliate(&full, Some(Affiliation::Owner), &eve, Some(Affiliation::Outcast)).is_ok());
+    }
+
+    #[test]
+    fn roles_change_from_moderators_and_owners_keep_theirs() {
+        let mut r = room(RoomConfig { moderated: true, ..RoomConfig::default() });
+        let (ann, bob, eve) = (jid("ann@x"), jid("bob@x"), jid("eve@x"));
+        assert_eq!(r.role(&eve), Role::Visitor);
+        assert!(may_set_role(&r, &ann, &eve, Role::Participant).is_ok());
+        r.roles.insert(eve.clone(), Role::Participant);
+        assert_eq!(r.role(&eve), Role::Participant);
+        // A member is no moderator; a moderator who is only a member cannot silence members.
+        assert!(may_set_role(&r, &bob, &eve, Role::Visitor).is_err());
+        r.roles.insert(bob.clone(), Role::Moderator);
+        assert!(may_set_role(&r, &bob, &eve, Role::Visitor).is_ok());
+        r.affiliations.insert(jid("cat@x"), Affiliation::Member);
+        assert_eq!(may_set_role(&r, &bob, &jid("cat@x"), Role::Visitor), Err(Refusal::Protected));
+        assert!(may_set_role(&r, &bob, &eve, Role::Moderator).is_err(), "only owners and admins make moderators");
+        assert_eq!(may_set_role(&r, &ann, &ann, Role::Visitor), Err(Refusal::Protected));
+        // Whatever was granted, an owner moderates.
+        r.roles.insert(ann.clone(), Role::Visitor);
+        assert_eq!(r.role(&ann), Role::Moderator);
     }
 
     #[test]

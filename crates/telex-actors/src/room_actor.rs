@@ -298,7 +298,7 @@ impl RoomActor {
                 out.push((key.clone(), why));
                 continue;
             }
-            let role = muc::role_for(record, affiliation);
+            let role = record.role(&key.0);
             if (affiliation, role) != (p.occupant.affiliation, p.occupant.role) {
                 p.occupant.affiliation = affiliation;
                 p.occupant.role = role;
@@ -390,7 +390,88 @@ impl RoomActor {
                 Ok(RoomReply::Left { you: gone })
             }
             RoomCall::Kick { user, nick } => self.kick(user, nick).await,
+            RoomCall::Private { user, device, to_nick, client_id, body, extras } => {
+                self.private(user, device, to_nick, client_id, body, extras).await
+            }
+            RoomCall::SetRole { user, nick, role } => self.set_role(user, nick, role).await,
+            RoomCall::WithRole { user, role } => {
+                if self.record().await?.is_none() {
+                    return Err(Refusal::NoSuchRoom.to_error());
+                }
+                if !self.occupants.iter().any(|((u, _), p)| *u == user && p.occupant.role == Role::Moderator) {
+                    return Err(Refusal::NotAllowed("role lists are for moderators in the room".into()).to_error());
+                }
+                let mut by_nick: BTreeMap<&str, &Occupant> = BTreeMap::new();
+                for p in self.occupants.values().filter(|p| p.occupant.role == role) {
+                    by_nick.entry(&p.occupant.nick).or_insert(&p.occupant);
+                }
+                Ok(RoomReply::Occupants(by_nick.into_values().cloned().collect()))
+            }
         }
+    }
+
+    /// The devices in the room under `nick`.
+    fn under(&self, nick: &str) -> Vec<(UserJid, String)> {
+        self.occupants.iter().filter(|(_, p)| p.occupant.nick == nick).map(|(k, _)| k.clone()).collect()
+    }
+
+    /// A private message between occupants (XEP-0045 §7.5): handed to the devices under
+    /// `to_nick` now, not stored (like a presence, it is for whoever is in the room).
+    async fn private(
+        &mut self,
+        user: UserJid,
+        device: String,
+        to_nick: String,
+        client_id: String,
+        body: String,
+        extras: String,
+    ) -> Result<RoomReply, TelexError> {
+        let Some(record) = self.record().await?.cloned() else { return Err(Refusal::NoSuchRoom.to_error()) };
+        let Some(from) = self.occupants.get(&(user.clone(), device)).map(|p| p.occupant.clone()) else {
+            return Err(Refusal::NotOccupant.to_error());
+        };
+        if !record.config.private_messages {
+            return Err(Refusal::NoPrivateMessages.to_error());
+        }
+        let targets = self.under(&to_nick);
+        let Some((to_user, _)) = targets.first().cloned() else {
+            return Err(TelexError::not_found(format!("no occupant is called {to_nick:?} in this room")));
+        };
+        self.hubs.0.rooms.rate(&user, &self.room)?;
+        let event = RoomEvent::Private { from, to_nick, client_id, body, extras };
+        let to =
+            Recipient { user: to_user.clone(), devices: targets.into_iter().map(|(_, d)| d).collect(), members: false };
+        let hub = &self.hubs.0.hub;
+        match (hub.user_home(&to_user), hub.homes()) {
+            (Some(node), Some(homes)) => {
+                let delivery = RoomDelivery { room: self.room.clone(), events: vec![event], to: vec![to] };
+                if tokio::time::timeout(DELIVERY_TIMEOUT, homes.room_deliver(node, delivery)).await.is_err() {
+                    return Err(TelexError::unavailable("the other occupant's node did not take the message; retry"));
+                }
+            }
+            _ => hub.room_deliver_here(&self.room, Arc::new(vec![event]), std::slice::from_ref(&to)),
+        }
+        metrics::counter!("telex_room_private_messages_total").increment(1);
+        Ok(RoomReply::Sent)
+    }
+
+    /// A moderator gives the user under `nick` a role; stored in the room's record, so it holds
+    /// on every node and for native members too, and the occupants hear it as presence.
+    async fn set_role(&mut self, by: UserJid, nick: String, role: Role) -> Result<RoomReply, TelexError> {
+        if self.record().await?.is_none() {
+            return Err(Refusal::NoSuchRoom.to_error());
+        }
+        if !self.occupants.keys().any(|(u, _)| *u == by) {
+            return Err(Refusal::NotOccupant.to_error());
+        }
+        let Some((user, _)) = self.under(&nick).into_iter().next() else {
+            return Err(TelexError::not_found(format!("no occupant is called {nick:?} in this room")));
+        };
+        self.hubs.0.rooms.set_role(&by, &self.room, user, role).await?;
+        // Read again now, so the occupants' new roles go out with this batch.
+        self.record_stale = true;
+        self.record().await?;
+        Ok(RoomReply::RoleSet)
     }
 
     /// Enters `device` (or changes its presence). `history`: `None` for a refresh, which gets

@@ -87,7 +87,7 @@ impl Rooms {
     }
 
     /// Takes a token of `by`'s bucket for `room`, or says when to retry.
-    fn rate(&self, by: &UserJid, room: &RoomJid) -> Result<(), TelexError> {
+    pub(crate) fn rate(&self, by: &UserJid, room: &RoomJid) -> Result<(), TelexError> {
         let now = Instant::now();
         if self.buckets.len() >= MAX_BUCKETS {
             self.buckets.retain(|_, (_, used)| now.duration_since(*used) < std::time::Duration::from_secs(60));
@@ -140,6 +140,7 @@ impl Rooms {
             created_by: by.clone(),
             created_at: now_ms(),
             log_start: 0, // set when the creation applies
+            roles: Default::default(),
         };
         self.store.create(record).await?;
         self.store.set_membership(by.clone(), room.clone(), true).await?;
@@ -170,7 +171,7 @@ impl Rooms {
             Some(Affiliation::Outcast) => Err(Refusal::Banned),
             None if record.config.members_only => Err(Refusal::NotMember),
             None if !record.config.password.is_empty() => Err(Refusal::WrongPassword),
-            _ => Ok(muc::role_for(record, a)),
+            _ => Ok(record.role(by)),
         }
     }
 
@@ -188,7 +189,7 @@ impl Rooms {
         let record = self.visible(by, room).await?;
         let role = match Self::role(&record, by) {
             // An occupant gave the password when it entered.
-            Err(Refusal::WrongPassword) if entered => muc::role_for(&record, record.affiliation(by)),
+            Err(Refusal::WrongPassword) if entered => record.role(by),
             other => other.map_err(|r| r.to_error())?,
         };
         muc::may_speak(Some(role)).map_err(|r| r.to_error())?;
@@ -303,6 +304,25 @@ impl Rooms {
     ) -> Result<RoomRecord, TelexError> {
         let record = self.visible(by, room).await?;
         self.affiliate(record.affiliation(by), record, user, affiliation).await
+    }
+
+    /// A moderator (`by`) gives `user` a role in the room: voice to a visitor, voice taken
+    /// away, moderation (from owners and admins). It lasts until changed, or until the user's
+    /// affiliation changes.
+    pub async fn set_role(
+        &self,
+        by: &UserJid,
+        room: &RoomJid,
+        user: UserJid,
+        role: Role,
+    ) -> Result<RoomRecord, TelexError> {
+        let record = self.visible(by, room).await?;
+        if user.domain() != room.tenant() {
+            return Err(TelexError::invalid(format!("{user} is not a user of {}", room.tenant())));
+        }
+        muc::may_set_role(&record, by, &user, role).map_err(|r| r.to_error())?;
+        self.store.change(room.clone(), RoomChange::Role { user, role }).await?;
+        self.store.record(room).await?.ok_or_else(|| Refusal::NoSuchRoom.to_error())
     }
 
     /// Sets `user`'s affiliation, if one affiliated `by` may (XEP-0045 §9, §10).

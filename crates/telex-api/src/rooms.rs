@@ -7,7 +7,7 @@ use telex_accounts::{Accounts, Principal};
 use telex_actors::{Rooms, Say};
 use telex_proto::v1 as pb;
 use telex_proto::v1::rooms_server;
-use telex_types::room::{Affiliation, Anonymity, InvitePolicy, RoomConfig, RoomJid, RoomRecord};
+use telex_types::room::{Affiliation, Anonymity, InvitePolicy, Role, RoomConfig, RoomJid, RoomRecord};
 use telex_types::{TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
@@ -122,6 +122,12 @@ fn shown_to(r: &RoomRecord, yours: Option<Affiliation>, sees_as: Option<Affiliat
         created_by: r.created_by.to_string(),
         created_at_ms: r.created_at,
         yours: yours.map_or("none", Affiliation::as_str).into(),
+        roles: r
+            .roles
+            .iter()
+            .filter(|_| member)
+            .map(|(u, role)| pb::RoleGrant { jid: u.to_string(), role: role.as_str().into() })
+            .collect(),
     }
 }
 
@@ -195,6 +201,17 @@ impl rooms_server::Rooms for RoomsService {
         let room = room(&q.room)?;
         let record = self.rooms.set_affiliation(&me, &room, user.clone(), affiliation).await.map_err(to_status)?;
         tracing::info!(%room, %user, affiliation = %q.affiliation, by = %me, "room affiliation set");
+        Ok(Response::new(info(&record, &me)))
+    }
+
+    async fn set_role(&self, r: Request<pb::SetRoleRequest>) -> Reply<pb::RoomInfo> {
+        let me = self.caller(&r).await?.jid;
+        let q = r.into_inner();
+        let user = UserJid::parse(&q.jid).map_err(to_status)?;
+        let role = Role::parse(&q.role).map_err(to_status)?;
+        let room = room(&q.room)?;
+        let record = self.rooms.set_role(&me, &room, user.clone(), role).await.map_err(to_status)?;
+        tracing::info!(%room, %user, role = %q.role, by = %me, "room role set");
         Ok(Response::new(info(&record, &me)))
     }
 

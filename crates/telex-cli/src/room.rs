@@ -57,6 +57,9 @@ pub enum RoomCmd {
     Ban { room: String, jid: String },
     /// Set an affiliation: owner, admin, member, outcast or none.
     Affiliate { room: String, jid: String, affiliation: String },
+    /// Give a user a role (moderators): participant gives voice in a moderated room, visitor
+    /// takes it away, moderator (owners and admins) makes a moderator.
+    Role { room: String, jid: String, role: String },
     /// Change the configuration (owners); unset flags keep their current values.
     Config {
         room: String,
@@ -100,6 +103,9 @@ pub struct ConfigArgs {
     /// Needed to enter (XMPP); native users need a membership. Empty: none.
     #[arg(id = "room_password", long = "room-password")]
     password: Option<String>,
+    /// Occupants may message each other privately through the room (XMPP).
+    #[arg(long)]
+    private_messages: Option<Option<bool>>,
     #[arg(long)]
     max_members: Option<u32>,
     #[arg(long)]
@@ -119,6 +125,7 @@ impl ConfigArgs {
         base.members_only = flag(&self.members_only, base.members_only);
         base.moderated = flag(&self.moderated, base.moderated);
         base.public = flag(&self.public, base.public);
+        base.private_messages = flag(&self.private_messages, base.private_messages);
         if let Some(v) = &self.password {
             base.password = v.clone();
         }
@@ -156,6 +163,8 @@ struct RoomOut {
     public: bool,
     yours: String,
     members: Vec<(String, String)>,
+    /// Roles moderators gave, where they differ from the affiliation's.
+    roles: Vec<(String, String)>,
 }
 
 fn room_out(r: pb::RoomInfo) -> RoomOut {
@@ -169,6 +178,7 @@ fn room_out(r: pb::RoomInfo) -> RoomOut {
         public: c.public,
         yours: r.yours,
         members: r.affiliations.into_iter().map(|a| (a.jid, a.affiliation)).collect(),
+        roles: r.roles.into_iter().map(|g| (g.jid, g.role)).collect(),
     }
 }
 
@@ -343,6 +353,10 @@ pub async fn room(cli: &Cli, cmd: &RoomCmd) -> CliResult {
         RoomCmd::Affiliate { room, jid, affiliation } => {
             let req = affiliate(room, jid, affiliation);
             show(c.set_affiliation(authed(req, &token)?).await.map_err(status_line)?.into_inner());
+        }
+        RoomCmd::Role { room, jid, role } => {
+            let req = pb::SetRoleRequest { room: room.clone(), jid: jid.clone(), role: role.clone() };
+            show(c.set_role(authed(req, &token)?).await.map_err(status_line)?.into_inner());
         }
         RoomCmd::Config { room, config } => {
             let current =

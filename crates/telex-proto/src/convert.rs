@@ -297,17 +297,42 @@ pub fn room_event(room: &RoomJid, event: RoomEvent) -> pb::RoomEvent {
     use pb::room_event::Event;
     let event = match event {
         RoomEvent::Entry { position, entry } => Event::Entry(room_entry(position, entry)),
-        RoomEvent::Occupant { occupant: o, presence, removed } => Event::Occupant(pb::RoomOccupant {
-            removal: removed.map_or("", Removal::as_str).to_string(),
-            affiliation: o.affiliation.map_or("none", |a| a.as_str()).to_string(),
-            role: o.role.as_str().to_string(),
-            jid: o.user.to_string(),
-            presence: Some(presence_update(&o.user, o.device.clone(), presence)),
-            nick: o.nick,
-            device: o.device,
+        RoomEvent::Occupant { occupant, presence, removed } => {
+            Event::Occupant(room_occupant(occupant, presence.as_ref(), removed))
+        }
+        RoomEvent::Private { from, to_nick, client_id, body, extras } => Event::Private(pb::RoomPrivate {
+            from: Some(room_occupant(from, None, None)),
+            to_nick,
+            client_id,
+            body,
+            extras,
         }),
     };
     pb::RoomEvent { room: room.to_string(), event: Some(event) }
+}
+
+fn room_occupant(o: Occupant, presence: Option<&DevicePresence>, removed: Option<Removal>) -> pb::RoomOccupant {
+    pb::RoomOccupant {
+        removal: removed.map_or("", Removal::as_str).to_string(),
+        affiliation: o.affiliation.map_or("none", |a| a.as_str()).to_string(),
+        role: o.role.as_str().to_string(),
+        jid: o.user.to_string(),
+        presence: Some(presence_update(&o.user, o.device.clone(), presence.cloned())),
+        nick: o.nick,
+        device: o.device,
+    }
+}
+
+fn from_room_occupant(o: pb::RoomOccupant) -> Result<(Occupant, Option<DevicePresence>), TelexError> {
+    let (_, _, presence) = from_presence_update(o.presence.clone().unwrap_or_default())?;
+    let occupant = Occupant {
+        user: jid(&o.jid)?,
+        affiliation: Affiliation::parse(&o.affiliation)?,
+        role: role_of(&o.role)?,
+        nick: o.nick,
+        device: o.device,
+    };
+    Ok((occupant, presence))
 }
 
 pub fn from_room_event(r: pb::RoomEvent) -> Result<(RoomJid, RoomEvent), TelexError> {
@@ -319,21 +344,20 @@ pub fn from_room_event(r: pb::RoomEvent) -> Result<(RoomJid, RoomEvent), TelexEr
             RoomEvent::Entry { position, entry }
         }
         Some(Event::Occupant(o)) => {
-            let (_, _, presence) = from_presence_update(o.presence.clone().unwrap_or_default())?;
-            let occupant = Occupant {
-                user: jid(&o.jid)?,
-                affiliation: Affiliation::parse(&o.affiliation)?,
-                role: role_of(&o.role)?,
-                nick: o.nick,
-                device: o.device,
-            };
-            let removed = match o.removal.as_str() {
+            let removal = o.removal.clone();
+            let (occupant, presence) = from_room_occupant(o)?;
+            let removed = match removal.as_str() {
                 "" => None,
                 other => Some(
                     Removal::parse(other).ok_or_else(|| TelexError::invalid(format!("unknown removal {other:?}")))?,
                 ),
             };
             RoomEvent::Occupant { occupant, presence, removed }
+        }
+        Some(Event::Private(p)) => {
+            let from = p.from.ok_or_else(|| TelexError::invalid("a private room message without a sender"))?;
+            let (from, _) = from_room_occupant(from)?;
+            RoomEvent::Private { from, to_nick: p.to_nick, client_id: p.client_id, body: p.body, extras: p.extras }
         }
         None => return Err(TelexError::invalid("a room event without an event")),
     };

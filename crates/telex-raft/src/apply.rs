@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use telex_types::records::{AccountRecord, TenantRecord};
-use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomEntry, RoomJid, RoomRecord};
+use telex_types::room::{EntryKind, RoomEntry, RoomJid, RoomRecord};
 use telex_types::wire::{decode, encode};
 use telex_types::{Command, ErrorCode, Response, TelexError};
 
@@ -203,23 +203,10 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             let Some(mut record) = room_record(txn, &room)? else {
                 return refused(ErrorCode::NotFound, format!("no such room {room}"));
             };
-            match change {
-                RoomChange::Config(config) => {
-                    if let Err(e) = config.validate() {
-                        return Ok(Response::Refused(e));
-                    }
-                    record.config = config;
-                }
-                RoomChange::Affiliation { user, affiliation } => {
-                    match affiliation {
-                        Some(a) => record.affiliations.insert(user, a),
-                        None => record.affiliations.remove(&user),
-                    };
-                    // Checked here too: two owners stepping down at once must not both win.
-                    if !record.affiliations.values().any(|a| *a == Affiliation::Owner) {
-                        return refused(ErrorCode::FailedPrecondition, "a room keeps at least one owner".into());
-                    }
-                }
+            // Checked here too (not only by the caller): two owners stepping down at once must
+            // not both win.
+            if let Err(e) = record.apply(change) {
+                return Ok(Response::Refused(e));
             }
             txn.put(schema::room(&room), encode(&record));
             Ok(Response::Done)
@@ -621,7 +608,7 @@ mod tests {
 
     #[test]
     fn a_room_log_appends_once_per_message_and_goes_with_the_room() {
-        use telex_types::room::{Affiliation, EntryKind, RoomConfig, RoomEntry, RoomJid, RoomRecord};
+        use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomConfig, RoomEntry, RoomJid, RoomRecord};
         let mut m = Mem::default();
         let ann = UserJid::parse("ann@x.example").unwrap();
         let room = RoomJid::parse("team@conference.x.example").unwrap();
@@ -633,6 +620,7 @@ mod tests {
             created_by: ann.clone(),
             created_at: 1,
             log_start: 0,
+            roles: Default::default(),
         };
         let entry = |client_id: &str, kind| RoomEntry {
             server_id: format!("s-{client_id}"),

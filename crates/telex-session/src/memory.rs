@@ -280,14 +280,8 @@ impl RoomStore for Memory {
             let Some(r) = s.rooms.get_mut(&room) else {
                 return ready(Err(TelexError::not_found(format!("no room {room}"))));
             };
-            match change {
-                RoomChange::Config(c) => r.config = c,
-                RoomChange::Affiliation { user, affiliation: Some(a) } => {
-                    r.affiliations.insert(user, a);
-                }
-                RoomChange::Affiliation { user, affiliation: None } => {
-                    r.affiliations.remove(&user);
-                }
+            if let Err(e) = r.apply(change) {
+                return ready(Err(e));
             }
         }
         self.room_changed(&room, false);

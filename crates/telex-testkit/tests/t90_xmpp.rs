@@ -571,3 +571,27 @@ fn an_owner_runs_a_room_from_slixmpp() {
     assert!(inbox.contains("invites you to the room staff@conference.localhost"), "{inbox}");
     healthy(&node);
 }
+
+#[test]
+fn occupants_message_privately_and_a_moderator_gives_voice() {
+    // XEP-0045 §7.5 and §8.3-8.5, with the room's native view of the grant.
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["alice", "bob"]);
+    let out = scenario(&node, "muc_voice", &[]);
+    assert_ok(&out, "muc_voice", &node);
+    // Private messages are not in the room's log; only "thanks" (said with voice) is.
+    let alice = |args: &[&str]| node.cli(&[args, &["--user", "alice@localhost", "--password", "pw"]].concat());
+    let log = alice(&["--json", "room", "history", "forum@conference.localhost"]).success();
+    assert!(log.contains("thanks") && !log.contains("psst") && !log.contains("may I"), "{log}");
+    // Voice is a stored grant the native API shows and changes; silencing a visitor of a
+    // moderated room again is its default, no grant.
+    let room = "forum@conference.localhost";
+    let shown = alice(&["--json", "room", "role", room, "bob@localhost", "participant"]).success();
+    assert!(shown.contains(r#"["bob@localhost","participant"]"#), "{shown}");
+    let bob = ["--user", "bob@localhost", "--password", "pw", "room", "role", "forum@conference.localhost"];
+    node.cli(&[&bob[..], &["alice@localhost", "visitor"]].concat()).failure("changing roles needs a moderator");
+    let shown = alice(&["--json", "room", "role", room, "bob@localhost", "visitor"]).success();
+    assert!(shown.contains(r#""roles":[]"#), "{shown}");
+    healthy(&node);
+}

@@ -523,6 +523,80 @@ async def muc_admin(args):
     print("OK muc_admin", flush=True)
 
 
+async def muc_voice(args):
+    """Private messages between occupants (XEP-0045 §7.5), turned off per room; voice in a
+    moderated room (§8.3-8.5): a visitor may not speak until a moderator grants it voice, the
+    voice list, revoking it; a visitor cannot grant itself voice."""
+    d = args.domain
+    room = f"forum@conference.{d}"
+    a = MucClient(f"alice@{d}/laptop", "pw")
+    b = MucClient(f"bob@{d}/phone", "pw")
+    pms = {"alice": [], "bob": []}
+    errors = {"alice": [], "bob": []}
+    for who, c in (("alice", a), ("bob", b)):
+        c.add_event_handler("message", lambda m, who=who: m["type"] == "chat" and str(m["from"].bare) == room and pms[who].append(
+            (m["from"].resource, m["body"], "http://jabber.org/protocol/muc#user" in str(m))))
+        c.add_event_handler("message_error", lambda m, who=who: errors[who].append(m["error"]["condition"]))
+        c.add_event_handler("groupchat_message_error", lambda m, who=who: errors[who].append(m["error"]["condition"]))
+    roles = []
+    b.add_event_handler("groupchat_presence", lambda p: roles.append((p["from"].resource, p["muc"]["role"])))
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.bob_port or args.port)
+    ma, mb = a["xep_0045"], b["xep_0045"]
+    await ma.join_muc_wait(room, "Alice", timeout=TIMEOUT)
+    await mb.join_muc_wait(room, "Bob", timeout=TIMEOUT)
+
+    b.send_message(mto=f"{room}/Alice", mbody="psst", mtype="chat")
+    await until("alice's private message", lambda: pms["alice"])
+    if pms["alice"][0] != ("Bob", "psst", True):
+        fail(f"alice got the private message as {pms['alice'][0]} (from the occupant JID, with muc#user)")
+    if any(m[0] == f"bob@{d}" for m in a.inbox):
+        fail("the private message revealed bob's own address")
+    a.send_message(mto=f"{room}/Nobody", mbody="anyone?", mtype="chat")
+    await until("an error for a message to a nickname nobody holds", lambda: errors["alice"])
+    if errors["alice"][0] != "item-not-found":
+        fail(f"a private message to nobody was answered {errors['alice'][0]}")
+
+    form = await ma.get_room_config(room)
+    form.set_values({"muc#roomconfig_moderatedroom": True})
+    await ma.set_room_config(room, form)
+    await until("bob to become a visitor", lambda: ("Bob", "visitor") in roles)
+    b.send_message(mto=room, mbody="may I?", mtype="groupchat")
+    await until("an error for a visitor's message", lambda: "forbidden" in errors["bob"])
+    try:
+        await mb.set_role(room, "Bob", "participant")
+        fail("a visitor gave itself voice")
+    except IqError as e:
+        if e.condition != "forbidden":
+            fail(f"a visitor granting itself voice was answered {e.condition}")
+    seen = len(roles)
+    await ma.set_role(room, "Bob", "participant")
+    await until("bob to hear he has voice", lambda: ("Bob", "participant") in roles[seen:])
+    voices = await ma.get_roles_list(room, "participant")
+    if voices != ["Bob"]:
+        fail(f"the voice list reads {voices}")
+    b.send_message(mto=room, mbody="thanks", mtype="groupchat")
+    await until("alice to hear bob speak", lambda: any(m[1] == "thanks" for m in a.live))
+    seen = len(roles)
+    await ma.set_role(room, "Bob", "visitor")
+    await until("bob to lose his voice", lambda: ("Bob", "visitor") in roles[seen:])
+    refused = errors["bob"].count("forbidden")
+    b.send_message(mto=room, mbody="again", mtype="groupchat")
+    await until("a second refusal", lambda: errors["bob"].count("forbidden") > refused)
+
+    form = await ma.get_room_config(room)
+    form.set_values({"muc#roomconfig_allowpm": "none"})
+    await ma.set_room_config(room, form)
+    b.send_message(mto=f"{room}/Alice", mbody="psst again", mtype="chat")
+    await until("a refusal of a private message", lambda: "not-allowed" in errors["bob"])
+    await asyncio.sleep(0.5)
+    if len(pms["alice"]) != 1:
+        fail(f"alice got private messages in a room that turned them off: {pms['alice']}")
+    a.disconnect()
+    b.disconnect()
+    print("OK muc_voice", flush=True)
+
+
 class Ws:
     """XMPP over WebSocket (RFC 7395): aiohttp's WebSocket and slixmpp's SASL; slixmpp itself
     has no WebSocket transport, so the framing exchange is scripted here."""
@@ -612,7 +686,7 @@ def main():
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
-    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin}
+    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin, "muc_voice": muc_voice}
     asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
 
 

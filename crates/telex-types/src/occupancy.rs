@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::presence::DevicePresence;
-use crate::room::{Occupant, RoomEntry, RoomEvent, RoomJid};
+use crate::room::{Occupant, Role, RoomEntry, RoomEvent, RoomJid};
 use crate::UserJid;
 
 /// How much of the room's log a device entering wants (XEP-0045 §7.2.15); the room's
@@ -46,6 +46,26 @@ pub enum RoomCall {
         user: UserJid,
         nick: String,
     },
+    /// A private message from the occupant (`user`, `device`) to the one under `to_nick`.
+    Private {
+        user: UserJid,
+        device: String,
+        to_nick: String,
+        client_id: String,
+        body: String,
+        extras: String,
+    },
+    /// A moderator (`user`) gives the occupant under `nick` a role (XEP-0045 §8.3–8.5, §9.6).
+    SetRole {
+        user: UserJid,
+        nick: String,
+        role: Role,
+    },
+    /// A moderator asks who is in the room with `role` (the voice and moderator lists).
+    WithRole {
+        user: UserJid,
+        role: Role,
+    },
 }
 
 impl RoomCall {
@@ -54,7 +74,10 @@ impl RoomCall {
             RoomCall::Enter { user, .. }
             | RoomCall::Refresh { user, .. }
             | RoomCall::Leave { user, .. }
-            | RoomCall::Kick { user, .. } => user,
+            | RoomCall::Kick { user, .. }
+            | RoomCall::Private { user, .. }
+            | RoomCall::SetRole { user, .. }
+            | RoomCall::WithRole { user, .. } => user,
         }
     }
 }
@@ -80,6 +103,12 @@ pub enum RoomReply {
     Refreshed,
     /// The occupant is out, every device of it under that nickname.
     Kicked,
+    /// The private message was handed to the other occupant's devices.
+    Sent,
+    /// The occupant has the role now (it and the room are told by its presence).
+    RoleSet,
+    /// Occupants, one per nickname.
+    Occupants(Vec<Occupant>),
 }
 
 /// Who on one node gets a room's events: listed devices (occupants) and, with `members`, every

@@ -207,7 +207,10 @@ impl RoomConfig {
 }
 
 /// A room as stored in its shard.
+///
+/// Format version 3 (see `wire`) added `roles`; older records decode without any.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct RoomRecord {
     pub room: RoomJid,
     pub config: RoomConfig,
@@ -219,11 +222,107 @@ pub struct RoomRecord {
     /// destroyed one continues after the old log (set when it is created; the old entries
     /// are not shown).
     pub log_start: u64,
+    /// Roles a moderator gave users, where they differ from what their affiliation gives
+    /// (voice for a visitor, voice taken from a participant, a moderator). XEP-0045 §5.1 lets
+    /// roles outlast a visit; here they last until changed, or until the affiliation changes.
+    pub roles: BTreeMap<UserJid, Role>,
+}
+
+/// The version-2 layout of [`RoomRecord`].
+#[derive(Deserialize)]
+struct RoomRecordV2 {
+    room: RoomJid,
+    config: RoomConfig,
+    affiliations: BTreeMap<UserJid, Affiliation>,
+    subject: String,
+    created_by: UserJid,
+    created_at: UnixMillis,
+    log_start: u64,
+}
+
+impl Serialize for RoomRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        RoomRecord::serialize(self, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RoomRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if crate::wire::layout() <= 2 {
+            let v2 = RoomRecordV2::deserialize(d)?;
+            return Ok(RoomRecord {
+                room: v2.room,
+                config: v2.config,
+                affiliations: v2.affiliations,
+                subject: v2.subject,
+                created_by: v2.created_by,
+                created_at: v2.created_at,
+                log_start: v2.log_start,
+                roles: BTreeMap::new(),
+            });
+        }
+        RoomRecord::deserialize(d)
+    }
 }
 
 impl RoomRecord {
     pub fn affiliation(&self, user: &UserJid) -> Option<Affiliation> {
         self.affiliations.get(user).copied()
+    }
+
+    /// The role `user` has in the room (when it is in): owners and admins moderate; otherwise
+    /// a moderator's grant, or the default of the affiliation (XEP-0045 §5.1.2).
+    pub fn role(&self, user: &UserJid) -> Role {
+        let affiliation = self.affiliation(user);
+        match affiliation {
+            Some(Affiliation::Owner | Affiliation::Admin) => Role::Moderator,
+            _ => self.roles.get(user).copied().unwrap_or_else(|| self.default_role(affiliation)),
+        }
+    }
+
+    /// Applies a change (the one rule for every store): a config must validate, a room keeps
+    /// an owner, a new affiliation brings its own role, and a role grant is kept only where it
+    /// differs from what the affiliation gives.
+    pub fn apply(&mut self, change: RoomChange) -> Result<(), TelexError> {
+        match change {
+            RoomChange::Config(config) => {
+                config.validate()?;
+                self.config = config;
+            }
+            RoomChange::Affiliation { user, affiliation } => {
+                let mut next = self.affiliations.clone();
+                match affiliation {
+                    Some(a) => next.insert(user.clone(), a),
+                    None => next.remove(&user),
+                };
+                if !next.values().any(|a| *a == Affiliation::Owner) {
+                    return Err(TelexError::new(
+                        crate::ErrorCode::FailedPrecondition,
+                        "a room keeps at least one owner",
+                    ));
+                }
+                self.affiliations = next;
+                self.roles.remove(&user);
+            }
+            RoomChange::Role { user, role } => {
+                if role == self.default_role(self.affiliation(&user)) {
+                    self.roles.remove(&user);
+                } else {
+                    self.roles.insert(user, role);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The role an affiliation gets without a moderator's grant.
+    pub fn default_role(&self, affiliation: Option<Affiliation>) -> Role {
+        match affiliation {
+            Some(Affiliation::Owner | Affiliation::Admin) => Role::Moderator,
+            Some(Affiliation::Member) => Role::Participant,
+            _ if self.config.moderated => Role::Visitor,
+            _ => Role::Participant,
+        }
     }
 
     /// Owners, admins and members (outcasts are not members).
@@ -248,6 +347,14 @@ impl Role {
             Role::Visitor => "visitor",
         }
     }
+
+    /// The XEP-0045 name (`none`, taking the occupant out, is not a role one keeps).
+    pub fn parse(s: &str) -> Result<Role, TelexError> {
+        [Role::Moderator, Role::Participant, Role::Visitor]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| TelexError::invalid(format!("unknown role {s:?} (moderator, participant, visitor)")))
+    }
 }
 
 /// Someone in a room: one device of a user, under a nickname (several devices of one user may
@@ -269,6 +376,9 @@ pub enum RoomEvent {
     /// An occupant entered or changed its presence; `None`: it left, or with `removed`, the
     /// room took it out (then its own device is told too, and why).
     Occupant { occupant: Occupant, presence: Option<DevicePresence>, removed: Option<Removal> },
+    /// A private message from one occupant to the devices of another (XEP-0045 §7.5): only
+    /// for the devices listed, not stored in the room's log.
+    Private { from: Occupant, to_nick: String, client_id: String, body: String, extras: String },
 }
 
 /// Why a room took an occupant out (XEP-0045's status codes 307, 301, 321 and `<destroy/>`).
@@ -305,6 +415,11 @@ pub enum RoomChange {
     Affiliation {
         user: UserJid,
         affiliation: Option<Affiliation>,
+    },
+    /// A moderator's grant of a role (the affiliation's own role clears the grant).
+    Role {
+        user: UserJid,
+        role: Role,
     },
 }
 
@@ -352,6 +467,32 @@ mod tests {
         }
         assert_eq!(service_tenant("conference.localhost"), Some(Domain::parse("localhost").unwrap()));
         assert_eq!(service_tenant("conferencex.localhost"), None);
+    }
+
+    #[test]
+    fn changes_keep_an_owner_and_role_grants_only_where_they_differ() {
+        let ann = UserJid::parse("ann@x").unwrap();
+        let bob = UserJid::parse("bob@x").unwrap();
+        let mut r = RoomRecord {
+            room: RoomJid::parse("team@conference.x").unwrap(),
+            config: RoomConfig { moderated: true, ..RoomConfig::default() },
+            affiliations: BTreeMap::from([(ann.clone(), Affiliation::Owner)]),
+            subject: String::new(),
+            created_by: ann.clone(),
+            created_at: 0,
+            log_start: 1,
+            roles: BTreeMap::new(),
+        };
+        r.apply(RoomChange::Role { user: bob.clone(), role: Role::Visitor }).unwrap();
+        assert!(r.roles.is_empty(), "a visitor of a moderated room is one by default");
+        r.apply(RoomChange::Role { user: bob.clone(), role: Role::Participant }).unwrap();
+        assert_eq!(r.role(&bob), Role::Participant);
+        r.apply(RoomChange::Affiliation { user: bob.clone(), affiliation: Some(Affiliation::Member) }).unwrap();
+        assert!(r.roles.is_empty(), "a new affiliation brings its own role");
+        let e = r.apply(RoomChange::Affiliation { user: ann.clone(), affiliation: None }).unwrap_err();
+        assert!(e.message.contains("owner"), "{e:?}");
+        assert_eq!(r.affiliation(&ann), Some(Affiliation::Owner), "a refused change changes nothing");
+        assert!(r.apply(RoomChange::Config(RoomConfig { max_members: 0, ..RoomConfig::default() })).is_err());
     }
 
     #[test]

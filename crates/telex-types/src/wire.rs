@@ -6,7 +6,7 @@
 //! (their `Deserialize` consults [`layout`]) for the duration of the call.
 //!
 //! Versions: 1, the first; 2, `ArchivedMessage` gained `extras` and `to_device`, and
-//! `Command::AppendArchiveWithExtras` was dropped.
+//! `Command::AppendArchiveWithExtras` was dropped; 3, `RoomRecord` gained `roles`.
 
 use std::cell::Cell;
 
@@ -14,7 +14,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::TelexError;
 
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 thread_local! {
     static LAYOUT: Cell<u8> = const { Cell::new(VERSION) };

@@ -49,6 +49,15 @@ pub enum ToRoom {
         subject: Option<String>,
         extras: String,
     },
+    /// A private message to the occupant `nick` (XEP-0045 §7.5): a body, or only extension
+    /// elements (chat states).
+    Private {
+        room: RoomJid,
+        nick: String,
+        client_id: String,
+        body: String,
+        extras: String,
+    },
     /// Mediated invitations (XEP-0045 §7.8.2): each invitee's bare JID and the reason.
     Invite {
         room: RoomJid,
@@ -146,10 +155,7 @@ pub fn message(m: &Element, next_id: impl FnOnce() -> String) -> ToRoom {
     };
     if m.attr("type") != Some("groupchat") {
         if !resource(to).is_empty() {
-            return ToRoom::Refuse {
-                condition: "feature-not-implemented",
-                text: "private messages through the room are not offered yet; message the user directly".into(),
-            };
+            return private(m, room, resource(to), next_id);
         }
         let invitees = crate::room_admin::invitations(m);
         if !invitees.is_empty() {
@@ -177,17 +183,57 @@ pub fn message(m: &Element, next_id: impl FnOnce() -> String) -> ToRoom {
         return ToRoom::Ignore;
     }
     let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
-    let mut kept = String::new();
-    // The server assigns stanza ids; an empty muc#user marker (aioxmpp adds one) says nothing.
+    ToRoom::Say { room, client_id, body, subject, extras: kept_extras(m) }
+}
+
+/// The extension elements a message to a room carries on: the server assigns stanza ids,
+/// and an empty muc#user marker (aioxmpp adds one) says nothing.
+fn kept_extras(m: &Element) -> String {
     let dropped = |e: &Element| {
         matches!(e.name.as_str(), "body" | "subject")
             || (e.name == "stanza-id" && e.attr("xmlns") == Some(ns::STANZA_ID))
             || (e.name == "x" && e.attr("xmlns") == Some(MUC_USER))
     };
+    let mut kept = String::new();
     for e in m.elements().filter(|e| !dropped(e)) {
         crate::xml::to_xml(e, &mut kept);
     }
-    ToRoom::Say { room, client_id, body, subject, extras: kept }
+    kept
+}
+
+/// A chat (or normal) message to `room/nick`.
+fn private(m: &Element, room: RoomJid, nick: &str, next_id: impl FnOnce() -> String) -> ToRoom {
+    let nick = match room::check_nick(nick) {
+        Ok(n) => n,
+        Err(e) => return ToRoom::Refuse { condition: "jid-malformed", text: e.message },
+    };
+    let body = m.child("body").map(Element::text).unwrap_or_default();
+    let extras = kept_extras(m);
+    if body.is_empty() && extras.is_empty() {
+        return ToRoom::Ignore;
+    }
+    let client_id = m.attr("id").filter(|id| !id.is_empty()).map_or_else(next_id, str::to_string);
+    ToRoom::Private { room, nick, client_id, body, extras }
+}
+
+/// A private message from the occupant `from` as `to` receives it: from its occupant JID,
+/// marked as coming through the room (XEP-0045 §7.5).
+pub fn private_message(
+    room: &RoomJid,
+    from: &Occupant,
+    client_id: &str,
+    body: &str,
+    extras: &str,
+    to: &str,
+) -> Element {
+    let sender = occupant_jid(room, &from.nick);
+    let mut children = Vec::new();
+    if !body.is_empty() {
+        children.push(text_el("body", body));
+    }
+    children.extend(crate::xml::extras(extras));
+    children.push(Node::Element(el("x", &[("xmlns", MUC_USER)], vec![])));
+    el("message", &[("from", &sender), ("to", to), ("type", "chat"), ("id", client_id)], children)
 }
 
 /// `room/nick`.
@@ -431,7 +477,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let pm = p("<message to='team@conference.x/Bob' type='chat'><body>psst</body></message>");
-        assert!(matches!(message(&pm, || "g".into()), ToRoom::Refuse { condition: "feature-not-implemented", .. }));
+        match message(&pm, || "g".into()) {
+            ToRoom::Private { nick, body, client_id, .. } => {
+                assert_eq!((nick.as_str(), body.as_str(), client_id.as_str()), ("Bob", "psst", "g"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let typing = p("<message to='team@conference.x/Bob' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>");
+        assert!(
+            matches!(message(&typing, || "g".into()), ToRoom::Private { ref extras, .. } if extras.contains("composing"))
+        );
+        let empty = p("<message to='team@conference.x/Bob' type='chat'/>");
+        assert_eq!(message(&empty, || "g".into()), ToRoom::Ignore);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! lists and changes, kicks, destroying the room), and mediated invitations. Pure: requests are
 //! read into values the connection carries out, and the room's answers are built here.
 
-use telex_types::room::{Affiliation, Anonymity, InvitePolicy, RoomConfig, RoomRecord};
+use telex_types::room::{Affiliation, Anonymity, InvitePolicy, Occupant, Role, RoomConfig, RoomRecord};
 use telex_types::UserJid;
 
 use crate::muc::{MUC_ADMIN, MUC_OWNER, MUC_USER, ROOM_CONFIG};
@@ -28,16 +28,18 @@ pub enum AdminRequest {
     Destroy,
     /// muc#admin get: the users with this affiliation.
     List(Affiliation),
+    /// muc#admin get: the occupants with this role (the voice and moderator lists).
+    Roles(Role),
     /// muc#admin set: affiliation changes (`None` takes it away) and kicks (role `none`).
     Change(Vec<AdminChange>),
     Bad(String),
-    Unsupported(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum AdminChange {
     Affiliation { user: UserJid, affiliation: Option<Affiliation> },
     Kick { nick: String },
+    Role { nick: String, role: Role },
 }
 
 /// The owner or admin request in an iq to a room, if it is one.
@@ -93,7 +95,10 @@ fn admin(query: &Element, set: bool) -> AdminRequest {
                 Ok(Some(a)) => AdminRequest::List(a),
                 _ => AdminRequest::Bad(format!("no list of affiliation {a:?}: owner, admin, member or outcast")),
             },
-            (None, Some(_)) => AdminRequest::Unsupported("lists of occupants by role are not offered yet".into()),
+            (None, Some(r)) => match Role::parse(r) {
+                Ok(role) => AdminRequest::Roles(role),
+                Err(e) => AdminRequest::Bad(e.message),
+            },
             (None, None) => AdminRequest::Bad("the <item/> names an affiliation".into()),
         };
     }
@@ -116,9 +121,11 @@ fn admin(query: &Element, set: bool) -> AdminRequest {
             (Some(_), _, None, _) => return AdminRequest::Bad("an affiliation change names the user's jid".into()),
             (None, Some("none"), _, Some(nick)) => AdminChange::Kick { nick: nick.to_string() },
             (None, Some("none"), _, None) => return AdminRequest::Bad("a kick names the occupant's nick".into()),
-            (None, Some(role), _, _) => {
-                return AdminRequest::Unsupported(format!("granting the role {role:?} is not offered yet"))
-            }
+            (None, Some(role), _, Some(nick)) => match Role::parse(role) {
+                Ok(role) => AdminChange::Role { nick: nick.to_string(), role },
+                Err(e) => return AdminRequest::Bad(e.message),
+            },
+            (None, Some(_), _, None) => return AdminRequest::Bad("a role change names the occupant's nick".into()),
             (None, None, _, _) => return AdminRequest::Bad("each <item/> sets an affiliation or a role".into()),
         };
         changes.push(change);
@@ -266,6 +273,20 @@ pub fn affiliation_list(r: &RoomRecord, which: Affiliation) -> Element {
     el("query", &[("xmlns", MUC_ADMIN)], items)
 }
 
+/// The occupants with one role, as a moderator (who sees real JIDs) is shown them (§8.5, §9.8).
+pub fn role_list(occupants: &[Occupant]) -> Element {
+    let items = occupants
+        .iter()
+        .map(|o| {
+            let jid = format!("{}/{}", o.user, o.device);
+            let affiliation = o.affiliation.map_or("none", Affiliation::as_str);
+            let attrs = [("affiliation", affiliation), ("jid", &jid), ("nick", &o.nick), ("role", o.role.as_str())];
+            Node::Element(el("item", &attrs, vec![]))
+        })
+        .collect();
+    el("query", &[("xmlns", MUC_ADMIN)], items)
+}
+
 /// A mediated invitation (XEP-0045 §7.8.2) in a message to the room: each invitee's bare JID
 /// with the reason given.
 pub fn invitations(m: &Element) -> Vec<(String, String)> {
@@ -313,6 +334,7 @@ mod tests {
             created_by: UserJid::parse("ann@x").unwrap(),
             created_at: 0,
             log_start: 1,
+            roles: Default::default(),
         }
     }
 
@@ -375,7 +397,14 @@ mod tests {
         );
         let voice = p("<iq type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>\
             <item role='participant' nick='Eve'/></query></iq>");
-        assert!(matches!(request(&voice), Some(AdminRequest::Unsupported(_))));
+        let Some(AdminRequest::Change(voice)) = request(&voice) else { panic!() };
+        assert_eq!(voice, vec![AdminChange::Role { nick: "Eve".into(), role: Role::Participant }]);
+        let voices = p("<iq type='get'><query xmlns='http://jabber.org/protocol/muc#admin'>\
+            <item role='participant'/></query></iq>");
+        assert_eq!(request(&voices), Some(AdminRequest::Roles(Role::Participant)));
+        let king = p("<iq type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>\
+            <item role='king' nick='Eve'/></query></iq>");
+        assert!(matches!(request(&king), Some(AdminRequest::Bad(why)) if why.contains("unknown role")));
         let nojid = p("<iq type='set'><query xmlns='http://jabber.org/protocol/muc#admin'>\
             <item affiliation='member'/></query></iq>");
         assert!(matches!(request(&nojid), Some(AdminRequest::Bad(_))));

@@ -64,14 +64,26 @@ pub(crate) fn event_stanza(rooms: &mut Rooms, me: &str, frame: ServerFrame) -> O
         }
         RoomEvent::Occupant { occupant, presence, removed } => {
             let real = in_room.role == Role::Moderator;
+            let mine = me == format!("{}/{}", occupant.user, occupant.device);
             if let Some(why) = removed {
-                let mine = me == format!("{}/{}", occupant.user, occupant.device);
                 if mine {
                     rooms.remove(&room);
                 }
                 return Some(muc::removed_presence(&room, &occupant, me, real, mine, why));
             }
+            if mine {
+                // The room answered the device's own entering and leaving; what else it says
+                // of it is a role a moderator gave it (XEP-0045 §8.3: with status 110).
+                if presence.is_none() || occupant.role == in_room.role {
+                    return None;
+                }
+                in_room.role = occupant.role;
+                return Some(muc::occupant_presence(&room, &occupant, presence.as_ref(), me, true, &[muc::SELF]));
+            }
             Some(muc::occupant_presence(&room, &occupant, presence.as_ref(), me, real, &[]))
+        }
+        RoomEvent::Private { from, client_id, body, extras, .. } => {
+            Some(muc::private_message(&room, &from, &client_id, &body, &extras, me))
         }
     }
 }
@@ -181,6 +193,13 @@ impl Xmpp {
                     self.room_error(wire, s, e, kind, condition, &err.message);
                 }
             }
+            ToRoom::Private { room, nick, client_id, body, extras } => {
+                let call = RoomCall::Private { user, device, to_nick: nick, client_id, body, extras };
+                if let Err(err) = self.room_call(&room, call).await {
+                    let (condition, kind) = muc::condition(&err);
+                    self.room_error(wire, s, e, kind, condition, &err.message);
+                }
+            }
             ToRoom::Invite { room, invitees } => {
                 if let Err(err) = self.invite(s, e, &room, invitees).await {
                     let (condition, kind) = muc::condition(&err);
@@ -268,6 +287,13 @@ impl Xmpp {
                 Ok(_) => Err(needs("affiliation lists are for owners and admins")),
                 Err(err) => Err(err),
             },
+            AdminRequest::Roles(role) => {
+                match self.room_call(room, RoomCall::WithRole { user: user.clone(), role }).await {
+                    Ok(RoomReply::Occupants(list)) => Ok(Some(room_admin::role_list(&list))),
+                    Ok(other) => Err(TelexError::internal(format!("unexpected answer to a role list: {other:?}"))),
+                    Err(err) => Err(err),
+                }
+            }
             AdminRequest::Change(changes) => {
                 let mut outcome = Ok(None);
                 for change in changes {
@@ -278,6 +304,10 @@ impl Xmpp {
                         AdminChange::Kick { nick } => {
                             self.room_call(room, RoomCall::Kick { user: user.clone(), nick }).await.map(|_| ())
                         }
+                        AdminChange::Role { nick, role } => {
+                            let call = RoomCall::SetRole { user: user.clone(), nick, role };
+                            self.room_call(room, call).await.map(|_| ())
+                        }
                     };
                     if let Err(err) = result {
                         outcome = Err(err);
@@ -287,9 +317,6 @@ impl Xmpp {
                 outcome
             }
             AdminRequest::Bad(why) => Err(TelexError::invalid(why)),
-            AdminRequest::Unsupported(why) => {
-                return error_reply(e, &me, &account, "cancel", "feature-not-implemented", &why);
-            }
         };
         match done {
             Ok(payload) => iq::result(id, &room.to_string(), &me, payload),
