@@ -204,7 +204,7 @@ pub fn may_set_role(record: &RoomRecord, by: &UserJid, user: &UserJid, to: Role)
     }
     let (by_a, user_a) = (record.affiliation(by), record.affiliation(user));
     if user_a == Some(Affiliation::Outcast) {
-        return Err(Refusal::Banned);
+        return Err(Refusal::NotAllowed(format!("{user} is banned from this room")));
     }
     if matches!(user_a, Some(Affiliation::Owner | Affiliation::Admin)) {
         return Err(Refusal::Protected);

@@ -433,6 +433,12 @@ impl RoomActor {
         if !record.config.private_messages {
             return Err(Refusal::NoPrivateMessages.to_error());
         }
+        if client_id.is_empty() || client_id.len() > 128 {
+            return Err(TelexError::invalid("a message id must be 1 to 128 bytes"));
+        }
+        if body.len() + extras.len() > crate::rooms::MAX_ROOM_BODY {
+            return Err(TelexError::invalid(format!("message longer than {} bytes", crate::rooms::MAX_ROOM_BODY)));
+        }
         let targets = self.under(&to_nick);
         let Some((to_user, _)) = targets.first().cloned() else {
             return Err(TelexError::not_found(format!("no occupant is called {to_nick:?} in this room")));
@@ -444,10 +450,14 @@ impl RoomActor {
         let hub = &self.hubs.0.hub;
         match (hub.user_home(&to_user), hub.homes()) {
             (Some(node), Some(homes)) => {
+                // Best effort, like presence: a slow node must not hold up the room.
                 let delivery = RoomDelivery { room: self.room.clone(), events: vec![event], to: vec![to] };
-                if tokio::time::timeout(DELIVERY_TIMEOUT, homes.room_deliver(node, delivery)).await.is_err() {
-                    return Err(TelexError::unavailable("the other occupant's node did not take the message; retry"));
-                }
+                let send = homes.room_deliver(node, delivery);
+                tokio::spawn(async move {
+                    if tokio::time::timeout(DELIVERY_TIMEOUT, send).await.is_err() {
+                        tracing::warn!(node, "a private room message to another node timed out");
+                    }
+                });
             }
             _ => hub.room_deliver_here(&self.room, Arc::new(vec![event]), std::slice::from_ref(&to)),
         }

@@ -205,6 +205,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         // The room's actor (where this node leads the room's shard) fans it out.
         Applied::Room(room) => room_actors.appended(room),
         Applied::RoomChanged(room) => room_actors.changed(room),
+        Applied::Directory(_tenant) => {}
     });
     messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
     messaging.hub().set_homes(Box::new(crate::homes::ClusterHomes::new(groups.clone())));

@@ -11,6 +11,9 @@
 // Network input reaches this crate: nothing here may panic on it.
 #![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod directory;
+pub mod rules;
+
 use std::time::Duration;
 
 use telex_types::{ErrorCode, TelexError, UserJid};

@@ -235,7 +235,73 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             }
             Ok(Response::Changed(u64::from(was != member)))
         }
+        Command::SetUserAttributes { user, attributes } => {
+            let key = schema::user_attributes(&user);
+            match attributes {
+                Some(a) => {
+                    if let Err(e) = a.validate() {
+                        return Ok(Response::Refused(e));
+                    }
+                    txn.put(key, encode(&a));
+                }
+                None => txn.delete(key),
+            }
+            Ok(Response::Done)
+        }
+        Command::PutGroup(record) => {
+            if let Err(e) = record.validate() {
+                return Ok(Response::Refused(e));
+            }
+            txn.put(schema::group(&record.tenant, &record.name), encode(&record));
+            Ok(Response::Done)
+        }
+        Command::RemoveGroup { tenant, name } => {
+            let key = schema::group(&tenant, &name);
+            if txn.get(&key)?.is_none() {
+                return refused(ErrorCode::NotFound, format!("no group {name} in {tenant}"));
+            }
+            txn.delete(key);
+            for (k, _) in txn.scan_prefix(&schema::group_members(&tenant, &name))? {
+                txn.delete(k);
+            }
+            Ok(Response::Done)
+        }
+        Command::SetGroupMember { tenant, group, user, member } => {
+            if txn.get(&schema::group(&tenant, &group))?.is_none() {
+                return refused(ErrorCode::NotFound, format!("no group {group} in {tenant}"));
+            }
+            let key = schema::group_member(&tenant, &group, &user);
+            let was = txn.get(&key)?.is_some();
+            if member {
+                txn.put(key, Vec::new());
+            } else {
+                txn.delete(key);
+            }
+            Ok(Response::Changed(u64::from(was != member)))
+        }
+        Command::SetPolicy { tenant, mut policy } => {
+            let version = next(txn, schema::policy_head(&tenant))?;
+            policy.version = version;
+            txn.put(schema::policy_version(&tenant, version), encode(&policy));
+            Ok(Response::Changed(version))
+        }
+        Command::AppendAudit { tenant, mut entry } => {
+            let seq = next(txn, schema::audit_head(tenant.as_ref()))?;
+            entry.seq = seq;
+            txn.put(schema::audit_entry(tenant.as_ref(), seq), encode(&entry));
+            Ok(Response::Changed(seq))
+        }
     }
+}
+
+/// Counts the counter at `key` up by one; the new value.
+fn next(txn: &mut Txn<'_>, key: Vec<u8>) -> Result<u64, String> {
+    let n = match txn.get(&key)? {
+        Some(v) => decode_u64(&v)? + 1,
+        None => 1,
+    };
+    txn.put(key, n.to_be_bytes().to_vec());
+    Ok(n)
 }
 
 /// Moves a delivery cursor forward to `position` (never back); whether it moved.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use telex_store::{group_key, Cf, Store};
 
+use telex_types::directory::{AuditEntry, DirectoryData, GroupName, GroupRecord, PolicyVersion, UserAttributes};
 use telex_types::records::{AccountRecord, ArchivedMessage, NodeRecord, TenantLimits, TenantRecord, TokenRecord};
 use telex_types::room::{RoomEntry, RoomJid, RoomRecord};
 use telex_types::roster::RosterItem;
@@ -440,4 +441,66 @@ fn storage(e: impl ToString) -> TelexError {
 
 pub fn token(store: &Store, group: GroupId, jid: &UserJid, id: &str) -> Result<Option<TokenRecord>, TelexError> {
     get(store, group, &schema::token(jid, id))
+}
+
+/// A tenant's whole directory: attributes, groups and memberships.
+pub fn directory(store: &Store, tenant: &Domain) -> Result<DirectoryData, TelexError> {
+    let rows = |prefix: &[u8]| {
+        let from = group_key(META_GROUP, prefix);
+        let to = schema::prefix_end(&from);
+        let rows = store.scan(Cf::State, &from, &to, usize::MAX).map_err(storage)?;
+        Ok::<_, TelexError>((from.len(), rows))
+    };
+    let mut data = DirectoryData::default();
+    let (skip, attrs) = rows(&schema::user_attributes_of(tenant))?;
+    for (k, v) in attrs {
+        let Some(local) = k.get(skip..).and_then(|l| std::str::from_utf8(l).ok()) else { continue };
+        let Ok(user) = UserJid::new(local, tenant.clone()) else { continue };
+        data.users.push((user, decode(&v)?));
+    }
+    data.groups = scan(store, META_GROUP, &schema::groups_of(tenant))?;
+    let (skip, members) = rows(&schema::group_memberships_of(tenant))?;
+    for (k, _) in members {
+        let Some(rest) = k.get(skip..).and_then(|l| std::str::from_utf8(l).ok()) else { continue };
+        let Some((group, local)) = rest.split_once('\0') else { continue };
+        let (Ok(group), Ok(user)) = (GroupName::parse(group), UserJid::new(local, tenant.clone())) else { continue };
+        data.members.push((group, user));
+    }
+    Ok(data)
+}
+
+/// One group of a tenant's directory.
+pub fn group(store: &Store, tenant: &Domain, name: &GroupName) -> Result<Option<GroupRecord>, TelexError> {
+    get(store, META_GROUP, &schema::group(tenant, name))
+}
+
+/// A user's directory attributes.
+pub fn user_attributes(store: &Store, user: &UserJid) -> Result<Option<UserAttributes>, TelexError> {
+    get(store, META_GROUP, &schema::user_attributes(user))
+}
+
+/// A tenant's policy: version `version`, or the newest.
+pub fn policy(store: &Store, tenant: &Domain, version: Option<u64>) -> Result<Option<PolicyVersion>, TelexError> {
+    let version = match version {
+        Some(v) => v,
+        None => match counter(store, META_GROUP, &schema::policy_head(tenant))? {
+            0 => return Ok(None),
+            v => v,
+        },
+    };
+    get(store, META_GROUP, &schema::policy_version(tenant, version))
+}
+
+/// Every version of a tenant's policy, oldest first.
+pub fn policy_history(store: &Store, tenant: &Domain) -> Result<Vec<PolicyVersion>, TelexError> {
+    scan(store, META_GROUP, &schema::policy_versions(tenant))
+}
+
+/// Up to `limit` entries of a tenant's audit trail (`None`: the cluster's own) after `after`.
+pub fn audit(store: &Store, tenant: Option<&Domain>, after: u64, limit: usize) -> Result<Vec<AuditEntry>, TelexError> {
+    let start = after.saturating_add(1);
+    let from = group_key(META_GROUP, &schema::audit_entry(tenant, start));
+    let to = schema::prefix_end(&group_key(META_GROUP, &schema::audit_entries(tenant)));
+    let rows = store.scan(Cf::State, &from, &to, limit).map_err(storage)?;
+    rows.iter().map(|(_, v)| decode(v)).collect()
 }

@@ -212,6 +212,8 @@ pub enum Applied {
     Room(telex_types::room::RoomJid),
     /// The room's record changed (created, configured, affiliations, destroyed).
     RoomChanged(telex_types::room::RoomJid),
+    /// Meta group: the tenant's directory (attributes, groups, memberships) or policy changed.
+    Directory(telex_types::Domain),
 }
 
 impl Groups {

@@ -1,6 +1,7 @@
 //! Layout of application keys inside a group's state range (the group prefix is added by the
 //! state machine). Strings never contain `\0`, so it separates key parts.
 
+use telex_types::directory::GroupName;
 use telex_types::room::RoomJid;
 use telex_types::{Domain, UserJid};
 
@@ -230,4 +231,67 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0xff; prefix.len() + 1]
+}
+
+fn of_tenant(tag: &[u8], tenant: &str) -> Vec<u8> {
+    [tag, tenant.as_bytes(), b"\0"].concat()
+}
+
+/// Meta group: a user's directory attributes.
+pub fn user_attributes(user: &UserJid) -> Vec<u8> {
+    [of_tenant(b"da/", user.domain().as_str()), user.local().as_bytes().to_vec()].concat()
+}
+
+pub fn user_attributes_of(tenant: &Domain) -> Vec<u8> {
+    of_tenant(b"da/", tenant.as_str())
+}
+
+/// Meta group: a directory group's record.
+pub fn group(tenant: &Domain, name: &GroupName) -> Vec<u8> {
+    [of_tenant(b"dg/", tenant.as_str()), name.as_str().as_bytes().to_vec()].concat()
+}
+
+pub fn groups_of(tenant: &Domain) -> Vec<u8> {
+    of_tenant(b"dg/", tenant.as_str())
+}
+
+/// Meta group: one member of a group (the value is empty).
+pub fn group_member(tenant: &Domain, name: &GroupName, user: &UserJid) -> Vec<u8> {
+    [group_members(tenant, name), user.local().as_bytes().to_vec()].concat()
+}
+
+pub fn group_members(tenant: &Domain, name: &GroupName) -> Vec<u8> {
+    [of_tenant(b"dm/", tenant.as_str()), name.as_str().as_bytes().to_vec(), b"\0".to_vec()].concat()
+}
+
+/// Every membership of a tenant (`dm/<tenant>\0<group>\0<local>`).
+pub fn group_memberships_of(tenant: &Domain) -> Vec<u8> {
+    of_tenant(b"dm/", tenant.as_str())
+}
+
+/// Meta group: a tenant's policy version `v`, and the number of the newest.
+pub fn policy_version(tenant: &Domain, version: u64) -> Vec<u8> {
+    [policy_versions(tenant), version.to_be_bytes().to_vec()].concat()
+}
+
+pub fn policy_versions(tenant: &Domain) -> Vec<u8> {
+    of_tenant(b"pv/", tenant.as_str())
+}
+
+pub fn policy_head(tenant: &Domain) -> Vec<u8> {
+    of_tenant(b"ph/", tenant.as_str())
+}
+
+/// Meta group: entry `seq` of a tenant's audit trail (`None`: the cluster's own), and the
+/// newest number.
+pub fn audit_entry(tenant: Option<&Domain>, seq: u64) -> Vec<u8> {
+    [audit_entries(tenant), seq.to_be_bytes().to_vec()].concat()
+}
+
+pub fn audit_entries(tenant: Option<&Domain>) -> Vec<u8> {
+    of_tenant(b"au/", tenant.map_or("", Domain::as_str))
+}
+
+pub fn audit_head(tenant: Option<&Domain>) -> Vec<u8> {
+    of_tenant(b"ah/", tenant.map_or("", Domain::as_str))
 }

@@ -126,6 +126,11 @@ fn changes(cmd: &Command, out: &mut Vec<Applied>) {
         Command::RosterPut { owner, .. } | Command::RosterDelete { owner, .. } | Command::SetBlocked { owner, .. } => {
             out.push(Applied::Social(owner.clone()))
         }
+        Command::SetUserAttributes { user, .. } => out.push(Applied::Directory(user.domain().clone())),
+        Command::PutGroup(record) => out.push(Applied::Directory(record.tenant.clone())),
+        Command::RemoveGroup { tenant, .. }
+        | Command::SetGroupMember { tenant, .. }
+        | Command::SetPolicy { tenant, .. } => out.push(Applied::Directory(tenant.clone())),
         Command::Batch(cmds) => cmds.iter().for_each(|c| changes(c, out)),
         _ => {}
     }

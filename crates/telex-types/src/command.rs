@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, UserAttributes};
 use crate::records::{ArchivedMessage, Credentials, NodeRecord, TenantLimits, TokenRecord};
 use crate::room::{RoomChange, RoomEntry, RoomJid, RoomRecord};
 use crate::roster::RosterItem;
@@ -138,6 +139,36 @@ pub enum Command {
         room: RoomJid,
         member: bool,
     },
+    /// Meta group, below: the tenants' directories, policies and audit trails (every node
+    /// holds them). `None` forgets the user's attributes.
+    SetUserAttributes {
+        user: UserJid,
+        attributes: Option<UserAttributes>,
+    },
+    /// Creates or replaces a group's record (not its members).
+    PutGroup(GroupRecord),
+    /// Removes a group and its memberships.
+    RemoveGroup {
+        tenant: Domain,
+        name: GroupName,
+    },
+    SetGroupMember {
+        tenant: Domain,
+        group: GroupName,
+        user: UserJid,
+        member: bool,
+    },
+    /// A new version of the tenant's policy (its number is assigned here: the next one).
+    SetPolicy {
+        tenant: Domain,
+        policy: PolicyVersion,
+    },
+    /// An admin action for the trail (its sequence number is assigned here). `None`: not one
+    /// tenant's (nodes, new tenants, admin identities).
+    AppendAudit {
+        tenant: Option<Domain>,
+        entry: AuditEntry,
+    },
 }
 
 impl Command {
@@ -169,6 +200,12 @@ impl Command {
             Command::AppendRoom { .. } => "append_room",
             Command::SetRoomCursor { .. } => "set_room_cursor",
             Command::SetRoomMembership { .. } => "set_room_membership",
+            Command::SetUserAttributes { .. } => "set_user_attributes",
+            Command::PutGroup(_) => "put_group",
+            Command::RemoveGroup { .. } => "remove_group",
+            Command::SetGroupMember { .. } => "set_group_member",
+            Command::SetPolicy { .. } => "set_policy",
+            Command::AppendAudit { .. } => "append_audit",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! This crate does no I/O and depends on no runtime, storage or RPC crate.
 
 pub mod command;
+pub mod directory;
 pub mod error;
 pub mod jid;
 pub mod occupancy;

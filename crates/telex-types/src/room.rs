@@ -276,6 +276,7 @@ impl RoomRecord {
         let affiliation = self.affiliation(user);
         match affiliation {
             Some(Affiliation::Owner | Affiliation::Admin) => Role::Moderator,
+            Some(Affiliation::Outcast) => Role::Visitor,
             _ => self.roles.get(user).copied().unwrap_or_else(|| self.default_role(affiliation)),
         }
     }
@@ -305,9 +306,19 @@ impl RoomRecord {
                 self.roles.remove(&user);
             }
             RoomChange::Role { user, role } => {
-                if role == self.default_role(self.affiliation(&user)) {
+                let affiliation = self.affiliation(&user);
+                if matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Outcast)) {
+                    // Their role follows from the affiliation alone (a ban may have raced the grant).
+                    self.roles.remove(&user);
+                } else if role == self.default_role(affiliation) {
                     self.roles.remove(&user);
                 } else {
+                    if !self.roles.contains_key(&user) && self.roles.len() >= self.config.max_members as usize {
+                        return Err(TelexError::new(
+                            crate::ErrorCode::ResourceExhausted,
+                            format!("a room keeps at most {} role grants", self.config.max_members),
+                        ));
+                    }
                     self.roles.insert(user, role);
                 }
             }
@@ -493,6 +504,15 @@ mod tests {
         assert!(e.message.contains("owner"), "{e:?}");
         assert_eq!(r.affiliation(&ann), Some(Affiliation::Owner), "a refused change changes nothing");
         assert!(r.apply(RoomChange::Config(RoomConfig { max_members: 0, ..RoomConfig::default() })).is_err());
+        // A ban outranks a grant that raced it; grants are bounded like members.
+        let eve = UserJid::parse("eve@x").unwrap();
+        r.apply(RoomChange::Affiliation { user: eve.clone(), affiliation: Some(Affiliation::Outcast) }).unwrap();
+        r.apply(RoomChange::Role { user: eve.clone(), role: Role::Moderator }).unwrap();
+        assert_eq!((r.role(&eve), r.roles.len()), (Role::Visitor, 0));
+        r.config.max_members = 1;
+        r.apply(RoomChange::Role { user: UserJid::parse("u1@x").unwrap(), role: Role::Participant }).unwrap();
+        let full = r.apply(RoomChange::Role { user: UserJid::parse("u2@x").unwrap(), role: Role::Participant });
+        assert!(full.unwrap_err().message.contains("at most 1"));
     }
 
     #[test]

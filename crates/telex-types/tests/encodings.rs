@@ -6,6 +6,7 @@
 //!
 //! When a pinned value changes on purpose, the failure message prints the new hex to paste.
 
+use telex_types::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
 use telex_types::presence::{DevicePresence, Show};
 use telex_types::records::{
     AccountRecord, ArchivedMessage, Credentials, NodeRecord, ScramKeys, TenantLimits, TenantRecord, TokenRecord,
@@ -113,6 +114,55 @@ fn commands() -> Vec<(&'static str, Command)> {
         Command::AppendRoom { room: room(), entry: room_entry() },
         Command::SetRoomCursor { room: room(), user: jid("bob@x.example"), device: "pc".into(), position: 3 },
         Command::SetRoomMembership { user: jid("bob@x.example"), room: room(), member: true },
+        Command::SetUserAttributes {
+            user: jid("bob@x.example"),
+            attributes: Some(UserAttributes {
+                display_name: "Bob".into(),
+                title: "CEO".into(),
+                department: "Board".into(),
+                manager: Some(jid("a@x.example")),
+                email: "bob@x.example".into(),
+                source: Source::Ldap("uid=bob".into()),
+            }),
+        },
+        Command::PutGroup(GroupRecord {
+            tenant: d.clone(),
+            name: GroupName::parse("sales").unwrap(),
+            display_name: "Sales".into(),
+            description: "d".into(),
+            subgroups: [GroupName::parse("emea").unwrap()].into_iter().collect(),
+            shown_to: [GroupName::parse("sales").unwrap()].into_iter().collect(),
+            source: Source::Local,
+        }),
+        Command::RemoveGroup { tenant: d.clone(), name: GroupName::parse("sales").unwrap() },
+        Command::SetGroupMember {
+            tenant: d.clone(),
+            group: GroupName::parse("sales").unwrap(),
+            user: jid("bob@x.example"),
+            member: true,
+        },
+        Command::SetPolicy {
+            tenant: d.clone(),
+            policy: PolicyVersion {
+                version: 0,
+                text: "[[rule]]".into(),
+                by: "root".into(),
+                at: 9,
+                comment: "c".into(),
+            },
+        },
+        Command::AppendAudit {
+            tenant: Some(d.clone()),
+            entry: AuditEntry {
+                seq: 0,
+                at: 9,
+                actor: "root".into(),
+                action: "group.add".into(),
+                target: "sales".into(),
+                before: String::new(),
+                after: "{}".into(),
+            },
+        },
     ];
     all.into_iter()
         .map(|c| {
@@ -142,6 +192,12 @@ fn commands() -> Vec<(&'static str, Command)> {
                 Command::AppendRoom { .. } => "append_room",
                 Command::SetRoomCursor { .. } => "set_room_cursor",
                 Command::SetRoomMembership { .. } => "set_room_membership",
+                Command::SetUserAttributes { .. } => "set_user_attributes",
+                Command::PutGroup(_) => "put_group",
+                Command::RemoveGroup { .. } => "remove_group",
+                Command::SetGroupMember { .. } => "set_group_member",
+                Command::SetPolicy { .. } => "set_policy",
+                Command::AppendAudit { .. } => "append_audit",
             };
             (name, c)
         })
@@ -312,6 +368,12 @@ const COMMANDS: &[(&str, &str)] = &[
     ("append_room", "031600000004000000000000007465616d0900000000000000782e6578616d706c6502000000000000007331000000000100000000000000610900000000000000782e6578616d706c65020000000000000070630300000000000000416e6e020000000000000063310600000000000000686920616c6c00000000000000000600000000000000"),
     ("set_room_cursor", "031700000004000000000000007465616d0900000000000000782e6578616d706c650300000000000000626f620900000000000000782e6578616d706c65020000000000000070630300000000000000"),
     ("set_room_membership", "03180000000300000000000000626f620900000000000000782e6578616d706c6504000000000000007465616d0900000000000000782e6578616d706c6501"),
+    ("set_user_attributes", "03190000000300000000000000626f620900000000000000782e6578616d706c65010300000000000000426f62030000000000000043454f0500000000000000426f617264010100000000000000610900000000000000782e6578616d706c650d00000000000000626f6240782e6578616d706c650100000007000000000000007569643d626f62"),
+    ("put_group", "031a0000000900000000000000782e6578616d706c65050000000000000073616c6573050000000000000053616c657301000000000000006401000000000000000400000000000000656d65610100000000000000050000000000000073616c657300000000"),
+    ("remove_group", "031b0000000900000000000000782e6578616d706c65050000000000000073616c6573"),
+    ("set_group_member", "031c0000000900000000000000782e6578616d706c65050000000000000073616c65730300000000000000626f620900000000000000782e6578616d706c6501"),
+    ("set_policy", "031d0000000900000000000000782e6578616d706c65000000000000000008000000000000005b5b72756c655d5d0400000000000000726f6f740900000000000000010000000000000063"),
+    ("append_audit", "031e000000010900000000000000782e6578616d706c65000000000000000009000000000000000400000000000000726f6f74090000000000000067726f75702e616464050000000000000073616c6573000000000000000002000000000000007b7d"),
 ];
 const RESPONSES: &[(&str, &str)] = &[
     ("done", "0300000000"),

@@ -42,6 +42,7 @@ const MAX_INVITEES: usize = 20;
 #[derive(Clone, Debug)]
 pub(crate) struct InRoom {
     pub(crate) nick: String,
+    pub(crate) affiliation: Option<Affiliation>,
     pub(crate) role: Role,
     pub(crate) presence: DevicePresence,
     /// The last log position the client was given (history or live).
@@ -74,10 +75,10 @@ pub(crate) fn event_stanza(rooms: &mut Rooms, me: &str, frame: ServerFrame) -> O
             if mine {
                 // The room answered the device's own entering and leaving; what else it says
                 // of it is a role a moderator gave it (XEP-0045 §8.3: with status 110).
-                if presence.is_none() || occupant.role == in_room.role {
+                if presence.is_none() || (occupant.affiliation, occupant.role) == (in_room.affiliation, in_room.role) {
                     return None;
                 }
-                in_room.role = occupant.role;
+                (in_room.affiliation, in_room.role) = (occupant.affiliation, occupant.role);
                 return Some(muc::occupant_presence(&room, &occupant, presence.as_ref(), me, true, &[muc::SELF]));
             }
             Some(muc::occupant_presence(&room, &occupant, presence.as_ref(), me, real, &[]))
@@ -135,7 +136,8 @@ impl Xmpp {
                             }
                             s.emit(wire, &muc::subject(&room, &subject, &me));
                         }
-                        s.rooms.insert(room, InRoom { nick: you.nick, role: you.role, presence, seen });
+                        let (nick, affiliation, role) = (you.nick, you.affiliation, you.role);
+                        s.rooms.insert(room, InRoom { nick, affiliation, role, presence, seen });
                     }
                     Ok(other) => tracing::warn!(?other, "unexpected answer to entering a room"),
                     Err(err) => {
@@ -154,8 +156,9 @@ impl Xmpp {
                         _ => None,
                     };
                 // The client hears it left even if the room had lost track of it.
-                let you = you
-                    .or_else(|| was.map(|w| Occupant { nick: w.nick, user, device, affiliation: None, role: w.role }));
+                let you = you.or_else(|| {
+                    was.map(|w| Occupant { nick: w.nick, user, device, affiliation: w.affiliation, role: w.role })
+                });
                 if let Some(you) = you {
                     let me = s.full.clone();
                     s.emit(wire, &muc::occupant_presence(&room, &you, None, &me, true, &[muc::SELF]));
