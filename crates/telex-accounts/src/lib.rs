@@ -5,6 +5,7 @@
 //! storm neither blocks the async runtime nor queues without bound.
 //! This crate knows nothing about gRPC or XMPP; gateways call it.
 
+mod directory;
 mod token;
 
 pub use telex_sasl::scram;
@@ -18,6 +19,7 @@ use telex_types::records::{AccountRecord, ScramKeys, TenantLimits, TenantRecord,
 use telex_types::{Command, Domain, ErrorCode, TelexError, UnixMillis, UserJid, META_GROUP};
 use tokio::sync::Semaphore;
 
+pub use directory::GroupListing;
 pub use token::SessionToken;
 
 /// Longest password accepted; bounds the hashing work one request can cause.

@@ -58,6 +58,8 @@ pub struct Hub {
     sessions: Arc<DashMap<(UserJid, String), SessionInfo>>,
     pub(crate) ledger: Arc<dyn Ledger>,
     pub(crate) limits: Limits,
+    /// The tenants' compiled policies.
+    pub(crate) policies: Arc<crate::policies::PolicyCache>,
     /// Where presence for contacts on other nodes goes (set by the node when clustered).
     relay: Arc<std::sync::OnceLock<PresenceRelay>>,
     /// Where actors of users led elsewhere live (set by the node when clustered).
@@ -118,6 +120,7 @@ impl Hub {
             sessions: Arc::new(DashMap::new()),
             ledger,
             limits,
+            policies: crate::policies::PolicyCache::new(),
             relay: Arc::default(),
             homes: Arc::default(),
             closing: Arc::new(tokio::sync::watch::channel(None).0),

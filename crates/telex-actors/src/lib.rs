@@ -16,6 +16,7 @@ mod ledger;
 mod link;
 mod messaging;
 pub mod muc;
+pub mod policies;
 pub mod presence;
 pub mod rate;
 mod room_actor;

@@ -7,12 +7,14 @@ use tracing::Instrument;
 
 use dashmap::DashMap;
 
+use telex_policy::rules::PolicyAction;
 use telex_policy::{decide, Action, Denial, Facts};
 use telex_types::records::{ArchivedMessage, TenantLimits};
 use telex_types::session::{Refused, SendMessage, Sent};
 use telex_types::{TelexError, UserJid};
 
 use crate::hub::Signal;
+use crate::policies::PolicyCache;
 use crate::rate::TokenBucket;
 use crate::{Hub, Ledger};
 
@@ -98,6 +100,16 @@ pub struct Messaging {
     buckets: Arc<DashMap<UserJid, TokenBucket>>,
 }
 
+/// Namespaces of end-to-end encrypted payloads (OMEMO, legacy and current; OpenPGP for XMPP;
+/// OTR has no element): content the archive cannot read.
+const ENCRYPTED: &[&str] =
+    &["eu.siacs.conversations.axolotl", "urn:xmpp:omemo:2", "urn:xmpp:openpgp:0", "jabber:x:encrypted"];
+
+/// Whether a message's extension elements carry end-to-end encrypted content.
+pub fn is_encrypted(extras: &str) -> bool {
+    ENCRYPTED.iter().any(|ns| extras.contains(&format!("xmlns='{ns}'")) || extras.contains(&format!("xmlns=\"{ns}\"")))
+}
+
 pub use telex_types::records::server_id;
 
 fn refused(d: Denial) -> Refused {
@@ -109,6 +121,11 @@ impl Messaging {
     pub fn new(ledger: Arc<dyn Ledger>, limits: Limits) -> Self {
         let hub = Hub::new(ledger.clone(), limits.clone());
         Messaging { ledger, hub, limits, buckets: Arc::new(DashMap::new()) }
+    }
+
+    /// The tenants' compiled policies this node checks against.
+    pub fn policies(&self) -> &Arc<PolicyCache> {
+        &self.hub.policies
     }
 
     pub fn hub(&self) -> &Hub {
@@ -144,7 +161,12 @@ impl Messaging {
                 TelexError::invalid(format!("the recipient's device name is longer than {MAX_DEVICE} bytes")).into()
             );
         }
+        let mut policy = self.hub.policies.check(from, PolicyAction::Message, &to);
+        if policy.is_none() && is_encrypted(&m.extras) {
+            policy = self.hub.policies.check(from, PolicyAction::E2ee, &to);
+        }
         let facts = Facts {
+            policy,
             message_bytes: m.body.len() + m.extras.len(),
             max_message_bytes: limits.max_body_bytes,
             rate_limited_for: self.take_token(from, &limits).err(),
@@ -196,6 +218,7 @@ impl Messaging {
             return Err(TelexError::invalid(format!("a signal may carry at most {MAX_SIGNAL_BYTES} bytes")).into());
         }
         let facts = Facts {
+            policy: self.hub.policies.check(from, PolicyAction::Message, &to),
             rate_limited_for: self.take_token(from, &limits).err(),
             sends_per_second: limits.sends_per_second,
             ..self.facts(from, &to).await?

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use telex_policy::rules::PolicyAction;
 use telex_policy::{decide, Action, Facts};
 use telex_types::presence::{DevicePresence, Show};
 use telex_types::roster::{self, RosterItem, RosterOp, RosterReply, SubscriptionKind};
@@ -336,6 +337,7 @@ impl UserActor {
             let facts = Facts {
                 subscribed: item.subscription.has_from(),
                 object_blocks_subject: self.is_blocked(contact),
+                policy: self.hub.policies.check(contact, PolicyAction::See, &self.user),
                 ..Facts::default()
             };
             if decide(contact, Action::SeePresence, &self.user, &facts).is_allowed() {
@@ -381,6 +383,7 @@ impl UserActor {
                 subscribed: item.subscription.has_to(),
                 subject_blocks_object: self.is_blocked(contact),
                 object_blocks_subject: self.ledger.is_blocked(contact, &self.user).unwrap_or(true),
+                policy: self.hub.policies.check(&self.user, PolicyAction::See, contact),
                 ..Facts::default()
             };
             if !decide(&self.user, Action::SeePresence, contact, &facts).is_allowed() {
@@ -402,6 +405,8 @@ impl UserActor {
         let facts = Facts {
             subscribed: presence.is_none() || self.item(&from).is_some_and(|i| i.subscription.has_to()),
             subject_blocks_object: self.is_blocked(&from),
+            // An unavailable always passes (nothing stale may remain after a barrier goes up).
+            policy: presence.as_ref().and_then(|_| self.hub.policies.check(&self.user, PolicyAction::See, &from)),
             ..Facts::default()
         };
         if !decide(&self.user, Action::SeePresence, &from, &facts).is_allowed() {

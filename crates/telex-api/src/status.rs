@@ -15,6 +15,7 @@ fn code_of(code: ErrorCode) -> Code {
         ErrorCode::FailedPrecondition => Code::FailedPrecondition,
         ErrorCode::Unavailable => Code::Unavailable,
         ErrorCode::Internal => Code::Internal,
+        ErrorCode::PolicyDenied => Code::PermissionDenied,
     }
 }
 

@@ -11,6 +11,7 @@ mod homes;
 mod http;
 mod ledger;
 mod node;
+pub mod policy;
 mod relay;
 mod restore;
 pub mod rooms;

@@ -199,13 +199,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let room_store = Arc::new(crate::rooms::RaftRooms::new(groups.clone()));
     let room_hub = telex_actors::RoomHub::new(hub.clone(), room_store, room_limits);
     let room_actors = room_hub.clone();
+    let policy_watch = crate::policy::PolicyWatch::start(groups.store().clone(), messaging.policies().clone());
     groups.on_applied(move |change| match change {
         Applied::Archive(owner) => hub.notify(owner),
         Applied::Social(owner) => hub.social_changed(owner),
         // The room's actor (where this node leads the room's shard) fans it out.
         Applied::Room(room) => room_actors.appended(room),
         Applied::RoomChanged(room) => room_actors.changed(room),
-        Applied::Directory(_tenant) => {}
+        Applied::Directory(tenant) => policy_watch.changed(tenant),
     });
     messaging.hub().set_presence_relay(crate::relay::start(groups.clone()));
     messaging.hub().set_homes(Box::new(crate::homes::ClusterHomes::new(groups.clone())));

@@ -61,6 +61,8 @@ pub struct Facts {
     /// For `OpenSession`: sessions the user has open, and the tenant's limit.
     pub open_sessions: usize,
     pub max_sessions: usize,
+    /// The tenant's policy refuses this (the caller asked `TenantPolicy::check`).
+    pub policy: Option<rules::PolicyRefusal>,
 }
 
 /// Which rule made a decision: shown by diagnostics, counted in metrics.
@@ -76,6 +78,8 @@ pub enum Rule {
     MessageSize,
     SendRate,
     SessionsPerUser,
+    /// The tenant's policy file.
+    TenantPolicy,
 }
 
 impl Rule {
@@ -90,6 +94,7 @@ impl Rule {
             Rule::MessageSize => "message_size",
             Rule::SendRate => "send_rate",
             Rule::SessionsPerUser => "sessions_per_user",
+            Rule::TenantPolicy => "tenant_policy",
         }
     }
 }
@@ -155,6 +160,19 @@ pub fn decide(subject: &UserJid, action: Action, object: &UserJid, facts: &Facts
         return match action {
             Signal | SeePresence => drop_silently(Rule::TenantIsolation, message),
             _ => deny(Rule::TenantIsolation, ErrorCode::PermissionDenied, message),
+        };
+    }
+    if let Some(refusal) = &facts.policy {
+        // After isolation, before the rest: an admin's rule outranks a user's own settings.
+        let m = if refusal.description.is_empty() {
+            format!("refused by the policy rule {}", refusal.rule)
+        } else {
+            refusal.description.clone()
+        };
+        return match action {
+            // What the other side would learn from an answer, it learns nothing of.
+            Signal | SeePresence | Subscribe => drop_silently(Rule::TenantPolicy, m),
+            _ => deny(Rule::TenantPolicy, ErrorCode::PolicyDenied, m),
         };
     }
     match action {
@@ -266,6 +284,20 @@ mod tests {
 
     fn exists() -> Facts {
         Facts { object_exists: true, max_message_bytes: 100, max_sessions: 2, ..Facts::default() }
+    }
+
+    #[test]
+    fn the_tenant_policy_refuses_with_its_description_and_silences_presence() {
+        let (a, b) = (jid("alice@x.example"), jid("bob@x.example"));
+        let refusal = rules::PolicyRefusal { rule: "wall".into(), description: "Research and trading".into() };
+        let facts = Facts { policy: Some(refusal), ..exists() };
+        let Decision::Deny(d) = decide(&a, Action::Message, &b, &facts) else { panic!() };
+        assert_eq!((d.rule, d.error.code, d.silent), (Rule::TenantPolicy, ErrorCode::PolicyDenied, false));
+        assert_eq!(d.error.message, "Research and trading");
+        assert_eq!(rule(decide(&a, Action::SeePresence, &b, &facts)), Some((Rule::TenantPolicy, true)));
+        // Isolation still comes first.
+        let other = jid("eve@y.example");
+        assert_eq!(rule(decide(&a, Action::Message, &other, &facts)), Some((Rule::TenantIsolation, false)));
     }
 
     #[test]

@@ -16,12 +16,15 @@ pub enum ErrorCode {
     /// The owning group has no reachable leader or quorum right now.
     Unavailable,
     Internal,
+    /// The tenant's policy refuses it (the message names the rule's description): a
+    /// permission denial an admin decided, shown as XMPP `policy-violation`.
+    PolicyDenied,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (`parse` and the pinned encodings rely on it: a new code
     /// goes here too).
-    pub const ALL: [ErrorCode; 9] = {
+    pub const ALL: [ErrorCode; 10] = {
         use ErrorCode::*;
         [
             InvalidArgument,
@@ -33,6 +36,7 @@ impl ErrorCode {
             FailedPrecondition,
             Unavailable,
             Internal,
+            PolicyDenied,
         ]
     };
 
@@ -56,6 +60,7 @@ impl ErrorCode {
             ErrorCode::FailedPrecondition => "failed_precondition",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::PolicyDenied => "policy_denied",
         }
     }
 }

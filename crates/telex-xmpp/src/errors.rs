@@ -20,6 +20,7 @@ pub fn condition(code: ErrorCode) -> (&'static str, &'static str) {
         // Retryable: the user's shard is changing leader.
         ErrorCode::Unavailable => ("service-unavailable", "wait"),
         ErrorCode::Internal => ("internal-server-error", "cancel"),
+        ErrorCode::PolicyDenied => ("policy-violation", "cancel"),
     }
 }
 
