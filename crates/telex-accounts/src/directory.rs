@@ -27,25 +27,8 @@ impl Accounts {
 
     /// Writes `change` with its audit entry (one Raft command: both or, refused, neither
     /// matters: changes are checked before they are written).
-    async fn audited(
-        &self,
-        actor: &str,
-        tenant: &Domain,
-        change: Command,
-        action: &str,
-        target: String,
-        before: String,
-        after: String,
-    ) -> Result<(), TelexError> {
-        let entry = AuditEntry {
-            seq: 0,
-            at: now_ms(),
-            actor: actor.to_string(),
-            action: action.to_string(),
-            target,
-            before,
-            after,
-        };
+    async fn audited(&self, tenant: &Domain, change: Command, entry: AuditEntry) -> Result<(), TelexError> {
+        let entry = AuditEntry { at: now_ms(), ..entry };
         let batch = Command::Batch(vec![change, Command::AppendAudit { tenant: Some(tenant.clone()), entry }]);
         match self.groups.write(META_GROUP, batch).await? {
             telex_types::Response::Batch(rs) => rs.into_iter().try_for_each(|r| r.into_result().map(|_| ())),
@@ -68,7 +51,7 @@ impl Accounts {
         let (b, a) = (before.map(|g| describe(&g)).unwrap_or_default(), describe(&record));
         let tenant = record.tenant.clone();
         let target = record.name.to_string();
-        self.audited(actor, &tenant, Command::PutGroup(record.clone()), action, target, b, a).await?;
+        self.audited(&tenant, Command::PutGroup(record.clone()), entry(actor, action, target, b, a)).await?;
         Ok(record)
     }
 
@@ -92,7 +75,8 @@ impl Accounts {
             }
         }
         let change = Command::RemoveGroup { tenant: tenant.clone(), name: name.clone() };
-        self.audited(actor, tenant, change, "group.remove", name.to_string(), describe(&before), String::new()).await
+        self.audited(tenant, change, entry(actor, "group.remove", name.to_string(), describe(&before), String::new()))
+            .await
     }
 
     pub async fn set_group_member(
@@ -112,7 +96,8 @@ impl Accounts {
         let change =
             Command::SetGroupMember { tenant: tenant.clone(), group: group.clone(), user: user.clone(), member };
         let action = if member { "group.member.add" } else { "group.member.remove" };
-        self.audited(actor, tenant, change, action, format!("{group} {user}"), String::new(), String::new()).await
+        self.audited(tenant, change, entry(actor, action, format!("{group} {user}"), String::new(), String::new()))
+            .await
     }
 
     /// A tenant's groups with their direct members, by name.
@@ -149,7 +134,7 @@ impl Accounts {
         let before = self.user_attributes(user)?.map(|a| format!("{a:?}")).unwrap_or_default();
         let after = format!("{attributes:?}");
         let change = Command::SetUserAttributes { user: user.clone(), attributes: Some(attributes) };
-        self.audited(actor, user.domain(), change, "user.set", user.to_string(), before, after).await
+        self.audited(user.domain(), change, entry(actor, "user.set", user.to_string(), before, after)).await
     }
 
     /// Compiles `text` against the tenant's directory now: the checks `set_policy` makes.
@@ -173,7 +158,8 @@ impl Accounts {
         let change = Command::SetPolicy { tenant: tenant.clone(), policy };
         let next = before.as_ref().map_or(1, |p| p.version + 1);
         let b = before.map(|p| p.text).unwrap_or_default();
-        self.audited(actor, tenant, change, "policy.set", format!("version {next}"), b, text.to_string()).await?;
+        self.audited(tenant, change, entry(actor, "policy.set", format!("version {next}"), b, text.to_string()))
+            .await?;
         Ok(reads::policy(self.groups.store(), tenant, None)?.map_or(next, |p| p.version))
     }
 
@@ -222,6 +208,11 @@ impl Accounts {
     pub fn audit(&self, tenant: Option<&Domain>, after: u64, limit: usize) -> Result<Vec<AuditEntry>, TelexError> {
         reads::audit(self.groups.store(), tenant, after, limit)
     }
+}
+
+/// An audit entry (its number and time are assigned when it is written).
+fn entry(actor: &str, action: &str, target: String, before: String, after: String) -> AuditEntry {
+    AuditEntry { seq: 0, at: 0, actor: actor.to_string(), action: action.to_string(), target, before, after }
 }
 
 /// A group's record as the audit trail shows it.

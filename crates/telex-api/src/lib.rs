@@ -13,6 +13,7 @@
 mod admin;
 mod backup;
 mod client;
+mod directory;
 mod remote;
 mod room_admin;
 mod rooms;
@@ -22,6 +23,7 @@ mod stream;
 
 pub use admin::AdminService;
 pub use client::ClientService;
+pub use directory::DirectoryService;
 pub use remote::GrpcRemote;
 pub use room_admin::RoomAdminService;
 pub use rooms::RoomsService;

@@ -24,12 +24,24 @@ pub fn to_status(e: TelexError) -> Status {
     if code == Code::Internal {
         tracing::error!(error = %e.message, "internal error");
     }
-    Status::new(code, e.message)
+    let mut status = Status::new(code, e.message);
+    // The gRPC code is coarser than Telex's (a policy refusal is a permission denial): the
+    // exact one travels beside it, for the node on the other end.
+    if let Ok(v) = e.code.as_str().parse() {
+        status.metadata_mut().insert(CODE_HEADER, v);
+    }
+    status
 }
+
+const CODE_HEADER: &str = "telex-code";
 
 /// A status from another node (or a transport failure) as a Telex error. Codes Telex does not
 /// use (a broken connection, a cancelled call) mean the other node could not be reached.
 pub fn to_error(s: &Status) -> TelexError {
+    let exact = s.metadata().get(CODE_HEADER).and_then(|v| v.to_str().ok()).and_then(ErrorCode::parse);
+    if let Some(code) = exact {
+        return TelexError::new(code, s.message().to_string());
+    }
     let code = match s.code() {
         Code::InvalidArgument | Code::OutOfRange => ErrorCode::InvalidArgument,
         Code::NotFound => ErrorCode::NotFound,

@@ -51,6 +51,21 @@ pub enum UserCmd {
     Passwd { jid: String },
     /// Revoke every session token of a user.
     RevokeTokens { jid: String },
+    /// Set a user's directory attributes (those not given keep their values).
+    Set {
+        jid: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        department: Option<String>,
+        /// The manager's JID (empty: none).
+        #[arg(long)]
+        manager: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+    },
 }
 
 pub(crate) async fn client(cli: &Cli) -> Result<AdminClient<Channel>, String> {
@@ -196,6 +211,17 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
         UserCmd::Passwd { jid } => {
             let req = pb::SetPasswordRequest { jid: jid.clone(), password: cli.session.password()? };
             show(c.set_password(req).await.map_err(status_line)?.into_inner(), "password changed");
+        }
+        UserCmd::Set { jid, display_name, title, department, manager, email } => {
+            let req = pb::UserAttributesRequest {
+                jid: jid.clone(),
+                display_name: display_name.clone(),
+                title: title.clone(),
+                department: department.clone(),
+                manager: manager.clone(),
+                email: email.clone(),
+            };
+            return crate::directory::set_user(cli, req).await;
         }
         UserCmd::RevokeTokens { jid } => {
             let r = c.revoke_tokens(pb::UserRef { jid: jid.clone() }).await.map_err(status_line)?.into_inner();

@@ -7,6 +7,7 @@ mod admin;
 mod backup;
 mod chat;
 mod cluster;
+mod directory;
 mod flags;
 mod output;
 mod room;
@@ -81,6 +82,15 @@ enum Command {
     /// Set or watch presence.
     #[command(subcommand)]
     Presence(social::PresenceCmd),
+    /// Directory groups (NAME@DOMAIN): departments, teams, roles; shared rosters.
+    #[command(subcommand)]
+    Group(directory::GroupCmd),
+    /// The tenant's policy file: who sees and may message whom, barriers, limits.
+    #[command(subcommand)]
+    Policy(directory::PolicyCmd),
+    /// The admin audit trail.
+    #[command(subcommand)]
+    Audit(directory::AuditCmd),
     /// Group chat rooms (room@conference.DOMAIN).
     #[command(subcommand)]
     Room(room::RoomCmd),
@@ -115,6 +125,9 @@ fn main() -> ExitCode {
             Command::Presence(cmd) => social::presence(&cli, cmd).await,
             Command::Selftest(args) => selftest::selftest(&cli, args).await,
             Command::Room(cmd) => room::room(&cli, cmd).await,
+            Command::Group(cmd) => directory::group(&cli, cmd).await,
+            Command::Policy(cmd) => directory::policy(&cli, cmd).await,
+            Command::Audit(cmd) => directory::audit(&cli, cmd).await,
         }
     });
     // Do not wait for a blocked stdin read (`telex chat`) before exiting.

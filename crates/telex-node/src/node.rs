@@ -222,7 +222,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let room_admin = telex_proto::v1::room_admin_server::RoomAdminServer::new(telex_api::RoomAdminService::new(
         room_hub.rooms().clone(),
     ));
-    let grpc = Server::builder().add_service(health_service.clone()).add_service(admin).add_service(room_admin);
+    let directory_admin =
+        telex_proto::v1::directory_server::DirectoryServer::new(telex_api::DirectoryService::new(accounts.clone()));
+    let grpc = Server::builder()
+        .add_service(health_service.clone())
+        .add_service(admin)
+        .add_service(room_admin)
+        .add_service(directory_admin);
     tracker.spawn(serve_grpc("admin", grpc, admin_l, halt.clone()));
     let node = NodeServer::new(NodeService::new(groups.clone())).max_decoding_message_size(64 << 20);
     let relay = RelayServer::new(crate::relay::RelayService::new(messaging.hub().clone(), groups.clone()));

@@ -597,7 +597,7 @@ impl Compiler<'_> {
             "group" => {
                 let name = GroupName::parse(value).map_err(|e| e.message)?;
                 let Some(g) = self.view.group(&name) else {
-                    return Err(format!("unknown group {name:?}"));
+                    return Err(format!("unknown group {:?}", name.as_str()));
                 };
                 m.known.union_with(&g.members);
             }

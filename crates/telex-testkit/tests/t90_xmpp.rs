@@ -595,3 +595,39 @@ fn occupants_message_privately_and_a_moderator_gives_voice() {
     assert!(shown.contains(r#""roles":[]"#), "{shown}");
     healthy(&node);
 }
+
+#[test]
+fn a_message_across_an_information_barrier_gets_policy_violation_with_the_rules_text() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["rita", "tom"]);
+    node.cli(&["group", "add", "research@localhost"]).success();
+    node.cli(&["group", "add", "trading@localhost"]).success();
+    node.cli(&["group", "member", "add", "research@localhost", "rita@localhost"]).success();
+    node.cli(&["group", "member", "add", "trading@localhost", "tom@localhost"]).success();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[barrier]]\nname = \"wall\"\nbetween = [\"group:research\", \"group:trading\"]\ndescription = \"Research and trading are kept apart\"\n",
+    )
+    .unwrap();
+    node.cli(&["policy", "set", "localhost", policy.to_str().unwrap()]).success();
+    // Each node compiles the policy from its replica: wait for it to be in force.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = scenario(&node, "refused", &["--user", "rita", "--peer", "tom", "--send", "tip"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if stdout.contains("REFUSED policy-violation Research and trading are kept apart") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no policy-violation: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let inbox =
+        node.cli(&["--user", "tom@localhost", "--password", "pw", "history", "--with", "rita@localhost"]).success();
+    assert!(!inbox.contains("tip"), "a refused message was stored: {inbox}");
+    healthy(&node);
+}

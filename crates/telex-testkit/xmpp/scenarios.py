@@ -287,6 +287,24 @@ async def talk(args):
     print("OK talk", flush=True)
 
 
+async def refused(args):
+    """Sends `--send` to `--peer` and prints the error the server answers with."""
+    a = Client(f"{args.user}@{args.domain}/talk", "pw")
+    errors = []
+    # slixmpp's condition list predates RFC 6120's policy-violation: read the element itself.
+    def error(m):
+        conditions = [c.tag.split("}")[-1] for c in m.xml.iter() if c.tag.endswith("}" + "policy-violation") or c.tag.split("}")[-1] in m["error"].conditions]
+        errors.append((conditions[0] if conditions else "?", m["error"]["text"]))
+    a.add_event_handler("message_error", error)
+    await a.start(args.host, args.port)
+    a.send_message(mto=f"{args.peer}@{args.domain}", mbody=args.send, mtype="chat")
+    await until(f"an error for the message to {args.peer}", lambda: errors)
+    condition, text = errors[0]
+    print(f"REFUSED {condition} {text}", flush=True)
+    a.disconnect()
+    print("OK refused", flush=True)
+
+
 class MucClient(Client):
     """A client that keeps every groupchat message and occupant presence of its rooms."""
 
@@ -686,7 +704,7 @@ def main():
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
-    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin, "muc_voice": muc_voice}
+    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "refused": refused, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin, "muc_voice": muc_voice}
     asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
 
 

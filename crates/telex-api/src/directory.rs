@@ -1,0 +1,241 @@
+//! The `Directory` gRPC service on the admin listener: groups, users' attributes, the policy
+//! file and the audit trail, carried out by `telex_accounts`.
+
+use std::sync::Arc;
+
+use telex_accounts::{Accounts, GroupListing};
+use telex_policy::directory::DirectoryView;
+use telex_proto::v1 as pb;
+use telex_proto::v1::directory_server::Directory;
+use telex_types::directory::{GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
+use telex_types::{Domain, TelexError, UserJid};
+use tonic::{Request, Response, Status};
+
+use crate::status::to_status;
+
+/// Who the audit trail says acted. The admin listener has no identities yet: every caller is
+/// the operator.
+const OPERATOR: &str = "operator";
+
+pub struct DirectoryService {
+    accounts: Arc<Accounts>,
+}
+
+impl DirectoryService {
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        DirectoryService { accounts }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn tenant(s: &str) -> Result<Domain, Status> {
+    Domain::parse(s).map_err(to_status)
+}
+
+fn names(list: &[String]) -> Result<std::collections::BTreeSet<GroupName>, Status> {
+    list.iter().map(|n| GroupName::parse(n).map_err(to_status)).collect()
+}
+
+fn source(s: &Source) -> String {
+    match s {
+        Source::Local => "local".into(),
+        Source::Ldap(dn) => dn.clone(),
+    }
+}
+
+fn group_out(g: GroupListing) -> pb::DirectoryGroup {
+    let list = |s: &std::collections::BTreeSet<GroupName>| s.iter().map(|n| n.to_string()).collect();
+    pb::DirectoryGroup {
+        name: g.record.name.to_string(),
+        display_name: g.record.display_name.clone(),
+        description: g.record.description.clone(),
+        subgroups: list(&g.record.subgroups),
+        shown_to: list(&g.record.shown_to),
+        members: g.members.iter().map(|u| u.to_string()).collect(),
+        source: source(&g.record.source),
+    }
+}
+
+fn policy_out(p: PolicyVersion) -> pb::PolicyInfo {
+    pb::PolicyInfo { version: p.version, text: p.text, by: p.by, at_ms: p.at, comment: p.comment }
+}
+
+impl DirectoryService {
+    fn user_out(&self, user: &UserJid) -> Result<pb::DirectoryUser, TelexError> {
+        let a = self.accounts.user_attributes(user)?.unwrap_or_default();
+        let data = self.accounts.list_groups(user.domain())?;
+        let view = DirectoryView::build(telex_types::directory::DirectoryData {
+            users: Vec::new(),
+            groups: data.iter().map(|g| g.record.clone()).collect(),
+            members: data.iter().flat_map(|g| g.members.iter().map(|m| (g.record.name.clone(), m.clone()))).collect(),
+        });
+        Ok(pb::DirectoryUser {
+            jid: user.to_string(),
+            display_name: a.display_name,
+            title: a.title,
+            department: a.department,
+            manager: a.manager.map(|m| m.to_string()).unwrap_or_default(),
+            email: a.email,
+            source: source(&a.source),
+            groups: view.groups_of(user).into_iter().map(|g| g.to_string()).collect(),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Directory for DirectoryService {
+    async fn put_group(&self, r: Request<pb::PutGroupRequest>) -> Reply<pb::DirectoryGroup> {
+        let q = r.into_inner();
+        let record = GroupRecord {
+            tenant: tenant(&q.tenant)?,
+            name: GroupName::parse(&q.name).map_err(to_status)?,
+            display_name: q.display_name,
+            description: q.description,
+            subgroups: names(&q.subgroups)?,
+            shown_to: names(&q.shown_to)?,
+            source: Source::Local,
+        };
+        let record = self.accounts.put_group(OPERATOR, record).await.map_err(to_status)?;
+        let members = self
+            .accounts
+            .list_groups(&record.tenant)
+            .map_err(to_status)?
+            .into_iter()
+            .find(|g| g.record.name == record.name)
+            .map(|g| g.members)
+            .unwrap_or_default();
+        Ok(Response::new(group_out(GroupListing { record, members })))
+    }
+
+    async fn remove_group(&self, r: Request<pb::GroupRef>) -> Reply<pb::DirectoryDone> {
+        let q = r.into_inner();
+        let name = GroupName::parse(&q.name).map_err(to_status)?;
+        self.accounts.remove_group(OPERATOR, &tenant(&q.tenant)?, &name).await.map_err(to_status)?;
+        Ok(Response::new(pb::DirectoryDone {}))
+    }
+
+    async fn list_groups(&self, r: Request<pb::TenantRef>) -> Reply<pb::DirectoryGroupList> {
+        let groups = self.accounts.list_groups(&tenant(&r.get_ref().tenant)?).map_err(to_status)?;
+        Ok(Response::new(pb::DirectoryGroupList { groups: groups.into_iter().map(group_out).collect() }))
+    }
+
+    async fn set_group_member(&self, r: Request<pb::GroupMemberRequest>) -> Reply<pb::DirectoryDone> {
+        let q = r.into_inner();
+        let group = GroupName::parse(&q.group).map_err(to_status)?;
+        let user = UserJid::parse(&q.jid).map_err(to_status)?;
+        self.accounts
+            .set_group_member(OPERATOR, &tenant(&q.tenant)?, &group, &user, q.member)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DirectoryDone {}))
+    }
+
+    async fn set_user_attributes(&self, r: Request<pb::UserAttributesRequest>) -> Reply<pb::DirectoryUser> {
+        let q = r.into_inner();
+        let user = UserJid::parse(&q.jid).map_err(to_status)?;
+        let mut a: UserAttributes = self.accounts.user_attributes(&user).map_err(to_status)?.unwrap_or_default();
+        if let Some(v) = q.display_name {
+            a.display_name = v;
+        }
+        if let Some(v) = q.title {
+            a.title = v;
+        }
+        if let Some(v) = q.department {
+            a.department = v;
+        }
+        if let Some(v) = q.email {
+            a.email = v;
+        }
+        if let Some(v) = q.manager {
+            a.manager = if v.is_empty() { None } else { Some(UserJid::parse(&v).map_err(to_status)?) };
+        }
+        self.accounts.set_user_attributes(OPERATOR, &user, a).await.map_err(to_status)?;
+        Ok(Response::new(self.user_out(&user).map_err(to_status)?))
+    }
+
+    async fn get_user_attributes(&self, r: Request<pb::UserRef>) -> Reply<pb::DirectoryUser> {
+        let user = UserJid::parse(&r.get_ref().jid).map_err(to_status)?;
+        Ok(Response::new(self.user_out(&user).map_err(to_status)?))
+    }
+
+    async fn set_policy(&self, r: Request<pb::SetPolicyRequest>) -> Reply<pb::PolicyInfo> {
+        let q = r.into_inner();
+        let t = tenant(&q.tenant)?;
+        if q.dry_run {
+            self.accounts.check_policy(&t, &q.text).map_err(to_status)?;
+            return Ok(Response::new(pb::PolicyInfo {
+                version: 0,
+                text: q.text,
+                comment: q.comment,
+                ..Default::default()
+            }));
+        }
+        let version = self.accounts.set_policy(OPERATOR, &t, &q.text, &q.comment).await.map_err(to_status)?;
+        tracing::info!(tenant = %t, version, "policy set");
+        let p = self.accounts.policy(&t, Some(version)).map_err(to_status)?;
+        Ok(Response::new(p.map(policy_out).unwrap_or_default()))
+    }
+
+    async fn get_policy(&self, r: Request<pb::GetPolicyRequest>) -> Reply<pb::PolicyInfo> {
+        let q = r.into_inner();
+        let t = tenant(&q.tenant)?;
+        let version = (q.version != 0).then_some(q.version);
+        match self.accounts.policy(&t, version).map_err(to_status)? {
+            Some(p) => Ok(Response::new(policy_out(p))),
+            None if version.is_none() => Ok(Response::new(pb::PolicyInfo::default())),
+            None => Err(Status::not_found(format!("{t} has no policy version {}", q.version))),
+        }
+    }
+
+    async fn policy_history(&self, r: Request<pb::TenantRef>) -> Reply<pb::PolicyList> {
+        let versions = self.accounts.policy_history(&tenant(&r.get_ref().tenant)?).map_err(to_status)?;
+        Ok(Response::new(pb::PolicyList { versions: versions.into_iter().map(policy_out).collect() }))
+    }
+
+    async fn rollback_policy(&self, r: Request<pb::GetPolicyRequest>) -> Reply<pb::PolicyInfo> {
+        let q = r.into_inner();
+        let t = tenant(&q.tenant)?;
+        let version = self.accounts.rollback_policy(OPERATOR, &t, q.version).await.map_err(to_status)?;
+        let p = self.accounts.policy(&t, Some(version)).map_err(to_status)?;
+        Ok(Response::new(p.map(policy_out).unwrap_or_default()))
+    }
+
+    async fn test_policy(&self, r: Request<pb::TestPolicyRequest>) -> Reply<pb::PolicyDecision> {
+        let q = r.into_inner();
+        let from = UserJid::parse(&q.from).map_err(to_status)?;
+        let to = UserJid::parse(&q.to).map_err(to_status)?;
+        let e = self.accounts.test_policy(&from, &q.action, &to, q.text.as_deref()).map_err(to_status)?;
+        Ok(Response::new(pb::PolicyDecision { allowed: e.allowed, rule: e.rule, description: e.description }))
+    }
+
+    async fn list_audit(&self, r: Request<pb::ListAuditRequest>) -> Reply<pb::AuditList> {
+        let q = r.into_inner();
+        let t = if q.tenant.is_empty() { None } else { Some(tenant(&q.tenant)?) };
+        let limit = if q.limit == 0 { 100 } else { q.limit.min(1000) } as usize;
+        let mut entries = Vec::new();
+        let mut after = q.after;
+        // Filters apply after the read: page until `limit` entries pass or the trail ends.
+        while entries.len() < limit {
+            let page = self.accounts.audit(t.as_ref(), after, limit).map_err(to_status)?;
+            let Some(last) = page.last().map(|e| e.seq) else { break };
+            after = last;
+            entries.extend(
+                page.into_iter()
+                    .filter(|e| q.actor.is_empty() || e.actor == q.actor)
+                    .filter(|e| e.at >= q.since_ms)
+                    .map(|e| pb::AuditEntry {
+                        seq: e.seq,
+                        at_ms: e.at,
+                        actor: e.actor,
+                        action: e.action,
+                        target: e.target,
+                        before: e.before,
+                        after: e.after,
+                    }),
+            );
+        }
+        entries.truncate(limit);
+        Ok(Response::new(pb::AuditList { entries }))
+    }
+}
