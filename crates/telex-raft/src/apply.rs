@@ -225,16 +225,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
         Command::SetRoomCursor { room, user, device, position } => {
             advance(txn, schema::room_cursor(&room, &user, &device), position)
         }
-        Command::SetRoomMembership { user, room, member } => {
-            let key = schema::membership(&user, &room);
-            let was = txn.get(&key)?.is_some();
-            if member {
-                txn.put(key, Vec::new());
-            } else {
-                txn.delete(key);
-            }
-            Ok(Response::Changed(u64::from(was != member)))
-        }
+        Command::SetRoomMembership { user, room, member } => set_flag(txn, schema::membership(&user, &room), member),
         Command::SetUserAttributes { user, attributes } => {
             let key = schema::user_attributes(&user);
             match attributes {
@@ -270,14 +261,7 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             if txn.get(&schema::group(&tenant, &group))?.is_none() {
                 return refused(ErrorCode::NotFound, format!("no group {group} in {tenant}"));
             }
-            let key = schema::group_member(&tenant, &group, &user);
-            let was = txn.get(&key)?.is_some();
-            if member {
-                txn.put(key, Vec::new());
-            } else {
-                txn.delete(key);
-            }
-            Ok(Response::Changed(u64::from(was != member)))
+            set_flag(txn, schema::group_member(&tenant, &group, &user), member)
         }
         Command::SetPolicy { tenant, mut policy } => {
             let version = next(txn, schema::policy_head(&tenant))?;
@@ -292,6 +276,17 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             Ok(Response::Changed(seq))
         }
     }
+}
+
+/// Sets or clears a key whose presence is the value; whether it changed.
+fn set_flag(txn: &mut Txn<'_>, key: Vec<u8>, on: bool) -> Result<Response, String> {
+    let was = txn.get(&key)?.is_some();
+    if on {
+        txn.put(key, Vec::new());
+    } else {
+        txn.delete(key);
+    }
+    Ok(Response::Changed(u64::from(was != on)))
 }
 
 /// Counts the counter at `key` up by one; the new value.
@@ -732,5 +727,54 @@ mod tests {
         assert_eq!(again.log_start, 3);
         assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 3, duplicate: false });
         assert_eq!(m.run(say("c1", EntryKind::Message)), Response::Appended { position: 3, duplicate: true });
+    }
+
+    #[test]
+    fn directory_policies_and_the_audit_trail_number_themselves() {
+        use telex_types::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, Source};
+        let mut m = Mem(BTreeMap::new());
+        let d = Domain::parse("x.example").unwrap();
+        let sales = GroupName::parse("sales").unwrap();
+        let bob = UserJid::parse("bob@x.example").unwrap();
+        let member =
+            |on| Command::SetGroupMember { tenant: d.clone(), group: sales.clone(), user: bob.clone(), member: on };
+        assert_eq!(code(m.run(member(true))), Some(ErrorCode::NotFound), "no such group yet");
+        let group = GroupRecord {
+            tenant: d.clone(),
+            name: sales.clone(),
+            display_name: "Sales".into(),
+            description: String::new(),
+            subgroups: Default::default(),
+            shown_to: Default::default(),
+            source: Source::Local,
+        };
+        assert_eq!(m.run(Command::PutGroup(group)), Response::Done);
+        assert_eq!(m.run(member(true)), Response::Changed(1));
+        assert_eq!(m.run(member(true)), Response::Changed(0));
+        assert_eq!(m.run(Command::RemoveGroup { tenant: d.clone(), name: sales.clone() }), Response::Done);
+        assert!(!m.0.keys().any(|k| k.starts_with(&schema::group_members(&d, &sales))), "memberships go with it");
+        let policy = |text: &str| Command::SetPolicy {
+            tenant: d.clone(),
+            policy: PolicyVersion { version: 0, text: text.into(), by: "root".into(), at: 1, comment: String::new() },
+        };
+        assert_eq!(m.run(policy("a")), Response::Changed(1));
+        assert_eq!(m.run(policy("b")), Response::Changed(2));
+        let stored: PolicyVersion = decode(&m.0[&schema::policy_version(&d, 2)]).unwrap();
+        assert_eq!((stored.version, stored.text.as_str()), (2, "b"));
+        let audit = |t: Option<Domain>| Command::AppendAudit {
+            tenant: t,
+            entry: AuditEntry {
+                seq: 0,
+                at: 1,
+                actor: "root".into(),
+                action: "a".into(),
+                target: String::new(),
+                before: String::new(),
+                after: String::new(),
+            },
+        };
+        assert_eq!(m.run(audit(Some(d.clone()))), Response::Changed(1));
+        assert_eq!(m.run(audit(None)), Response::Changed(1), "the cluster's trail counts apart");
+        assert_eq!(m.run(audit(Some(d.clone()))), Response::Changed(2));
     }
 }
