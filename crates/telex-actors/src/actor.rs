@@ -249,9 +249,11 @@ impl UserActor {
             self.kill(&device, CutOff::Replaced);
         } else {
             let limits = self.limits.for_tenant(&self.ledger.tenant_limits(self.user.domain())?);
+            // The tenant's policy may allow fewer (`[[sessions]]`), never more.
+            let by_policy = self.hub.policies.get(self.user.domain()).and_then(|p| p.max_sessions(&self.user));
             let facts = Facts {
                 open_sessions: self.sessions.len(),
-                max_sessions: limits.sessions_per_user,
+                max_sessions: by_policy.map_or(limits.sessions_per_user, |n| limits.sessions_per_user.min(n as usize)),
                 ..Facts::default()
             };
             decide(&self.user, Action::OpenSession, &self.user, &facts).into_result().map_err(|d| d.error)?;

@@ -89,6 +89,28 @@ fn an_admin_publishes_a_policy_that_is_enforced_versioned_and_audited() {
     send("rita", "tom", "a tip").failure("policy denied: Research and trading are kept apart");
     send("mia", "ceo", "report").success();
     send("rita", "ann", "lunch?").success();
+    // `[[sessions]]`: contractors may have one device connected.
+    node.cli(&["group", "add", "contractors@localhost"]).success();
+    node.cli(&["group", "member", "add", "contractors@localhost", "ann@localhost"]).success();
+    std::fs::write(&file, format!("{POLICY}\n[[sessions]]\nwho = [\"group:contractors\"]\nmax = 1\n")).unwrap();
+    node.cli(&["policy", "set", "localhost", f]).success();
+    let listen = |device: &str| {
+        std::process::Command::new(telex_testkit::bin("telex"))
+            .args(["--server", &node.client_url(), "--user", "ann@localhost", "--password", "pw"])
+            .args(["--device", device, "listen", "--timeout", "20"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = listen("laptop");
+    std::thread::sleep(Duration::from_millis(800));
+    let cli = |args: &[&str]| {
+        node.cli(&[&["--user", "ann@localhost", "--password", "pw", "--device", "phone"][..], args].concat())
+    };
+    cli(&["listen", "--timeout", "1"]).failure("too many sessions for ann@localhost: the limit is 1");
+    first.kill().unwrap();
+    first.wait().unwrap();
     let inbox = node.cli(&["--user", "tom@localhost", "--password", "pw", "history"]).success();
     assert!(!inbox.contains("a tip"), "a refused message was stored: {inbox}");
 
@@ -100,7 +122,7 @@ fn an_admin_publishes_a_policy_that_is_enforced_versioned_and_audited() {
     assert!(history.contains(r#""version":1"#) && history.contains(r#""version":2"#), "{history}");
     node.cli(&["policy", "rollback", "localhost", "1"]).success();
     let now = node.cli(&["--json", "policy", "get", "localhost"]).success();
-    assert!(now.contains(r#""version":3"#) && now.contains("rollback to version 1") && now.contains("wall"), "{now}");
+    assert!(now.contains(r#""version":4"#) && now.contains("rollback to version 1") && now.contains("wall"), "{now}");
 
     let audit = node.cli(&["--json", "audit", "list", "localhost"]).success();
     for action in ["group.add", "group.member.add", "user.set", "policy.set"] {
