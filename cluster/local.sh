@@ -20,6 +20,9 @@ SHARDS="${TELEX_SHARDS:-16}"
 
 port() { echo "74$1$2"; }
 
+# The super-admin token node 1 wrote on its first start (the admin API wants one).
+admin_token() { cat "$DIR/n1/admin-token" 2>/dev/null || true; }
+
 launch_node() {
   local n=$1
   mkdir -p "$DIR"
@@ -59,9 +62,10 @@ case "${1:-}" in
       # A new cluster: node 1 first, then each new node joins it in turn.
       for n in 1 2 3; do launch_node "$n"; wait_ready "$n"; done
     fi
-    echo "try: $BIN/telex --admin 127.0.0.1:$(port 1 2) cluster status"
+    echo "try: export TELEX_ADMIN_TOKEN=\$(cat $DIR/n1/admin-token)"
+    echo "     $BIN/telex --admin 127.0.0.1:$(port 1 2) cluster status"
     ;;
-  status) "$BIN/telex" --admin "127.0.0.1:$(port "${2:-1}" 2)" cluster status ;;
+  status) TELEX_ADMIN_TOKEN="${TELEX_ADMIN_TOKEN:-$(admin_token)}" "$BIN/telex" --admin "127.0.0.1:$(port "${2:-1}" 2)" cluster status ;;
   stop)
     for n in 1 2 3; do
       [ -f "$DIR/n$n.pid" ] && kill "$(cat "$DIR/n$n.pid")" 2>/dev/null || true

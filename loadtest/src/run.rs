@@ -73,8 +73,19 @@ async fn provision(admin: &str, s: &Scenario) -> anyhow::Result<()> {
     use telex_proto::v1::AddUserRequest;
     let mut client =
         AdminClient::connect(format!("http://{admin}")).await.with_context(|| format!("admin API {admin}"))?;
+    // The admin token: TELEX_ADMIN_TOKEN, or the one a node started in this directory wrote.
+    let token = std::env::var("TELEX_ADMIN_TOKEN")
+        .ok()
+        .or_else(|| std::fs::read_to_string("telex-data/admin-token").ok())
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
+    let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+        format!("Bearer {token}").parse().ok().filter(|_| !token.is_empty());
     for u in 0..s.users {
-        let req = AddUserRequest { jid: format!("lt{u}@{}", s.domain), password: s.password.clone() };
+        let mut req = tonic::Request::new(AddUserRequest { jid: format!("lt{u}@{}", s.domain), password: s.password.clone() });
+        if let Some(b) = &bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
         match client.add_user(req).await {
             Ok(_) => {}
             Err(e) if e.code() == tonic::Code::AlreadyExists => {}

@@ -47,6 +47,11 @@ impl Accounts {
             }
         }
         let before = reads::group(store, &record.tenant, &record.name)?;
+        // A synced group stays synced: the next sync sets all but `shown_to` from the server.
+        let mut record = record;
+        if let Some(b) = before.as_ref().filter(|_| record.source == Source::Local) {
+            record.source = b.source.clone();
+        }
         let action = if before.is_some() { "group.change" } else { "group.add" };
         let (b, a) = (before.map(|g| describe(&g)).unwrap_or_default(), describe(&record));
         let tenant = record.tenant.clone();
@@ -61,22 +66,27 @@ impl Accounts {
         let Some(before) = reads::group(store, tenant, name)? else {
             return Err(TelexError::not_found(format!("no group {name} in {tenant}")));
         };
-        if let Some(p) = reads::policy(store, tenant, None)? {
-            let mut data = reads::directory(store, tenant)?;
-            data.groups.retain(|g| &g.name != name);
-            data.members.retain(|(g, _)| g != name);
-            if let Err(e) =
-                TenantPolicy::compile(tenant.clone(), p.version, &p.text, Arc::new(DirectoryView::build(data)))
-            {
-                return Err(TelexError::new(
-                    telex_types::ErrorCode::FailedPrecondition,
-                    format!("policy version {} needs group {name} ({e}); change the policy first", p.version),
-                ));
-            }
+        if let Some(why) = self.policy_needs(tenant, name)? {
+            return Err(TelexError::new(
+                telex_types::ErrorCode::FailedPrecondition,
+                format!("{why}; change the policy first"),
+            ));
         }
         let change = Command::RemoveGroup { tenant: tenant.clone(), name: name.clone() };
         self.audited(tenant, change, entry(actor, "group.remove", name.to_string(), describe(&before), String::new()))
             .await
+    }
+
+    /// Why the tenant's policy could not do without group `name`, if it could not.
+    pub(crate) fn policy_needs(&self, tenant: &Domain, name: &GroupName) -> Result<Option<String>, TelexError> {
+        let store = self.groups.store();
+        let Some(p) = reads::policy(store, tenant, None)? else { return Ok(None) };
+        let mut data = reads::directory(store, tenant)?;
+        data.groups.retain(|g| &g.name != name);
+        data.members.retain(|(g, _)| g != name);
+        Ok(TenantPolicy::compile(tenant.clone(), p.version, &p.text, Arc::new(DirectoryView::build(data)))
+            .err()
+            .map(|e| format!("policy version {} needs group {name} ({e})", p.version)))
     }
 
     pub async fn set_group_member(
@@ -131,7 +141,13 @@ impl Accounts {
                 return Err(TelexError::invalid(format!("manager {m} is not a user of {}", user.domain())));
             }
         }
-        let before = self.user_attributes(user)?.map(|a| format!("{a:?}")).unwrap_or_default();
+        let before = self.user_attributes(user)?;
+        let mut attributes = attributes;
+        if let Some(b) = before.as_ref().filter(|_| attributes.source == Source::Local) {
+            // A synced user stays synced (the next sync sets the attributes from the server).
+            attributes.source = b.source.clone();
+        }
+        let before = before.map(|a| format!("{a:?}")).unwrap_or_default();
         let after = format!("{attributes:?}");
         let change = Command::SetUserAttributes { user: user.clone(), attributes: Some(attributes) };
         self.audited(user.domain(), change, entry(actor, "user.set", user.to_string(), before, after)).await

@@ -5,7 +5,9 @@
 //! storm neither blocks the async runtime nor queues without bound.
 //! This crate knows nothing about gRPC or XMPP; gateways call it.
 
+mod admins;
 mod directory;
+mod ldap;
 mod token;
 
 pub use telex_sasl::scram;
@@ -19,7 +21,9 @@ use telex_types::records::{AccountRecord, ScramKeys, TenantLimits, TenantRecord,
 use telex_types::{Command, Domain, ErrorCode, TelexError, UnixMillis, UserJid, META_GROUP};
 use tokio::sync::Semaphore;
 
+pub use admins::{BOOTSTRAP, MIN_BOOTSTRAP_TOKEN, ROOT};
 pub use directory::GroupListing;
+pub use ldap::{LdapState, LdapStatus, SyncReport};
 pub use token::SessionToken;
 
 /// Longest password accepted; bounds the hashing work one request can cause.
@@ -69,6 +73,10 @@ pub struct Accounts {
     groups: Arc<Groups>,
     config: AccountsConfig,
     hashing: Arc<Semaphore>,
+    /// Tenants whose directory comes from an LDAP server.
+    ldap: LdapState,
+    /// SHA-256 of the configured bootstrap admin token, if any.
+    bootstrap_admin: Option<[u8; 32]>,
 }
 
 pub fn now_ms() -> UnixMillis {
@@ -78,7 +86,13 @@ pub fn now_ms() -> UnixMillis {
 impl Accounts {
     pub fn new(groups: Arc<Groups>, config: AccountsConfig) -> Self {
         let hashing = Arc::new(Semaphore::new(config.hash_concurrency.max(1)));
-        Accounts { groups, config, hashing }
+        Accounts { groups, config, hashing, ldap: LdapState::default(), bootstrap_admin: None }
+    }
+
+    /// Tenants whose directory (and perhaps passwords) an LDAP server holds.
+    pub fn with_ldap(mut self, ldap: LdapState) -> Self {
+        self.ldap = ldap;
+        self
     }
 
     pub fn groups(&self) -> &Arc<Groups> {
@@ -276,6 +290,16 @@ impl Accounts {
     pub async fn check_password(&self, jid: &UserJid, password: &str) -> Result<AccountRecord, TelexError> {
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(TelexError::bad_credentials());
+        }
+        if let Some(bound) = self.ldap_password(jid, password).await {
+            let account: Option<AccountRecord> =
+                self.groups.read(self.groups.shard_of(jid), Query::Account(jid.clone())).await?;
+            let account = account.filter(|_| matches!(bound, Ok(true)));
+            return match (account, bound) {
+                (_, Err(e)) => Err(e),
+                (Some(a), _) => enabled(a),
+                (None, _) => Err(TelexError::bad_credentials()),
+            };
         }
         let (account, keys) = self.scram_keys(jid, scram::Hash::Sha256).await?;
         let pw = password.to_string();

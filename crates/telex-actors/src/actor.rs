@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use telex_policy::directory::SharedContact;
 use telex_policy::{decide, Action, Facts};
 use telex_types::presence::DevicePresence;
 use telex_types::room::{RoomEvent, RoomJid};
@@ -43,6 +44,9 @@ pub(crate) enum Cmd {
     Appended,
     /// The roster or block list changed in storage: drop the cached copies.
     Reload,
+    /// The tenant's directory or policy changed: shared roster groups may give the user
+    /// other contacts.
+    SharedChanged,
     Roster {
         op: RosterOp,
         reply: oneshot::Sender<Result<RosterReply, TelexError>>,
@@ -119,6 +123,8 @@ pub(crate) struct UserActor {
     /// Loaded on first use; the actor is the only writer of both.
     pub(crate) roster: Option<BTreeMap<UserJid, RosterItem>>,
     pub(crate) blocked: Option<BTreeSet<UserJid>>,
+    /// The contacts shared roster groups give the user, as last shown to its devices.
+    pub(crate) shared: Option<BTreeMap<UserJid, SharedContact>>,
     /// Presence of each device that announced one (and is still available).
     pub(crate) devices: HashMap<String, DeviceState>,
 }
@@ -137,6 +143,7 @@ pub(crate) fn spawn(hub: &Hub, user: UserJid) -> mpsc::Sender<Cmd> {
         me: tx.downgrade(),
         roster: None,
         blocked: None,
+        shared: None,
         devices: HashMap::new(),
     };
     tokio::spawn(actor.run(rx));
@@ -227,6 +234,7 @@ impl UserActor {
                 self.roster = None;
                 self.blocked = None;
             }
+            Cmd::SharedChanged => self.shared_changed(),
             Cmd::Appended => {
                 let devices: Vec<String> = self.sessions.keys().cloned().collect();
                 for d in devices {

@@ -364,6 +364,21 @@ impl Hub {
         }
     }
 
+    /// Tells the actors of `tenant`'s users that its directory or policy changed, so each
+    /// shows the contacts shared roster groups now give it.
+    pub fn directory_changed(&self, tenant: &telex_types::Domain) {
+        let actors: Vec<mpsc::Sender<Cmd>> =
+            self.actors.iter().filter(|a| a.key().domain() == tenant).map(|a| a.value().clone()).collect();
+        for a in actors {
+            if let Err(mpsc::error::TrySendError::Full(cmd)) = a.try_send(Cmd::SharedChanged) {
+                // A busy actor still must learn of it.
+                tokio::spawn(async move {
+                    let _ = a.send(cmd).await;
+                });
+            }
+        }
+    }
+
     /// Tells an online user's actor that its archive grew. Offline users cost nothing.
     pub fn notify(&self, user: &UserJid) {
         if let Some(a) = self.actors.get(user) {

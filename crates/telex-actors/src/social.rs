@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use telex_policy::directory::SharedContact;
 use telex_policy::rules::PolicyAction;
 use telex_policy::{decide, Action, Facts};
 use telex_types::presence::{DevicePresence, Show};
-use telex_types::roster::{self, RosterItem, RosterOp, RosterReply, SubscriptionKind};
+use telex_types::roster::{self, RosterItem, RosterOp, RosterReply, Subscription, SubscriptionKind};
 use telex_types::session::ServerFrame;
 use telex_types::{ErrorCode, TelexError, UserJid};
 
@@ -25,11 +26,56 @@ impl UserActor {
         if self.blocked.is_none() {
             self.blocked = Some(self.ledger.blocked(&self.user)?.into_iter().collect::<BTreeSet<_>>());
         }
+        if self.shared.is_none() {
+            self.shared = Some(self.hub.policies.shared_roster(&self.user));
+        }
         Ok(())
     }
 
+    /// The item as stored (what the user and its contacts agreed).
     fn item(&self, contact: &UserJid) -> Option<RosterItem> {
         self.roster.as_ref().and_then(|r| r.get(contact).cloned())
+    }
+
+    fn shared_contact(&self, contact: &UserJid) -> Option<&SharedContact> {
+        self.shared.as_ref().and_then(|s| s.get(contact))
+    }
+
+    /// The item as the user's devices see it: the stored one, with what shared roster groups
+    /// add (their groups, and presence both ways).
+    fn shown(&self, contact: &UserJid) -> Option<RosterItem> {
+        let item = self.item(contact);
+        match self.shared_contact(contact) {
+            Some(shared) => Some(with_shared(item, shared)),
+            None => item,
+        }
+    }
+
+    /// The whole roster as the user's devices see it.
+    fn shown_roster(&self) -> BTreeMap<UserJid, RosterItem> {
+        let mut all: BTreeMap<UserJid, RosterItem> = self.roster.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (contact, shared) in self.shared.iter().flatten() {
+            let item = all.remove(contact);
+            all.insert(contact.clone(), with_shared(item, shared));
+        }
+        all
+    }
+
+    /// Whether the user sees `contact`'s presence (subscribed, or shared).
+    fn sees(&self, contact: &UserJid) -> bool {
+        self.item(contact).is_some_and(|i| i.subscription.has_to()) || self.shared_contact(contact).is_some()
+    }
+
+    /// Whether `contact` sees the user's presence (subscribed, or shared).
+    fn seen_by(&self, contact: &UserJid) -> bool {
+        self.item(contact).is_some_and(|i| i.subscription.has_from()) || self.shared_contact(contact).is_some()
+    }
+
+    /// Everyone on the roster, stored or shared.
+    fn contacts(&self) -> Vec<UserJid> {
+        let mut all: BTreeSet<&UserJid> = self.roster.iter().flatten().map(|(c, _)| c).collect();
+        all.extend(self.shared.iter().flatten().map(|(c, _)| c));
+        all.into_iter().cloned().collect()
     }
 
     fn is_blocked(&self, jid: &UserJid) -> bool {
@@ -53,7 +99,7 @@ impl UserActor {
 
     /// The roster's version (XEP-0237) as it is now.
     fn roster_version(&self) -> String {
-        roster::version(self.roster.iter().flatten())
+        roster::version(&self.shown_roster())
     }
 
     async fn save(&mut self, contact: &UserJid, item: Option<RosterItem>) -> Result<(), TelexError> {
@@ -63,13 +109,18 @@ impl UserActor {
             Some(i) => roster.insert(contact.clone(), i.clone()),
             None => roster.remove(contact),
         };
-        let version = self.roster_version();
+        self.push_item(contact);
+        Ok(())
+    }
+
+    /// Tells every device what `contact`'s item now looks like.
+    fn push_item(&self, contact: &UserJid) {
+        let (item, version) = (self.shown(contact), self.roster_version());
         self.push_all(|| ServerFrame::Roster {
             contact: contact.clone(),
             item: item.clone(),
             version: version.clone(),
         });
-        Ok(())
     }
 
     /// The item for `contact` with a new name and groups, if `contact` may be on the roster.
@@ -88,8 +139,7 @@ impl UserActor {
 
     pub(crate) async fn roster_op(&mut self, op: RosterOp) -> Result<RosterReply, TelexError> {
         self.load()?;
-        let items =
-            |a: &Self| RosterReply::Items(a.roster.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect());
+        let items = |a: &Self| RosterReply::Items(a.shown_roster().into_iter().collect());
         let approve = matches!(op, RosterOp::Approve { .. });
         let block = matches!(op, RosterOp::Block { .. });
         match op {
@@ -127,6 +177,16 @@ impl UserActor {
             }
             RosterOp::Remove { contact } => {
                 let Some(item) = self.item(&contact) else {
+                    if let Some(shared) = self.shared_contact(&contact) {
+                        let groups: Vec<&str> = shared.groups.iter().map(String::as_str).collect();
+                        return Err(TelexError::new(
+                            ErrorCode::FailedPrecondition,
+                            format!(
+                                "{contact} is on your roster through the shared group {}; only an administrator can change that",
+                                groups.join(", ")
+                            ),
+                        ));
+                    }
                     return Err(TelexError::not_found(format!("{contact} is not on your roster")));
                 };
                 self.save(&contact, None).await?;
@@ -184,14 +244,14 @@ impl UserActor {
                     }
                 } else {
                     // Visible again where the subscription says so, both ways.
-                    if self.item(&jid).is_some_and(|i| i.subscription.has_to()) {
+                    if self.sees(&jid) {
                         for (device, p) in self.hub.devices_of(&jid) {
                             let frame = ServerFrame::Presence { from: jid.clone(), device, presence: Some(p) };
                             self.push_available(|| frame.clone());
                         }
                     }
                 }
-                if !block && self.item(&jid).is_some_and(|i| i.subscription.has_from()) {
+                if !block && self.seen_by(&jid) {
                     for (device, state) in &self.devices {
                         let change = PresenceChange {
                             to: jid.clone(),
@@ -333,16 +393,16 @@ impl UserActor {
         if self.load().is_err() {
             return;
         }
-        for (contact, item) in self.roster.iter().flatten() {
+        for contact in self.contacts() {
             let facts = Facts {
-                subscribed: item.subscription.has_from(),
-                object_blocks_subject: self.is_blocked(contact),
-                policy: self.hub.policies.check(contact, PolicyAction::See, &self.user),
+                subscribed: self.seen_by(&contact),
+                object_blocks_subject: self.is_blocked(&contact),
+                policy: self.hub.policies.check(&contact, PolicyAction::See, &self.user),
                 ..Facts::default()
             };
-            if decide(contact, Action::SeePresence, &self.user, &facts).is_allowed() {
+            if decide(&contact, Action::SeePresence, &self.user, &facts).is_allowed() {
                 let change = PresenceChange {
-                    to: contact.clone(),
+                    to: contact,
                     from: self.user.clone(),
                     device: device.to_string(),
                     presence: presence.clone(),
@@ -369,29 +429,88 @@ impl UserActor {
                 presence: Some(state.presence.clone()),
             });
         }
-        for (contact, item) in self.roster.iter().flatten() {
+        for contact in self.contacts() {
             // A request that arrived while no device was online waits for an answer
             // (RFC 6121 §3.1.3): shown again to each device that comes online.
-            if item.pending_in && !self.is_blocked(contact) {
+            if self.item(&contact).is_some_and(|i| i.pending_in) && !self.is_blocked(&contact) {
                 push(ServerFrame::SubscriptionRequest { from: contact.clone() });
             }
-            let devices = self.hub.devices_of(contact);
-            if devices.is_empty() {
-                continue;
-            }
-            let facts = Facts {
-                subscribed: item.subscription.has_to(),
-                subject_blocks_object: self.is_blocked(contact),
-                object_blocks_subject: self.ledger.is_blocked(contact, &self.user).unwrap_or(true),
-                policy: self.hub.policies.check(&self.user, PolicyAction::See, contact),
-                ..Facts::default()
-            };
-            if !decide(&self.user, Action::SeePresence, contact, &facts).is_allowed() {
+            let devices = self.hub.devices_of(&contact);
+            if devices.is_empty() || !self.may_see(&contact) {
                 continue;
             }
             for (d, p) in devices {
                 push(ServerFrame::Presence { from: contact.clone(), device: d, presence: Some(p) });
             }
+        }
+    }
+
+    /// Whether the user's devices may be shown `contact`'s presence now.
+    fn may_see(&self, contact: &UserJid) -> bool {
+        let facts = Facts {
+            subscribed: self.sees(contact),
+            subject_blocks_object: self.is_blocked(contact),
+            object_blocks_subject: self.ledger.is_blocked(contact, &self.user).unwrap_or(true),
+            policy: self.hub.policies.check(&self.user, PolicyAction::See, contact),
+            ..Facts::default()
+        };
+        decide(&self.user, Action::SeePresence, contact, &facts).is_allowed()
+    }
+
+    /// The directory or policy changed: shows the devices the contacts shared roster groups
+    /// now give the user, and swaps presence with those gained or lost.
+    pub(crate) fn shared_changed(&mut self) {
+        // Not loaded yet: the next use loads it as it is now.
+        let Some(before) = self.shared.take() else { return };
+        let after = self.hub.policies.shared_roster(&self.user);
+        self.shared = Some(after.clone());
+        for (contact, shared) in &after {
+            if before.get(contact) == Some(shared) {
+                continue;
+            }
+            self.push_item(contact);
+            if before.contains_key(contact) {
+                continue;
+            }
+            // Newly shared: presence both ways (the contact's actor does the same; a repeated
+            // presence changes nothing for a client).
+            if !self.item(contact).is_some_and(|i| i.subscription.has_from()) {
+                self.send_own_presence(contact, true);
+            }
+            if self.may_see(contact) {
+                for (device, p) in self.hub.devices_of(contact) {
+                    let frame = ServerFrame::Presence { from: contact.clone(), device, presence: Some(p) };
+                    self.push_available(|| frame.clone());
+                }
+            }
+        }
+        for contact in before.keys().filter(|c| !after.contains_key(*c)) {
+            self.push_item(contact);
+            if !self.seen_by(contact) {
+                self.send_own_presence(contact, false);
+            }
+            if !self.sees(contact) {
+                for (device, _) in self.hub.devices_of(contact) {
+                    self.push_available(|| ServerFrame::Presence {
+                        from: contact.clone(),
+                        device: device.clone(),
+                        presence: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Sends each of the user's devices' presence (or, with `available` false, its absence)
+    /// to `contact`.
+    fn send_own_presence(&self, contact: &UserJid, available: bool) {
+        for (device, state) in &self.devices {
+            self.hub.presence_to(PresenceChange {
+                to: contact.clone(),
+                from: self.user.clone(),
+                device: device.clone(),
+                presence: available.then(|| state.presence.clone()),
+            });
         }
     }
 
@@ -403,7 +522,9 @@ impl UserActor {
         // Only contacts the user subscribed to are shown (the sender checked its side); an
         // unavailable passes whenever the contact is not blocked, so nothing stale remains.
         let facts = Facts {
-            subscribed: presence.is_none() || self.item(&from).is_some_and(|i| i.subscription.has_to()),
+            // Shared groups are asked of the directory itself: the sender's actor may have
+            // learnt of a new shared group before this one did.
+            subscribed: presence.is_none() || self.sees(&from) || self.hub.policies.shares(&self.user, &from),
             subject_blocks_object: self.is_blocked(&from),
             // An unavailable always passes (nothing stale may remain after a barrier goes up).
             policy: presence.as_ref().and_then(|_| self.hub.policies.check(&self.user, PolicyAction::See, &from)),
@@ -415,4 +536,18 @@ impl UserActor {
         let frame = ServerFrame::Presence { from, device, presence };
         self.push_available(|| frame.clone());
     }
+}
+
+/// A stored item (or none) as shared roster groups show it: presence both ways, and the
+/// shared groups beside the user's own.
+fn with_shared(item: Option<RosterItem>, shared: &SharedContact) -> RosterItem {
+    let mut item = item.unwrap_or_else(|| RosterItem { name: shared.name.clone(), ..RosterItem::default() });
+    item.subscription = Subscription::Both;
+    item.pending_out = false;
+    for g in &shared.groups {
+        if !item.groups.contains(g) {
+            item.groups.push(g.clone());
+        }
+    }
+    item
 }

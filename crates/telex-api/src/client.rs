@@ -91,6 +91,28 @@ impl Client for ClientService {
         Ok(Response::new(Box::pin(ClientStream(Served::new(session, r.into_inner())))))
     }
 
+    async fn search_directory(&self, r: Request<pb::SearchDirectoryRequest>) -> Reply<pb::SearchDirectoryResponse> {
+        let p = self.principal(bearer(&r)).await?;
+        let q = r.into_inner();
+        if q.query.len() > 256 {
+            return Err(Status::invalid_argument("a search is at most 256 bytes"));
+        }
+        let limit = if q.limit == 0 { 50 } else { q.limit as usize };
+        let entries = self
+            .core
+            .search_directory(&p.jid, &q.query, limit)
+            .into_iter()
+            .map(|(jid, a)| pb::DirectoryEntry {
+                jid: jid.to_string(),
+                display_name: a.display_name,
+                title: a.title,
+                department: a.department,
+                email: a.email,
+            })
+            .collect();
+        Ok(Response::new(pb::SearchDirectoryResponse { entries }))
+    }
+
     async fn get_roster(&self, r: Request<pb::GetRosterRequest>) -> Reply<pb::RosterResponse> {
         let p = self.principal(bearer(&r)).await?;
         let reply = self.core.roster(&p.jid, RosterOp::Get).await.map_err(to_status)?;

@@ -8,14 +8,13 @@ use telex_policy::directory::DirectoryView;
 use telex_proto::v1 as pb;
 use telex_proto::v1::directory_server::Directory;
 use telex_types::directory::{GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
-use telex_types::{Domain, TelexError, UserJid};
+use telex_types::{TelexError, UserJid};
 use tonic::{Request, Response, Status};
 
+use crate::admin_auth::{allow, allow_tenant, allow_user};
 use crate::status::to_status;
+use telex_types::admin::{Access, Scope};
 
-/// Who the audit trail says acted. The admin listener has no identities yet: every caller is
-/// the operator.
-const OPERATOR: &str = "operator";
 
 pub struct DirectoryService {
     accounts: Arc<Accounts>,
@@ -28,10 +27,6 @@ impl DirectoryService {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-
-fn tenant(s: &str) -> Result<Domain, Status> {
-    Domain::parse(s).map_err(to_status)
-}
 
 fn names(list: &[String]) -> Result<std::collections::BTreeSet<GroupName>, Status> {
     list.iter().map(|n| GroupName::parse(n).map_err(to_status)).collect()
@@ -86,9 +81,10 @@ impl DirectoryService {
 #[tonic::async_trait]
 impl Directory for DirectoryService {
     async fn put_group(&self, r: Request<pb::PutGroupRequest>) -> Reply<pb::DirectoryGroup> {
+        let (who, t) = allow_tenant(&r, Access::Write, &r.get_ref().tenant)?;
         let q = r.into_inner();
         let record = GroupRecord {
-            tenant: tenant(&q.tenant)?,
+            tenant: t,
             name: GroupName::parse(&q.name).map_err(to_status)?,
             display_name: q.display_name,
             description: q.description,
@@ -96,7 +92,7 @@ impl Directory for DirectoryService {
             shown_to: names(&q.shown_to)?,
             source: Source::Local,
         };
-        let record = self.accounts.put_group(OPERATOR, record).await.map_err(to_status)?;
+        let record = self.accounts.put_group(&who.name, record).await.map_err(to_status)?;
         let members = self
             .accounts
             .list_groups(&record.tenant)
@@ -109,31 +105,33 @@ impl Directory for DirectoryService {
     }
 
     async fn remove_group(&self, r: Request<pb::GroupRef>) -> Reply<pb::DirectoryDone> {
-        let q = r.into_inner();
-        let name = GroupName::parse(&q.name).map_err(to_status)?;
-        self.accounts.remove_group(OPERATOR, &tenant(&q.tenant)?, &name).await.map_err(to_status)?;
+        let (who, t) = allow_tenant(&r, Access::Write, &r.get_ref().tenant)?;
+        let name = GroupName::parse(&r.get_ref().name).map_err(to_status)?;
+        self.accounts.remove_group(&who.name, &t, &name).await.map_err(to_status)?;
         Ok(Response::new(pb::DirectoryDone {}))
     }
 
     async fn list_groups(&self, r: Request<pb::TenantRef>) -> Reply<pb::DirectoryGroupList> {
-        let groups = self.accounts.list_groups(&tenant(&r.get_ref().tenant)?).map_err(to_status)?;
+        let (_, t) = allow_tenant(&r, Access::Read, &r.get_ref().tenant)?;
+        let groups = self.accounts.list_groups(&t).map_err(to_status)?;
         Ok(Response::new(pb::DirectoryGroupList { groups: groups.into_iter().map(group_out).collect() }))
     }
 
     async fn set_group_member(&self, r: Request<pb::GroupMemberRequest>) -> Reply<pb::DirectoryDone> {
+        let (who, t) = allow_tenant(&r, Access::Write, &r.get_ref().tenant)?;
         let q = r.into_inner();
         let group = GroupName::parse(&q.group).map_err(to_status)?;
         let user = UserJid::parse(&q.jid).map_err(to_status)?;
         self.accounts
-            .set_group_member(OPERATOR, &tenant(&q.tenant)?, &group, &user, q.member)
+            .set_group_member(&who.name, &t, &group, &user, q.member)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DirectoryDone {}))
     }
 
     async fn set_user_attributes(&self, r: Request<pb::UserAttributesRequest>) -> Reply<pb::DirectoryUser> {
+        let (who, user) = allow_user(&r, Access::Write, &r.get_ref().jid)?;
         let q = r.into_inner();
-        let user = UserJid::parse(&q.jid).map_err(to_status)?;
         let mut a: UserAttributes = self.accounts.user_attributes(&user).map_err(to_status)?.unwrap_or_default();
         if let Some(v) = q.display_name {
             a.display_name = v;
@@ -150,18 +148,19 @@ impl Directory for DirectoryService {
         if let Some(v) = q.manager {
             a.manager = if v.is_empty() { None } else { Some(UserJid::parse(&v).map_err(to_status)?) };
         }
-        self.accounts.set_user_attributes(OPERATOR, &user, a).await.map_err(to_status)?;
+        self.accounts.set_user_attributes(&who.name, &user, a).await.map_err(to_status)?;
         Ok(Response::new(self.user_out(&user).map_err(to_status)?))
     }
 
     async fn get_user_attributes(&self, r: Request<pb::UserRef>) -> Reply<pb::DirectoryUser> {
-        let user = UserJid::parse(&r.get_ref().jid).map_err(to_status)?;
+        let (_, user) = allow_user(&r, Access::Read, &r.get_ref().jid)?;
         Ok(Response::new(self.user_out(&user).map_err(to_status)?))
     }
 
     async fn set_policy(&self, r: Request<pb::SetPolicyRequest>) -> Reply<pb::PolicyInfo> {
+        // A dry run changes nothing, but is a change being prepared: writers only.
+        let (who, t) = allow_tenant(&r, Access::Write, &r.get_ref().tenant)?;
         let q = r.into_inner();
-        let t = tenant(&q.tenant)?;
         if q.dry_run {
             self.accounts.check_policy(&t, &q.text).map_err(to_status)?;
             return Ok(Response::new(pb::PolicyInfo {
@@ -171,15 +170,15 @@ impl Directory for DirectoryService {
                 ..Default::default()
             }));
         }
-        let version = self.accounts.set_policy(OPERATOR, &t, &q.text, &q.comment).await.map_err(to_status)?;
+        let version = self.accounts.set_policy(&who.name, &t, &q.text, &q.comment).await.map_err(to_status)?;
         tracing::info!(tenant = %t, version, "policy set");
         let p = self.accounts.policy(&t, Some(version)).map_err(to_status)?;
         Ok(Response::new(p.map(policy_out).unwrap_or_default()))
     }
 
     async fn get_policy(&self, r: Request<pb::GetPolicyRequest>) -> Reply<pb::PolicyInfo> {
+        let (_, t) = allow_tenant(&r, Access::Read, &r.get_ref().tenant)?;
         let q = r.into_inner();
-        let t = tenant(&q.tenant)?;
         let version = (q.version != 0).then_some(q.version);
         match self.accounts.policy(&t, version).map_err(to_status)? {
             Some(p) => Ok(Response::new(policy_out(p))),
@@ -189,29 +188,36 @@ impl Directory for DirectoryService {
     }
 
     async fn policy_history(&self, r: Request<pb::TenantRef>) -> Reply<pb::PolicyList> {
-        let versions = self.accounts.policy_history(&tenant(&r.get_ref().tenant)?).map_err(to_status)?;
+        let (_, t) = allow_tenant(&r, Access::Read, &r.get_ref().tenant)?;
+        let versions = self.accounts.policy_history(&t).map_err(to_status)?;
         Ok(Response::new(pb::PolicyList { versions: versions.into_iter().map(policy_out).collect() }))
     }
 
     async fn rollback_policy(&self, r: Request<pb::GetPolicyRequest>) -> Reply<pb::PolicyInfo> {
+        let (who, t) = allow_tenant(&r, Access::Write, &r.get_ref().tenant)?;
         let q = r.into_inner();
-        let t = tenant(&q.tenant)?;
-        let version = self.accounts.rollback_policy(OPERATOR, &t, q.version).await.map_err(to_status)?;
+        let version = self.accounts.rollback_policy(&who.name, &t, q.version).await.map_err(to_status)?;
         let p = self.accounts.policy(&t, Some(version)).map_err(to_status)?;
         Ok(Response::new(p.map(policy_out).unwrap_or_default()))
     }
 
     async fn test_policy(&self, r: Request<pb::TestPolicyRequest>) -> Reply<pb::PolicyDecision> {
+        let (_, from) = allow_user(&r, Access::Read, &r.get_ref().from)?;
         let q = r.into_inner();
-        let from = UserJid::parse(&q.from).map_err(to_status)?;
         let to = UserJid::parse(&q.to).map_err(to_status)?;
         let e = self.accounts.test_policy(&from, &q.action, &to, q.text.as_deref()).map_err(to_status)?;
         Ok(Response::new(pb::PolicyDecision { allowed: e.allowed, rule: e.rule, description: e.description }))
     }
 
     async fn list_audit(&self, r: Request<pb::ListAuditRequest>) -> Reply<pb::AuditList> {
+        let t = match r.get_ref().tenant.as_str() {
+            "" => {
+                allow(&r, Access::Read, Scope::Cluster)?;
+                None
+            }
+            t => Some(allow_tenant(&r, Access::Read, t)?.1),
+        };
         let q = r.into_inner();
-        let t = if q.tenant.is_empty() { None } else { Some(tenant(&q.tenant)?) };
         let limit = if q.limit == 0 { 100 } else { q.limit.min(1000) } as usize;
         let mut entries = Vec::new();
         let mut after = q.after;
@@ -237,5 +243,45 @@ impl Directory for DirectoryService {
         }
         entries.truncate(limit);
         Ok(Response::new(pb::AuditList { entries }))
+    }
+
+    async fn sync_directory(&self, r: Request<pb::SyncDirectoryRequest>) -> Reply<pb::SyncDirectoryReply> {
+        let access = if r.get_ref().dry_run { Access::Read } else { Access::Write };
+        let (who, t) = allow_tenant(&r, access, &r.get_ref().tenant)?;
+        let report = self.accounts.ldap_sync(&who.name, &t, r.get_ref().dry_run).await.map_err(to_status)?;
+        Ok(Response::new(pb::SyncDirectoryReply {
+            changes: report.changes,
+            warnings: report.warnings,
+            users: report.users as u32,
+            groups: report.groups as u32,
+            applied: report.applied,
+        }))
+    }
+
+    async fn directory_sync_status(&self, r: Request<pb::TenantRef>) -> Reply<pb::SyncStatusList> {
+        let who = crate::admin_auth::caller(&r)?;
+        let only = r.into_inner().tenant;
+        let tenants = self
+            .accounts
+            .ldap_status()
+            .into_iter()
+            .filter(|(t, _)| (only.is_empty() || t.as_str() == only) && who.sees(t))
+            .map(|(t, s)| {
+                let config = self.accounts.ldap_config(&t);
+                pb::SyncStatus {
+                    tenant: t.to_string(),
+                    url: config.map(|c| c.url.clone()).unwrap_or_default(),
+                    last_attempt_ms: s.last_attempt_ms,
+                    last_success_ms: s.last_success_ms.unwrap_or(0),
+                    last_error: s.last_error.unwrap_or_default(),
+                    users: s.users as u32,
+                    groups: s.groups as u32,
+                    changes: s.changes as u32,
+                    interval_secs: config.map_or(0, |c| c.sync_interval_secs),
+                    password_bind: config.is_some_and(|c| c.password_bind),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::SyncStatusList { tenants }))
     }
 }

@@ -11,6 +11,7 @@
 #![deny(clippy::indexing_slicing, clippy::string_slice, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod admin_auth;
 mod backup;
 mod client;
 mod directory;
@@ -22,6 +23,7 @@ pub mod status;
 mod stream;
 
 pub use admin::AdminService;
+pub use admin_auth::AdminAuth;
 pub use client::ClientService;
 pub use directory::DirectoryService;
 pub use remote::GrpcRemote;

@@ -4,9 +4,8 @@ use clap::Subcommand;
 use serde::Serialize;
 use telex_proto::v1 as pb;
 use telex_proto::v1::admin_client::AdminClient;
-use tonic::transport::Channel;
 
-use crate::output::{connect, emit, status_line, when};
+use crate::output::{admin_channel, emit, status_line, when, AdminChannel};
 use crate::{Cli, CliResult};
 
 #[derive(Subcommand, Debug)]
@@ -68,8 +67,8 @@ pub enum UserCmd {
     },
 }
 
-pub(crate) async fn client(cli: &Cli) -> Result<AdminClient<Channel>, String> {
-    Ok(AdminClient::new(connect(&cli.admin).await?))
+pub(crate) async fn client(cli: &Cli) -> Result<AdminClient<AdminChannel>, String> {
+    Ok(AdminClient::new(admin_channel(&cli.admin, cli.admin_token.as_deref()).await?))
 }
 
 #[derive(Serialize)]
@@ -196,7 +195,10 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
         UserCmd::Show { jid } => {
             let u = c.get_user(pb::UserRef { jid: jid.clone() }).await.map_err(status_line)?.into_inner();
             let out = UserOut::from(u);
-            emit(cli.json, &out, || user_line(&out));
+            let (directory, line) = crate::directory::user_attributes(cli, jid).await?;
+            let mut json = serde_json::to_value(&out).unwrap_or_default();
+            json["directory"] = directory;
+            emit(cli.json, &json, || format!("{}\n  directory: {line}", user_line(&out)));
         }
         UserCmd::Remove { jid } => {
             c.remove_user(pb::UserRef { jid: jid.clone() }).await.map_err(status_line)?;
@@ -228,6 +230,80 @@ pub async fn user(cli: &Cli, cmd: &UserCmd) -> CliResult {
             emit(cli.json, &serde_json::json!({ "jid": jid, "revoked": r.revoked }), || {
                 format!("{} session token(s) of {jid} revoked", r.revoked)
             });
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Create an admin identity (or give it a new token); prints its token, shown only now.
+    Add {
+        name: String,
+        /// super-admin, tenant-admin or auditor.
+        #[arg(long)]
+        role: String,
+        /// The tenant a tenant admin or auditor is limited to (an auditor without one reads
+        /// every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Remove an admin identity (its token stops working).
+    Remove { name: String },
+    /// Every admin identity.
+    List,
+    /// Who the admin token in use belongs to.
+    Whoami,
+}
+
+#[derive(Serialize)]
+struct AdminOut {
+    name: String,
+    role: String,
+    tenant: String,
+    created_at_ms: u64,
+    by: String,
+}
+
+impl From<pb::AdminInfo> for AdminOut {
+    fn from(a: pb::AdminInfo) -> Self {
+        AdminOut { name: a.name, role: a.role, tenant: a.tenant, created_at_ms: a.created_at_ms, by: a.by }
+    }
+}
+
+fn admin_line(a: &AdminOut) -> String {
+    let scope = if a.tenant.is_empty() { "every tenant".to_string() } else { a.tenant.clone() };
+    format!("{:<24} {:<13} {scope}", a.name, a.role)
+}
+
+pub async fn admins(cli: &Cli, cmd: &AdminCmd) -> CliResult {
+    let mut c = client(cli).await?;
+    match cmd {
+        AdminCmd::Add { name, role, tenant } => {
+            let req = pb::AddAdminRequest {
+                name: name.clone(),
+                role: role.clone(),
+                tenant: tenant.clone().unwrap_or_default(),
+            };
+            let r = c.add_admin(req).await.map_err(status_line)?.into_inner();
+            let admin = AdminOut::from(r.admin.unwrap_or_default());
+            let token = r.token;
+            emit(cli.json, &serde_json::json!({ "admin": &admin, "token": &token }), || {
+                format!("{}\ntoken (shown only now): {token}", admin_line(&admin))
+            });
+        }
+        AdminCmd::Remove { name } => {
+            c.remove_admin(pb::AdminRef { name: name.clone() }).await.map_err(status_line)?;
+            emit(cli.json, &serde_json::json!({ "removed": name }), || format!("admin {name} removed"));
+        }
+        AdminCmd::List => {
+            let list = c.list_admins(pb::ListAdminsRequest {}).await.map_err(status_line)?.into_inner();
+            let out: Vec<AdminOut> = list.admins.into_iter().map(AdminOut::from).collect();
+            emit(cli.json, &out, || out.iter().map(admin_line).collect::<Vec<_>>().join("\n"));
+        }
+        AdminCmd::Whoami => {
+            let a = AdminOut::from(c.who_am_i(pb::AdminWhoAmIRequest {}).await.map_err(status_line)?.into_inner());
+            emit(cli.json, &a, || admin_line(&a));
         }
     }
     Ok(())

@@ -5,9 +5,8 @@ use clap::Subcommand;
 use serde::Serialize;
 use telex_proto::v1 as pb;
 use telex_proto::v1::directory_client::DirectoryClient;
-use tonic::transport::Channel;
 
-use crate::output::{connect, emit, status_line, when};
+use crate::output::{admin_channel, emit, status_line, when, AdminChannel};
 use crate::{Cli, CliResult};
 
 #[derive(Subcommand, Debug)]
@@ -98,8 +97,20 @@ pub enum AuditCmd {
     },
 }
 
-async fn client(cli: &Cli) -> Result<DirectoryClient<Channel>, String> {
-    Ok(DirectoryClient::new(connect(&cli.admin).await?))
+#[derive(Subcommand, Debug)]
+pub enum DirectoryCmd {
+    /// Read the tenant's LDAP server now and apply what changed (with --dry-run, only list it).
+    Sync {
+        domain: String,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// How each tenant's last LDAP sync went.
+    Status { domain: Option<String> },
+}
+
+async fn client(cli: &Cli) -> Result<DirectoryClient<AdminChannel>, String> {
+    Ok(DirectoryClient::new(admin_channel(&cli.admin, cli.admin_token.as_deref()).await?))
 }
 
 /// `NAME@DOMAIN` → (domain, name).
@@ -235,32 +246,49 @@ struct UserAttributesOut {
     groups: Vec<String>,
 }
 
+impl From<pb::DirectoryUser> for UserAttributesOut {
+    fn from(u: pb::DirectoryUser) -> Self {
+        UserAttributesOut {
+            jid: u.jid,
+            display_name: u.display_name,
+            title: u.title,
+            department: u.department,
+            manager: u.manager,
+            email: u.email,
+            source: u.source,
+            groups: u.groups,
+        }
+    }
+}
+
+fn attributes_line(out: &UserAttributesOut) -> String {
+    format!(
+        "{} name={:?} title={:?} department={:?} manager={:?} email={:?} groups={} source={}",
+        out.jid,
+        out.display_name,
+        out.title,
+        out.department,
+        out.manager,
+        out.email,
+        out.groups.join(","),
+        out.source
+    )
+}
+
 /// `telex user set JID --title ...`: the directory's attributes of a user.
 pub async fn set_user(cli: &Cli, req: pb::UserAttributesRequest) -> CliResult {
     let u = client(cli).await?.set_user_attributes(req).await.map_err(status_line)?.into_inner();
-    let out = UserAttributesOut {
-        jid: u.jid,
-        display_name: u.display_name,
-        title: u.title,
-        department: u.department,
-        manager: u.manager,
-        email: u.email,
-        source: u.source,
-        groups: u.groups,
-    };
-    emit(cli.json, &out, || {
-        format!(
-            "{} name={:?} title={:?} department={:?} manager={:?} email={:?} groups={}",
-            out.jid,
-            out.display_name,
-            out.title,
-            out.department,
-            out.manager,
-            out.email,
-            out.groups.join(",")
-        )
-    });
+    let out = UserAttributesOut::from(u);
+    emit(cli.json, &out, || attributes_line(&out));
     Ok(())
+}
+
+/// What the directory says of `jid` (for `telex user show`): JSON and a line.
+pub async fn user_attributes(cli: &Cli, jid: &str) -> Result<(serde_json::Value, String), String> {
+    let req = pb::UserRef { jid: jid.to_string() };
+    let u = client(cli).await?.get_user_attributes(req).await.map_err(status_line)?.into_inner();
+    let out = UserAttributesOut::from(u);
+    Ok((serde_json::to_value(&out).unwrap_or_default(), attributes_line(&out)))
 }
 
 #[derive(Serialize)]
@@ -402,5 +430,94 @@ pub async fn audit(cli: &Cli, cmd: &AuditCmd) -> CliResult {
             .collect::<Vec<_>>()
             .join("\n")
     });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct SyncOut {
+    applied: bool,
+    users: u32,
+    groups: u32,
+    changes: Vec<String>,
+    warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SyncStatusOut {
+    tenant: String,
+    url: String,
+    last_attempt_ms: u64,
+    last_success_ms: u64,
+    last_error: String,
+    users: u32,
+    groups: u32,
+    changes: u32,
+    interval_secs: u64,
+    password_bind: bool,
+}
+
+pub async fn directory(cli: &Cli, cmd: &DirectoryCmd) -> CliResult {
+    let mut c = client(cli).await?;
+    match cmd {
+        DirectoryCmd::Sync { domain, dry_run } => {
+            let req = pb::SyncDirectoryRequest { tenant: domain.clone(), dry_run: *dry_run };
+            let r = c.sync_directory(req).await.map_err(status_line)?.into_inner();
+            let out =
+                SyncOut { applied: r.applied, users: r.users, groups: r.groups, changes: r.changes, warnings: r.warnings };
+            emit(cli.json, &out, || {
+                let mut lines: Vec<String> = out.changes.clone();
+                lines.extend(out.warnings.iter().map(|w| format!("! {w}")));
+                let verb = match (out.applied, *dry_run) {
+                    (true, _) => "applied",
+                    (false, true) => "would apply (dry run)",
+                    (false, false) => "nothing to change:",
+                };
+                lines.push(format!(
+                    "{} changes {verb} from {} users and {} groups",
+                    out.changes.len(),
+                    out.users,
+                    out.groups
+                ));
+                lines.join("\n")
+            });
+        }
+        DirectoryCmd::Status { domain } => {
+            let req = pb::TenantRef { tenant: domain.clone().unwrap_or_default() };
+            let list = c.directory_sync_status(req).await.map_err(status_line)?.into_inner();
+            let out: Vec<SyncStatusOut> = list
+                .tenants
+                .into_iter()
+                .map(|s| SyncStatusOut {
+                    tenant: s.tenant,
+                    url: s.url,
+                    last_attempt_ms: s.last_attempt_ms,
+                    last_success_ms: s.last_success_ms,
+                    last_error: s.last_error,
+                    users: s.users,
+                    groups: s.groups,
+                    changes: s.changes,
+                    interval_secs: s.interval_secs,
+                    password_bind: s.password_bind,
+                })
+                .collect();
+            emit(cli.json, &out, || {
+                if out.is_empty() {
+                    return "no tenant syncs from LDAP".into();
+                }
+                out.iter()
+                    .map(|s| {
+                        let last = match (s.last_success_ms, s.last_error.is_empty()) {
+                            (0, true) => "never synced".to_string(),
+                            (at, true) => format!("synced {} ({} users, {} groups)", when(at), s.users, s.groups),
+                            (0, false) => format!("FAILING, never synced: {}", s.last_error),
+                            (at, false) => format!("FAILING since {}: {} (last good {})", when(s.last_attempt_ms), s.last_error, when(at)),
+                        };
+                        format!("{}  {}  {last}", s.tenant, s.url)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+    }
     Ok(())
 }

@@ -28,6 +28,10 @@ pub struct Cli {
     /// Client API address.
     #[arg(long, global = true, env = "TELEX_SERVER", default_value = "127.0.0.1:7400")]
     server: String,
+    /// Admin token for the admin API [default: ./telex-data/admin-token, the one the first
+    /// start of a node in this directory wrote].
+    #[arg(long, global = true, env = "TELEX_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -79,6 +83,12 @@ enum Command {
     Unblock { jid: String },
     /// List whom you block.
     Blocked,
+    /// Search the company directory (names, titles, departments, emails).
+    Search {
+        query: String,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Set or watch presence.
     #[command(subcommand)]
     Presence(social::PresenceCmd),
@@ -91,6 +101,12 @@ enum Command {
     /// The admin audit trail.
     #[command(subcommand)]
     Audit(directory::AuditCmd),
+    /// Admin identities: who may use the admin API, and for what.
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
+    /// The company directory's sync from an LDAP server.
+    #[command(subcommand)]
+    Directory(directory::DirectoryCmd),
     /// Group chat rooms (room@conference.DOMAIN).
     #[command(subcommand)]
     Room(room::RoomCmd),
@@ -122,12 +138,15 @@ fn main() -> ExitCode {
             Command::Block { jid } => social::block(&cli, Some(jid), true).await,
             Command::Unblock { jid } => social::block(&cli, Some(jid), false).await,
             Command::Blocked => social::block(&cli, None, false).await,
+            Command::Search { query, limit } => social::search(&cli, query, *limit).await,
             Command::Presence(cmd) => social::presence(&cli, cmd).await,
             Command::Selftest(args) => selftest::selftest(&cli, args).await,
             Command::Room(cmd) => room::room(&cli, cmd).await,
             Command::Group(cmd) => directory::group(&cli, cmd).await,
             Command::Policy(cmd) => directory::policy(&cli, cmd).await,
             Command::Audit(cmd) => directory::audit(&cli, cmd).await,
+            Command::Directory(cmd) => directory::directory(&cli, cmd).await,
+            Command::Admin(cmd) => admin::admins(&cli, cmd).await,
         }
     });
     // Do not wait for a blocked stdin read (`telex chat`) before exiting.

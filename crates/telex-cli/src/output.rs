@@ -29,6 +29,42 @@ pub async fn connect(addr: &str) -> Result<Channel, String> {
         .map_err(|e| format!("cannot connect to {addr} (is telexd running there?): {e}"))
 }
 
+/// Adds the admin token to every call on the admin API.
+#[derive(Clone)]
+pub struct AdminToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for AdminToken {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+pub type AdminChannel = tonic::service::interceptor::InterceptedService<Channel, AdminToken>;
+
+/// Where `telexd` run in this directory wrote its first admin token.
+const LOCAL_TOKEN: &str = "telex-data/admin-token";
+
+/// A channel to the admin API that carries the admin token: `--admin-token`, or
+/// `TELEX_ADMIN_TOKEN`, or the token a node started in this directory wrote.
+pub async fn admin_channel(addr: &str, token: Option<&str>) -> Result<AdminChannel, String> {
+    let token = match token {
+        Some(t) => Some(t.trim().to_string()),
+        None => std::fs::read_to_string(LOCAL_TOKEN).ok().map(|t| t.trim().to_string()),
+    };
+    let header = match token.filter(|t| !t.is_empty()) {
+        Some(t) => Some(
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| "the admin token holds characters a header cannot carry".to_string())?,
+        ),
+        None => None,
+    };
+    Ok(tonic::service::interceptor::InterceptedService::new(connect(addr).await?, AdminToken(header)))
+}
+
 /// Prints `value` as JSON, or `text` for people.
 pub fn emit<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {

@@ -230,7 +230,7 @@ async fn as_operator(cli: &Cli, cmd: &RoomCmd) -> Result<bool, String> {
         RoomCmd::Affiliate { room, jid, affiliation: a } => affiliation(room, jid, a),
         _ => return Ok(false),
     };
-    let mut c = RoomAdminClient::new(connect(&cli.admin).await?);
+    let mut c = RoomAdminClient::new(crate::output::admin_channel(&cli.admin, cli.admin_token.as_deref()).await?);
     let show = |r: pb::RoomInfo| {
         let out = room_out(r);
         emit(cli.json, &out, || room_line(&out));

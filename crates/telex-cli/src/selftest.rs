@@ -57,7 +57,7 @@ pub async fn selftest(cli: &Cli, args: &SelftestArgs) -> CliResult {
 
 async fn check(
     cli: &Cli,
-    admin: &mut pb::admin_client::AdminClient<tonic::transport::Channel>,
+    admin: &mut pb::admin_client::AdminClient<crate::output::AdminChannel>,
     tenant: &str,
     sender: &str,
     recipient: &str,

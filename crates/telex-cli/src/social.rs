@@ -133,6 +133,41 @@ pub async fn block(cli: &Cli, jid: Option<&str>, blocked: bool) -> CliResult {
 }
 
 #[derive(Serialize)]
+struct EntryOut {
+    jid: String,
+    display_name: String,
+    title: String,
+    department: String,
+    email: String,
+}
+
+/// `telex search QUERY`: the company directory, as the policy lets you see it.
+pub async fn search(cli: &Cli, query: &str, limit: u32) -> CliResult {
+    let mut client = ClientClient::new(connect(&cli.server).await?);
+    let token = cli.session.token(&mut client).await?;
+    let req = pb::SearchDirectoryRequest { query: query.to_string(), limit };
+    let found = client.search_directory(authed(req, &token)?).await.map_err(status_line)?.into_inner();
+    let out: Vec<EntryOut> = found
+        .entries
+        .into_iter()
+        .map(|e| EntryOut {
+            jid: e.jid,
+            display_name: e.display_name,
+            title: e.title,
+            department: e.department,
+            email: e.email,
+        })
+        .collect();
+    emit(cli.json, &out, || {
+        out.iter()
+            .map(|e| format!("{:<32} {:<24} {:<20} {:<16} {}", e.jid, e.display_name, e.title, e.department, e.email))
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum EventOut {
     Presence { from: String, device: String, show: String, status: String, priority: i32 },

@@ -60,6 +60,8 @@ pub struct Config {
     pub storage: Storage,
     pub log: Log,
     pub traces: Traces,
+    /// Tenants whose directory comes from an LDAP server.
+    pub ldap: Vec<telex_ldap::LdapConfig>,
 }
 
 /// Message traces over OTLP/gRPC (OpenTelemetry): one trace per sampled message, from its
@@ -205,6 +207,24 @@ pub struct Auth {
     pub token_ttl_secs: u64,
     /// Password hashes computed in parallel.
     pub hash_concurrency: usize,
+    /// A super-admin token for the admin API, the same on every node (at least 16
+    /// characters); empty: none, and the first start writes a super-admin's token to
+    /// DATA_DIR/admin-token instead.
+    pub admin_token: String,
+    /// Read that token from this file (a mounted secret) instead.
+    pub admin_token_file: PathBuf,
+}
+
+impl Auth {
+    /// The configured bootstrap admin token, from the file when one is named.
+    pub fn bootstrap_admin_token(&self) -> Result<String, String> {
+        if self.admin_token_file.as_os_str().is_empty() {
+            return Ok(self.admin_token.clone());
+        }
+        std::fs::read_to_string(&self.admin_token_file)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("auth.admin_token_file {}: {e}", self.admin_token_file.display()))
+    }
 }
 
 /// Defaults for every tenant; `telex tenant limits` overrides them per tenant.
@@ -288,6 +308,7 @@ impl Default for Config {
             storage: Storage::default(),
             log: Log::default(),
             traces: Traces::default(),
+            ldap: Vec::new(),
         }
     }
 }
@@ -318,7 +339,13 @@ impl Default for Raft {
 
 impl Default for Auth {
     fn default() -> Self {
-        Auth { scram_iterations: 4096, token_ttl_secs: 30 * 24 * 3600, hash_concurrency: 2 }
+        Auth {
+            scram_iterations: 4096,
+            token_ttl_secs: 30 * 24 * 3600,
+            hash_concurrency: 2,
+            admin_token: String::new(),
+            admin_token_file: PathBuf::new(),
+        }
     }
 }
 
@@ -343,6 +370,14 @@ impl Config {
 
     /// Checks values that parse but make no sense. The message names the field.
     pub fn validate(&self) -> Result<(), String> {
+        telex_accounts::LdapState::new(self.ldap.clone())?;
+        let token = self.auth.bootstrap_admin_token()?;
+        if !token.is_empty() && token.len() < telex_accounts::MIN_BOOTSTRAP_TOKEN {
+            return Err(format!(
+                "auth.admin_token: at least {} characters (it is a super-admin's password)",
+                telex_accounts::MIN_BOOTSTRAP_TOKEN
+            ));
+        }
         let r = &self.raft;
         if self.node_id == 0 {
             return Err("node_id: must be at least 1".into());

@@ -16,6 +16,10 @@ impl Directory for AccountsDirectory {
         Ok(reads::tenant(self.0.groups().store(), domain)?.is_some())
     }
 
+    fn passwords_elsewhere(&self, domain: &Domain) -> bool {
+        self.0.passwords_in_ldap(domain)
+    }
+
     fn scram_keys(
         &self,
         jid: &UserJid,

@@ -19,6 +19,7 @@ pub(crate) struct HttpState {
     /// Set once start-up (leaders elected, bootstrap tenant present) is complete.
     pub ready: Arc<AtomicBool>,
     pub xmpp: Arc<telex_xmpp::Xmpp>,
+    pub accounts: Arc<telex_accounts::Accounts>,
 }
 
 pub(crate) fn router(state: HttpState) -> Router {
@@ -48,7 +49,16 @@ async fn readyz(State(s): State<HttpState>) -> (StatusCode, String) {
     let leaderless: Vec<String> =
         s.groups.status().iter().filter(|g| g.leader.is_none()).map(|g| g.group.to_string()).collect();
     if leaderless.is_empty() {
-        (StatusCode::OK, "ready\n".into())
+        // A directory server that cannot be read leaves the last synced directory in force:
+        // the node serves, and says so.
+        let mut body = String::from("ready\n");
+        for (tenant, status) in s.accounts.ldap_status() {
+            if let Some(e) = status.last_error {
+                let last = status.last_success_ms.map_or("never".to_string(), |ms| format!("at {ms} (unix ms)"));
+                body.push_str(&format!("ldap {tenant}: sync failing ({e}); last good sync {last}\n"));
+            }
+        }
+        (StatusCode::OK, body)
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("groups without a leader: {}\n", leaderless.join(",")))
     }

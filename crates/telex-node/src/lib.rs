@@ -9,6 +9,7 @@ mod directory;
 pub mod entry;
 mod homes;
 mod http;
+mod ldap;
 mod ledger;
 mod node;
 pub mod policy;

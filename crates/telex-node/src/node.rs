@@ -162,15 +162,20 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             }
         }
     }
-    let accounts = Arc::new(Accounts::new(
-        groups.clone(),
-        AccountsConfig {
-            scram_iterations: config.auth.scram_iterations,
-            token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
-            hash_concurrency: config.auth.hash_concurrency,
-            ..AccountsConfig::default()
-        },
-    ));
+    let ldap = telex_accounts::LdapState::new(config.ldap.clone()).map_err(anyhow::Error::msg)?;
+    let accounts = Arc::new(
+        Accounts::new(
+            groups.clone(),
+            AccountsConfig {
+                scram_iterations: config.auth.scram_iterations,
+                token_ttl: Duration::from_secs(config.auth.token_ttl_secs),
+                hash_concurrency: config.auth.hash_concurrency,
+                ..AccountsConfig::default()
+            },
+        )
+        .with_ldap(ldap)
+        .with_bootstrap_admin(&config.auth.bootstrap_admin_token().map_err(anyhow::Error::msg)?),
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     // `shutdown` starts the drain; `halt` stops the listeners and tasks once it is done (the
@@ -199,7 +204,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let room_store = Arc::new(crate::rooms::RaftRooms::new(groups.clone()));
     let room_hub = telex_actors::RoomHub::new(hub.clone(), room_store, room_limits);
     let room_actors = room_hub.clone();
-    let policy_watch = crate::policy::PolicyWatch::start(groups.store().clone(), messaging.policies().clone());
+    let shared_rosters = messaging.hub().clone();
+    let policy_watch = crate::policy::PolicyWatch::start(
+        groups.store().clone(),
+        messaging.policies().clone(),
+        Box::new(move |tenant| shared_rosters.directory_changed(tenant)),
+    );
     groups.on_applied(move |change| match change {
         Applied::Archive(owner) => hub.notify(owner),
         Applied::Social(owner) => hub.social_changed(owner),
@@ -218,12 +228,18 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let rooms = telex_proto::v1::rooms_server::RoomsServer::new(telex_api::RoomsService::new(accounts.clone(), rooms));
     let grpc = Server::builder().add_service(health_service.clone()).add_service(client).add_service(rooms);
     tracker.spawn(serve_grpc("client", grpc, client_l, halt.clone()));
-    let admin = AdminServer::new(AdminService::new(accounts.clone(), messaging.hub().clone()));
-    let room_admin = telex_proto::v1::room_admin_server::RoomAdminServer::new(telex_api::RoomAdminService::new(
-        room_hub.rooms().clone(),
-    ));
-    let directory_admin =
-        telex_proto::v1::directory_server::DirectoryServer::new(telex_api::DirectoryService::new(accounts.clone()));
+    // Every admin call carries an admin token; each call then checks the admin's role.
+    let auth = telex_api::AdminAuth::new(accounts.clone());
+    let admin =
+        AdminServer::with_interceptor(AdminService::new(accounts.clone(), messaging.hub().clone()), auth.clone());
+    let room_admin = telex_proto::v1::room_admin_server::RoomAdminServer::with_interceptor(
+        telex_api::RoomAdminService::new(room_hub.rooms().clone(), accounts.clone()),
+        auth.clone(),
+    );
+    let directory_admin = telex_proto::v1::directory_server::DirectoryServer::with_interceptor(
+        telex_api::DirectoryService::new(accounts.clone()),
+        auth,
+    );
     let grpc = Server::builder()
         .add_service(health_service.clone())
         .add_service(admin)
@@ -259,7 +275,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         });
     }
     let stop = halt.clone();
-    let app = router(HttpState { groups: groups.clone(), ready: ready.clone(), xmpp });
+    for tenant in accounts.ldap_tenants() {
+        let (accounts, stop) = (accounts.clone(), halt.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                _ = crate::ldap::scheduled_syncs(accounts, tenant) => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    let app = router(HttpState { groups: groups.clone(), ready: ready.clone(), xmpp, accounts: accounts.clone() });
     tracker.spawn(async move {
         if let Err(e) = axum::serve(http_l, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(stop.cancelled_owned())
@@ -296,6 +321,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         let hub = messaging.hub().clone();
         let tenant = config.bootstrap_tenant.clone();
         let joining = config.data_dir.join("joining");
+        let data_dir = config.data_dir.clone();
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let ready = ready.clone();
         let core = core.clone();
@@ -309,6 +335,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 r = become_ready(&groups, &accounts, &tenant, &joining) => match r {
                     Ok(()) => {
                         ready.store(true, Ordering::Release);
+                        crate::entry::first_admin(&accounts, &data_dir).await;
                         // A hand-off cut short by the last stop left this node a learner.
                         groups.rejoin_voters().await;
                         if let Err(e) = groups.describe_self().await {

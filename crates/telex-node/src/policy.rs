@@ -32,25 +32,37 @@ pub struct PolicyWatch {
     cache: Arc<PolicyCache>,
     /// Tenants changed since their recompile was scheduled (one recompile covers a burst).
     pending: Mutex<HashSet<Domain>>,
+    /// Told of each tenant recompiled after a change (the actors update shared rosters).
+    on_change: Box<dyn Fn(&Domain) + Send + Sync>,
 }
 
 impl PolicyWatch {
-    pub fn start(store: Arc<Store>, cache: Arc<PolicyCache>) -> Arc<PolicyWatch> {
-        let watch = Arc::new(PolicyWatch { store, cache, pending: Mutex::new(HashSet::new()) });
+    pub fn start(
+        store: Arc<Store>,
+        cache: Arc<PolicyCache>,
+        on_change: Box<dyn Fn(&Domain) + Send + Sync>,
+    ) -> Arc<PolicyWatch> {
+        let watch = Arc::new(PolicyWatch { store, cache, pending: Mutex::new(HashSet::new()), on_change });
         match reads::tenants(&watch.store) {
-            Ok(tenants) => tenants.into_iter().for_each(|t| watch.recompile(&t.domain)),
+            Ok(tenants) => tenants.into_iter().for_each(|t| {
+                watch.recompile(&t.domain);
+            }),
             Err(e) => tracing::warn!(error = %e, "cannot list tenants to compile their policies"),
         }
         watch
     }
 
-    fn recompile(&self, tenant: &Domain) {
+    fn recompile(&self, tenant: &Domain) -> bool {
         match compile(&self.store, tenant) {
-            Ok(p) => self.cache.set(p),
+            Ok(p) => {
+                self.cache.set(p);
+                true
+            }
             Err(e) => {
                 // The last good policy stays in force.
                 metrics::counter!("telex_policy_compile_failures_total").increment(1);
                 tracing::error!(%tenant, error = %e, "tenant policy not recompiled; the previous one stays in force");
+                false
             }
         }
     }
@@ -66,7 +78,9 @@ impl PolicyWatch {
             if let Ok(mut p) = watch.pending.lock() {
                 p.remove(&tenant);
             }
-            watch.recompile(&tenant);
+            if watch.recompile(&tenant) {
+                (watch.on_change)(&tenant);
+            }
         });
     }
 }

@@ -2,7 +2,7 @@
 //! the directory knows gets a small index, and every group the set of its members (its
 //! subgroups' members included) as a bit set, so "is A in group G" is one bit test.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use fixedbitset::FixedBitSet;
 use telex_types::directory::{DirectoryData, GroupName, GroupRecord, UserAttributes};
@@ -16,6 +16,8 @@ pub struct DirectoryView {
     index: HashMap<UserJid, u32>,
     users: Vec<(UserJid, UserAttributes)>,
     groups: HashMap<GroupName, GroupView>,
+    /// Shared roster groups: (shown group, group it is shown to).
+    shown: Vec<(GroupName, GroupName)>,
     /// What building the view noticed (cycles, dangling subgroups).
     pub warnings: Vec<String>,
 }
@@ -53,6 +55,16 @@ impl DirectoryView {
             let direct = direct.get(name).cloned().unwrap_or_default();
             view.groups.insert(name.clone(), GroupView { record: record.clone(), members, direct });
         }
+        for (name, record) in &records {
+            for to in &record.shown_to {
+                if records.contains_key(to) {
+                    view.shown.push((name.clone(), to.clone()));
+                } else {
+                    view.warnings.push(format!("group {name} is shown to {to}, which does not exist"));
+                }
+            }
+        }
+        view.shown.sort();
         view
     }
 
@@ -149,6 +161,63 @@ impl DirectoryView {
     }
 }
 
+/// A contact that shared roster groups put on a user's roster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SharedContact {
+    /// The contact's display name in the directory.
+    pub name: String,
+    /// The roster groups (the shared groups' display names) it appears in.
+    pub groups: BTreeSet<String>,
+}
+
+impl DirectoryView {
+    /// Whether shared roster groups make `a` and `b` contacts of each other. A group shown to
+    /// another puts each side on the other's rosters, so presence flows both ways.
+    pub fn shares(&self, a: &UserJid, b: &UserJid) -> bool {
+        if self.shown.is_empty() || a == b {
+            return false;
+        }
+        let (Some(a), Some(b)) = (self.index_of(a), self.index_of(b)) else { return false };
+        let (a, b) = (a as usize, b as usize);
+        let has = |g: &GroupName, i: usize| self.groups.get(g).is_some_and(|g| g.members.contains(i));
+        self.shown.iter().any(|(g, to)| (has(g, a) && has(to, b)) || (has(g, b) && has(to, a)))
+    }
+
+    /// Everyone shared roster groups put on `user`'s roster, with the groups they appear in.
+    pub fn shared_contacts(&self, user: &UserJid) -> BTreeMap<UserJid, SharedContact> {
+        let mut out: BTreeMap<UserJid, SharedContact> = BTreeMap::new();
+        let Some(me) = self.index_of(user) else { return out };
+        let me = me as usize;
+        for (shown, to) in &self.shown {
+            let (Some(g), Some(t)) = (self.groups.get(shown), self.groups.get(to)) else { continue };
+            // Members of the group it is shown to see the shown group's members, and the other
+            // way round (labelled with the group the contact is in).
+            let mut add = |from: &GroupView| {
+                let label = if from.record.display_name.is_empty() {
+                    from.record.name.to_string()
+                } else {
+                    from.record.display_name.clone()
+                };
+                for i in from.members.ones().filter(|i| *i != me) {
+                    let Some((jid, attributes)) = self.users.get(i) else { continue };
+                    let c = out.entry(jid.clone()).or_insert_with(|| SharedContact {
+                        name: attributes.display_name.clone(),
+                        groups: BTreeSet::new(),
+                    });
+                    c.groups.insert(label.clone());
+                }
+            };
+            if t.members.contains(me) {
+                add(g);
+            }
+            if g.members.contains(me) {
+                add(t);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -197,5 +266,42 @@ pub(crate) mod tests {
         assert_eq!(v.groups_of(&jid("bob@x")), vec![&name("backend"), &name("company"), &name("eng")]);
         assert_eq!(v.attributes(&jid("ceo@x")).map(|a| a.title.as_str()), Some("CEO"));
         assert_eq!(v.members(&name("eng")).len(), 1);
+    }
+
+    #[test]
+    fn a_shown_group_puts_members_on_each_others_rosters_both_ways() {
+        let mut sales = group("sales", &[]);
+        sales.shown_to.insert(name("sales"));
+        let mut management = group("management", &[]);
+        management.display_name = "Management".into();
+        management.shown_to.insert(name("everyone"));
+        let mut ghost = group("ghost", &[]);
+        ghost.shown_to.insert(name("missing"));
+        let data = DirectoryData {
+            users: vec![(jid("ceo@x"), UserAttributes { display_name: "The CEO".into(), ..UserAttributes::default() })],
+            groups: vec![sales, management, group("everyone", &["sales", "management"]), ghost],
+            members: vec![
+                (name("sales"), jid("sue@x")),
+                (name("sales"), jid("sam@x")),
+                (name("management"), jid("ceo@x")),
+                (name("everyone"), jid("eve@x")),
+            ],
+        };
+        let v = DirectoryView::build(data);
+        assert!(v.warnings.iter().any(|w| w.contains("missing")), "{:?}", v.warnings);
+        let sue = v.shared_contacts(&jid("sue@x"));
+        assert_eq!(sue.keys().map(|j| j.to_string()).collect::<Vec<_>>(), vec!["ceo@x", "sam@x"]);
+        assert_eq!(sue[&jid("ceo@x")].name, "The CEO");
+        assert_eq!(sue[&jid("ceo@x")].groups, BTreeSet::from(["Management".to_string()]));
+        assert_eq!(sue[&jid("sam@x")].groups, BTreeSet::from(["sales".to_string()]));
+        // The CEO sees everyone the management group is shown to, itself excepted.
+        let ceo = v.shared_contacts(&jid("ceo@x"));
+        assert_eq!(ceo.len(), 3, "{ceo:?}");
+        assert!(!ceo.contains_key(&jid("ceo@x")));
+        assert!(v.shares(&jid("sue@x"), &jid("ceo@x")) && v.shares(&jid("ceo@x"), &jid("sue@x")));
+        assert!(v.shares(&jid("eve@x"), &jid("ceo@x")));
+        assert!(!v.shares(&jid("eve@x"), &jid("sue@x")), "sales is shown only to itself");
+        assert!(!v.shares(&jid("sue@x"), &jid("sue@x")));
+        assert!(v.shared_contacts(&jid("nobody@x")).is_empty());
     }
 }

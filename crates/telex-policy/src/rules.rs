@@ -40,11 +40,11 @@ use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
 use serde::Deserialize;
-use telex_types::directory::{GroupName, ATTRIBUTES, MAX_POLICY};
+use telex_types::directory::{GroupName, UserAttributes, ATTRIBUTES, MAX_POLICY};
 use telex_types::{Domain, UserJid};
 use toml::Spanned;
 
-use crate::directory::DirectoryView;
+use crate::directory::{DirectoryView, SharedContact};
 
 /// What a policy rule is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -435,7 +435,14 @@ impl TenantPolicy {
         }
         for spec in &file.sessions {
             let s = spec.get_ref();
-            policy.sessions.push((c.matcher(&s.who)?, s.max));
+            let who = c.matcher(&s.who)?;
+            if s.max == 0 && who.all {
+                return Err(PolicyError {
+                    line: line_of(text, spec.span().start),
+                    message: "max = 0 for everyone would lock every user out, admins included".into(),
+                });
+            }
+            policy.sessions.push((who, s.max));
         }
         for spec in &file.attachments {
             let a = spec.get_ref();
@@ -496,6 +503,41 @@ impl TenantPolicy {
             (true, None) => Outcome::Allowed(None),
             (false, None) => Outcome::DeniedByDefault,
         }
+    }
+
+    /// The contacts shared roster groups put on `user`'s roster, less those the policy hides
+    /// from `user`.
+    pub fn shared_roster(&self, user: &UserJid) -> BTreeMap<UserJid, SharedContact> {
+        let mut contacts = self.view.shared_contacts(user);
+        contacts.retain(|c, _| self.check(user, PolicyAction::See, c).is_ok());
+        contacts
+    }
+
+    /// Whether shared roster groups make `a` and `b` contacts (presence both ways), unless the
+    /// policy hides `b` from `a`.
+    pub fn shares(&self, a: &UserJid, b: &UserJid) -> bool {
+        self.view.shares(a, b) && self.check(a, PolicyAction::See, b).is_ok()
+    }
+
+    /// Up to `limit` users of the directory whose JID or attributes contain `query` (case
+    /// ignored; empty matches everyone), that the policy lets `searcher` see, by JID.
+    pub fn search(&self, searcher: &UserJid, query: &str, limit: usize) -> Vec<(UserJid, UserAttributes)> {
+        let q = query.trim().to_lowercase();
+        let hit = |jid: &UserJid, a: &UserAttributes| {
+            q.is_empty()
+                || jid.to_string().contains(&q)
+                || [&a.display_name, &a.title, &a.department, &a.email].iter().any(|v| v.to_lowercase().contains(&q))
+        };
+        let mut out: Vec<(UserJid, UserAttributes)> = self
+            .view
+            .users()
+            .filter(|(_, jid, a)| jid != &searcher && hit(jid, a))
+            .filter(|(_, jid, _)| self.check(searcher, PolicyAction::See, jid).is_ok())
+            .map(|(_, jid, a)| (jid.clone(), a.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        out
     }
 
     /// The most sessions `user` may have open, if the policy limits it.
@@ -642,7 +684,7 @@ impl Compiler<'_> {
 mod tests {
     use super::*;
     use crate::directory::tests::{group, jid, name};
-    use telex_types::directory::{DirectoryData, UserAttributes};
+    use telex_types::directory::DirectoryData;
 
     fn view() -> Arc<DirectoryView> {
         let manager = UserAttributes { title: "Manager".into(), ..UserAttributes::default() };
@@ -730,6 +772,21 @@ from = ["group:managers"]
     }
 
     #[test]
+    fn a_search_finds_by_name_or_attribute_and_hides_whom_the_policy_hides() {
+        let p = compile(POLICY).unwrap();
+        let found = |who: &str, q: &str| -> Vec<String> {
+            p.search(&jid(who), q, 10).into_iter().map(|(j, _)| j.to_string()).collect()
+        };
+        assert_eq!(found("mia@x", "MANAGER"), vec!["max@x"], "by title, case ignored");
+        assert_eq!(found("mia@x", "a"), vec!["max@x", "rita@x"], "by JID");
+        assert_eq!(found("mia@x", "tom"), vec!["tom@x"]);
+        // The barrier hides trading from research, in search too.
+        assert!(found("rita@x", "tom").is_empty());
+        assert!(found("rita@x", "rita").is_empty(), "not yourself");
+        assert_eq!(p.search(&jid("mia@x"), "", 2).len(), 2, "bounded");
+    }
+
+    #[test]
     fn bad_files_are_refused_with_the_line_and_the_reason() {
         let cases = [
             ("[[rule]]\nname = \"a\"\neffect = \"deny\"\nactions = [\"message\"]\ncolour = \"red\"\n", 5, "colour"),
@@ -745,6 +802,7 @@ from = ["group:managers"]
             ("[[rule]]\nname = \"a\"\neffect = \"deny\"\nactions = [\"message\"]\nfrom = [\"group:research\"]\nexcept_from = [\"group:staff\"]\n", 1, "contradicts itself"),
             ("[[rule]]\nname = \"a\"\neffect = \"deny\"\nactions = [\"message\"]\nto = [\"user:ceo@elsewhere\"]\n", 5, "not a user of x"),
             ("[defaults]\nmessage = \"maybe\"\n", 2, "maybe"),
+            ("[[sessions]]\nwho = [\"*\"]\nmax = 0\n", 1, "lock every user out"),
         ];
         for (text, line, needle) in cases {
             let e = compile(text).unwrap_err();

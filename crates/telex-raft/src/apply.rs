@@ -275,6 +275,24 @@ pub fn apply(cmd: Command, txn: &mut Txn<'_>) -> Result<Response, String> {
             txn.put(schema::audit_entry(tenant.as_ref(), seq), encode(&entry));
             Ok(Response::Changed(seq))
         }
+        Command::PutAdmin { record, only_first } => {
+            if let Err(e) = record.validate() {
+                return Ok(Response::Refused(e));
+            }
+            if only_first && !txn.scan_prefix(schema::ADMINS)?.is_empty() {
+                return refused(ErrorCode::AlreadyExists, "admin identities exist already".to_string());
+            }
+            txn.put(schema::admin(&record.name), encode(&record));
+            Ok(Response::Done)
+        }
+        Command::RemoveAdmin { name } => {
+            let key = schema::admin(&name);
+            if txn.get(&key)?.is_none() {
+                return refused(ErrorCode::NotFound, format!("no admin {name}"));
+            }
+            txn.delete(key);
+            Ok(Response::Done)
+        }
     }
 }
 

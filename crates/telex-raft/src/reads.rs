@@ -504,3 +504,13 @@ pub fn audit(store: &Store, tenant: Option<&Domain>, after: u64, limit: usize) -
     let rows = store.scan(Cf::State, &from, &to, limit).map_err(storage)?;
     rows.iter().map(|(_, v)| decode(v)).collect()
 }
+
+/// An admin identity, by name.
+pub fn admin(store: &Store, name: &str) -> Result<Option<telex_types::admin::AdminRecord>, TelexError> {
+    get(store, META_GROUP, &schema::admin(name))
+}
+
+/// Every admin identity, by name.
+pub fn admins(store: &Store) -> Result<Vec<telex_types::admin::AdminRecord>, TelexError> {
+    scan(store, META_GROUP, schema::ADMINS)
+}

@@ -295,3 +295,10 @@ pub fn audit_entries(tenant: Option<&Domain>) -> Vec<u8> {
 pub fn audit_head(tenant: Option<&Domain>) -> Vec<u8> {
     of_tenant(b"ah/", tenant.map_or("", Domain::as_str))
 }
+
+/// Meta group: the admin identities, by name.
+pub const ADMINS: &[u8] = b"ad/";
+
+pub fn admin(name: &str) -> Vec<u8> {
+    [ADMINS, name.as_bytes()].concat()
+}

@@ -227,11 +227,24 @@ impl Core {
         self.0.directory.set_vcard(owner, vcard).await
     }
 
+    /// People of `user`'s directory matching `query` whom the policy lets it see.
+    pub fn search_directory(
+        &self,
+        user: &UserJid,
+        query: &str,
+        limit: usize,
+    ) -> Vec<(UserJid, telex_types::directory::UserAttributes)> {
+        self.messaging().policies().search(user, query, limit.clamp(1, MAX_SEARCH))
+    }
+
     /// Whether this cluster serves `domain`.
     pub fn tenant_exists(&self, domain: &Domain) -> Result<bool, TelexError> {
         self.0.directory.tenant_exists(domain)
     }
 }
+
+/// Most directory entries one search returns.
+pub const MAX_SEARCH: usize = 200;
 
 /// Attaches a new session to the user's actor wherever it lives, waiting up to
 /// `ATTACH_PATIENCE` for its shard to have a reachable leader. A draining node takes no new

@@ -21,7 +21,7 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use crate::core::{device_name, Core, Redirect, Redirects, MAX_DEVICE_BYTES};
+pub use crate::core::{device_name, Core, Redirect, Redirects, MAX_DEVICE_BYTES, MAX_SEARCH};
 pub use ports::{Directory, Home, Remote, RemoteEvent, RemoteLink};
 pub use session::{Session, SENDS_IN_FLIGHT};
 pub use telex_actors::muc;

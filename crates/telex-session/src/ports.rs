@@ -13,6 +13,11 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether `domain` is a tenant of this cluster (a point lookup, cheap enough before
     /// authentication).
     fn tenant_exists(&self, domain: &Domain) -> Result<bool, TelexError>;
+    /// Whether `domain`'s passwords are checked elsewhere (an LDAP bind): only mechanisms that
+    /// carry the password itself (SASL PLAIN) can serve its users.
+    fn passwords_elsewhere(&self, _domain: &Domain) -> bool {
+        false
+    }
     /// The stored SCRAM keys for a SASL exchange: the account's, or (for an unknown user) keys
     /// that match no password, so the exchange fails only at the proof.
     fn scram_keys(

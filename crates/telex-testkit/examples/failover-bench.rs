@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{login, Device};
 use telex_testkit::Telexd;
 use telex_types::{shard, UserJid};
@@ -27,7 +26,7 @@ struct Args {
 }
 
 async fn leader_of(node: &Telexd, group: u32) -> anyhow::Result<u64> {
-    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    let mut admin = telex_testkit::admin_client(node.admin_url()).await?;
     loop {
         let s = admin.node_status(pb::NodeStatusRequest {}).await?.into_inner();
         let g = &s.groups[group as usize];

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_proto::v1::client_client::ClientClient;
 use telex_testkit::client::authed;
 use telex_testkit::{data_dir, Telexd};
@@ -39,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let node = Telexd::start(&dir, &["--shards", &args.shards.to_string()]);
     let url = node.client_url();
     let users = args.sessions.div_ceil(DEVICES);
-    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    let mut admin = telex_testkit::admin_client(node.admin_url()).await?;
     let api = ClientClient::connect(url.clone()).await?;
     let started = Instant::now();
     let mut tokens = Vec::new();

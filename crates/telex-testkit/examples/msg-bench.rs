@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{authed, client, login, Device};
 use telex_testkit::{cpu_time, data_dir, Telexd};
 use tokio::sync::Mutex;
@@ -60,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
         nodes.push(Telexd::start_member(&dir, id, Some(nodes[0].addrs.node), &flags));
         dirs.push(tmp);
     }
-    let mut admin = AdminClient::connect(nodes[0].admin_url()).await?;
+    let mut admin = telex_testkit::admin_client(nodes[0].admin_url()).await?;
     // Every group replicated on every node (up to 3) before the clock starts.
     let want = args.nodes.min(3) as usize;
     loop {

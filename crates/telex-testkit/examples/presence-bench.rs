@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_proto::v1::client_client::ClientClient;
 use telex_testkit::client::{authed, login};
 use telex_testkit::{data_dir, Telexd};
@@ -55,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let node = Telexd::start(&dir, &["--shards", &shards, "--config", config.to_str().unwrap()]);
     let url = node.client_url();
     let setup = Instant::now();
-    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    let mut admin = telex_testkit::admin_client(node.admin_url()).await?;
     let mut tokens = Vec::new();
     for i in 0..args.users {
         admin.add_user(pb::AddUserRequest { jid: jid(i), password: "pw".into() }).await?;

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{login, Device};
 
 #[derive(Parser)]
@@ -34,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let (_dirs, mut nodes) = telex_testkit::cluster::start_cluster(3, &flags);
     let rebalanced = nodes[0].cli(&["cluster", "rebalance"]).success();
     eprintln!("{rebalanced}");
-    let mut admin = AdminClient::connect(nodes[0].admin_url()).await?;
+    let mut admin = telex_testkit::admin_client(nodes[0].admin_url()).await?;
     admin.add_user(pb::AddUserRequest { jid: "sink@localhost".into(), password: "pw".into() }).await?;
     let victim_url = nodes[2].client_url();
     let survivors = [nodes[0].client_url(), nodes[1].client_url()];

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::client::{login, Device};
 use telex_testkit::cluster::{archive_at, steady_load};
 use telex_testkit::containers::{build_image, render, Deployment};
@@ -44,12 +43,13 @@ async fn main() -> anyhow::Result<()> {
         "terminationGracePeriodSeconds": args.grace,
         "raft": { "shards": args.shards, "replicas": 3 },
         "config": { "limits": { "sends_per_second": 1000, "send_burst": 1000 } },
+        "admin": { "enabled": true, "token": telex_testkit::ADMIN_TOKEN },
     });
     let d = Deployment::from_chart(&render(&values));
     d.start(Duration::from_secs(90));
     eprintln!("{}", d.exec(0, &["cluster", "rebalance"]));
     let urls = d.urls();
-    let mut admin = AdminClient::connect(format!("http://{}", d.pods[0].admin)).await?;
+    let mut admin = telex_testkit::admin_client(format!("http://{}", d.pods[0].admin)).await?;
     for u in ["alice", "bob"] {
         admin.add_user(pb::AddUserRequest { jid: format!("{u}@localhost"), password: "pw".into() }).await?;
     }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_proto::v1::client_client::ClientClient;
 use telex_proto::v1::rooms_client::RoomsClient;
 use telex_testkit::client::{authed, login};
@@ -96,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
     let setup = Instant::now();
-    let admin = AdminClient::connect(nodes[0].admin_url()).await?;
+    let admin = telex_testkit::admin_client(nodes[0].admin_url()).await?;
     each(args.members, 16, |i| {
         let mut admin = admin.clone();
         async move {

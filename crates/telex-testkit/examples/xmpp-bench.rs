@@ -20,7 +20,6 @@ use base64::Engine;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use telex_proto::v1 as pb;
-use telex_proto::v1::admin_client::AdminClient;
 use telex_testkit::{cpu_time, data_dir, Telexd};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -92,7 +91,7 @@ impl Conn {
 }
 
 async fn add_users(node: &Telexd, names: impl Iterator<Item = String>) -> anyhow::Result<()> {
-    let mut admin = AdminClient::connect(node.admin_url()).await?;
+    let mut admin = telex_testkit::admin_client(node.admin_url()).await?;
     for n in names {
         admin.add_user(pb::AddUserRequest { jid: format!("{n}@localhost"), password: "pw".into() }).await?;
     }

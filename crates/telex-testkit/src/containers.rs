@@ -67,6 +67,21 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The value under `key` of the rendered Secret `name` (`stringData`, or base64 `data`).
+fn secret_value(docs: &[Value], name: &Value, key: &Value) -> String {
+    let key = key.as_str().expect("secretKeyRef key");
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == *name)
+        .unwrap_or_else(|| panic!("the harness needs the chart to render Secret {name}"));
+    if let Some(v) = secret["stringData"][key].as_str() {
+        return v.to_string();
+    }
+    let encoded = secret["data"][key].as_str().expect("secret key");
+    use base64::Engine;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).expect("base64")).expect("utf-8")
+}
+
 /// One pod of the StatefulSet as a container.
 pub struct Pod {
     pub name: String,
@@ -149,7 +164,10 @@ impl Deployment {
             let mut run_args: Vec<String> = vec!["--name".into(), container.clone(), "--hostname".into(), name.clone()];
             for e in c["env"].as_array().unwrap() {
                 let key = e["name"].as_str().unwrap().to_string();
+                let secret = &e["valueFrom"]["secretKeyRef"];
                 let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                    // A Secret the chart renders, as the kubelet would read it.
+                    None if secret.is_object() => secret_value(docs, &secret["name"], &secret["key"]),
                     Some("metadata.name") => name.clone(),
                     Some("metadata.namespace") => NAMESPACE.to_string(),
                     // Three pods in three zones, as a regional cluster schedules them.

@@ -8,6 +8,7 @@ pub mod client;
 pub mod cluster;
 pub mod containers;
 pub mod history;
+pub mod ldap;
 pub mod netfault;
 
 use std::io::{Read, Write};
@@ -35,6 +36,28 @@ pub struct Addrs {
     pub http: SocketAddr,
     pub xmpp: SocketAddr,
     pub xmpp_tls: SocketAddr,
+}
+
+/// The bootstrap super-admin token every test node is started with (`TELEX_ADMIN_TOKEN`), and
+/// that `Telexd::cli` passes to `telex`.
+pub const ADMIN_TOKEN: &str = "testkit-super-admin-token";
+
+type TokenFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+
+/// An admin API client that sends [`ADMIN_TOKEN`].
+pub type AdminApi = telex_proto::v1::admin_client::AdminClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFn>,
+>;
+
+fn add_admin_token(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    r.metadata_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().expect("ascii token"));
+    Ok(r)
+}
+
+/// Connects to a node's admin API as the test's super-admin.
+pub async fn admin_client(url: impl Into<String>) -> Result<AdminApi, tonic::transport::Error> {
+    let channel = tonic::transport::Channel::from_shared(url.into()).expect("admin url").connect().await?;
+    Ok(telex_proto::v1::admin_client::AdminClient::with_interceptor(channel, add_admin_token as TokenFn))
 }
 
 /// A `telexd` child process with its own data directory.
@@ -96,6 +119,7 @@ impl Telexd {
             .args(["--xmpp-addr", &at(a.xmpp), "--xmpp-tls-addr", &at(a.xmpp_tls)])
             .args(&self.extra)
             .env("RUST_LOG", "info,openraft=warn")
+            .env("TELEX_ADMIN_TOKEN", ADMIN_TOKEN)
             // Tests place leaders where they want them; `--balance-leaders-after-secs` in
             // `extra` turns the automatic balancer on.
             .env("TELEX_BALANCE_LEADERS_AFTER_SECS", "0")
@@ -204,6 +228,7 @@ impl Telexd {
             .args(["--admin", &self.addrs.admin.to_string(), "--server", &self.addrs.client.to_string()])
             .args(args)
             .env_remove("TELEX_PASSWORD")
+            .env("TELEX_ADMIN_TOKEN", ADMIN_TOKEN)
             .envs(env.iter().copied())
             .output()
             .expect("run telex");

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use telex_proto::v1::admin_client::AdminClient;
 use telex_proto::v1::client_client::ClientClient;
 use telex_proto::v1::{AddUserRequest, ListUsersRequest, LoginRequest, WhoAmIRequest};
 use telex_testkit::{data_dir, Telexd};
@@ -20,7 +19,7 @@ async fn acknowledged_writes_survive_kill_9() {
         for w in 0..8u64 {
             let url = node.admin_url();
             writers.push(tokio::spawn(async move {
-                let mut admin = AdminClient::connect(url).await.unwrap();
+                let mut admin = telex_testkit::admin_client(url).await.unwrap();
                 let mut acked = Vec::new();
                 for i in 0.. {
                     let jid = format!("r{round}w{w}u{i}@localhost");
@@ -47,7 +46,7 @@ async fn acknowledged_writes_survive_kill_9() {
         node.restart();
         assert!(!total_acked.is_empty());
 
-        let mut admin = AdminClient::connect(node.admin_url()).await.unwrap();
+        let mut admin = telex_testkit::admin_client(node.admin_url()).await.unwrap();
         let listed = admin.list_users(ListUsersRequest { domain: "localhost".into() }).await.unwrap().into_inner();
         let present: std::collections::HashSet<String> = listed.users.into_iter().map(|u| u.jid).collect();
         let lost: Vec<&String> = total_acked.iter().filter(|j| !present.contains(*j)).collect();

@@ -1,7 +1,6 @@
 //! Snapshots and log purging under real load: state survives `kill -9` after the log entries that
 //! produced it are gone.
 
-use telex_proto::v1::admin_client::AdminClient;
 use telex_proto::v1::{AddUserRequest, ListUsersRequest, NodeStatusRequest};
 use telex_testkit::{data_dir, Telexd};
 
@@ -19,7 +18,7 @@ async fn state_survives_snapshot_purge_and_kill_9() {
     for w in 0..8u32 {
         let url = node.admin_url();
         writers.push(tokio::spawn(async move {
-            let mut admin = AdminClient::connect(url).await.unwrap();
+            let mut admin = telex_testkit::admin_client(url).await.unwrap();
             for i in (w..total).step_by(8) {
                 let req = AddUserRequest { jid: format!("s{i}@localhost"), password: "pw".into() };
                 admin.add_user(req).await.unwrap();
@@ -30,7 +29,7 @@ async fn state_survives_snapshot_purge_and_kill_9() {
         w.await.unwrap();
     }
 
-    let mut admin = AdminClient::connect(node.admin_url()).await.unwrap();
+    let mut admin = telex_testkit::admin_client(node.admin_url()).await.unwrap();
     let status = admin.node_status(NodeStatusRequest {}).await.unwrap().into_inner();
     let shard = &status.groups[1];
     assert!(shard.snapshot_index >= 1000, "shard 1 should have snapshotted: {shard:?}");
@@ -38,7 +37,7 @@ async fn state_survives_snapshot_purge_and_kill_9() {
 
     node.kill9();
     node.restart();
-    let mut admin = AdminClient::connect(node.admin_url()).await.unwrap();
+    let mut admin = telex_testkit::admin_client(node.admin_url()).await.unwrap();
     let users = admin.list_users(ListUsersRequest { domain: "localhost".into() }).await.unwrap().into_inner().users;
     assert_eq!(users.len(), total as usize, "every user is back after restart from snapshot + log");
     let status = admin.node_status(NodeStatusRequest {}).await.unwrap().into_inner();

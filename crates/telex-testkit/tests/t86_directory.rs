@@ -4,7 +4,18 @@
 
 use std::time::{Duration, Instant};
 
+use telex_proto::v1 as pb;
+use telex_proto::v1::roster_update::Op;
+use telex_proto::v1::server_frame::Frame;
+use telex_testkit::client::{authed, client, login, Device};
 use telex_testkit::{data_dir, Telexd};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn roster(url: &str, token: &str) -> Vec<pb::RosterItem> {
+    let mut c = client(url).await;
+    c.get_roster(authed(pb::GetRosterRequest {}, token)).await.expect("roster").into_inner().items
+}
 
 const POLICY: &str = r#"
 [[barrier]]
@@ -131,4 +142,95 @@ fn an_admin_publishes_a_policy_that_is_enforced_versioned_and_audited() {
     assert!(!audit.contains("group.remove"), "a refused removal is not audited: {audit}");
     let text = node.cli(&["audit", "list", "localhost", "--since", "1h", "--actor", "operator"]).success();
     assert!(text.lines().count() >= 10, "{text}");
+}
+
+/// Waits for a roster push about `jid`, skipping other events.
+async fn roster_push(d: &mut Device, jid: &str) -> Option<pb::RosterPush> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match d.event(left).await? {
+            Frame::Roster(p) if p.jid == jid => return Some(p),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_department_shown_to_itself_puts_its_members_on_each_others_rosters_live() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    for u in ["sue", "sam", "eve", "boss"] {
+        node.cli(&["user", "add", &format!("{u}@localhost"), "--password", "pw"]).success();
+    }
+    node.cli(&["user", "set", "boss@localhost", "--display-name", "The Boss"]).success();
+    node.cli(&["group", "add", "sales@localhost", "--name", "Sales", "--shown-to", "sales"]).success();
+    node.cli(&["group", "add", "board@localhost", "--name", "Board", "--shown-to", "sales"]).success();
+    node.cli(&["group", "member", "add", "board@localhost", "boss@localhost"]).success();
+    for u in ["sue", "sam"] {
+        node.cli(&["group", "member", "add", "sales@localhost", &format!("{u}@localhost")]).success();
+    }
+    let url = node.client_url();
+    let (ts, tm, te) = (
+        login(&url, "sue@localhost", "pw", "laptop").await,
+        login(&url, "sam@localhost", "pw", "laptop").await,
+        login(&url, "eve@localhost", "pw", "laptop").await,
+    );
+    // The node recompiles the directory just after each write: allow a moment.
+    let deadline = Instant::now() + WAIT;
+    let items = loop {
+        let items = roster(&url, &ts).await;
+        if items.len() == 2 || Instant::now() > deadline {
+            break items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sam = items.iter().find(|i| i.jid == "sam@localhost").expect("sam on sue's roster");
+    assert_eq!((sam.subscription.as_str(), sam.groups.clone()), ("both", vec!["Sales".to_string()]));
+    let boss = items.iter().find(|i| i.jid == "boss@localhost").expect("the board is shown to sales");
+    assert_eq!((boss.name.as_str(), boss.groups.clone()), ("The Boss", vec!["Board".to_string()]));
+    assert!(roster(&url, &te).await.is_empty(), "eve is in no group");
+
+    // Presence flows both ways without any subscription request.
+    let mut sue = Device::open(&url, &ts).await.unwrap();
+    sue.presence("available", "", 0).await;
+    let mut samd = Device::open(&url, &tm).await.unwrap();
+    samd.presence("away", "on a call", 0).await;
+    assert_eq!(sue.presence_from("sam@localhost", WAIT).await.expect("sam's presence").show, "away");
+    assert_eq!(samd.presence_from("sue@localhost", WAIT).await.expect("sue's presence").show, "available");
+
+    // Live: eve joins sales; sue's roster gains her, and her presence, at once.
+    let mut eve = Device::open(&url, &te).await.unwrap();
+    eve.presence("dnd", "", 0).await;
+    node.cli(&["group", "member", "add", "sales@localhost", "eve@localhost"]).success();
+    let push = roster_push(&mut sue, "eve@localhost").await.expect("a roster push for eve");
+    assert_eq!(push.item.map(|i| i.subscription), Some("both".to_string()));
+    assert_eq!(sue.presence_from("eve@localhost", WAIT).await.expect("eve's presence").show, "dnd");
+    assert_eq!(eve.presence_from("sue@localhost", WAIT).await.expect("sue's presence for eve").show, "available");
+
+    // A shared contact cannot be removed by the user.
+    let mut c = client(&url).await;
+    let err = c
+        .update_roster(authed(pb::RosterUpdate { op: Some(Op::Remove("eve@localhost".into())) }, &ts))
+        .await
+        .expect_err("a shared contact stays");
+    assert!(err.message().contains("shared group Sales"), "{err:?}");
+
+    // Sam leaves sales: gone from sue's roster, and his presence with him.
+    node.cli(&["group", "member", "remove", "sales@localhost", "sam@localhost"]).success();
+    let push = roster_push(&mut sue, "sam@localhost").await.expect("a roster push removing sam");
+    assert!(push.item.is_none(), "{push:?}");
+    assert_eq!(sue.presence_from("sam@localhost", WAIT).await.expect("sam unavailable").show, "unavailable");
+    assert!(!roster(&url, &ts).await.iter().any(|i| i.jid == "sam@localhost"));
+
+    // The policy hides: a barrier between sue and eve takes each off the other's roster.
+    node.cli(&["group", "add", "north@localhost"]).success();
+    node.cli(&["group", "member", "add", "north@localhost", "sue@localhost"]).success();
+    let file = dir.join("barrier.toml");
+    std::fs::write(&file, "[[barrier]]\nname = \"b\"\nbetween = [\"group:north\", \"user:eve@localhost\"]\n").unwrap();
+    node.cli(&["policy", "set", "localhost", file.to_str().unwrap()]).success();
+    let push = roster_push(&mut sue, "eve@localhost").await.expect("eve hidden by the barrier");
+    assert!(push.item.is_none(), "{push:?}");
+    assert_eq!(sue.presence_from("eve@localhost", WAIT).await.expect("eve unavailable").show, "unavailable");
+    assert!(!roster(&url, &te).await.iter().any(|i| i.jid == "sue@localhost"));
 }

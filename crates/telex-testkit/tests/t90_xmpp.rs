@@ -631,3 +631,33 @@ fn a_message_across_an_information_barrier_gets_policy_violation_with_the_rules_
     assert!(!inbox.contains("tip"), "a refused message was stored: {inbox}");
     healthy(&node);
 }
+
+#[test]
+fn a_shared_roster_group_and_the_directory_search_work_for_an_xmpp_client() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    users(&node, &["sue", "sam", "rita"]);
+    for (u, name) in [("sue", "Sue Smith"), ("sam", "Sam Seller"), ("rita", "Rita Research")] {
+        node.cli(&["user", "set", &format!("{u}@localhost"), "--display-name", name]).success();
+    }
+    node.cli(&["group", "add", "sales@localhost", "--name", "Sales", "--shown-to", "sales"]).success();
+    node.cli(&["group", "add", "research@localhost"]).success();
+    for (g, u) in [("sales", "sue"), ("sales", "sam"), ("research", "rita")] {
+        node.cli(&["group", "member", "add", &format!("{g}@localhost"), &format!("{u}@localhost")]).success();
+    }
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, "[[barrier]]\nname = \"wall\"\nbetween = [\"group:sales\", \"group:research\"]\n").unwrap();
+    node.cli(&["policy", "set", "localhost", policy.to_str().unwrap()]).success();
+    // Each node compiles the directory from its replica just after the write.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = scenario(&node, "directory", &["--user", "sue", "--peer", "sam", "--expect", "Sales", "--send", "s"]);
+    assert_ok(&out, "directory", &node);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // "Rita Research" matches "s" too, but the barrier hides her from sales.
+    assert!(stdout.contains("FOUND sam@localhost\n"), "{stdout}");
+    assert!(stdout.contains("FORM sam@localhost\n"), "{stdout}");
+    let native = node.cli(&["--user", "sue@localhost", "--password", "pw", "--json", "search", "s"]).success();
+    assert!(native.contains("sam@localhost") && !native.contains("rita@localhost"), "{native}");
+    healthy(&node);
+}
+

@@ -27,6 +27,7 @@ fn the_rendered_statefulset_survives_a_kill_and_a_rolling_restart() {
         "terminationGracePeriodSeconds": 20,
         "raft": { "shards": 8, "replicas": 3 },
         "config": { "limits": { "sends_per_second": 1000, "send_burst": 1000 } },
+        "admin": { "enabled": true, "token": telex_testkit::ADMIN_TOKEN },
     });
     let d = Deployment::from_chart(&render(&values));
 

@@ -12,6 +12,8 @@ import ssl
 import sys
 import time
 
+import xml.etree.ElementTree as ET
+
 import slixmpp
 from slixmpp.exceptions import IqError
 
@@ -303,6 +305,42 @@ async def refused(args):
     print(f"REFUSED {condition} {text}", flush=True)
     a.disconnect()
     print("OK refused", flush=True)
+
+
+async def directory(args):
+    """--user sees --peer through a shared roster group named --expect (subscription both,
+    presence, no request), then searches the directory (XEP-0055) for --send, plainly and with
+    a data form, and prints the JIDs found."""
+    a = Client(f"{args.user}@{args.domain}/dir", "pw")
+    b = Client(f"{args.peer}@{args.domain}/dir", "pw")
+    await a.start(args.host, args.port)
+    await b.start(args.host, args.port)
+    peer = f"{args.peer}@{args.domain}"
+    await until("the shared contact on the roster",
+                lambda: peer in a.client_roster and a.client_roster[peer]["subscription"] == "both")
+    if args.expect not in a.client_roster[peer]["groups"]:
+        fail(f"{peer} is in roster groups {a.client_roster[peer]['groups']}, not {args.expect}")
+    await until("the shared contact's presence", lambda: a.presences.get(peer) == "available")
+    search = "jabber:iq:search"
+    fields = await a.make_iq_get(queryxmlns=search, ito=args.domain).send(timeout=TIMEOUT)
+    q = fields.xml.find(f"{{{search}}}query")
+    if q is None or q.find(f"{{{search}}}nick") is None or q.find("{jabber:x:data}x") is None:
+        fail(f"search fields without nick or a form: {fields}")
+    query = ET.Element(f"{{{search}}}query")
+    ET.SubElement(query, f"{{{search}}}nick").text = args.send
+    found = await a.make_iq_set(sub=query, ito=args.domain).send(timeout=TIMEOUT)
+    jids = sorted(i.get("jid") for i in found.xml.iter(f"{{{search}}}item"))
+    print("FOUND " + ",".join(jids), flush=True)
+    query = ET.Element(f"{{{search}}}query")
+    form = ET.SubElement(query, "{jabber:x:data}x", type="submit")
+    for var, value in [("FORM_TYPE", search), ("nick", args.send)]:
+        ET.SubElement(ET.SubElement(form, "{jabber:x:data}field", var=var), "{jabber:x:data}value").text = value
+    found = await a.make_iq_set(sub=query, ito=args.domain).send(timeout=TIMEOUT)
+    jids = sorted(f.findtext("{jabber:x:data}value") for f in found.xml.iter("{jabber:x:data}field") if f.get("var") == "jid" and f.findtext("{jabber:x:data}value"))
+    print("FORM " + ",".join(jids), flush=True)
+    a.disconnect()
+    b.disconnect()
+    print("OK directory", flush=True)
 
 
 class MucClient(Client):
@@ -704,7 +742,7 @@ def main():
     p.add_argument("--debug", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR)
-    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "refused": refused, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin, "muc_voice": muc_voice}
+    scenarios = {"chat": chat, "resume": resume, "redirect": redirect, "bad_password": bad_password, "talk": talk, "refused": refused, "websocket": websocket, "muc": muc, "muc_refusals": muc_refusals, "muc_admin": muc_admin, "muc_voice": muc_voice, "directory": directory}
     asyncio.get_event_loop().run_until_complete(asyncio.wait_for(scenarios[args.scenario](args), 120))
 
 

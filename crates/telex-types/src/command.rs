@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::admin::AdminRecord;
 use crate::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, UserAttributes};
 use crate::records::{ArchivedMessage, Credentials, NodeRecord, TenantLimits, TokenRecord};
 use crate::room::{RoomChange, RoomEntry, RoomJid, RoomRecord};
@@ -169,6 +170,15 @@ pub enum Command {
         tenant: Option<Domain>,
         entry: AuditEntry,
     },
+    /// Meta group: creates or replaces an admin identity; with `only_first`, refused unless
+    /// there is none yet (the first start's super-admin).
+    PutAdmin {
+        record: AdminRecord,
+        only_first: bool,
+    },
+    RemoveAdmin {
+        name: String,
+    },
 }
 
 impl Command {
@@ -206,6 +216,8 @@ impl Command {
             Command::SetGroupMember { .. } => "set_group_member",
             Command::SetPolicy { .. } => "set_policy",
             Command::AppendAudit { .. } => "append_audit",
+            Command::PutAdmin { .. } => "put_admin",
+            Command::RemoveAdmin { .. } => "remove_admin",
         }
     }
 }

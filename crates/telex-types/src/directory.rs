@@ -168,6 +168,19 @@ pub struct DirectoryData {
     pub members: Vec<(GroupName, UserJid)>,
 }
 
+/// One change a directory sync makes to a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirectoryChange {
+    /// An account for a user the directory server has and Telex has not (its password set by
+    /// an admin, or checked by the directory server).
+    CreateUser(UserJid),
+    SetDisabled { user: UserJid, disabled: bool },
+    SetAttributes { user: UserJid, attributes: UserAttributes },
+    PutGroup(GroupRecord),
+    RemoveGroup(GroupName),
+    Member { group: GroupName, user: UserJid, member: bool },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,7 @@
 //!
 //! This crate does no I/O and depends on no runtime, storage or RPC crate.
 
+pub mod admin;
 pub mod command;
 pub mod directory;
 pub mod error;

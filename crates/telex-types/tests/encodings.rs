@@ -6,6 +6,7 @@
 //!
 //! When a pinned value changes on purpose, the failure message prints the new hex to paste.
 
+use telex_types::admin::{AdminRecord, AdminRole};
 use telex_types::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
 use telex_types::presence::{DevicePresence, Show};
 use telex_types::records::{
@@ -163,6 +164,18 @@ fn commands() -> Vec<(&'static str, Command)> {
                 after: "{}".into(),
             },
         },
+        Command::PutAdmin {
+            record: AdminRecord {
+                name: "ops".into(),
+                role: AdminRole::TenantAdmin,
+                tenant: Some(d.clone()),
+                token_hash: vec![7; 4],
+                created_at: 9,
+                by: "root".into(),
+            },
+            only_first: false,
+        },
+        Command::RemoveAdmin { name: "ops".into() },
     ];
     all.into_iter()
         .map(|c| {
@@ -198,6 +211,8 @@ fn commands() -> Vec<(&'static str, Command)> {
                 Command::SetGroupMember { .. } => "set_group_member",
                 Command::SetPolicy { .. } => "set_policy",
                 Command::AppendAudit { .. } => "append_audit",
+                Command::PutAdmin { .. } => "put_admin",
+                Command::RemoveAdmin { .. } => "remove_admin",
             };
             (name, c)
         })
@@ -374,6 +389,8 @@ const COMMANDS: &[(&str, &str)] = &[
     ("set_group_member", "031c0000000900000000000000782e6578616d706c65050000000000000073616c65730300000000000000626f620900000000000000782e6578616d706c6501"),
     ("set_policy", "031d0000000900000000000000782e6578616d706c65000000000000000008000000000000005b5b72756c655d5d0400000000000000726f6f740900000000000000010000000000000063"),
     ("append_audit", "031e000000010900000000000000782e6578616d706c65000000000000000009000000000000000400000000000000726f6f74090000000000000067726f75702e616464050000000000000073616c6573000000000000000002000000000000007b7d"),
+    ("put_admin", "031f00000003000000000000006f707301000000010900000000000000782e6578616d706c6504000000000000000707070709000000000000000400000000000000726f6f7400"),
+    ("remove_admin", "032000000003000000000000006f7073"),
 ];
 const RESPONSES: &[(&str, &str)] = &[
     ("done", "0300000000"),

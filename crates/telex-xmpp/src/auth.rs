@@ -74,8 +74,9 @@ pub async fn authenticate(
     wire: &mut Wire,
     auth: &Element,
     domain: &Domain,
-    plain_allowed: bool,
+    offered: &[&str],
 ) -> Outcome {
+    let plain_allowed = offered.contains(&"PLAIN");
     let mechanism = auth.attr("mechanism").unwrap_or_default();
     let text = auth.text();
     // "=" is an empty initial response (RFC 6120 §6.4.2).
@@ -86,9 +87,11 @@ pub async fn authenticate(
     let initial = String::from_utf8_lossy(&initial).into_owned();
     match mechanism {
         "PLAIN" if plain_allowed => plain(accounts, wire, &initial, domain).await,
-        "SCRAM-SHA-256" => scram(accounts, wire, Hash::Sha256, &initial, domain).await,
-        "SCRAM-SHA-1" => scram(accounts, wire, Hash::Sha1, &initial, domain).await,
-        "PLAIN" => fail(wire, "encryption-required", "PLAIN needs an encrypted stream").await,
+        "SCRAM-SHA-256" if offered.contains(&mechanism) => scram(accounts, wire, Hash::Sha256, &initial, domain).await,
+        "SCRAM-SHA-1" if offered.contains(&mechanism) => scram(accounts, wire, Hash::Sha1, &initial, domain).await,
+        "PLAIN" if offered.is_empty() || offered.iter().any(|m| m.starts_with("SCRAM")) => {
+            fail(wire, "encryption-required", "PLAIN needs an encrypted stream").await
+        }
         other => fail(wire, "invalid-mechanism", &format!("{other:?} is not offered")).await,
     }
 }

@@ -43,10 +43,38 @@ pub enum Request {
     VCardGet,
     /// The `<vCard/>` to store.
     VCardSet(Element),
+    /// XEP-0055: which fields a directory search takes.
+    SearchFields,
+    /// XEP-0055: a directory search.
+    Search(SearchQuery),
     /// A malformed request of a known kind.
     Bad(String),
     /// Anything else (answered `service-unavailable`).
     Unsupported,
+}
+
+/// A XEP-0055 search: each given field must be contained (case ignored) in the entry's;
+/// `form` when it came as a data form (XEP-0004), which the answer then is too.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SearchQuery {
+    pub first: String,
+    pub last: String,
+    pub nick: String,
+    pub email: String,
+    pub form: bool,
+}
+
+impl SearchQuery {
+    /// The longest value given, for the directory's own search to narrow on.
+    pub fn key(&self) -> &str {
+        [&self.first, &self.last, &self.nick, &self.email].into_iter().max_by_key(|v| v.len()).map_or("", |v| v)
+    }
+
+    /// Whether an entry with this display name and email matches every field given.
+    pub fn matches(&self, name: &str, email: &str) -> bool {
+        let has = |hay: &str, needle: &str| needle.is_empty() || hay.to_lowercase().contains(&needle.to_lowercase());
+        has(name, &self.first) && has(name, &self.last) && has(name, &self.nick) && has(email, &self.email)
+    }
 }
 
 /// A XEP-0313 query with XEP-0059 paging.
@@ -87,8 +115,108 @@ pub fn request(kind: &str, payload: Option<&Element>) -> Request {
         ("set", "unblock", ns::BLOCKING) => Request::Unblock { jids: item_jids(p) },
         ("get", "vCard", ns::VCARD) => Request::VCardGet,
         ("set", "vCard", ns::VCARD) => Request::VCardSet(p.clone()),
+        ("get", "query", ns::SEARCH) => Request::SearchFields,
+        ("set", "query", ns::SEARCH) => search(p),
         _ => Request::Unsupported,
     }
+}
+
+const SEARCH_FIELDS: [(&str, &str); 4] =
+    [("first", "Given name"), ("last", "Family name"), ("nick", "Name"), ("email", "Email")];
+/// Longest value of one search field.
+const MAX_SEARCH_FIELD: usize = 256;
+
+fn search(q: &Element) -> Request {
+    let mut query = SearchQuery::default();
+    let mut set = |name: &str, value: String| -> Result<(), String> {
+        if value.len() > MAX_SEARCH_FIELD {
+            return Err(format!("the {name} field is longer than {MAX_SEARCH_FIELD} bytes"));
+        }
+        match name {
+            "first" => query.first = value,
+            "last" => query.last = value,
+            "nick" => query.nick = value,
+            "email" => query.email = value,
+            _ => {}
+        }
+        Ok(())
+    };
+    let result = match q.elements().find(|e| e.name == "x" && e.attr("xmlns") == Some(ns::DATA)) {
+        Some(form) => form
+            .elements()
+            .filter(|f| f.name == "field")
+            .filter_map(|f| Some((f.attr("var")?.to_string(), f.child("value").map(|v| v.text()).unwrap_or_default())))
+            .try_for_each(|(var, value)| set(&var, value.trim().to_string())),
+        None => q.elements().try_for_each(|e| set(&e.name, e.text().trim().to_string())),
+    };
+    if let Err(text) = result {
+        return Request::Bad(text);
+    }
+    let form = q.elements().any(|e| e.name == "x" && e.attr("xmlns") == Some(ns::DATA));
+    let query = SearchQuery { form, ..query };
+    if query.key().is_empty() {
+        return Request::Bad("a search needs at least one of first, last, nick or email".into());
+    }
+    Request::Search(query)
+}
+
+fn field(var: &str, label: &str, kind: &str, value: Option<&str>) -> Node {
+    let mut attrs = vec![("var", var), ("type", kind)];
+    if !label.is_empty() {
+        attrs.push(("label", label));
+    }
+    let children = value.map(|v| vec![text_el("value", v)]).unwrap_or_default();
+    Node::Element(el("field", &attrs, children))
+}
+
+/// XEP-0055 §2: the fields a search takes, both as plain elements and as a data form.
+pub fn search_fields() -> Element {
+    let mut children = vec![text_el("instructions", "Search your company's directory by name or email.")];
+    children.extend(SEARCH_FIELDS.iter().map(|(f, _)| Node::Element(el(f, &[], vec![]))));
+    let mut form = vec![
+        text_el("title", "Directory search"),
+        text_el("instructions", "Search your company's directory by name or email."),
+        field("FORM_TYPE", "", "hidden", Some(ns::SEARCH)),
+    ];
+    form.extend(SEARCH_FIELDS.iter().map(|(f, label)| field(f, label, "text-single", None)));
+    children.push(Node::Element(el("x", &[("xmlns", ns::DATA), ("type", "form")], form)));
+    el("query", &[("xmlns", ns::SEARCH)], children)
+}
+
+/// One person found: JID, display name (split into first and last at the first space) and
+/// email.
+pub struct Found<'a> {
+    pub jid: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+}
+
+/// XEP-0055 §2/§3: the results, as `<item/>`s or, for a data-form search, as a result form.
+pub fn search_results(found: &[Found<'_>], form: bool) -> Element {
+    let split = |name: &str| -> (String, String) {
+        match name.trim().split_once(' ') {
+            Some((f, l)) => (f.to_string(), l.trim().to_string()),
+            None => (name.trim().to_string(), String::new()),
+        }
+    };
+    if !form {
+        let items = found.iter().map(|f| {
+            let (first, last) = split(f.name);
+            let fields = [("first", first.as_str()), ("last", last.as_str()), ("nick", f.name), ("email", f.email)];
+            Node::Element(el("item", &[("jid", f.jid)], fields.iter().map(|(n, v)| text_el(n, v)).collect()))
+        });
+        return el("query", &[("xmlns", ns::SEARCH)], items.collect());
+    }
+    let mut reported = vec![field("jid", "JID", "jid-single", None)];
+    reported.extend(SEARCH_FIELDS.iter().map(|(f, label)| field(f, label, "text-single", None)));
+    let mut children = vec![field("FORM_TYPE", "", "hidden", Some(ns::SEARCH)), Node::Element(el("reported", &[], reported))];
+    for f in found {
+        let (first, last) = split(f.name);
+        let values = [("jid", f.jid), ("first", first.as_str()), ("last", last.as_str()), ("nick", f.name), ("email", f.email)];
+        let fields = values.iter().map(|(var, v)| Node::Element(el("field", &[("var", var)], vec![text_el("value", v)])));
+        children.push(Node::Element(el("item", &[], fields.collect())));
+    }
+    el("query", &[("xmlns", ns::SEARCH)], vec![Node::Element(el("x", &[("xmlns", ns::DATA), ("type", "result")], children))])
 }
 
 fn item_jids(p: &Element) -> Vec<String> {
@@ -196,6 +324,7 @@ pub const SERVER_FEATURES: &[&str] = &[
     ns::OFFLINE,
     ns::MAM,
     ns::VCARD,
+    ns::SEARCH,
     ns::ROSTER,
     ns::SM,
     ns::DELAY,

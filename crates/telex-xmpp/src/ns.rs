@@ -23,6 +23,7 @@ pub const DATA: &str = "jabber:x:data";
 pub const STANZA_ID: &str = "urn:xmpp:sid:0";
 pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const VCARD: &str = "vcard-temp";
+pub const SEARCH: &str = "jabber:iq:search";
 pub const OFFLINE: &str = "msgoffline";
 pub const CSI: &str = "urn:xmpp:csi:0";
 pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";

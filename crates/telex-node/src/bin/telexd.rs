@@ -85,6 +85,10 @@ struct Args {
     /// themselves [default: 30].
     #[arg(long, env = "TELEX_BALANCE_LEADERS_AFTER_SECS")]
     balance_leaders_after_secs: Option<u64>,
+    /// A super-admin token for the admin API (at least 16 characters), accepted on every node
+    /// configured with it; without one, the first start writes a token to DATA_DIR/admin-token.
+    #[arg(long, env = "TELEX_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "TELEX_LOG_FORMAT")]
     log_format: Option<String>,
@@ -172,6 +176,9 @@ fn load(args: Args) -> Result<Config, String> {
     }
     if let Some(v) = args.log_format {
         config.log.format = v;
+    }
+    if let Some(v) = args.admin_token {
+        config.auth.admin_token = v;
     }
     config.validate().map_err(|e| format!("invalid configuration: {e}"))?;
     Ok(config)

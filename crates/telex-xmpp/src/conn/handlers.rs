@@ -246,6 +246,19 @@ impl Xmpp {
                 Ok(()) => ok(None),
                 Err(err) => fail(err),
             },
+            Request::SearchFields => ok(Some(iq::search_fields())),
+            Request::Search(q) => {
+                let people = self.core.search_directory(&user, q.key(), telex_session::MAX_SEARCH);
+                let jids: Vec<String> = people.iter().map(|(j, _)| j.to_string()).collect();
+                let found: Vec<iq::Found<'_>> = people
+                    .iter()
+                    .zip(&jids)
+                    // The address counts as a name too (not everyone has a display name).
+                    .filter(|((_, a), jid)| q.matches(&format!("{} {jid}", a.display_name), &a.email))
+                    .map(|((_, a), jid)| iq::Found { jid, name: &a.display_name, email: &a.email })
+                    .collect();
+                ok(Some(iq::search_results(&found, q.form)))
+            }
             Request::Bad(text) => error_reply(e, &me, &account, "modify", "bad-request", &text),
             Request::Unsupported => error_reply(e, &me, &account, "cancel", "service-unavailable", "not supported"),
         }

@@ -25,7 +25,7 @@ impl Xmpp {
         &self,
         wire: &mut Wire,
         opened: &mut bool,
-        features: impl FnOnce(&Wire) -> Vec<Node>,
+        features: impl FnOnce(&Wire, &Domain) -> Vec<Node>,
     ) -> Result<Domain, End> {
         let header = match wire.read().await? {
             Some(Event::StreamOpen(h)) => h,
@@ -49,7 +49,7 @@ impl Xmpp {
         if !served {
             return Err(stream_error("host-unknown", format!("{domain} is not served here")));
         }
-        let features = features(wire);
+        let features = features(wire, &domain);
         wire.send(&el("stream:features", &[], features));
         wire.flush().await?;
         Ok(domain)
@@ -67,9 +67,15 @@ impl Xmpp {
                 wire.is_websocket(),
             );
             let (must_tls, offer_tls) = (offer.tls_required, offer.starttls);
-            let plain_allowed = offer.mechanisms.contains(&"PLAIN");
+            let directory = self.core.directory();
+            let mut offered = offer.mechanisms.clone();
             let domain = self
-                .open_stream(wire, opened, |_| {
+                .open_stream(wire, opened, |_, domain| {
+                    // A tenant whose passwords an LDAP server checks can only take PLAIN: SCRAM
+                    // needs a key derived from the password, which is not stored here.
+                    if directory.passwords_elsewhere(domain) {
+                        offered.retain(|m| *m == "PLAIN");
+                    }
                     let mut f = Vec::new();
                     if offer.starttls {
                         let required =
@@ -77,7 +83,7 @@ impl Xmpp {
                         f.push(Node::Element(el("starttls", &[("xmlns", ns::TLS)], required)));
                     }
                     if !offer.tls_required {
-                        let mechs = offer.mechanisms.iter().map(|m| text_el("mechanism", m)).collect();
+                        let mechs = offered.iter().map(|m| text_el("mechanism", m)).collect();
                         f.push(Node::Element(el("mechanisms", &[("xmlns", ns::SASL)], mechs)));
                     }
                     f
@@ -102,8 +108,7 @@ impl Xmpp {
                         continue 'stream;
                     }
                     ("auth", Some(ns::SASL)) if !must_tls => {
-                        let directory = self.core.directory();
-                        match auth::authenticate(directory, wire, &e, &domain, plain_allowed).await {
+                        match auth::authenticate(directory, wire, &e, &domain, &offered).await {
                             auth::Outcome::Success(jid) => {
                                 wire.restart();
                                 return Ok((jid, domain));
@@ -136,7 +141,7 @@ impl Xmpp {
     pub(super) async fn bind(&self, wire: &mut Wire, jid: &UserJid, domain: &Domain) -> Result<Session, End> {
         let mut opened = true;
         let d = self
-            .open_stream(wire, &mut opened, |_| {
+            .open_stream(wire, &mut opened, |_, _| {
                 vec![
                     Node::Element(el("bind", &[("xmlns", ns::BIND)], vec![])),
                     Node::Element(el(
