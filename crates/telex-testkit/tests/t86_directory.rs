@@ -140,7 +140,7 @@ fn an_admin_publishes_a_policy_that_is_enforced_versioned_and_audited() {
         assert!(audit.contains(&format!(r#""action":"{action}""#)), "{action} not audited: {audit}");
     }
     assert!(!audit.contains("group.remove"), "a refused removal is not audited: {audit}");
-    let text = node.cli(&["audit", "list", "localhost", "--since", "1h", "--actor", "operator"]).success();
+    let text = node.cli(&["audit", "list", "localhost", "--since", "1h", "--actor", "bootstrap"]).success();
     assert!(text.lines().count() >= 10, "{text}");
 }
 
