@@ -35,6 +35,7 @@ BAD_VALUES = [
     {"bootstrapTenant": "Not A Domain"},
     {"certManager": {"enabled": True, "issuerRef": {"name": ""}}},
     {"unknownKey": 1},
+    {"admin": {"enabled": True, "token": "too-short"}},
 ]
 
 

@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use telex_policy::directory::DirectoryView;
 use telex_policy::rules::{Explanation, PolicyAction, TenantPolicy, ACTIONS};
-use telex_raft::reads;
+use telex_raft::reads::{self, Query};
+use telex_types::room::{Affiliation, RoomRecord};
+use telex_types::roster::RosterItem;
 use telex_types::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
 use telex_types::{Command, Domain, TelexError, UserJid, META_GROUP};
 
 use crate::{now_ms, Accounts};
+
+/// Most lines `policy_impact` lists.
+const MAX_IMPACT: usize = 1000;
 
 /// A group as shown to admins: its record and its direct members.
 #[derive(Clone, Debug)]
@@ -157,6 +162,75 @@ impl Accounts {
     pub fn check_policy(&self, tenant: &Domain, text: &str) -> Result<TenantPolicy, TelexError> {
         TenantPolicy::compile(tenant.clone(), 0, text, self.view(tenant)?)
             .map_err(|e| TelexError::invalid(e.to_string()))
+    }
+
+    /// What `text` would cut if it replaced the policy in force: roster contacts whose
+    /// presence or messages it would stop, shared-roster contacts it would hide, room members
+    /// it would keep apart, and users with more of `sessions` (user, devices connected) than
+    /// it allows. One line each, at most `MAX_IMPACT` (then a count of the rest).
+    pub async fn policy_impact(
+        &self,
+        tenant: &Domain,
+        text: &str,
+        sessions: &[(UserJid, usize)],
+    ) -> Result<Vec<String>, TelexError> {
+        let new = self.check_policy(tenant, text)?;
+        let old_text = reads::policy(self.groups.store(), tenant, None)?.map(|p| p.text).unwrap_or_default();
+        let old = self.check_policy(tenant, &old_text)?;
+        let newly = |s: &UserJid, a: PolicyAction, o: &UserJid| match (old.check(s, a, o), new.check(s, a, o)) {
+            (Ok(()), Err(r)) => Some(r.rule),
+            _ => None,
+        };
+        let mut lines = Vec::new();
+        for account in self.users(tenant.as_str())? {
+            let user = &account.jid;
+            let shard = self.groups.shard_of(user);
+            let roster: Vec<(UserJid, RosterItem)> = self.groups.read(shard, Query::Roster(user.clone())).await?;
+            for (contact, item) in &roster {
+                if item.subscription.has_to() {
+                    if let Some(rule) = newly(user, PolicyAction::See, contact) {
+                        lines.push(format!("roster: {user} would no longer see {contact}'s presence (rule {rule})"));
+                    }
+                }
+                if let Some(rule) = newly(user, PolicyAction::Message, contact) {
+                    lines.push(format!("roster: {user} could no longer message {contact} (rule {rule})"));
+                }
+            }
+            let after = new.shared_roster(user);
+            for contact in old.shared_roster(user).keys().filter(|c| !after.contains_key(*c)) {
+                lines.push(format!("shared roster: {contact} would leave {user}'s roster"));
+            }
+        }
+        for shard in telex_types::shard::shard_groups(self.groups.shards()) {
+            let rooms: Vec<RoomRecord> = self.groups.read(shard, Query::Rooms(tenant.clone())).await?;
+            for room in rooms {
+                let members: Vec<&UserJid> =
+                    room.affiliations.iter().filter(|(_, a)| **a != Affiliation::Outcast).map(|(u, _)| u).collect();
+                for (i, a) in members.iter().enumerate() {
+                    for b in members.iter().skip(i + 1) {
+                        if let Some(rule) = newly(a, PolicyAction::JoinRoom, b) {
+                            lines.push(format!(
+                                "room {}: members {a} and {b} would be kept apart (rule {rule}); they stay members until removed",
+                                room.room
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for (user, connected) in sessions {
+            if let Some(max) = new.max_sessions(user).filter(|m| (*m as usize) < *connected) {
+                lines.push(format!(
+                    "sessions: {user} has {connected} devices connected here, the new limit is {max} (new sessions are refused until fewer are)"
+                ));
+            }
+        }
+        if lines.len() > MAX_IMPACT {
+            let more = lines.len() - MAX_IMPACT;
+            lines.truncate(MAX_IMPACT);
+            lines.push(format!("... and {more} more"));
+        }
+        Ok(lines)
     }
 
     /// Stores a new version of the tenant's policy, if it compiles; its number.

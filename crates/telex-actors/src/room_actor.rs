@@ -73,7 +73,7 @@ struct Inner {
 
 impl RoomHub {
     pub fn new(hub: Hub, store: Arc<dyn RoomStore>, limits: RoomLimits) -> RoomHub {
-        let rooms = Arc::new(Rooms::new(store.clone(), limits));
+        let rooms = Arc::new(Rooms::new(store.clone(), limits, hub.policies.clone()));
         RoomHub(Arc::new(Inner { actors: DashMap::new(), rooms, store, hub }))
     }
 
@@ -526,6 +526,10 @@ impl RoomActor {
         // A refresh and a presence change do not ask for the password again.
         let password = if history.is_none() || already.is_some() { record.config.password.as_str() } else { &password };
         let role = muc::may_enter(&record, &user, &nick, password, &nicks, users).map_err(|r| r.to_error())?;
+        if already.is_none() {
+            // Barriers hold in rooms too: not in a room with someone the policy keeps apart.
+            self.hubs.0.rooms.policy_allows_joining(&user, &record, self.occupants.keys().map(|(u, _)| u))?;
+        }
         if already.as_ref().is_some_and(|old| *old != nick) {
             // A new nickname: out under the old one, in under the new one.
             if let Some(p) = self.occupants.remove(&key) {

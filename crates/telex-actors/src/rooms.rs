@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-
+use telex_policy::rules::PolicyAction;
 use telex_types::records::server_id;
 use telex_types::room::{Affiliation, EntryKind, RoomChange, RoomConfig, RoomEntry, RoomJid, RoomRecord};
 use telex_types::{Domain, TelexError, UserJid};
@@ -75,6 +75,8 @@ pub struct Rooms {
     store: Arc<dyn RoomStore>,
     limits: RoomLimits,
     buckets: DashMap<(RoomJid, UserJid), (TokenBucket, Instant)>,
+    /// The tenants' policies: who may create, join and invite (barriers hold in rooms too).
+    policies: Arc<crate::policies::PolicyCache>,
 }
 
 fn now_ms() -> u64 {
@@ -82,8 +84,29 @@ fn now_ms() -> u64 {
 }
 
 impl Rooms {
-    pub fn new(store: Arc<dyn RoomStore>, limits: RoomLimits) -> Self {
-        Rooms { store, limits, buckets: DashMap::new() }
+    pub fn new(store: Arc<dyn RoomStore>, limits: RoomLimits, policies: Arc<crate::policies::PolicyCache>) -> Self {
+        Rooms { store, limits, buckets: DashMap::new(), policies }
+    }
+
+    /// Whether the tenant's policy lets `user` be in `room` with the room's members and
+    /// `others` (its occupants): a rule on joining, or a barrier between `user` and any of
+    /// them, refuses it.
+    pub(crate) fn policy_allows_joining<'a>(
+        &self,
+        user: &UserJid,
+        record: &RoomRecord,
+        others: impl IntoIterator<Item = &'a UserJid>,
+    ) -> Result<(), TelexError> {
+        let members = record.affiliations.iter().filter(|(_, a)| **a != Affiliation::Outcast).map(|(u, _)| u);
+        for other in members.chain(others).filter(|o| *o != user) {
+            if let Some(refusal) = self.policies.check(user, PolicyAction::JoinRoom, other) {
+                return Err(refusal.to_error());
+            }
+        }
+        match self.policies.check(user, PolicyAction::JoinRoom, user) {
+            Some(refusal) => Err(refusal.to_error()),
+            None => Ok(()),
+        }
     }
 
     /// Takes a token of `by`'s bucket for `room`, or says when to retry.
@@ -127,6 +150,9 @@ impl Rooms {
             return Err(Refusal::NotAllowed(msg).to_error());
         }
         config.validate()?;
+        if let Some(refusal) = self.policies.check(by, PolicyAction::CreateRoom, by) {
+            return Err(refusal.to_error());
+        }
         let count = self.store.rooms(room.tenant()).await?.len();
         if count >= self.limits.rooms_per_tenant {
             let msg = format!("{} has {count} rooms, as many as it may have", room.tenant());
@@ -353,6 +379,10 @@ impl Rooms {
             return Err(TelexError::invalid(format!("{invitee} is not a user of {}", room.tenant())));
         }
         muc::may_invite(&record, record.affiliation(by)).map_err(|r| r.to_error())?;
+        if let Some(refusal) = self.policies.check(by, PolicyAction::Invite, invitee) {
+            return Err(refusal.to_error());
+        }
+        self.policy_allows_joining(invitee, &record, [])?;
         match record.affiliation(invitee) {
             Some(Affiliation::Outcast) => {
                 Err(Refusal::NotAllowed(format!("{invitee} is banned from this room")).to_error())
@@ -381,6 +411,7 @@ impl Rooms {
             None if !record.config.password.is_empty() => return Err(Refusal::WrongPassword.to_error()),
             None => {}
         }
+        self.policy_allows_joining(by, &record, [])?;
         if record.members().count() >= record.config.max_members as usize {
             return Err(Refusal::Full.to_error());
         }

@@ -18,11 +18,18 @@ use telex_types::admin::{Access, Scope};
 
 pub struct DirectoryService {
     accounts: Arc<Accounts>,
+    /// This node's sessions, for what a policy's session limits would cut.
+    hub: Option<telex_session::Hub>,
 }
 
 impl DirectoryService {
     pub fn new(accounts: Arc<Accounts>) -> Self {
-        DirectoryService { accounts }
+        DirectoryService { accounts, hub: None }
+    }
+
+    pub fn with_sessions(mut self, hub: telex_session::Hub) -> Self {
+        self.hub = Some(hub);
+        self
     }
 }
 
@@ -162,11 +169,17 @@ impl Directory for DirectoryService {
         let (who, t) = allow_tenant(&r, Access::Write, &r.get_ref().tenant)?;
         let q = r.into_inner();
         if q.dry_run {
-            self.accounts.check_policy(&t, &q.text).map_err(to_status)?;
+            let mut connected: std::collections::BTreeMap<UserJid, usize> = Default::default();
+            for s in self.hub.iter().flat_map(|h| h.sessions(None)).filter(|s| s.user.domain() == &t) {
+                *connected.entry(s.user).or_default() += 1;
+            }
+            let sessions: Vec<(UserJid, usize)> = connected.into_iter().collect();
+            let impact = self.accounts.policy_impact(&t, &q.text, &sessions).await.map_err(to_status)?;
             return Ok(Response::new(pb::PolicyInfo {
                 version: 0,
                 text: q.text,
                 comment: q.comment,
+                impact,
                 ..Default::default()
             }));
         }

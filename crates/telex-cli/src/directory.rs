@@ -298,11 +298,13 @@ struct PolicyOut {
     at_ms: u64,
     comment: String,
     text: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    impact: Vec<String>,
 }
 
 impl From<pb::PolicyInfo> for PolicyOut {
     fn from(p: pb::PolicyInfo) -> Self {
-        PolicyOut { version: p.version, by: p.by, at_ms: p.at_ms, comment: p.comment, text: p.text }
+        PolicyOut { version: p.version, by: p.by, at_ms: p.at_ms, comment: p.comment, text: p.text, impact: p.impact }
     }
 }
 
@@ -330,7 +332,15 @@ pub async fn policy(cli: &Cli, cmd: &PolicyCmd) -> CliResult {
             );
             emit(cli.json, &out, || {
                 if *dry_run {
-                    format!("{file}: the policy compiles against {domain}'s directory (not applied)")
+                    let mut lines = vec![format!("{file}: the policy compiles against {domain}'s directory (not applied)")];
+                    match out.impact.len() {
+                        0 => lines.push("it would cut nothing that exists now".into()),
+                        n => {
+                            lines.push(format!("it would cut {n}:"));
+                            lines.extend(out.impact.iter().map(|l| format!("  {l}")));
+                        }
+                    }
+                    lines.join("\n")
                 } else {
                     format!("policy version {} of {domain} in force", out.version)
                 }

@@ -237,7 +237,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         auth.clone(),
     );
     let directory_admin = telex_proto::v1::directory_server::DirectoryServer::with_interceptor(
-        telex_api::DirectoryService::new(accounts.clone()),
+        telex_api::DirectoryService::new(accounts.clone()).with_sessions(messaging.hub().clone()),
         auth,
     );
     let grpc = Server::builder()

@@ -164,11 +164,7 @@ pub fn decide(subject: &UserJid, action: Action, object: &UserJid, facts: &Facts
     }
     if let Some(refusal) = &facts.policy {
         // After isolation, before the rest: an admin's rule outranks a user's own settings.
-        let m = if refusal.description.is_empty() {
-            format!("refused by the policy rule {}", refusal.rule)
-        } else {
-            refusal.description.clone()
-        };
+        let m = refusal.message();
         return match action {
             // What the other side would learn from an answer, it learns nothing of.
             Signal | SeePresence | Subscribe => drop_silently(Rule::TenantPolicy, m),

@@ -128,6 +128,22 @@ pub struct PolicyRefusal {
     pub description: String,
 }
 
+impl PolicyRefusal {
+    /// What the user is told: the rule's description, or its name when it has none.
+    pub fn message(&self) -> String {
+        if self.description.is_empty() {
+            format!("refused by the policy rule {}", self.rule)
+        } else {
+            self.description.clone()
+        }
+    }
+
+    /// As an error (`PolicyDenied`; XMPP `policy-violation`), for calls outside `decide`.
+    pub fn to_error(&self) -> telex_types::TelexError {
+        telex_types::TelexError::new(telex_types::ErrorCode::PolicyDenied, self.message())
+    }
+}
+
 /// Why a check came out as it did (`telex policy test`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {

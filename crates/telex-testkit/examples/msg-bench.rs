@@ -37,6 +37,58 @@ struct Args {
     /// Keep every group led by node 1 (a fresh cluster) instead of spreading the leaders.
     #[arg(long)]
     no_rebalance: bool,
+    /// Give the tenant a realistic directory and policy first: the senders and receivers in
+    /// 50 departments, 20 more groups, 10 information barriers and 90 deny rules that the
+    /// benchmark's messages pass (so each send evaluates them all).
+    #[arg(long)]
+    policy: bool,
+}
+
+/// The directory and policy of `--policy`.
+async fn realistic_policy(url: String, pairs: usize) -> anyhow::Result<()> {
+    use telex_proto::v1::directory_client::DirectoryClient;
+    let mut d = DirectoryClient::new(telex_testkit::admin_channel(url).await?);
+    let group = |name: String| pb::PutGroupRequest { tenant: "localhost".into(), name, ..Default::default() };
+    let member = |group: String, jid: String| pb::GroupMemberRequest {
+        tenant: "localhost".into(),
+        group,
+        jid,
+        member: true,
+    };
+    for g in 0..50 {
+        d.put_group(group(format!("dept{g}"))).await?;
+    }
+    for h in 0..20 {
+        d.put_group(group(format!("team{h}"))).await?;
+        for k in 0..5 {
+            d.set_group_member(member(format!("team{h}"), format!("x{h}-{k}@localhost"))).await?;
+        }
+    }
+    for i in 0..pairs {
+        d.set_group_member(member(format!("dept{}", i % 50), format!("s{i}@localhost"))).await?;
+        d.set_group_member(member(format!("dept{}", (i + 25) % 50), format!("r{i}@localhost"))).await?;
+    }
+    let mut text = String::new();
+    for b in 0..10 {
+        text += &format!(
+            "[[barrier]]\nname = \"wall{b}\"\nbetween = [\"group:team{}\", \"group:team{}\"]\ndescription = \"kept apart\"\n\n",
+            2 * b,
+            2 * b + 1
+        );
+    }
+    for r in 0..90 {
+        text += &format!(
+            "[[rule]]\nname = \"rule{r}\"\neffect = \"deny\"\nactions = [\"message\"]\nfrom = [\"group:team{}\"]\nexcept_from = [\"attr:title=Manager\"]\nto = [\"group:dept{}\", \"attr:department=Board\"]\ndescription = \"no\"\n\n",
+            r % 20,
+            r % 50
+        );
+    }
+    let req = pb::SetPolicyRequest { tenant: "localhost".into(), text, comment: "msg-bench".into(), dry_run: false };
+    let v = d.set_policy(req).await?.into_inner().version;
+    eprintln!("policy version {v}: 10 barriers, 90 rules over 70 groups");
+    // Each node compiles it from its replica just after the write.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
 }
 
 fn now_ms() -> u64 {
@@ -79,6 +131,9 @@ async fn main() -> anyhow::Result<()> {
             let req = pb::AddUserRequest { jid: format!("{side}{i}@localhost"), password: "pw".into() };
             admin.add_user(req).await?;
         }
+    }
+    if args.policy {
+        realistic_policy(nodes[0].admin_url(), args.pairs).await?;
     }
     let urls: Vec<String> = nodes.iter().map(|n| n.client_url()).collect();
     let ack_hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));

@@ -45,19 +45,24 @@ pub const ADMIN_TOKEN: &str = "testkit-super-admin-token";
 type TokenFn = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 
 /// An admin API client that sends [`ADMIN_TOKEN`].
-pub type AdminApi = telex_proto::v1::admin_client::AdminClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFn>,
->;
+pub type AdminApi = telex_proto::v1::admin_client::AdminClient<AdminChannel>;
 
 fn add_admin_token(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     r.metadata_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().expect("ascii token"));
     Ok(r)
 }
 
+/// A channel to a node's admin listener that sends [`ADMIN_TOKEN`] with every call.
+pub type AdminChannel = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, TokenFn>;
+
+pub async fn admin_channel(url: impl Into<String>) -> Result<AdminChannel, tonic::transport::Error> {
+    let channel = tonic::transport::Channel::from_shared(url.into()).expect("admin url").connect().await?;
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, add_admin_token as TokenFn))
+}
+
 /// Connects to a node's admin API as the test's super-admin.
 pub async fn admin_client(url: impl Into<String>) -> Result<AdminApi, tonic::transport::Error> {
-    let channel = tonic::transport::Channel::from_shared(url.into()).expect("admin url").connect().await?;
-    Ok(telex_proto::v1::admin_client::AdminClient::with_interceptor(channel, add_admin_token as TokenFn))
+    Ok(telex_proto::v1::admin_client::AdminClient::new(admin_channel(url).await?))
 }
 
 /// A `telexd` child process with its own data directory.

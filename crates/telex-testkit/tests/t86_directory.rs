@@ -234,3 +234,56 @@ async fn a_department_shown_to_itself_puts_its_members_on_each_others_rosters_li
     assert_eq!(sue.presence_from("eve@localhost", WAIT).await.expect("eve unavailable").show, "unavailable");
     assert!(!roster(&url, &te).await.iter().any(|i| i.jid == "sue@localhost"));
 }
+
+#[test]
+fn a_barrier_keeps_people_out_of_each_others_rooms_and_the_dry_run_says_what_it_would_cut() {
+    let (_tmp, dir) = data_dir();
+    let node = Telexd::start(&dir, &["--shards", "8"]);
+    for u in ["rita", "tom", "ann"] {
+        node.cli(&["user", "add", &format!("{u}@localhost"), "--password", "pw"]).success();
+    }
+    let as_user = |u: &str, args: &[&str]| {
+        node.cli(&[&["--user", &format!("{u}@localhost"), "--password", "pw"][..], args].concat())
+    };
+    // Before any policy: rita and tom are contacts and share a room.
+    as_user("rita", &["roster", "add", "tom@localhost"]).success();
+    as_user("tom", &["roster", "approve", "rita@localhost"]).success();
+    as_user("tom", &["room", "create", "desk@conference.localhost"]).success();
+    as_user("rita", &["room", "join", "desk@conference.localhost"]).success();
+    for (g, u) in [("research", "rita"), ("trading", "tom")] {
+        node.cli(&["group", "add", &format!("{g}@localhost")]).success();
+        node.cli(&["group", "member", "add", &format!("{g}@localhost"), &format!("{u}@localhost")]).success();
+    }
+    let file = dir.join("wall.toml");
+    std::fs::write(
+        &file,
+        "[[barrier]]\nname = \"wall\"\nbetween = [\"group:research\", \"group:trading\"]\ndescription = \"Research and trading are kept apart\"\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let dry = node.cli(&["policy", "set", "localhost", f, "--dry-run"]).success();
+    for line in [
+        "roster: rita@localhost would no longer see tom@localhost's presence (rule wall)",
+        "roster: rita@localhost could no longer message tom@localhost (rule wall)",
+        "room desk@conference.localhost: members rita@localhost and tom@localhost would be kept apart (rule wall)",
+    ] {
+        assert!(dry.contains(line), "{line:?} not in:\n{dry}");
+    }
+    node.cli(&["policy", "set", "localhost", f]).success();
+    std::thread::sleep(Duration::from_millis(500));
+    as_user("ann", &["room", "create", "lunch@conference.localhost"]).success();
+    as_user("rita", &["room", "join", "lunch@conference.localhost"]).success();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let out = as_user("tom", &["room", "join", "lunch@conference.localhost"]);
+        if !out.ok {
+            out.failure("policy denied: Research and trading are kept apart");
+            break;
+        }
+        assert!(Instant::now() < deadline, "tom joined a room with rita across the barrier");
+        as_user("tom", &["room", "leave", "lunch@conference.localhost"]).success();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let none = node.cli(&["policy", "set", "localhost", f, "--dry-run"]).success();
+    assert!(none.contains("it would cut nothing that exists now"), "{none}");
+}
