@@ -94,7 +94,7 @@ impl Rooms {
     pub(crate) fn policy_allows_joining<'a>(
         &self,
         user: &UserJid,
-        record: &RoomRecord,
+        record: &'a RoomRecord,
         others: impl IntoIterator<Item = &'a UserJid>,
     ) -> Result<(), TelexError> {
         let members = record.affiliations.iter().filter(|(_, a)| **a != Affiliation::Outcast).map(|(u, _)| u);

@@ -60,7 +60,7 @@ fn group_out(g: GroupListing) -> pb::DirectoryGroup {
 }
 
 fn policy_out(p: PolicyVersion) -> pb::PolicyInfo {
-    pb::PolicyInfo { version: p.version, text: p.text, by: p.by, at_ms: p.at, comment: p.comment }
+    pb::PolicyInfo { version: p.version, text: p.text, by: p.by, at_ms: p.at, comment: p.comment, impact: Vec::new() }
 }
 
 impl DirectoryService {

@@ -5,7 +5,10 @@ use tonic::transport::Channel;
 
 /// One line naming what went wrong, with the gRPC code in words.
 pub fn status_line(s: tonic::Status) -> String {
+    // The server names refusals of the tenant's policy exactly (gRPC has no code of its own).
+    let policy = s.metadata().get("telex-code").is_some_and(|v| v.to_str().is_ok_and(|c| c == "policy_denied"));
     let code = match s.code() {
+        tonic::Code::PermissionDenied if policy => "policy denied",
         tonic::Code::InvalidArgument => "invalid argument",
         tonic::Code::NotFound => "not found",
         tonic::Code::AlreadyExists => "already exists",
