@@ -82,7 +82,8 @@ async fn provision(admin: &str, s: &Scenario) -> anyhow::Result<()> {
     let bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
         format!("Bearer {token}").parse().ok().filter(|_| !token.is_empty());
     for u in 0..s.users {
-        let mut req = tonic::Request::new(AddUserRequest { jid: format!("lt{u}@{}", s.domain), password: s.password.clone() });
+        let mut req =
+            tonic::Request::new(AddUserRequest { jid: format!("lt{u}@{}", s.domain), password: s.password.clone() });
         if let Some(b) = &bearer {
             req.metadata_mut().insert("authorization", b.clone());
         }

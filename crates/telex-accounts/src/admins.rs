@@ -90,7 +90,8 @@ impl Accounts {
             self.require_tenant(t)?;
         }
         let (token, token_hash) = generate(&name);
-        let record = AdminRecord { name: name.clone(), role, tenant, token_hash, created_at: now_ms(), by: actor.into() };
+        let record =
+            AdminRecord { name: name.clone(), role, tenant, token_hash, created_at: now_ms(), by: actor.into() };
         record.validate()?;
         let before = reads::admin(self.groups.store(), &name)?.map(|r| describe(&r)).unwrap_or_default();
         let audit = audit_entry(actor, "admin.add", &name, before, describe(&record));

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use telex_policy::directory::DirectoryView;
 use telex_policy::rules::{Explanation, PolicyAction, TenantPolicy, ACTIONS};
 use telex_raft::reads::{self, Query};
+use telex_types::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
 use telex_types::room::{Affiliation, RoomRecord};
 use telex_types::roster::RosterItem;
-use telex_types::directory::{AuditEntry, GroupName, GroupRecord, PolicyVersion, Source, UserAttributes};
 use telex_types::{Command, Domain, TelexError, UserJid, META_GROUP};
 
 use crate::{now_ms, Accounts};

@@ -74,7 +74,8 @@ impl Accounts {
 
     /// Every tenant's last sync, by tenant.
     pub fn ldap_status(&self) -> Vec<(Domain, LdapStatus)> {
-        let mut out: Vec<(Domain, LdapStatus)> = self.ldap_tenants().into_iter().map(|t| (t, LdapStatus::default())).collect();
+        let mut out: Vec<(Domain, LdapStatus)> =
+            self.ldap_tenants().into_iter().map(|t| (t, LdapStatus::default())).collect();
         if let Ok(s) = self.ldap.status.lock() {
             for (t, status) in out.iter_mut() {
                 if let Some(now) = s.get(t) {
@@ -92,7 +93,8 @@ impl Accounts {
             let ok = status.last_error.is_none();
             metrics::gauge!("telex_ldap_sync_ok", "tenant" => tenant.to_string()).set(if ok { 1.0 } else { 0.0 });
             if let Some(at) = status.last_success_ms {
-                metrics::gauge!("telex_ldap_last_success_seconds", "tenant" => tenant.to_string()).set(at as f64 / 1000.0);
+                metrics::gauge!("telex_ldap_last_success_seconds", "tenant" => tenant.to_string())
+                    .set(at as f64 / 1000.0);
             }
         }
     }

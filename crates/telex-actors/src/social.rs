@@ -53,7 +53,8 @@ impl UserActor {
 
     /// The whole roster as the user's devices see it.
     fn shown_roster(&self) -> BTreeMap<UserJid, RosterItem> {
-        let mut all: BTreeMap<UserJid, RosterItem> = self.roster.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut all: BTreeMap<UserJid, RosterItem> =
+            self.roster.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
         for (contact, shared) in self.shared.iter().flatten() {
             let item = all.remove(contact);
             all.insert(contact.clone(), with_shared(item, shared));

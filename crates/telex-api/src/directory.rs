@@ -15,7 +15,6 @@ use crate::admin_auth::{allow, allow_tenant, allow_user};
 use crate::status::to_status;
 use telex_types::admin::{Access, Scope};
 
-
 pub struct DirectoryService {
     accounts: Arc<Accounts>,
     /// This node's sessions, for what a policy's session limits would cut.
@@ -129,10 +128,7 @@ impl Directory for DirectoryService {
         let q = r.into_inner();
         let group = GroupName::parse(&q.group).map_err(to_status)?;
         let user = UserJid::parse(&q.jid).map_err(to_status)?;
-        self.accounts
-            .set_group_member(&who.name, &t, &group, &user, q.member)
-            .await
-            .map_err(to_status)?;
+        self.accounts.set_group_member(&who.name, &t, &group, &user, q.member).await.map_err(to_status)?;
         Ok(Response::new(pb::DirectoryDone {}))
     }
 

@@ -332,7 +332,8 @@ pub async fn policy(cli: &Cli, cmd: &PolicyCmd) -> CliResult {
             );
             emit(cli.json, &out, || {
                 if *dry_run {
-                    let mut lines = vec![format!("{file}: the policy compiles against {domain}'s directory (not applied)")];
+                    let mut lines =
+                        vec![format!("{file}: the policy compiles against {domain}'s directory (not applied)")];
                     match out.impact.len() {
                         0 => lines.push("it would cut nothing that exists now".into()),
                         n => {
@@ -472,8 +473,13 @@ pub async fn directory(cli: &Cli, cmd: &DirectoryCmd) -> CliResult {
         DirectoryCmd::Sync { domain, dry_run } => {
             let req = pb::SyncDirectoryRequest { tenant: domain.clone(), dry_run: *dry_run };
             let r = c.sync_directory(req).await.map_err(status_line)?.into_inner();
-            let out =
-                SyncOut { applied: r.applied, users: r.users, groups: r.groups, changes: r.changes, warnings: r.warnings };
+            let out = SyncOut {
+                applied: r.applied,
+                users: r.users,
+                groups: r.groups,
+                changes: r.changes,
+                warnings: r.warnings,
+            };
             emit(cli.json, &out, || {
                 let mut lines: Vec<String> = out.changes.clone();
                 lines.extend(out.warnings.iter().map(|w| format!("! {w}")));
@@ -520,7 +526,12 @@ pub async fn directory(cli: &Cli, cmd: &DirectoryCmd) -> CliResult {
                             (0, true) => "never synced".to_string(),
                             (at, true) => format!("synced {} ({} users, {} groups)", when(at), s.users, s.groups),
                             (0, false) => format!("FAILING, never synced: {}", s.last_error),
-                            (at, false) => format!("FAILING since {}: {} (last good {})", when(s.last_attempt_ms), s.last_error, when(at)),
+                            (at, false) => format!(
+                                "FAILING since {}: {} (last good {})",
+                                when(s.last_attempt_ms),
+                                s.last_error,
+                                when(at)
+                            ),
                         };
                         format!("{}  {}  {last}", s.tenant, s.url)
                     })

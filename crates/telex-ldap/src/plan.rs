@@ -87,7 +87,8 @@ pub fn plan(tenant: &Domain, snap: &LdapSnapshot, current: &DirectoryData, accou
     }
     // Users that came from the server and are gone from it are disabled.
     for (jid, a) in &current.users {
-        if matches!(a.source, Source::Ldap(_)) && !seen.contains(jid) && accounts.get(jid).is_some_and(|a| !a.disabled) {
+        if matches!(a.source, Source::Ldap(_)) && !seen.contains(jid) && accounts.get(jid).is_some_and(|a| !a.disabled)
+        {
             p.changes.push((
                 DirectoryChange::SetDisabled { user: jid.clone(), disabled: true },
                 format!("~ user {jid}: disable (no longer in the directory server)"),
@@ -296,8 +297,13 @@ mod tests {
         assert!(!lines.iter().any(|l| l.contains("gone@x")), "a disabled user is not created");
         assert!(lines.contains(&"~ user old@x: disable (no longer in the directory server)"));
         assert!(!lines.iter().any(|l| l.contains("local@x")), "hand-made users stay");
-        assert!(lines.iter().any(|l| l.starts_with("~ user ann@x: display name \"\" -> \"ANN\"")
-            && l.contains("manager none -> boss@x")), "{lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("~ user ann@x: display name \"\" -> \"ANN\"")
+                    && l.contains("manager none -> boss@x")),
+            "{lines:#?}"
+        );
         assert!(lines.contains(&"+ member ann@x of engineering"));
         assert!(lines.contains(&"- member old@x of engineering"));
         assert!(lines.contains(&"~ group engineering (subgroups: backend-team)"));

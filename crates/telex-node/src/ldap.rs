@@ -23,7 +23,9 @@ pub async fn scheduled_syncs(accounts: Arc<Accounts>, tenant: Domain) {
         let groups = accounts.groups();
         if groups.leader_of(META_GROUP) == Some(groups.node_id()) {
             match accounts.ldap_sync(SCHEDULER, &tenant, false).await {
-                Ok(r) if !r.changes.is_empty() => tracing::info!(%tenant, changes = r.changes.len(), "directory synced"),
+                Ok(r) if !r.changes.is_empty() => {
+                    tracing::info!(%tenant, changes = r.changes.len(), "directory synced")
+                }
                 Ok(_) => tracing::debug!(%tenant, "directory in sync"),
                 Err(e) => tracing::warn!(%tenant, error = %e, "directory sync failed; the last synced directory stays"),
             }

@@ -7,6 +7,7 @@
 pub mod config;
 mod directory;
 pub mod entry;
+mod first_admin;
 mod homes;
 mod http;
 mod ldap;

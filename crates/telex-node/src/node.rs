@@ -335,7 +335,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 r = become_ready(&groups, &accounts, &tenant, &joining) => match r {
                     Ok(()) => {
                         ready.store(true, Ordering::Release);
-                        crate::entry::first_admin(&accounts, &data_dir).await;
+                        crate::first_admin::create(&accounts, &data_dir).await;
                         // A hand-off cut short by the last stop left this node a learner.
                         groups.rejoin_voters().await;
                         if let Err(e) = groups.describe_self().await {

@@ -49,12 +49,8 @@ async fn realistic_policy(url: String, pairs: usize) -> anyhow::Result<()> {
     use telex_proto::v1::directory_client::DirectoryClient;
     let mut d = DirectoryClient::new(telex_testkit::admin_channel(url).await?);
     let group = |name: String| pb::PutGroupRequest { tenant: "localhost".into(), name, ..Default::default() };
-    let member = |group: String, jid: String| pb::GroupMemberRequest {
-        tenant: "localhost".into(),
-        group,
-        jid,
-        member: true,
-    };
+    let member =
+        |group: String, jid: String| pb::GroupMemberRequest { tenant: "localhost".into(), group, jid, member: true };
     for g in 0..50 {
         d.put_group(group(format!("dept{g}"))).await?;
     }

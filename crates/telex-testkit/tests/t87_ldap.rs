@@ -106,7 +106,10 @@ fn an_admin_syncs_the_company_from_ldap_and_the_directory_follows_the_server() {
     assert!(roster.contains("mia@localhost"), "{roster}");
 
     // The server changes: tom is disabled there, rita removed, mia promoted, nina hired.
-    ldap.ldif("modify", &format!("dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n", uid("tom")));
+    ldap.ldif(
+        "modify",
+        &format!("dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n", uid("tom")),
+    );
     ldap.ldif("modify", &format!("dn: {}\nchangetype: delete\n", uid("rita")));
     ldap.ldif("modify", &format!("dn: {}\nchangetype: modify\nreplace: title\ntitle: VP Sales\n", uid("mia")));
     ldap.ldif("add", &person("nina", "Nina New", "Analyst", "Research", ""));
@@ -126,7 +129,11 @@ fn an_admin_syncs_the_company_from_ldap_and_the_directory_follows_the_server() {
     assert!(node.cli(&["user", "show", "rita@localhost"]).success().contains("disabled"));
 
     let audit = node.cli(&["--json", "audit", "list", "localhost", "--actor", "bootstrap"]).success();
-    assert_eq!(audit.matches(r#""action":"ldap.sync""#).count(), 2, "one entry per sync that changed something: {audit}");
+    assert_eq!(
+        audit.matches(r#""action":"ldap.sync""#).count(),
+        2,
+        "one entry per sync that changed something: {audit}"
+    );
 
     // The server goes away: the sync says why, the directory stays, /readyz and the status say so.
     ldap.stop();

@@ -42,11 +42,17 @@ async fn probe(url: &str, token: &str, tenant: &str) -> BTreeMap<&'static str, C
     call!("AddUser", a.add_user(q!(pb::AddUserRequest { jid: format!("new@{tenant}"), password: "pw".into() })));
     call!("ListUsers", a.list_users(q!(pb::ListUsersRequest { domain: t() })));
     call!("GetUser", a.get_user(q!(pb::UserRef { jid: user.clone() })));
-    call!("SetUserDisabled", a.set_user_disabled(q!(pb::SetUserDisabledRequest { jid: user.clone(), disabled: false })));
+    call!(
+        "SetUserDisabled",
+        a.set_user_disabled(q!(pb::SetUserDisabledRequest { jid: user.clone(), disabled: false }))
+    );
     call!("SetPassword", a.set_password(q!(pb::SetPasswordRequest { jid: user.clone(), password: "pw".into() })));
     call!("RevokeTokens", a.revoke_tokens(q!(pb::UserRef { jid: user.clone() })));
     call!("NodeStatus", a.node_status(q!(pb::NodeStatusRequest {})));
-    call!("AddNode", a.add_node(q!(pb::AddNodeRequest { node_id: 99, addr: "127.0.0.1:1".into(), zone: String::new() })));
+    call!(
+        "AddNode",
+        a.add_node(q!(pb::AddNodeRequest { node_id: 99, addr: "127.0.0.1:1".into(), zone: String::new() }))
+    );
     call!("RemoveNode", a.remove_node(q!(pb::RemoveNodeRequest { node_id: 99 })));
     call!("Rebalance", a.rebalance(q!(pb::RebalanceRequest {})));
     call!("Placement", a.placement(q!(pb::PlacementRequest {})));
@@ -73,7 +79,8 @@ async fn probe(url: &str, token: &str, tenant: &str) -> BTreeMap<&'static str, C
     call!("RollbackPolicy", d.rollback_policy(q!(pb::GetPolicyRequest { tenant: t(), version: 1 })));
     let test = pb::TestPolicyRequest { from: user.clone(), to: user.clone(), action: "message".into(), text: None };
     call!("TestPolicy", d.test_policy(q!(test)));
-    let audit = |tenant: String| pb::ListAuditRequest { tenant, after: 0, limit: 10, actor: String::new(), since_ms: 0 };
+    let audit =
+        |tenant: String| pb::ListAuditRequest { tenant, after: 0, limit: 10, actor: String::new(), since_ms: 0 };
     call!("ListAudit", d.list_audit(q!(audit(t()))));
     out.insert("ListAudit(cluster)", code(d.list_audit(q!(audit(String::new()))).await.map(|_| ())));
     call!("SyncDirectory", d.sync_directory(q!(pb::SyncDirectoryRequest { tenant: t(), dry_run: false })));
@@ -170,13 +177,18 @@ async fn a_tenant_admin_can_never_read_or_change_another_tenant() {
 
     // An auditor reads its tenant and changes nothing.
     let audited = probe(&url, &aud, "a.example").await;
-    for call in ["ListUsers", "GetUser", "ListGroups", "GetPolicy", "PolicyHistory", "TestPolicy", "ListAudit", "GetRoom"] {
+    for call in
+        ["ListUsers", "GetUser", "ListGroups", "GetPolicy", "PolicyHistory", "TestPolicy", "ListAudit", "GetRoom"]
+    {
         assert_ne!(audited[call], Code::PermissionDenied, "auditor refused {call}");
     }
     for call in ["AddUser", "SetPassword", "PutGroup", "SetPolicy", "KickSession", "DestroyRoom", "SyncDirectory"] {
         assert_eq!(audited[call], Code::PermissionDenied, "auditor allowed {call}");
     }
-    assert!(probe(&url, &aud, "b.example").await.iter().all(|(c, code)| FILTERED.contains(c) || *code == Code::PermissionDenied));
+    assert!(probe(&url, &aud, "b.example")
+        .await
+        .iter()
+        .all(|(c, code)| FILTERED.contains(c) || *code == Code::PermissionDenied));
 
     // No token, or a wrong one: refused before anything runs.
     for token in ["", "ta1.alice-ops.0000", "not-a-token"] {

@@ -660,4 +660,3 @@ fn a_shared_roster_group_and_the_directory_search_work_for_an_xmpp_client() {
     assert!(native.contains("sam@localhost") && !native.contains("rita@localhost"), "{native}");
     healthy(&node);
 }
-

@@ -13,7 +13,14 @@ use telex_testkit::{bin, data_dir, Telexd};
 
 /// Runs the tool; returns the result's summary and what it printed on stderr.
 fn loadtest(args: &[&str], out: &Path) -> (serde_json::Value, String) {
-    let run = Command::new(bin("telex-loadtest")).env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN).arg("run").args(args).arg("--out").arg(out).output().unwrap();
+    let run = Command::new(bin("telex-loadtest"))
+        .env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&run.stderr).to_string();
     assert!(run.status.success(), "{stderr}");
     let result: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("result.json")).unwrap()).unwrap();
@@ -70,7 +77,8 @@ fn the_smoke_preset_runs_against_a_node_and_writes_its_report() {
     let node = Telexd::start(&dir, &["--shards", "8"]);
     let out = tmp.path().join("report");
     let history = tmp.path().join("history.jsonl");
-    let run = Command::new(bin("telex-loadtest")).env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
+    let run = Command::new(bin("telex-loadtest"))
+        .env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
         .args(["run", "--preset", "smoke", "--duration", "2"])
         .args(["--server", &node.addrs.xmpp.to_string(), "--admin", &node.addrs.admin.to_string()])
         .arg("--out")
@@ -115,7 +123,8 @@ fn worker_processes_from_several_source_addresses_merge_into_one_report() {
     let (tmp, dir) = data_dir();
     let node = Telexd::start(&dir, &["--shards", "8"]);
     let out = tmp.path().join("report");
-    let run = Command::new(bin("telex-loadtest")).env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
+    let run = Command::new(bin("telex-loadtest"))
+        .env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
         .args(["run", "--preset", "smoke", "--duration", "2", "--workers", "2"])
         .args(["--server", &node.addrs.xmpp.to_string(), "--admin", &node.addrs.admin.to_string()])
         .arg("--out")
@@ -220,7 +229,8 @@ fn the_tools_history_drives_a_cluster_failure_test() {
     let history = tmp.path().join("history.jsonl");
     let servers = [&n1, &n2, &n3].map(|n| n.addrs.xmpp.to_string()).join(",");
     let report = tmp.path().join("report");
-    let run = Command::new(bin("telex-loadtest")).env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
+    let run = Command::new(bin("telex-loadtest"))
+        .env("TELEX_ADMIN_TOKEN", telex_testkit::ADMIN_TOKEN)
         .args(["run", "--scenario", &file, "--server", &servers, "--admin", &n2.addrs.admin.to_string()])
         .arg("--history")
         .arg(&history)

@@ -174,11 +174,21 @@ pub enum DirectoryChange {
     /// An account for a user the directory server has and Telex has not (its password set by
     /// an admin, or checked by the directory server).
     CreateUser(UserJid),
-    SetDisabled { user: UserJid, disabled: bool },
-    SetAttributes { user: UserJid, attributes: UserAttributes },
+    SetDisabled {
+        user: UserJid,
+        disabled: bool,
+    },
+    SetAttributes {
+        user: UserJid,
+        attributes: UserAttributes,
+    },
     PutGroup(GroupRecord),
     RemoveGroup(GroupName),
-    Member { group: GroupName, user: UserJid, member: bool },
+    Member {
+        group: GroupName,
+        user: UserJid,
+        member: bool,
+    },
 }
 
 #[cfg(test)]

@@ -209,14 +209,21 @@ pub fn search_results(found: &[Found<'_>], form: bool) -> Element {
     }
     let mut reported = vec![field("jid", "JID", "jid-single", None)];
     reported.extend(SEARCH_FIELDS.iter().map(|(f, label)| field(f, label, "text-single", None)));
-    let mut children = vec![field("FORM_TYPE", "", "hidden", Some(ns::SEARCH)), Node::Element(el("reported", &[], reported))];
+    let mut children =
+        vec![field("FORM_TYPE", "", "hidden", Some(ns::SEARCH)), Node::Element(el("reported", &[], reported))];
     for f in found {
         let (first, last) = split(f.name);
-        let values = [("jid", f.jid), ("first", first.as_str()), ("last", last.as_str()), ("nick", f.name), ("email", f.email)];
-        let fields = values.iter().map(|(var, v)| Node::Element(el("field", &[("var", var)], vec![text_el("value", v)])));
+        let values =
+            [("jid", f.jid), ("first", first.as_str()), ("last", last.as_str()), ("nick", f.name), ("email", f.email)];
+        let fields =
+            values.iter().map(|(var, v)| Node::Element(el("field", &[("var", var)], vec![text_el("value", v)])));
         children.push(Node::Element(el("item", &[], fields.collect())));
     }
-    el("query", &[("xmlns", ns::SEARCH)], vec![Node::Element(el("x", &[("xmlns", ns::DATA), ("type", "result")], children))])
+    el(
+        "query",
+        &[("xmlns", ns::SEARCH)],
+        vec![Node::Element(el("x", &[("xmlns", ns::DATA), ("type", "result")], children))],
+    )
 }
 
 fn item_jids(p: &Element) -> Vec<String> {
