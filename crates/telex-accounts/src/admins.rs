@@ -93,7 +93,11 @@ impl Accounts {
         let record =
             AdminRecord { name: name.clone(), role, tenant, token_hash, created_at: now_ms(), by: actor.into() };
         record.validate()?;
-        let before = reads::admin(self.groups.store(), &name)?.map(|r| describe(&r)).unwrap_or_default();
+        let existing = reads::admin(self.groups.store(), &name)?;
+        if existing.as_ref().is_some_and(|e| e.role == AdminRole::SuperAdmin) && role != AdminRole::SuperAdmin {
+            self.keeps_a_super_admin(&name)?;
+        }
+        let before = existing.map(|r| describe(&r)).unwrap_or_default();
         let audit = audit_entry(actor, "admin.add", &name, before, describe(&record));
         let batch = Command::Batch(vec![
             Command::PutAdmin { record: record.clone(), only_first: false },
@@ -111,17 +115,27 @@ impl Accounts {
         let Some(record) = all.iter().find(|a| a.name == name) else {
             return Err(TelexError::not_found(format!("no admin {name}")));
         };
-        let supers = all.iter().filter(|a| a.role == AdminRole::SuperAdmin).count();
-        if record.role == AdminRole::SuperAdmin && supers == 1 && !self.has_bootstrap_admin() {
-            return Err(TelexError::new(
-                ErrorCode::FailedPrecondition,
-                format!("{name} is the last super-admin: add another first, or no one could administer the cluster"),
-            ));
+        if record.role == AdminRole::SuperAdmin {
+            self.keeps_a_super_admin(&name)?;
         }
         let audit = audit_entry(actor, "admin.remove", &name, describe(record), String::new());
         let batch =
             Command::Batch(vec![Command::RemoveAdmin { name }, Command::AppendAudit { tenant: None, entry: audit }]);
         self.write_meta(batch).await
+    }
+
+    /// Refuses taking super-admin `name` away when it is the last one and no bootstrap token
+    /// is configured (no one could administer the cluster any more).
+    fn keeps_a_super_admin(&self, name: &str) -> Result<(), TelexError> {
+        let all = reads::admins(self.groups.store())?;
+        let others = all.iter().filter(|a| a.role == AdminRole::SuperAdmin && a.name != name).count();
+        if others == 0 && !self.has_bootstrap_admin() {
+            return Err(TelexError::new(
+                ErrorCode::FailedPrecondition,
+                format!("{name} is the last super-admin: add another first, or no one could administer the cluster"),
+            ));
+        }
+        Ok(())
     }
 
     pub fn admins(&self) -> Result<Vec<AdminRecord>, TelexError> {
@@ -145,15 +159,14 @@ impl Accounts {
             by: "first start".into(),
         };
         let audit = audit_entry("first start", "admin.add", ROOT, String::new(), describe(&record));
-        let batch = Command::Batch(vec![
-            Command::PutAdmin { record, only_first: true },
-            Command::AppendAudit { tenant: None, entry: audit },
-        ]);
-        match self.write_meta(batch).await {
-            Ok(()) => Ok(Some(token)),
-            Err(e) if e.code == ErrorCode::AlreadyExists => Ok(None),
-            Err(e) => Err(e),
+        // Not one batch: a refused `PutAdmin` (another node was first) must leave no entry.
+        match self.write_meta(Command::PutAdmin { record, only_first: true }).await {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::AlreadyExists => return Ok(None),
+            Err(e) => return Err(e),
         }
+        self.write_meta(Command::AppendAudit { tenant: None, entry: audit }).await?;
+        Ok(Some(token))
     }
 
     /// Records an admin action that is not itself a directory change (users, limits, sessions,

@@ -139,6 +139,12 @@ impl Accounts {
         let current = reads::directory(self.groups.store(), tenant)?;
         let accounts = self.users(tenant.as_str())?;
         let plan = telex_ldap::plan(tenant, &snapshot, &current, &accounts);
+        if let Some(why) = plan.refused {
+            return Err(TelexError::new(
+                telex_types::ErrorCode::FailedPrecondition,
+                format!("sync not applied: {why}"),
+            ));
+        }
         let mut report = SyncReport {
             changes: plan.changes.iter().map(|(_, line)| line.clone()).collect(),
             warnings: plan.warnings.clone(),

@@ -462,12 +462,19 @@ impl UserActor {
     /// now give the user, and swaps presence with those gained or lost.
     pub(crate) fn shared_changed(&mut self) {
         // Not loaded yet: the next use loads it as it is now.
-        let Some(before) = self.shared.take() else { return };
+        let Some(before) = self.shared.clone() else { return };
+        // The stored roster too (a reload may have dropped it), or pushes would misstate it.
+        if self.load().is_err() {
+            return;
+        }
         let after = self.hub.policies.shared_roster(&self.user);
-        self.shared = Some(after.clone());
         for (contact, shared) in &after {
             if before.get(contact) == Some(shared) {
                 continue;
+            }
+            // One change at a time: each push carries the roster's version after it.
+            if let Some(s) = self.shared.as_mut() {
+                s.insert(contact.clone(), shared.clone());
             }
             self.push_item(contact);
             if before.contains_key(contact) {
@@ -475,7 +482,7 @@ impl UserActor {
             }
             // Newly shared: presence both ways (the contact's actor does the same; a repeated
             // presence changes nothing for a client).
-            if !self.item(contact).is_some_and(|i| i.subscription.has_from()) {
+            if !self.item(contact).is_some_and(|i| i.subscription.has_from()) && !self.is_blocked(contact) {
                 self.send_own_presence(contact, true);
             }
             if self.may_see(contact) {
@@ -486,6 +493,9 @@ impl UserActor {
             }
         }
         for contact in before.keys().filter(|c| !after.contains_key(*c)) {
+            if let Some(s) = self.shared.as_mut() {
+                s.remove(contact);
+            }
             self.push_item(contact);
             if !self.seen_by(contact) {
                 self.send_own_presence(contact, false);

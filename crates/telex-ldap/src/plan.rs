@@ -1,6 +1,7 @@
 //! What a sync would change: the directory server's users and groups against the tenant's
 //! accounts and directory. Entries that came from the server (their `Source` is its DN) follow
-//! it; what an admin made by hand is left alone, as is who a group is shown to.
+//! it; an account with the server's name for a user is linked to it; a group an admin made by
+//! hand is left alone, as is who a group is shown to; a sync disables, never enables.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -15,6 +16,8 @@ use crate::fetch::{normalize_dn, LdapSnapshot};
 pub struct SyncPlan {
     pub changes: Vec<(DirectoryChange, String)>,
     pub warnings: Vec<String>,
+    /// Why the plan must not be applied at all, when the server's answer looks broken.
+    pub refused: Option<String>,
 }
 
 /// A group name from an LDAP common name: lowercase, other characters as `-`.
@@ -29,6 +32,14 @@ fn slug(cn: &str) -> Option<GroupName> {
 
 pub fn plan(tenant: &Domain, snap: &LdapSnapshot, current: &DirectoryData, accounts: &[AccountRecord]) -> SyncPlan {
     let mut p = SyncPlan::default();
+    let synced = current.users.iter().filter(|(_, a)| matches!(a.source, Source::Ldap(_))).count();
+    if snap.users.is_empty() && synced > 0 {
+        // A wrong filter or an ACL hiding the entries reads as "everyone left": not applied.
+        p.refused = Some(format!(
+            "the directory server returned no users; {synced} synced users would be disabled (check base_dn, user_filter and the sync account's rights)"
+        ));
+        return p;
+    }
     // Users by DN, and the JID each becomes.
     let mut by_dn: HashMap<String, UserJid> = HashMap::new();
     let mut seen: BTreeSet<UserJid> = BTreeSet::new();
@@ -60,22 +71,21 @@ pub fn plan(tenant: &Domain, snap: &LdapSnapshot, current: &DirectoryData, accou
             email: u.email.clone(),
             source: Source::Ldap(u.dn.clone()),
         };
-        if let Err(e) = wanted.validate() {
-            p.warnings.push(format!("{jid}: {}; skipped", e.message));
-            continue;
-        }
         match accounts.get(jid) {
             None if u.disabled => continue,
             None => p.changes.push((DirectoryChange::CreateUser(jid.clone()), format!("+ user {jid} ({})", u.dn))),
-            // A user made by hand and disabled by an admin stays so until the server has it.
-            Some(a) if a.disabled != u.disabled && (u.disabled || synced(attributes.get(jid).copied())) => {
-                let what = if u.disabled { "disable" } else { "enable" };
-                p.changes.push((
-                    DirectoryChange::SetDisabled { user: jid.clone(), disabled: u.disabled },
-                    format!("~ user {jid}: {what} (as the directory server says)"),
-                ));
-            }
+            // Disabling follows the server; enabling again is an admin's call (`telex user
+            // enable`): a sync never undoes an admin's disable.
+            Some(a) if u.disabled && !a.disabled => p.changes.push((
+                DirectoryChange::SetDisabled { user: jid.clone(), disabled: true },
+                format!("~ user {jid}: disable (as the directory server says)"),
+            )),
             Some(_) => {}
+        }
+        // Bad attributes cost the attributes, not the account's fate above.
+        if let Err(e) = wanted.validate() {
+            p.warnings.push(format!("{jid}: {}; attributes not synced", e.message));
+            continue;
         }
         match attributes.get(jid) {
             Some(now) if **now == wanted => {}
@@ -182,10 +192,6 @@ fn plan_groups(
             p.changes.push((DirectoryChange::RemoveGroup(g.name.clone()), format!("- group {}", g.name)));
         }
     }
-}
-
-fn synced(a: Option<&UserAttributes>) -> bool {
-    a.is_some_and(|a| matches!(a.source, Source::Ldap(_)))
 }
 
 /// What changes between two sets of attributes, for people.
@@ -317,6 +323,32 @@ mod tests {
         });
         shown.subgroups.insert(GroupName::parse("backend-team").unwrap());
         assert_eq!(put, Some(shown));
+    }
+
+    #[test]
+    fn an_empty_answer_never_disables_everyone_and_an_admins_disable_stays() {
+        let tenant = Domain::parse("x").unwrap();
+        let synced = UserAttributes { source: Source::Ldap("uid=ann,dc=x".into()), ..UserAttributes::default() };
+        let current = DirectoryData { users: vec![(jid("ann@x"), synced)], ..DirectoryData::default() };
+        let p = plan(&tenant, &LdapSnapshot::default(), &current, &[account("ann@x", false)]);
+        assert!(p.refused.is_some_and(|r| r.contains("no users")) && p.changes.is_empty());
+        // Disabled here by an admin, enabled on the server: stays disabled.
+        let mut long = user("ann", &"t".repeat(300));
+        long.disabled = false;
+        let snap = LdapSnapshot { users: vec![long], groups: Vec::new() };
+        let p = plan(&tenant, &snap, &current, &[account("ann@x", true)]);
+        assert!(!p.changes.iter().any(|(c, _)| matches!(c, DirectoryChange::SetDisabled { .. })), "{:?}", p.changes);
+        assert!(p.warnings.iter().any(|w| w.contains("attributes not synced")), "{:?}", p.warnings);
+        // Bad attributes do not save a user the server disabled.
+        let mut gone = user("ann", &"t".repeat(300));
+        gone.disabled = true;
+        let p = plan(
+            &tenant,
+            &LdapSnapshot { users: vec![gone], groups: Vec::new() },
+            &current,
+            &[account("ann@x", false)],
+        );
+        assert!(p.changes.iter().any(|(c, _)| matches!(c, DirectoryChange::SetDisabled { disabled: true, .. })));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct PolicyWatch {
     pending: Mutex<HashSet<Domain>>,
     /// Told of each tenant recompiled after a change (the actors update shared rosters).
     on_change: Box<dyn Fn(&Domain) + Send + Sync>,
+    /// One compile at a time: the one that runs last read the newest state, so an older
+    /// compile can never finish after a newer one and win.
+    compiling: Mutex<()>,
 }
 
 impl PolicyWatch {
@@ -42,7 +45,13 @@ impl PolicyWatch {
         cache: Arc<PolicyCache>,
         on_change: Box<dyn Fn(&Domain) + Send + Sync>,
     ) -> Arc<PolicyWatch> {
-        let watch = Arc::new(PolicyWatch { store, cache, pending: Mutex::new(HashSet::new()), on_change });
+        let watch = Arc::new(PolicyWatch {
+            store,
+            cache,
+            pending: Mutex::new(HashSet::new()),
+            on_change,
+            compiling: Mutex::new(()),
+        });
         match reads::tenants(&watch.store) {
             Ok(tenants) => tenants.into_iter().for_each(|t| {
                 watch.recompile(&t.domain);
@@ -53,6 +62,7 @@ impl PolicyWatch {
     }
 
     fn recompile(&self, tenant: &Domain) -> bool {
+        let _one = self.compiling.lock();
         match compile(&self.store, tenant) {
             Ok(p) => {
                 self.cache.set(p);

@@ -196,3 +196,33 @@ fn go_sendxmpp_says_something_in_a_room() {
         node.cli(&["room", "history", "team@conference.localhost", "--user", "bob@localhost", "--password", "pw"]);
     assert!(history.success().contains("hello room from go"), "go-sendxmpp's message is in the room's log");
 }
+
+#[test]
+fn aioxmpp_sees_a_shared_roster_group_and_a_policy_violation_with_the_rules_text() {
+    let (tmp, node) = node();
+    for (g, name, shown, members) in [
+        ("team", "Team", "team", &["alice", "eve"][..]),
+        ("left", "Left", "", &["alice"]),
+        ("right", "Right", "", &["bob"]),
+    ] {
+        let group = format!("{g}@localhost");
+        let mut add = vec!["group", "add", group.as_str(), "--name", name];
+        if !shown.is_empty() {
+            add.extend(["--shown-to", shown]);
+        }
+        node.cli(&add).success();
+        for m in members {
+            node.cli(&["group", "member", "add", &group, &format!("{m}@localhost")]).success();
+        }
+    }
+    let file = tmp.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        "[[barrier]]\nname = \"wall\"\nbetween = [\"group:left\", \"group:right\"]\ndescription = \"Alice and Bob are kept apart\"\n",
+    )
+    .unwrap();
+    node.cli(&["policy", "set", "localhost", file.to_str().unwrap()]).success();
+    // Each node compiles the policy from its replica just after the write.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_ok(&node, "policy");
+}

@@ -371,6 +371,29 @@ async def muc_admin(args):
     print("OK muc_admin", flush=True)
 
 
+async def policy(args):
+    """The tenant's policy as aioxmpp sees it: a shared roster group puts eve on alice's roster
+    (subscription both, the group's name), and a message across an information barrier comes
+    back as a policy-violation error carrying the rule's description."""
+    eve = aioxmpp.JID.fromstr("eve@" + args.domain)
+    async with Peer(args, "alice", "policy") as a:
+        await a.available()
+        await until("eve on the roster from the shared group",
+                    lambda: eve in a.roster.items and a.roster.items[eve].subscription == "both")
+        if "Team" not in a.roster.items[eve].groups:
+            fail(f"eve is in roster groups {a.roster.items[eve].groups}, not Team")
+        await a.client.send(a.message("bob@" + args.domain, "across the wall"))
+        errors = lambda: [m for _, m in a.messages if m.type_ == aioxmpp.MessageType.ERROR]
+        await until("the refusal", lambda: errors())
+        error = errors()[0].error
+        condition = getattr(error.condition, "value", error.condition)
+        if "policy-violation" not in str(condition):
+            fail(f"refused with {condition}, not policy-violation")
+        if error.text != "Alice and Bob are kept apart":
+            fail(f"the error's text is {error.text!r}")
+    print("OK policy", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("scenario")
@@ -389,6 +412,7 @@ def main():
         "csi": csi,
         "muc": muc,
         "muc_admin": muc_admin,
+        "policy": policy,
     }
     asyncio.run(asyncio.wait_for(scenarios[args.scenario](args), 90))
 
