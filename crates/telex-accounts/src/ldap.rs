@@ -227,7 +227,16 @@ impl Accounts {
             Ok(None) => return None,
             Err(e) => return Some(Err(e)),
         };
+        // As many binds at once as password hashes: a login storm cannot flood the server.
+        let permit = match tokio::time::timeout(self.config.hash_wait, self.hashing.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                let busy = "too many password checks in progress; retry shortly";
+                return Some(Err(TelexError::new(telex_types::ErrorCode::ResourceExhausted, busy)));
+            }
+        };
         let r = telex_ldap::bind(config, &dn, password).await;
+        drop(permit);
         metrics::counter!("telex_ldap_binds_total", "outcome" => match &r { Ok(true) => "ok", Ok(false) => "refused", Err(_) => "error" }).increment(1);
         Some(r.map_err(TelexError::unavailable))
     }

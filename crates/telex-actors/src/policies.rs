@@ -47,7 +47,13 @@ impl PolicyCache {
     }
 
     /// Directory entries of `searcher`'s tenant matching `query` that it may see.
-    pub fn search(&self, searcher: &UserJid, query: &str, limit: usize) -> Vec<(UserJid, UserAttributes)> {
-        self.get(searcher.domain()).map(|p| p.search(searcher, query, limit)).unwrap_or_default()
+    pub fn search(
+        &self,
+        searcher: &UserJid,
+        query: &str,
+        limit: usize,
+        keep: &dyn Fn(&UserJid, &UserAttributes) -> bool,
+    ) -> Vec<(UserJid, UserAttributes)> {
+        self.get(searcher.domain()).map(|p| p.search_where(searcher, query, limit, keep)).unwrap_or_default()
     }
 }

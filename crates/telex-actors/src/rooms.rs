@@ -329,7 +329,18 @@ impl Rooms {
         affiliation: Option<Affiliation>,
     ) -> Result<RoomRecord, TelexError> {
         let record = self.visible(by, room).await?;
+        let joins = Self::makes_member(&record, &user, affiliation);
+        if let Some(refusal) = self.policies.check(by, PolicyAction::Invite, &user).filter(|_| joins) {
+            return Err(refusal.to_error());
+        }
         self.affiliate(record.affiliation(by), record, user, affiliation).await
+    }
+
+    /// Whether `affiliation` makes `user` a member of the room it is not yet.
+    fn makes_member(record: &RoomRecord, user: &UserJid, affiliation: Option<Affiliation>) -> bool {
+        let member =
+            |a: Option<Affiliation>| matches!(a, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));
+        member(affiliation) && !member(record.affiliation(user))
     }
 
     /// A moderator (`by`) gives `user` a role in the room: voice to a visitor, voice taken
@@ -364,6 +375,10 @@ impl Rooms {
             return Err(TelexError::invalid(format!("{user} is not a user of {}", room.tenant())));
         }
         muc::may_affiliate(&record, by, &user, affiliation).map_err(|r| r.to_error())?;
+        if Self::makes_member(&record, &user, affiliation) {
+            // Barriers hold for members made by an owner or an operator too.
+            self.policy_allows_joining(&user, &record, [])?;
+        }
         let change = RoomChange::Affiliation { user: user.clone(), affiliation };
         self.store.change(room.clone(), change).await?;
         let member = matches!(affiliation, Some(Affiliation::Owner | Affiliation::Admin | Affiliation::Member));

@@ -100,7 +100,7 @@ impl Client for ClientService {
         let limit = if q.limit == 0 { 50 } else { q.limit as usize };
         let entries = self
             .core
-            .search_directory(&p.jid, &q.query, limit)
+            .search_directory(&p.jid, &q.query, limit, &|_, _| true)
             .into_iter()
             .map(|(jid, a)| pb::DirectoryEntry {
                 jid: jid.to_string(),

@@ -538,6 +538,17 @@ impl TenantPolicy {
     /// Up to `limit` users of the directory whose JID or attributes contain `query` (case
     /// ignored; empty matches everyone), that the policy lets `searcher` see, by JID.
     pub fn search(&self, searcher: &UserJid, query: &str, limit: usize) -> Vec<(UserJid, UserAttributes)> {
+        self.search_where(searcher, query, limit, &|_, _| true)
+    }
+
+    /// `search`, keeping only the entries `keep` accepts (before the limit applies).
+    pub fn search_where(
+        &self,
+        searcher: &UserJid,
+        query: &str,
+        limit: usize,
+        keep: &dyn Fn(&UserJid, &UserAttributes) -> bool,
+    ) -> Vec<(UserJid, UserAttributes)> {
         let q = query.trim().to_lowercase();
         let hit = |jid: &UserJid, a: &UserAttributes| {
             q.is_empty()
@@ -547,7 +558,7 @@ impl TenantPolicy {
         let mut out: Vec<(UserJid, UserAttributes)> = self
             .view
             .users()
-            .filter(|(_, jid, a)| jid != &searcher && hit(jid, a))
+            .filter(|(_, jid, a)| jid != &searcher && hit(jid, a) && keep(jid, a))
             .filter(|(_, jid, _)| self.check(searcher, PolicyAction::See, jid).is_ok())
             .map(|(_, jid, a)| (jid.clone(), a.clone()))
             .collect();

@@ -228,13 +228,15 @@ impl Core {
     }
 
     /// People of `user`'s directory matching `query` whom the policy lets it see.
+    /// Only the entries `keep` accepts count towards `limit`.
     pub fn search_directory(
         &self,
         user: &UserJid,
         query: &str,
         limit: usize,
+        keep: &dyn Fn(&UserJid, &telex_types::directory::UserAttributes) -> bool,
     ) -> Vec<(UserJid, telex_types::directory::UserAttributes)> {
-        self.messaging().policies().search(user, query, limit.clamp(1, MAX_SEARCH))
+        self.messaging().policies().search(user, query, limit.clamp(1, MAX_SEARCH), keep)
     }
 
     /// Whether this cluster serves `domain`.

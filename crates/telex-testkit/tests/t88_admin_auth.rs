@@ -225,6 +225,7 @@ fn a_first_start_without_a_token_writes_a_super_admins_and_keeps_one() {
     let as_root = |args: &[&str]| node.cli_env(args, &[("TELEX_ADMIN_TOKEN", root.as_str())]);
     assert!(as_root(&["admin", "whoami"]).success().contains("root"));
     as_root(&["admin", "remove", "root"]).failure("last super-admin");
+    as_root(&["admin", "add", "root", "--role", "auditor"]).failure("last super-admin");
     let ops = as_root(&["--json", "admin", "add", "ops", "--role", "super-admin"]).json();
     let ops = ops["token"].as_str().unwrap().to_string();
     as_root(&["admin", "remove", "root"]).success();

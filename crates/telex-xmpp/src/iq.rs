@@ -508,4 +508,31 @@ mod tests {
         assert_eq!(req("<iq type='get' id='v'><query xmlns='jabber:iq:version'/></iq>"), Request::Unsupported);
         assert!(matches!(req("<iq type='get' id='v'/>"), Request::Bad(_)));
     }
+
+    #[test]
+    fn directory_searches_plain_and_with_a_form() {
+        assert_eq!(req("<iq type='get' id='s'><query xmlns='jabber:iq:search'/></iq>"), Request::SearchFields);
+        let plain = req(
+            "<iq type='set' id='s'><query xmlns='jabber:iq:search'><nick>Ann</nick><email>acme</email></query></iq>",
+        );
+        let Request::Search(q) = plain else { panic!("{plain:?}") };
+        assert_eq!((q.nick.as_str(), q.email.as_str(), q.form, q.key()), ("Ann", "acme", false, "acme"));
+        assert!(q.matches("Ann Smith ann@x", "ann@acme.example"));
+        assert!(!q.matches("Ann Smith ann@x", "ann@other.example"), "every field given must match");
+        let form = req("<iq type='set' id='s'><query xmlns='jabber:iq:search'><x xmlns='jabber:x:data' type='submit'>\
+             <field var='FORM_TYPE'><value>jabber:iq:search</value></field>\
+             <field var='last'><value>Smith</value></field></x></query></iq>");
+        let Request::Search(q) = form else { panic!("{form:?}") };
+        assert!(q.form && q.last == "Smith");
+        let empty = req("<iq type='set' id='s'><query xmlns='jabber:iq:search'/></iq>");
+        assert!(matches!(empty, Request::Bad(ref t) if t.contains("at least one")), "{empty:?}");
+        let long = format!(
+            "<iq type='set' id='s'><query xmlns='jabber:iq:search'><nick>{}</nick></query></iq>",
+            "a".repeat(300)
+        );
+        assert!(matches!(req(&long), Request::Bad(ref t) if t.contains("longer than")));
+        let found = [Found { jid: "ann@x", name: "Ann Smith", email: "ann@x" }];
+        let xml = crate::xml::xml_of(&search_results(&found, false));
+        assert!(xml.contains("<first>Ann</first>") && xml.contains("<last>Smith</last>"), "{xml}");
+    }
 }

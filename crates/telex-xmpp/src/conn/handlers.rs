@@ -248,13 +248,16 @@ impl Xmpp {
             },
             Request::SearchFields => ok(Some(iq::search_fields())),
             Request::Search(q) => {
-                let people = self.core.search_directory(&user, q.key(), telex_session::MAX_SEARCH);
+                // Every field must match (the address counts as a name too: not everyone has a
+                // display name), before the limit applies.
+                let keep = |jid: &UserJid, a: &telex_types::directory::UserAttributes| {
+                    q.matches(&format!("{} {jid}", a.display_name), &a.email)
+                };
+                let people = self.core.search_directory(&user, q.key(), telex_session::MAX_SEARCH, &keep);
                 let jids: Vec<String> = people.iter().map(|(j, _)| j.to_string()).collect();
                 let found: Vec<iq::Found<'_>> = people
                     .iter()
                     .zip(&jids)
-                    // The address counts as a name too (not everyone has a display name).
-                    .filter(|((_, a), jid)| q.matches(&format!("{} {jid}", a.display_name), &a.email))
                     .map(|((_, a), jid)| iq::Found { jid, name: &a.display_name, email: &a.email })
                     .collect();
                 ok(Some(iq::search_results(&found, q.form)))
